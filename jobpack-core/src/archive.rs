@@ -1,0 +1,464 @@
+//! Archive stage: a byte-reproducible `.tar.gz` of a directory.
+//!
+//! Same tree in, same bytes out, on any machine: entries sorted by path (byte order), one fixed
+//! mtime, uid/gid 0 with no user or group names, modes normalised (files 0644 or 0755 by their
+//! executable bit, directories 0755, symlinks 0777 and kept as symlinks), no atime, ctime or
+//! extended attributes (GNU format, long names as GNU long-name entries), and a gzip stream with
+//! header mtime 0, no file name, OS byte 255, from one pinned backend (zlib-rs) at one level.
+//!
+//! It refuses: special files (devices, fifos, sockets) and names that are not UTF-8.
+//! The output goes to a temporary file beside the destination and is renamed into place only when
+//! complete, so a reader never sees a partial artifact.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use flate2::{Compression, GzBuilder};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::progress::{Progress, ProgressFn};
+
+/// The one compression level artifacts use. Changing it changes every artifact's bytes.
+pub const GZIP_LEVEL: u32 = 6;
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One entry of the archive, as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the archive root, `/`-separated, no trailing slash.
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: EntryKind,
+    /// Normalised mode as four octal digits, e.g. `"0644"`.
+    pub mode: String,
+    /// Size in bytes (0 for directories and symlinks).
+    pub size: u64,
+    /// sha256 of the contents (files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Link target (symlinks only), exactly as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl FileEntry {
+    fn mode_bits(&self) -> u32 {
+        u32::from_str_radix(&self.mode, 8).unwrap_or(0o644)
+    }
+}
+
+/// Why the archive stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("cannot archive {path}: {reason}")]
+    Unsupported { path: String, reason: &'static str },
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
+    let path = path.to_path_buf();
+    move |source| ArchiveError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Walks `root` (without following symlinks) and describes every entry, hashing every file.
+/// Sorted by path. `root` itself is not an entry.
+pub fn scan(root: &Path) -> Result<Vec<FileEntry>, ArchiveError> {
+    let mut out = Vec::new();
+    scan_dir(root, "", &mut out)?;
+    out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    Ok(out)
+}
+
+fn scan_dir(dir: &Path, rel: &str, out: &mut Vec<FileEntry>) -> Result<(), ArchiveError> {
+    let rd = fs::read_dir(dir).map_err(io_err("read directory", dir))?;
+    for ent in rd {
+        let ent = ent.map_err(io_err("read directory", dir))?;
+        let path = ent.path();
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(ArchiveError::Unsupported {
+                path: path.display().to_string(),
+                reason: "the name is not UTF-8",
+            });
+        };
+        let relp = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let meta = fs::symlink_metadata(&path).map_err(io_err("stat", &path))?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            out.push(FileEntry {
+                path: relp.clone(),
+                kind: EntryKind::Dir,
+                mode: "0755".into(),
+                size: 0,
+                sha256: None,
+                target: None,
+            });
+            scan_dir(&path, &relp, out)?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(&path).map_err(io_err("read link", &path))?;
+            let Some(target) = target.to_str() else {
+                return Err(ArchiveError::Unsupported {
+                    path: relp,
+                    reason: "the symlink target is not UTF-8",
+                });
+            };
+            out.push(FileEntry {
+                path: relp,
+                kind: EntryKind::Symlink,
+                mode: "0777".into(),
+                size: 0,
+                sha256: None,
+                target: Some(target.to_owned()),
+            });
+        } else if ft.is_file() {
+            let exec = meta.permissions().mode() & 0o111 != 0;
+            let (sha256, size) = hash_file(&path)?;
+            out.push(FileEntry {
+                path: relp,
+                kind: EntryKind::File,
+                mode: if exec { "0755" } else { "0644" }.into(),
+                size,
+                sha256: Some(sha256),
+                target: None,
+            });
+        } else {
+            return Err(ArchiveError::Unsupported {
+                path: relp,
+                reason: "special files (devices, fifos, sockets) cannot be packed",
+            });
+        }
+    }
+    Ok(())
+}
+
+fn hash_file(path: &Path) -> Result<(String, u64), ArchiveError> {
+    let mut f = File::open(path).map_err(io_err("open", path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io_err("read", path))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((hex::encode(h.finalize()), size))
+}
+
+/// Where an entry's contents come from when writing.
+pub enum Contents<'a> {
+    /// Read from `root/<path>` on disk.
+    Disk,
+    /// Given in memory (for files that are never written to disk, like the manifest).
+    Bytes(&'a [u8]),
+}
+
+/// The archive's sha256 and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Writes `entries` (taken from `root`, or from memory) as a deterministic `.tar.gz` at `dest`,
+/// via a temporary file in the same directory renamed into place when complete.
+pub fn write_tar_gz(
+    root: &Path,
+    entries: &[(FileEntry, Contents<'_>)],
+    mtime: u64,
+    dest: &Path,
+    progress: &ProgressFn,
+) -> Result<Written, ArchiveError> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".jobpack-artifact-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io_err("create a temporary file in", dir))?;
+    let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
+    let gz = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(hashing, Compression::new(GZIP_LEVEL));
+    let mut tar = tar::Builder::new(gz);
+    let total: u64 = entries.iter().map(|(e, _)| e.size).sum();
+    let mut written = 0u64;
+    let mut last_report = 0u64;
+
+    let mut sorted: Vec<&(FileEntry, Contents<'_>)> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.0.path.as_bytes().cmp(b.0.path.as_bytes()));
+    let tar_io = |e: io::Error| ArchiveError::Io {
+        action: "write",
+        path: tmp.path().to_path_buf(),
+        source: e,
+    };
+    for (entry, contents) in sorted {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(mtime);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mode(entry.mode_bits());
+        match entry.kind {
+            EntryKind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                tar.append_data(&mut h, format!("{}/", entry.path), io::empty())
+                    .map_err(tar_io)?;
+            }
+            EntryKind::Symlink => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                let target = entry.target.as_deref().unwrap_or_default();
+                tar.append_link(&mut h, &entry.path, target)
+                    .map_err(tar_io)?;
+            }
+            EntryKind::File => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(entry.size);
+                match contents {
+                    Contents::Bytes(b) => {
+                        tar.append_data(&mut h, &entry.path, *b).map_err(tar_io)?
+                    }
+                    Contents::Disk => {
+                        let src = root.join(&entry.path);
+                        let f = File::open(&src).map_err(io_err("open", &src))?;
+                        // Exactly the size the manifest says, or an error: a file that changed
+                        // since it was scanned must not produce a corrupt archive.
+                        let mut limited = ExactReader {
+                            inner: f,
+                            left: entry.size,
+                            path: &src,
+                        };
+                        tar.append_data(&mut h, &entry.path, &mut limited)
+                            .map_err(|e| io_err("read", &src)(e))?;
+                    }
+                }
+                written += entry.size;
+                if written - last_report >= 8 << 20 {
+                    last_report = written;
+                    progress(Progress::Archive { written, total });
+                }
+            }
+        }
+    }
+    let gz = tar.into_inner().map_err(tar_io)?;
+    let hashing = gz.finish().map_err(tar_io)?;
+    let (buf, sha256, size) = hashing.finish();
+    let file = buf.into_inner().map_err(|e| tar_io(e.into_error()))?;
+    file.sync_all().map_err(tar_io)?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(tar_io)?;
+    tmp.persist(dest).map_err(|e| ArchiveError::Io {
+        action: "move the artifact into place at",
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    progress(Progress::Archive {
+        written: total,
+        total,
+    });
+    Ok(Written { sha256, size })
+}
+
+/// Reads exactly `left` bytes, failing if the file is shorter or longer.
+struct ExactReader<'a> {
+    inner: File,
+    left: u64,
+    path: &'a Path,
+}
+
+impl Read for ExactReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(format!(
+                    "{} grew while being archived",
+                    self.path.display()
+                ))),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} shrank while being archived", self.path.display()),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A writer that hashes and counts what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+    fn finish(self) -> (W, String, u64) {
+        (self.inner, hex::encode(self.hasher.finalize()), self.size)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        fs::create_dir_all(p.join("code/sub")).unwrap();
+        fs::write(p.join("code/a.txt"), "hello\n").unwrap();
+        fs::write(p.join("code/run"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(p.join("code/run"), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::write(p.join("code/sub/b"), "b").unwrap();
+        fs::set_permissions(p.join("code/sub/b"), fs::Permissions::from_mode(0o600)).unwrap();
+        symlink("../a.txt", p.join("code/sub/link")).unwrap();
+        let long = "x".repeat(150);
+        fs::write(p.join("code").join(&long), "long name").unwrap();
+        d
+    }
+
+    fn pack(root: &Path, out: &Path) -> Written {
+        let entries: Vec<_> = scan(root)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e, Contents::Disk))
+            .collect();
+        write_tar_gz(
+            root,
+            &entries,
+            1_700_000_000,
+            out,
+            &crate::progress::ignore(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn scan_normalises_modes_and_keeps_links() {
+        let d = tree();
+        let entries = scan(d.path()).unwrap();
+        let get = |p: &str| entries.iter().find(|e| e.path == p).unwrap();
+        assert_eq!(get("code").kind, EntryKind::Dir);
+        assert_eq!(get("code/run").mode, "0755");
+        assert_eq!(get("code/sub/b").mode, "0644");
+        assert_eq!(get("code/sub/link").target.as_deref(), Some("../a.txt"));
+        assert_eq!(
+            get("code/a.txt").sha256.as_deref(),
+            Some("5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03")
+        );
+        let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
+        let mut sorted = paths.clone();
+        sorted.sort();
+        assert_eq!(paths, sorted);
+    }
+
+    #[test]
+    fn same_tree_same_bytes_and_tar_reads_it_back() {
+        let (a, b) = (tree(), tree());
+        let out = tempfile::tempdir().unwrap();
+        let wa = pack(a.path(), &out.path().join("a.tar.gz"));
+        let wb = pack(b.path(), &out.path().join("b.tar.gz"));
+        assert_eq!(wa, wb);
+        let bytes = fs::read(out.path().join("a.tar.gz")).unwrap();
+        assert_eq!(wa.size, bytes.len() as u64);
+        assert_eq!(&bytes[4..8], &[0, 0, 0, 0], "gzip mtime must be 0");
+        assert_eq!(bytes[9], 255, "gzip OS byte");
+        assert_eq!(bytes[3] & 0x08, 0, "no file name in the gzip header");
+
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let mut seen = Vec::new();
+        for e in ar.entries().unwrap() {
+            let e = e.unwrap();
+            let h = e.header();
+            assert_eq!(h.mtime().unwrap(), 1_700_000_000);
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
+            seen.push((e.path().unwrap().display().to_string(), h.mode().unwrap()));
+        }
+        assert!(seen.contains(&("code/run".into(), 0o755)));
+        assert!(seen.contains(&("code/sub/".into(), 0o755)));
+        assert!(seen.contains(&(format!("code/{}", "x".repeat(150)), 0o644)));
+        // No temporary file is left beside the artifact.
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing() {
+        let d = tree();
+        let out = tempfile::tempdir().unwrap();
+        let mut entries: Vec<_> = scan(d.path())
+            .unwrap()
+            .into_iter()
+            .map(|e| (e, Contents::Disk))
+            .collect();
+        // The manifest says a file is bigger than it is.
+        entries
+            .iter_mut()
+            .find(|(e, _)| e.path == "code/a.txt")
+            .unwrap()
+            .0
+            .size = 100;
+        let dest = out.path().join("x.tar.gz");
+        let err =
+            write_tar_gz(d.path(), &entries, 0, &dest, &crate::progress::ignore()).unwrap_err();
+        assert!(err.to_string().contains("cannot read"), "{err}");
+        assert_eq!(fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+}

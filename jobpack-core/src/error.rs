@@ -1,0 +1,55 @@
+//! The crate's error type: one enum that the stage errors roll up into, so a caller can match on
+//! what went wrong (bad spec, git, download, template, archive) and show one clear line.
+
+use std::path::PathBuf;
+
+pub use crate::archive::ArchiveError;
+pub use crate::fetch::FetchError;
+pub use crate::render::RenderError;
+pub use crate::source::git::GitError;
+pub use crate::spec::SpecError;
+
+/// Everything that can go wrong while packing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// The spec is valid but asks for something this packager's policy forbids.
+    #[error("{0}")]
+    Policy(String),
+    /// A local file system operation failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker task panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Shorthand for the crate's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches a path and an action to an I/O error.
+pub(crate) fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}

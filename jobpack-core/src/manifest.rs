@@ -1,0 +1,63 @@
+//! `jobpack.json`: what an artifact holds and where it came from.
+//!
+//! Written at the artifact's root. Everything in it is derived from the spec and the fetched
+//! contents, never from the machine or the clock, so it is as reproducible as the archive itself.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::archive::FileEntry;
+use crate::fetch::Downloaded;
+use crate::source::git::SubmoduleInfo;
+use crate::spec::JobSpec;
+
+/// The manifest format version. Bumped on any incompatible change.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// The file name of the manifest at the artifact's root.
+pub const MANIFEST_NAME: &str = "jobpack.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// The jobpack version that wrote it.
+    pub generator: String,
+    /// The normalised spec (defaults filled in, `data_url` folded into `data`, commit resolved).
+    pub spec: JobSpec,
+    /// `sha256:<hex>` of the normalised spec's canonical JSON.
+    pub spec_digest: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRecord>,
+    pub data: Vec<Downloaded>,
+    /// The mtime of every archive entry (seconds since the epoch).
+    pub mtime: u64,
+    /// Every entry of the archive except this manifest, sorted by path.
+    pub files: Vec<FileEntry>,
+}
+
+/// The code's origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub git_url: String,
+    /// The full commit id.
+    pub commit: String,
+    /// Its committer time (seconds since the epoch).
+    pub commit_time: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub submodules: Vec<SubmoduleInfo>,
+}
+
+/// `sha256:<hex>` of a spec's canonical JSON (fields in declaration order, env sorted).
+pub fn spec_digest(spec: &JobSpec) -> String {
+    let json = serde_json::to_vec(spec).expect("a JobSpec always serialises");
+    format!("sha256:{}", hex::encode(Sha256::digest(&json)))
+}
+
+impl Manifest {
+    /// The manifest as written into the artifact: pretty JSON with a trailing newline.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("a Manifest always serialises");
+        v.push(b'\n');
+        v
+    }
+}

@@ -1,0 +1,331 @@
+//! The pipeline: spec -> validated job -> (code ‖ data) -> run.sh + Dockerfile -> manifest ->
+//! deterministic `.tar.gz`.
+//!
+//! Everything happens in a private staging directory that is removed when the pack ends, whether
+//! it succeeds or fails; the artifact is written to a temporary file and renamed into place, so a
+//! failed pack leaves neither a partial artifact nor temporary directories behind. The git fetch
+//! (blocking, on a worker thread) and the data downloads (async) run at the same time; when one
+//! fails the other is stopped before the staging directory is removed.
+
+use std::fs::{self, Permissions};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::archive::{self, Contents, EntryKind, FileEntry};
+use crate::error::{Error, Result, io_err};
+use crate::fetch::{self, DownloadOptions, Downloaded};
+use crate::manifest::{self, MANIFEST_FORMAT, MANIFEST_NAME, Manifest, SourceRecord};
+use crate::progress::{self, Progress, ProgressFn, Stage};
+use crate::render::{CommandContext, DataContext, EnvVar, RenderContext, Templates};
+use crate::source::git::{self, Checkout, GitOptions};
+use crate::spec::{Job, JobSpec};
+
+/// How a [`Packager`] works. `Default` gives sensible values for a command-line user.
+#[derive(Debug, Clone)]
+pub struct PackagerConfig {
+    /// Where staging directories and throw-away repositories go.
+    pub work_dir: PathBuf,
+    /// Where [`Packager::pack`] puts artifacts.
+    pub out_dir: PathBuf,
+    /// Keeps fetched repositories and pinned data here between packs (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// A directory of user templates (`run.sh.tera`, `Dockerfile.tera`); `None`: the embedded ones.
+    pub templates_dir: Option<PathBuf>,
+    /// Whether `file://` git URLs may be fetched. A network service should set this to `false`.
+    pub allow_file_urls: bool,
+    /// Connect/read time-out for git remotes.
+    pub git_timeout: Duration,
+    /// How deep submodules may nest.
+    pub max_submodule_depth: usize,
+    /// Data download limits.
+    pub download: DownloadOptions,
+    /// The mtime of every archive entry. `None`: the commit's time (0 without a commit).
+    /// `Default` takes it from `SOURCE_DATE_EPOCH` when that is set.
+    pub source_date_epoch: Option<u64>,
+}
+
+impl Default for PackagerConfig {
+    fn default() -> Self {
+        PackagerConfig {
+            work_dir: std::env::temp_dir(),
+            out_dir: PathBuf::from("."),
+            cache_dir: None,
+            templates_dir: None,
+            allow_file_urls: true,
+            git_timeout: Duration::from_secs(60),
+            max_submodule_depth: 8,
+            download: DownloadOptions::default(),
+            source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.trim().parse().ok()),
+        }
+    }
+}
+
+/// A packed job.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// Where the `.tar.gz` is.
+    pub path: PathBuf,
+    /// Its sha256 (hex).
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The full commit id that was packed, if the job has a git source.
+    pub commit: Option<String>,
+    /// Whether the commit came with a depth-1 fetch.
+    pub shallow_fetch: bool,
+    /// What `jobpack.json` inside it says.
+    pub manifest: Manifest,
+}
+
+/// Packs job specs into artifacts. Cheap to clone; one can serve many packs at once.
+#[derive(Clone)]
+pub struct Packager {
+    config: Arc<PackagerConfig>,
+    templates: Arc<Templates>,
+    client: reqwest::Client,
+    progress: ProgressFn,
+}
+
+impl std::fmt::Debug for Packager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packager")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Packager {
+    /// Loads the templates and sets up the HTTP client.
+    pub fn new(config: PackagerConfig) -> Result<Self> {
+        let templates = match &config.templates_dir {
+            Some(dir) => Templates::from_dir(dir)?,
+            None => Templates::embedded(),
+        };
+        let client = fetch::client(&config.download)?;
+        Ok(Packager {
+            config: Arc::new(config),
+            templates: Arc::new(templates),
+            client,
+            progress: progress::ignore(),
+        })
+    }
+
+    /// Sends progress events to `f`.
+    pub fn with_progress(mut self, f: ProgressFn) -> Self {
+        self.progress = f;
+        self
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &PackagerConfig {
+        &self.config
+    }
+
+    /// Validates `spec` and packs it into `out_dir/<name>-<digest>.tar.gz`.
+    pub async fn pack(&self, spec: &JobSpec) -> Result<Artifact> {
+        let job = spec.validate()?;
+        self.pack_job(&job, None).await
+    }
+
+    /// Validates `spec` and packs it into `out`.
+    pub async fn pack_to(&self, spec: &JobSpec, out: &Path) -> Result<Artifact> {
+        let job = spec.validate()?;
+        self.pack_job(&job, Some(out)).await
+    }
+
+    /// Packs a validated job into `out` (or `out_dir/<name>-<digest>.tar.gz` when `None`).
+    pub async fn pack_job(&self, job: &Job, out: Option<&Path>) -> Result<Artifact> {
+        let cfg = &*self.config;
+        fs::create_dir_all(&cfg.work_dir)
+            .map_err(io_err("create work directory", &cfg.work_dir))?;
+        let staging = tempfile::Builder::new()
+            .prefix("jobpack-pack-")
+            .tempdir_in(&cfg.work_dir)
+            .map_err(io_err("create a staging directory in", &cfg.work_dir))?;
+        let root = staging.path().to_path_buf();
+        for d in ["code", "data"] {
+            let p = root.join(d);
+            fs::create_dir(&p).map_err(io_err("create", &p))?;
+            fs::set_permissions(&p, Permissions::from_mode(0o755))
+                .map_err(io_err("set mode of", &p))?;
+        }
+
+        (self.progress)(Progress::Stage {
+            stage: Stage::Fetching,
+        });
+        let (checkout, downloads) = self.fetch(job, &root).await?;
+
+        (self.progress)(Progress::Stage {
+            stage: Stage::Rendering,
+        });
+        let spec = job.normalised_spec(checkout.as_ref().map(|c| c.commit.as_str()));
+        let spec_digest = manifest::spec_digest(&spec);
+        let rendered = self.templates.render(&RenderContext {
+            version: env!("CARGO_PKG_VERSION"),
+            name: job.name.clone(),
+            git_url: job.source.as_ref().map(|s| s.url.clone()),
+            commit: checkout.as_ref().map(|c| c.commit.clone()),
+            base_image: job.base_image.clone(),
+            spec_digest: spec_digest.clone(),
+            command: CommandContext::from(&job.command),
+            env: job
+                .env
+                .iter()
+                .map(|(name, value)| EnvVar {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            data: downloads
+                .iter()
+                .map(|d| DataContext {
+                    url: d.url.clone(),
+                    path: d.path.clone(),
+                    sha256: d.sha256.clone(),
+                })
+                .collect(),
+        })?;
+        for (name, text, mode) in [
+            ("run.sh", &rendered.run_sh, 0o755),
+            ("Dockerfile", &rendered.dockerfile, 0o644),
+        ] {
+            let p = root.join(name);
+            fs::write(&p, text).map_err(io_err("write", &p))?;
+            fs::set_permissions(&p, Permissions::from_mode(mode))
+                .map_err(io_err("set mode of", &p))?;
+        }
+
+        (self.progress)(Progress::Stage {
+            stage: Stage::Archiving,
+        });
+        let mtime = cfg
+            .source_date_epoch
+            .or_else(|| checkout.as_ref().map(|c| c.commit_time.max(0) as u64))
+            .unwrap_or(0);
+        let out = match out {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let stem = job.name.as_deref().unwrap_or("job");
+                let digest = spec_digest.trim_start_matches("sha256:");
+                cfg.out_dir.join(format!("{stem}-{}.tar.gz", &digest[..12]))
+            }
+        };
+        let source = match (&job.source, &checkout) {
+            (Some(s), Some(c)) => Some(SourceRecord {
+                git_url: s.url.clone(),
+                commit: c.commit.clone(),
+                commit_time: c.commit_time,
+                submodules: c.submodules.clone(),
+            }),
+            _ => None,
+        };
+        let progress = self.progress.clone();
+        let (manifest, written) = tokio::task::spawn_blocking(move || {
+            let files = archive::scan(&root)?;
+            let manifest = Manifest {
+                format: MANIFEST_FORMAT,
+                generator: concat!("jobpack ", env!("CARGO_PKG_VERSION")).to_owned(),
+                spec,
+                spec_digest,
+                source,
+                data: downloads,
+                mtime,
+                files,
+            };
+            let bytes = manifest.to_bytes();
+            let mut entries: Vec<(FileEntry, Contents<'_>)> = manifest
+                .files
+                .iter()
+                .cloned()
+                .map(|e| (e, Contents::Disk))
+                .collect();
+            entries.push((
+                FileEntry {
+                    path: MANIFEST_NAME.to_owned(),
+                    kind: EntryKind::File,
+                    mode: "0644".into(),
+                    size: bytes.len() as u64,
+                    sha256: None,
+                    target: None,
+                },
+                Contents::Bytes(&bytes),
+            ));
+            let written = archive::write_tar_gz(&root, &entries, mtime, &out, &progress)?;
+            Ok::<_, Error>((manifest, (written, out)))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("the archive task failed: {e}")))??;
+        drop(staging);
+        (self.progress)(Progress::Stage { stage: Stage::Done });
+        let (written, path) = written;
+        Ok(Artifact {
+            path,
+            sha256: written.sha256,
+            size: written.size,
+            commit: checkout.as_ref().map(|c| c.commit.clone()),
+            shallow_fetch: checkout.as_ref().is_some_and(|c| c.shallow),
+            manifest,
+        })
+    }
+
+    /// Runs the git checkout and the data downloads at the same time. If either fails, the other
+    /// is stopped (and the git worker waited for) before returning, so nothing writes into the
+    /// staging directory after it is removed.
+    async fn fetch(&self, job: &Job, root: &Path) -> Result<(Option<Checkout>, Vec<Downloaded>)> {
+        let cfg = &*self.config;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let git_task = job.source.clone().map(|src| {
+            let opts = GitOptions {
+                cache_dir: cfg.cache_dir.clone(),
+                scratch_dir: cfg.work_dir.clone(),
+                allow_file_urls: cfg.allow_file_urls,
+                timeout: cfg.git_timeout,
+                max_submodule_depth: cfg.max_submodule_depth,
+                cancel: Some(cancel.clone()),
+            };
+            let dest = root.join("code");
+            let progress = self.progress.clone();
+            tokio::task::spawn_blocking(move || git::checkout(&src, &dest, &opts, &progress))
+        });
+        let mut download_opts = cfg.download.clone();
+        if download_opts.cache_dir.is_none() {
+            download_opts.cache_dir = cfg.cache_dir.clone();
+        }
+        let data_dir = root.join("data");
+        let downloads = fetch::download_all(
+            &self.client,
+            &job.data,
+            &data_dir,
+            &download_opts,
+            &self.progress,
+        );
+        let Some(git_task) = git_task else {
+            return Ok((None, downloads.await?));
+        };
+        tokio::pin!(downloads);
+        tokio::pin!(git_task);
+        let join = |r: std::result::Result<_, tokio::task::JoinError>| {
+            r.map_err(|e| Error::Internal(format!("the git task failed: {e}")))
+        };
+        tokio::select! {
+            g = &mut git_task => {
+                // On a git failure the downloads are dropped (cancelled) here.
+                let checkout = join(g)??;
+                Ok((Some(checkout), downloads.await?))
+            }
+            d = &mut downloads => match d {
+                Ok(d) => Ok((Some(join(git_task.await)??), d)),
+                Err(e) => {
+                    cancel.store(true, Ordering::Relaxed);
+                    let _ = git_task.await;
+                    Err(e.into())
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Where a job's code comes from. Today: a git repository at an exact commit ([`git`]).
+
+pub mod git;

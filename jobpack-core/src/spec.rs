@@ -1,0 +1,895 @@
+//! The job spec: what a user asks for (serde, JSON or YAML), and its validation.
+//!
+//! [`JobSpec`] is the raw request; [`JobSpec::validate`] turns it into a [`Job`], the only type the
+//! pipeline stages accept. A `Job` that exists is a valid one: every value in it has been checked
+//! here, once, at the edge. This module never touches the network or the disk (except
+//! [`JobSpec::from_path`], which only reads the file it is given).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use url::Url;
+
+/// The base image used when a spec names none. It has `bash` and `python`, which is what most
+/// research jobs need; pin your own with `base_image` for full reproducibility.
+pub const DEFAULT_BASE_IMAGE: &str = "python:3.12-slim-bookworm";
+
+/// Limits on the size of a spec, so that a hostile request cannot exhaust memory.
+pub const MAX_DATA_ITEMS: usize = 256;
+pub const MAX_ENV_VARS: usize = 1024;
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+pub const MAX_URL_LEN: usize = 4096;
+pub const MAX_ARGV: usize = 4096;
+pub const MAX_PATH_LEN: usize = 1024;
+
+/// A job as submitted: the packager's `{git_url, commit_hash, data_url, command}` plus extensions.
+///
+/// Unknown fields are rejected. Use [`JobSpec::validate`] before anything else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// A human-readable name (`[A-Za-z0-9][A-Za-z0-9._-]*`, at most 128 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Repository to fetch: https, http, ssh, git or file URL, or scp-like `user@host:path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_url: Option<String>,
+    /// The exact commit: 40-hex SHA-1, 64-hex SHA-256, or an unambiguous abbreviation (7+ hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_hash: Option<String>,
+    /// One data file (the original packager's field); the same as one entry in `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_url: Option<String>,
+    /// Data files to download into `data/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<DataSpec>,
+    /// What to run: a string (run by `sh -c`) or an argv array (run directly).
+    pub command: Command,
+    /// Environment variables exported by `run.sh`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// The image the Dockerfile builds `FROM` (a build arg can still override it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<String>,
+}
+
+/// One data file: where to get it, optionally its expected sha256 and where to put it under `data/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// The command of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Command {
+    /// Run by `sh -c`.
+    Shell(String),
+    /// Run directly, without a shell.
+    Argv(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Command;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string (run by `sh -c`) or an array of strings (argv)")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Command, E> {
+                Ok(Command::Shell(s.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<Command, E> {
+                Ok(Command::Shell(s))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Command, A::Error> {
+                let mut argv = Vec::new();
+                while let Some(arg) = seq.next_element::<String>()? {
+                    if argv.len() == MAX_ARGV {
+                        return Err(de::Error::custom(format!(
+                            "command has more than {MAX_ARGV} arguments"
+                        )));
+                    }
+                    argv.push(arg);
+                }
+                Ok(Command::Argv(argv))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One thing wrong with a spec: the field (as a path, e.g. `data[1].sha256`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// A spec that could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The document is not valid JSON/YAML or does not have the spec's shape (unknown field, ...).
+    #[error("cannot parse the job spec ({format}): {message}")]
+    Parse {
+        format: &'static str,
+        message: String,
+    },
+    /// The spec file could not be read.
+    #[error("cannot read the job spec {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec parsed but some fields are not valid; every problem is listed.
+    #[error("invalid job spec: {}", join(.0))]
+    Invalid(Vec<FieldError>),
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl SpecError {
+    /// The field-level problems, if the spec parsed.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            SpecError::Invalid(e) => e,
+            _ => &[],
+        }
+    }
+}
+
+impl JobSpec {
+    /// Parses a JSON spec.
+    pub fn from_json(text: &str) -> Result<Self, SpecError> {
+        serde_json::from_str(text).map_err(|e| SpecError::Parse {
+            format: "JSON",
+            message: e.to_string(),
+        })
+    }
+
+    /// Parses a YAML spec.
+    pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
+        serde_norway::from_str(text).map_err(|e| SpecError::Parse {
+            format: "YAML",
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads a spec file: `.json` is JSON, `.yaml`/`.yml` is YAML, anything else is JSON if it
+    /// starts with `{` and YAML otherwise.
+    pub fn from_path(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => Self::from_json(&text),
+            Some("yaml" | "yml") => Self::from_yaml(&text),
+            _ if text.trim_start().starts_with('{') => Self::from_json(&text),
+            _ => Self::from_yaml(&text),
+        }
+    }
+
+    /// Checks every field and returns the validated [`Job`], or every problem found.
+    pub fn validate(&self) -> Result<Job, SpecError> {
+        let mut errs = Errors::default();
+
+        if let Some(name) = &self.name {
+            check_name(name, &mut errs);
+        }
+
+        let source = match (&self.git_url, &self.commit_hash) {
+            (Some(url), Some(commit)) => {
+                let url = check_git_url(url, &mut errs);
+                let commit = check_commit(commit, &mut errs);
+                url.zip(commit)
+                    .map(|(url, commit)| GitSource { url, commit })
+            }
+            (Some(_), None) => {
+                errs.push(
+                    "commit_hash",
+                    "required with git_url: give the exact commit to pack",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                errs.push(
+                    "git_url",
+                    "required with commit_hash: give the repository URL",
+                );
+                None
+            }
+            (None, None) => None,
+        };
+
+        let mut data = Vec::new();
+        let items: Vec<(String, DataSpec)> = self
+            .data_url
+            .iter()
+            .map(|u| {
+                let spec = DataSpec {
+                    url: u.clone(),
+                    sha256: None,
+                    path: None,
+                };
+                ("data_url".to_owned(), spec)
+            })
+            .chain(
+                self.data
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (format!("data[{i}]"), d.clone())),
+            )
+            .collect();
+        if items.len() > MAX_DATA_ITEMS {
+            errs.push(
+                "data",
+                format!("at most {MAX_DATA_ITEMS} data files, got {}", items.len()),
+            );
+        } else {
+            for (field, item) in &items {
+                if let Some(d) = check_data(field, item, &mut errs) {
+                    data.push(d);
+                }
+            }
+            check_data_paths(&items, &data, &mut errs);
+        }
+
+        let command = check_command(&self.command, &mut errs);
+        check_env(&self.env, &mut errs);
+
+        let base_image = match &self.base_image {
+            Some(img) => {
+                check_image(img, &mut errs);
+                img.clone()
+            }
+            None => DEFAULT_BASE_IMAGE.to_owned(),
+        };
+
+        if !errs.0.is_empty() {
+            return Err(SpecError::Invalid(errs.0));
+        }
+        Ok(Job {
+            name: self.name.clone(),
+            source,
+            data,
+            command: command.unwrap_or_else(|| self.command.clone()),
+            env: self.env.clone(),
+            base_image,
+        })
+    }
+}
+
+/// A validated job: what the pipeline stages accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub name: Option<String>,
+    /// Where the code comes from; `None` when the caller supplies the code directory itself.
+    pub source: Option<GitSource>,
+    pub data: Vec<DataItem>,
+    pub command: Command,
+    pub env: BTreeMap<String, String>,
+    pub base_image: String,
+}
+
+/// A repository and the commit to take from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSource {
+    pub url: String,
+    pub commit: CommitRef,
+}
+
+/// The commit as given: a full object id, or an abbreviation that must resolve unambiguously.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitRef {
+    /// 40 (SHA-1) or 64 (SHA-256) lowercase hex digits.
+    Full(String),
+    /// Fewer hex digits (lowercase), resolved after a full fetch.
+    Abbreviated(String),
+}
+
+impl CommitRef {
+    pub fn as_str(&self) -> &str {
+        match self {
+            CommitRef::Full(s) | CommitRef::Abbreviated(s) => s,
+        }
+    }
+}
+
+/// One validated data file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataItem {
+    pub url: Url,
+    /// Expected sha256, lowercase hex.
+    pub sha256: Option<String>,
+    /// Path under `data/`, `/`-separated, normalised, never escaping `data/`.
+    pub path: String,
+}
+
+impl Job {
+    /// The normalised spec recorded in the manifest: `data_url` folded into `data` with its path,
+    /// defaults filled in, and the commit replaced by the resolved one.
+    pub fn normalised_spec(&self, resolved_commit: Option<&str>) -> JobSpec {
+        JobSpec {
+            name: self.name.clone(),
+            git_url: self.source.as_ref().map(|s| s.url.clone()),
+            commit_hash: self
+                .source
+                .as_ref()
+                .map(|s| resolved_commit.unwrap_or(s.commit.as_str()).to_owned()),
+            data_url: None,
+            data: self
+                .data
+                .iter()
+                .map(|d| DataSpec {
+                    url: d.url.to_string(),
+                    sha256: d.sha256.clone(),
+                    path: Some(d.path.clone()),
+                })
+                .collect(),
+            command: self.command.clone(),
+            env: self.env.clone(),
+            base_image: Some(self.base_image.clone()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+fn check_name(name: &str, errs: &mut Errors) {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
+        errs.push(
+            "name",
+            format!(
+                "must be 1-128 characters of letters, digits, '.', '_' or '-', starting with a \
+                 letter or digit; got {name:?}"
+            ),
+        );
+    }
+}
+
+fn check_git_url(url: &str, errs: &mut Errors) -> Option<String> {
+    validate_git_url(url)
+        .map_err(|msg| errs.push("git_url", msg))
+        .ok()
+}
+
+/// Accepts `https`, `http`, `ssh`, `git` and `file` URLs and scp-like `user@host:path`; says what
+/// is wrong otherwise.
+pub fn validate_git_url(url: &str) -> Result<String, String> {
+    if url.len() > MAX_URL_LEN {
+        return Err(format!("longer than {MAX_URL_LEN} characters"));
+    }
+    if url.is_empty() || has_control(url) || url.contains(char::is_whitespace) {
+        return Err(format!(
+            "must be a non-empty URL without spaces or control characters; got {url:?}"
+        ));
+    }
+    if url.starts_with('-') {
+        return Err(format!("must not start with '-'; got {url:?}"));
+    }
+    match Url::parse(url) {
+        Ok(u) => match u.scheme() {
+            "https" | "http" | "ssh" | "git" if u.host_str().is_none_or(str::is_empty) => {
+                Err(format!("has no host; got {url:?}"))
+            }
+            "https" | "http" | "ssh" | "git" | "file" => Ok(url.to_owned()),
+            other => Err(format!(
+                "unsupported scheme {other:?}: use https, http, ssh, git or file (or user@host:path)"
+            )),
+        },
+        Err(_) if is_scp_like(url) => Ok(url.to_owned()),
+        Err(e) => Err(format!("not a valid URL ({e}); got {url:?}")),
+    }
+}
+
+/// `user@host:path`, as git accepts for ssh.
+fn is_scp_like(url: &str) -> bool {
+    let Some((userhost, path)) = url.split_once(':') else {
+        return false;
+    };
+    let host = userhost.rsplit('@').next().unwrap_or(userhost);
+    !path.is_empty()
+        && !host.is_empty()
+        && !userhost.contains('/')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn check_commit(commit: &str, errs: &mut Errors) -> Option<CommitRef> {
+    let c = commit.to_ascii_lowercase();
+    if !is_hex(&c) || c.is_empty() {
+        errs.push(
+            "commit_hash",
+            format!("must be hexadecimal (a commit id, not a branch or tag name); got {commit:?}"),
+        );
+        return None;
+    }
+    match c.len() {
+        40 | 64 => Some(CommitRef::Full(c)),
+        7..=39 => Some(CommitRef::Abbreviated(c)),
+        n => {
+            errs.push(
+                "commit_hash",
+                format!(
+                    "must be 40 (SHA-1) or 64 (SHA-256) hex digits, or an abbreviation of at \
+                     least 7; got {n} digits"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn check_data(field: &str, item: &DataSpec, errs: &mut Errors) -> Option<DataItem> {
+    let url_field = if field == "data_url" {
+        field.to_owned()
+    } else {
+        format!("{field}.url")
+    };
+    let mut ok = true;
+    let url = if item.url.len() > MAX_URL_LEN {
+        errs.push(&url_field, format!("longer than {MAX_URL_LEN} characters"));
+        None
+    } else {
+        match Url::parse(&item.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+            Ok(u) => {
+                errs.push(
+                    &url_field,
+                    format!(
+                        "only http and https URLs with a host can be downloaded; got scheme {:?}",
+                        u.scheme()
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                errs.push(
+                    &url_field,
+                    format!("not a valid URL ({e}); got {:?}", item.url),
+                );
+                None
+            }
+        }
+    };
+    let sha256 = match &item.sha256 {
+        Some(h) => {
+            let h = h.to_ascii_lowercase();
+            if h.len() != 64 || !is_hex(&h) {
+                errs.push(
+                    format!("{field}.sha256"),
+                    format!("must be 64 hex digits, got {} characters", h.len()),
+                );
+                ok = false;
+            }
+            Some(h)
+        }
+        None => None,
+    };
+    let path = match &item.path {
+        Some(p) => match normalise_rel_path(p) {
+            Ok(p) => Some(p),
+            Err(msg) => {
+                errs.push(format!("{field}.path"), msg);
+                None
+            }
+        },
+        None => url.as_ref().map(default_data_name),
+    };
+    match (url, path) {
+        (Some(url), Some(path)) if ok => Some(DataItem { url, sha256, path }),
+        _ => None,
+    }
+}
+
+/// The file name a download gets when the spec gives no `path`: the URL's last path segment,
+/// with anything but `[A-Za-z0-9._-]` replaced by `_`; `data` when that leaves nothing usable.
+fn default_data_name(url: &Url) -> String {
+    let last = url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or("");
+    let name: String = last
+        .chars()
+        .take(200)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.chars().all(|c| c == '.') {
+        "data".to_owned()
+    } else {
+        name
+    }
+}
+
+/// Normalises a relative path: `/`-separated, no empty, `.` or `..` components, not absolute, no
+/// control characters or backslashes. Returns a message saying what is wrong otherwise.
+pub fn normalise_rel_path(p: &str) -> Result<String, String> {
+    if p.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if p.len() > MAX_PATH_LEN {
+        return Err(format!("longer than {MAX_PATH_LEN} bytes"));
+    }
+    if p.starts_with('/') {
+        return Err(format!("must be relative, got absolute path {p:?}"));
+    }
+    if has_control(p) || p.contains('\\') {
+        return Err(format!(
+            "must not contain control characters or backslashes; got {p:?}"
+        ));
+    }
+    let mut parts = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => continue,
+            ".." => return Err(format!("must not contain '..'; got {p:?}")),
+            c => parts.push(c),
+        }
+    }
+    if parts.is_empty() {
+        return Err(format!("names no file; got {p:?}"));
+    }
+    Ok(parts.join("/"))
+}
+
+fn check_data_paths(items: &[(String, DataSpec)], data: &[DataItem], errs: &mut Errors) {
+    // Only meaningful when every item validated; otherwise indices would not line up.
+    if items.len() != data.len() {
+        return;
+    }
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for ((field, _), d) in items.iter().zip(data) {
+        if let Some(prev) = seen.insert(&d.path, field) {
+            errs.push(
+                field.clone(),
+                format!(
+                    "writes data/{} which {prev} writes too: give one of them a distinct `path`",
+                    d.path
+                ),
+            );
+        }
+    }
+    for ((field, _), d) in items.iter().zip(data) {
+        let dir = format!("{}/", d.path);
+        if let Some((other, _)) = seen
+            .range(dir.as_str()..)
+            .next()
+            .filter(|(k, _)| k.starts_with(&dir))
+        {
+            errs.push(
+                field.clone(),
+                format!(
+                    "data/{} is a file but data/{other} needs it to be a directory",
+                    d.path
+                ),
+            );
+        }
+    }
+}
+
+fn check_command(command: &Command, errs: &mut Errors) -> Option<Command> {
+    match command {
+        Command::Shell(s) => {
+            if s.trim().is_empty() {
+                errs.push("command", "must not be empty");
+            } else if s.len() > MAX_VALUE_LEN {
+                errs.push("command", format!("longer than {MAX_VALUE_LEN} bytes"));
+            } else if s.contains('\0') {
+                errs.push("command", "must not contain NUL bytes");
+            } else {
+                return Some(command.clone());
+            }
+        }
+        Command::Argv(argv) => {
+            if argv.first().is_none_or(|a| a.is_empty()) {
+                errs.push(
+                    "command",
+                    "argv must be non-empty with a non-empty program name",
+                );
+                return None;
+            }
+            let mut ok = true;
+            let mut total = 0;
+            for (i, a) in argv.iter().enumerate() {
+                total += a.len();
+                if a.contains('\0') {
+                    errs.push(format!("command[{i}]"), "must not contain NUL bytes");
+                    ok = false;
+                }
+            }
+            if total > MAX_VALUE_LEN {
+                errs.push(
+                    "command",
+                    format!("longer than {MAX_VALUE_LEN} bytes in all"),
+                );
+                ok = false;
+            }
+            if ok {
+                return Some(command.clone());
+            }
+        }
+    }
+    None
+}
+
+/// Environment variable names: `[A-Za-z_][A-Za-z0-9_]*`; values: no NUL (a shell cannot carry it).
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 256
+        && !name.as_bytes()[0].is_ascii_digit()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "not a valid variable name (letters, digits and '_', not starting with a digit); \
+             got {name:?}"
+        ))
+    }
+}
+
+fn check_env(env: &BTreeMap<String, String>, errs: &mut Errors) {
+    if env.len() > MAX_ENV_VARS {
+        errs.push(
+            "env",
+            format!("at most {MAX_ENV_VARS} variables, got {}", env.len()),
+        );
+        return;
+    }
+    for (k, v) in env {
+        if let Err(msg) = check_env_name(k) {
+            errs.push(format!("env.{k}"), msg);
+        } else if v.contains('\0') {
+            errs.push(format!("env.{k}"), "value must not contain NUL bytes");
+        } else if v.len() > MAX_VALUE_LEN {
+            errs.push(
+                format!("env.{k}"),
+                format!("value longer than {MAX_VALUE_LEN} bytes"),
+            );
+        }
+    }
+}
+
+/// A container image reference: `[registry/]name[:tag][@sha256:digest]`.
+fn check_image(img: &str, errs: &mut Errors) {
+    let ok = !img.is_empty()
+        && img.len() <= 512
+        && img.as_bytes()[0].is_ascii_alphanumeric()
+        && img.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@')
+        });
+    if !ok {
+        errs.push(
+            "base_image",
+            format!(
+                "not an image reference like `debian:bookworm` or `name@sha256:<digest>`; \
+                 got {img:?}"
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> Result<Job, SpecError> {
+        JobSpec::from_json(json)?.validate()
+    }
+
+    #[test]
+    fn accepts_the_original_packager_request() {
+        let job = spec(
+            r#"{"git_url": "https://github.com/octocat/Hello-World",
+                "commit_hash": "7fd1a60b01f91b314f59955a4e4d4e80d8edf11d",
+                "data_url": "https://example.org/hw_200.csv",
+                "command": "python main.py"}"#,
+        )
+        .unwrap();
+        let src = job.source.unwrap();
+        assert_eq!(src.url, "https://github.com/octocat/Hello-World");
+        assert_eq!(
+            src.commit,
+            CommitRef::Full("7fd1a60b01f91b314f59955a4e4d4e80d8edf11d".into())
+        );
+        assert_eq!(job.data.len(), 1);
+        assert_eq!(job.data[0].path, "hw_200.csv");
+        assert_eq!(job.command, Command::Shell("python main.py".into()));
+        assert_eq!(job.base_image, DEFAULT_BASE_IMAGE);
+    }
+
+    #[test]
+    fn yaml_and_argv_and_extensions() {
+        let job = JobSpec::from_yaml(
+            "name: demo\ngit_url: git@example.org:team/repo.git\ncommit_hash: ABCDEF1\n\
+             command: [python3, main.py, --n, '3']\nenv: {MODE: fast}\n\
+             data:\n  - url: http://127.0.0.1:9/x.bin\n    sha256: \
+             E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855\n    path: in/x.bin\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(
+            job.source.unwrap().commit,
+            CommitRef::Abbreviated("abcdef1".into())
+        );
+        assert_eq!(job.data[0].path, "in/x.bin");
+        assert_eq!(
+            job.data[0].sha256.as_deref(),
+            Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        );
+        assert!(matches!(job.command, Command::Argv(ref a) if a.len() == 4));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = spec(r#"{"command": "x", "comand": "y"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `comand`"), "{err}");
+        let err =
+            spec(r#"{"command": "x", "data": [{"url": "http://a/b", "sha": "0"}]}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `sha`"), "{err}");
+    }
+
+    #[test]
+    fn command_must_be_string_or_array_of_strings() {
+        let err = spec(r#"{"command": 3}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a string (run by `sh -c`) or an array"),
+            "{err}"
+        );
+        let err = spec(r#"{"command": []}"#).unwrap_err();
+        assert_eq!(err.field_errors()[0].field, "command");
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let err = spec(
+            r#"{"name": "-bad name", "git_url": "ftp://x/y", "commit_hash": "main",
+                "data": [{"url": "file:///etc/passwd"}, {"url": "http://a/b", "sha256": "12",
+                "path": "../../etc/cron.d/x"}],
+                "command": "", "env": {"1BAD": "x", "OK": "a\u0000b"}, "base_image": "x y"}"#,
+        )
+        .unwrap_err();
+        let fields: Vec<_> = err
+            .field_errors()
+            .iter()
+            .map(|e| e.field.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "git_url",
+                "commit_hash",
+                "data[0].url",
+                "data[1].sha256",
+                "data[1].path",
+                "command",
+                "env.1BAD",
+                "env.OK",
+                "base_image"
+            ]
+        );
+        assert!(
+            err.to_string().contains("unsupported scheme \"ftp\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn git_url_and_commit_go_together() {
+        let err = spec(r#"{"git_url": "https://h/r", "command": "x"}"#).unwrap_err();
+        assert_eq!(err.field_errors()[0].field, "commit_hash");
+        let err = spec(r#"{"commit_hash": "0123456", "command": "x"}"#).unwrap_err();
+        assert_eq!(err.field_errors()[0].field, "git_url");
+    }
+
+    #[test]
+    fn data_paths_must_not_collide() {
+        let err = spec(
+            r#"{"command": "x", "data_url": "http://h/a.csv",
+                "data": [{"url": "http://h/b", "path": "a.csv"},
+                         {"url": "http://h/c", "path": "d"}, {"url": "http://h/e", "path": "d/e"}]}"#,
+        )
+        .unwrap_err();
+        let msgs = err.to_string();
+        assert!(
+            msgs.contains("data[0]: writes data/a.csv which data_url writes too"),
+            "{msgs}"
+        );
+        assert!(
+            msgs.contains("data[1]: data/d is a file but data/d/e"),
+            "{msgs}"
+        );
+    }
+
+    #[test]
+    fn default_data_names_are_safe() {
+        let name = |u: &str| default_data_name(&Url::parse(u).unwrap());
+        assert_eq!(name("http://h/a%20b$(x).csv?q=1"), "a_20b__x_.csv");
+        assert_eq!(name("http://h/"), "data");
+        assert_eq!(name("http://h/.."), "data");
+        assert_eq!(name("http://h/x/..."), "data");
+    }
+
+    #[test]
+    fn rel_paths_are_normalised() {
+        assert_eq!(normalise_rel_path("./a//b/").unwrap(), "a/b");
+        assert!(normalise_rel_path("/etc/x").is_err());
+        assert!(normalise_rel_path("a/../../b").is_err());
+        assert!(normalise_rel_path("a\\b").is_err());
+        assert!(normalise_rel_path("a\nb").is_err());
+        assert!(normalise_rel_path("./").is_err());
+    }
+
+    #[test]
+    fn normalised_spec_folds_data_url_and_records_the_commit() {
+        let job = spec(
+            r#"{"git_url": "https://h/r", "commit_hash": "abcdef1",
+                "data_url": "http://h/x.csv", "command": ["a"]}"#,
+        )
+        .unwrap();
+        let n = job.normalised_spec(Some(&"f".repeat(40)));
+        assert_eq!(n.commit_hash.as_deref(), Some("f".repeat(40).as_str()));
+        assert_eq!(n.data_url, None);
+        assert_eq!(n.data[0].path.as_deref(), Some("x.csv"));
+        assert_eq!(n.base_image.as_deref(), Some(DEFAULT_BASE_IMAGE));
+        // The normalised spec is itself valid and stable.
+        assert_eq!(n.validate().unwrap().normalised_spec(None), n);
+    }
+}

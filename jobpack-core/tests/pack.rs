@@ -1,0 +1,526 @@
+//! The packing pipeline end to end: a real git daemon and a real HTTP server on 127.0.0.1.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jobpack_core::{Error, JobSpec, Manifest, Packager, PackagerConfig};
+use jobpack_core::{FetchError, GitError};
+use sha2::{Digest, Sha256};
+use support::*;
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+    work: std::path::PathBuf,
+    out: std::path::PathBuf,
+}
+
+fn env() -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let work = root.join("work");
+    let out = root.join("out");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    Env {
+        _tmp: tmp,
+        root,
+        work,
+        out,
+    }
+}
+
+fn config(e: &Env) -> PackagerConfig {
+    let mut c = PackagerConfig {
+        work_dir: e.work.clone(),
+        out_dir: e.out.clone(),
+        source_date_epoch: None,
+        git_timeout: Duration::from_secs(10),
+        ..PackagerConfig::default()
+    };
+    c.download.idle_timeout = Duration::from_secs(5);
+    c.download.backoff = Duration::from_millis(50);
+    c
+}
+
+fn spec(json: serde_json::Value) -> JobSpec {
+    serde_json::from_value(json).unwrap()
+}
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+fn assert_no_leftovers(e: &Env) {
+    assert_eq!(
+        list_tree(&e.work),
+        Vec::<String>::new(),
+        "staging left behind"
+    );
+    let out: Vec<_> = list_tree(&e.out)
+        .into_iter()
+        .filter(|p| p.contains(".jobpack-"))
+        .collect();
+    assert_eq!(out, Vec::<String>::new(), "temporary artifact left behind");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn packs_an_older_commit_with_a_shallow_fetch() {
+    let e = env();
+    let repos = e.root.join("repos");
+    let fx = fixture_repo(&repos, "app", true);
+    let daemon = GitDaemon::start(&repos);
+    let data = DataServer::start().await;
+    let csv = b"a,b\n1,2\n".to_vec();
+    let data_url = data.route("/hw_200.csv", Route::Bytes(Arc::new(csv.clone())));
+
+    let packager = Packager::new(config(&e)).unwrap();
+    let s = spec(serde_json::json!({
+        "git_url": daemon.url("app.git"),
+        "commit_hash": fx.commits[0],
+        "data_url": data_url,
+        "command": "cat hello.txt && cat \"$JOBPACK_DATA_DIR/hw_200.csv\" && ./run.py",
+    }));
+    let art = packager.pack(&s).await.unwrap();
+    assert!(
+        art.shallow_fetch,
+        "the daemon allows SHA wants: expected a depth-1 fetch"
+    );
+    assert_eq!(art.commit.as_deref(), Some(fx.commits[0].as_str()));
+    assert_eq!(art.sha256, sha256(&std::fs::read(&art.path).unwrap()));
+    assert_eq!(art.size, std::fs::metadata(&art.path).unwrap().len());
+
+    let x = e.root.join("x");
+    extract(&art.path, &x);
+    let tree = list_tree(&x);
+    assert_eq!(
+        tree,
+        [
+            "Dockerfile",
+            "code/",
+            "code/hello.txt",
+            "code/link-to-deep",
+            "code/run.py",
+            "code/src/",
+            "code/src/nested/",
+            "code/src/nested/deep.txt",
+            "data/",
+            "data/hw_200.csv",
+            "jobpack.json",
+            "run.sh",
+        ]
+    );
+    assert!(!tree.iter().any(|p| p.contains(".git")));
+    assert_eq!(
+        std::fs::read_to_string(x.join("code/hello.txt")).unwrap(),
+        "hello from commit 0\n"
+    );
+    let mode = |p: &str| std::fs::metadata(x.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("code/run.py"), 0o755);
+    assert_eq!(mode("code/hello.txt"), 0o644);
+    assert_eq!(mode("run.sh"), 0o755);
+    assert_eq!(
+        std::fs::read_link(x.join("code/link-to-deep")).unwrap(),
+        Path::new("src/nested/deep.txt")
+    );
+
+    // The manifest matches what is in the archive.
+    let m: Manifest =
+        serde_json::from_slice(&std::fs::read(x.join("jobpack.json")).unwrap()).unwrap();
+    assert_eq!(m, art.manifest);
+    let src = m.source.as_ref().unwrap();
+    assert_eq!(src.commit, fx.commits[0]);
+    assert_eq!(m.mtime, 1_600_000_000, "mtime is the commit's time");
+    assert_eq!(m.data[0].sha256, sha256(&csv));
+    assert_eq!(m.spec.commit_hash.as_deref(), Some(fx.commits[0].as_str()));
+    for f in &m.files {
+        let p = x.join(&f.path);
+        match f.kind {
+            jobpack_core::EntryKind::File => {
+                assert_eq!(
+                    f.sha256.as_deref(),
+                    Some(sha256(&std::fs::read(&p).unwrap()).as_str())
+                );
+                assert_eq!(f.mode, format!("{:04o}", mode(&f.path)));
+            }
+            jobpack_core::EntryKind::Symlink => assert!(p.is_symlink()),
+            jobpack_core::EntryKind::Dir => assert!(p.is_dir()),
+        }
+    }
+
+    // The artifact runs: run.sh from another directory finds its code and data.
+    let out = std::process::Command::new(x.join("run.sh"))
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "hello from commit 0\na,b\n1,2\nran\n"
+    );
+    assert_no_leftovers(&e);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn falls_back_to_a_full_fetch_and_resolves_abbreviations() {
+    let e = env();
+    let repos = e.root.join("repos");
+    let fx = fixture_repo(&repos, "strict", false);
+    let daemon = GitDaemon::start(&repos);
+    let packager = Packager::new(config(&e)).unwrap();
+
+    let art = packager
+        .pack(&spec(serde_json::json!({
+            "git_url": daemon.url("strict.git"),
+            "commit_hash": fx.commits[1],
+            "command": ["cat", "hello.txt"],
+        })))
+        .await
+        .unwrap();
+    assert!(
+        !art.shallow_fetch,
+        "the daemon refuses SHA wants: expected the full-fetch fallback"
+    );
+    let x = e.root.join("x");
+    extract(&art.path, &x);
+    assert_eq!(
+        std::fs::read_to_string(x.join("code/hello.txt")).unwrap(),
+        "hello from commit 1\n"
+    );
+    assert!(x.join("code/added-in-1.txt").exists());
+
+    // An abbreviation resolves to the full id, which the manifest records.
+    let abbrev = &fx.commits[2][..10];
+    let art = packager
+        .pack(&spec(serde_json::json!({
+            "git_url": daemon.url("strict.git"),
+            "commit_hash": abbrev.to_uppercase(),
+            "command": "true",
+        })))
+        .await
+        .unwrap();
+    assert_eq!(art.commit.as_deref(), Some(fx.commits[2].as_str()));
+    assert_eq!(
+        art.manifest.spec.commit_hash.as_deref(),
+        Some(fx.commits[2].as_str())
+    );
+    assert!(
+        !art.manifest
+            .files
+            .iter()
+            .any(|f| f.path == "code/src/nested/deep.txt")
+    );
+    assert_no_leftovers(&e);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn git_errors_are_clear_and_leave_nothing() {
+    let e = env();
+    let repos = e.root.join("repos");
+    fixture_repo(&repos, "app", true);
+    let daemon = GitDaemon::start(&repos);
+    let packager = Packager::new(config(&e)).unwrap();
+    let pack = |url: String, commit: &str| {
+        let s = spec(serde_json::json!({"git_url": url, "commit_hash": commit, "command": "x"}));
+        let p = packager.clone();
+        async move { p.pack(&s).await }
+    };
+
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    let err = pack(daemon.url("app.git"), missing).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Git(GitError::UnknownCommit { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains(missing), "{err}");
+
+    let err = pack(daemon.url("app.git"), "deadbeef").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Git(GitError::UnknownCommit { .. })),
+        "{err}"
+    );
+
+    let err = pack(daemon.url("nope.git"), missing).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Git(GitError::Unreachable { .. })),
+        "{err}"
+    );
+
+    let closed = free_port();
+    let err = pack(format!("git://127.0.0.1:{closed}/app.git"), missing)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Git(GitError::Unreachable { .. })),
+        "{err}"
+    );
+
+    let err = pack(daemon.url("app.git"), &"a".repeat(64))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Git(GitError::Sha256Unsupported { .. })),
+        "{err}"
+    );
+    assert_no_leftovers(&e);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_urls_work_unless_forbidden() {
+    let e = env();
+    let repos = e.root.join("repos");
+    let fx = fixture_repo(&repos, "app", false);
+    let url = format!("file://{}", repos.join("app.git").display());
+    let s = spec(serde_json::json!({"git_url": url, "commit_hash": fx.commits[0], "command": "x"}));
+
+    let art = Packager::new(config(&e)).unwrap().pack(&s).await.unwrap();
+    assert_eq!(art.commit.as_deref(), Some(fx.commits[0].as_str()));
+
+    let mut c = config(&e);
+    c.allow_file_urls = false;
+    let err = Packager::new(c).unwrap().pack(&s).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Git(GitError::LocalUrlForbidden { .. })),
+        "{err}"
+    );
+    assert_no_leftovers(&e);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submodules_are_materialised_at_their_pinned_commit() {
+    let e = env();
+    let repos = e.root.join("repos");
+    let lib = fixture_repo(&repos, "lib", true);
+    let daemon = GitDaemon::start(&repos);
+    let app = repos.join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    git(&app, &["init", "-q", "-b", "main"]);
+    std::fs::write(app.join("main.txt"), "app\n").unwrap();
+    git(
+        &app,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            repos.join("lib.git").to_str().unwrap(),
+            "vendor/lib",
+        ],
+    );
+    git(
+        &app.join("vendor/lib"),
+        &["checkout", "-q", &lib.commits[0]],
+    );
+    // Point .gitmodules at the sibling repository on the daemon, relative to the superproject.
+    std::fs::write(
+        app.join(".gitmodules"),
+        "[submodule \"vendor/lib\"]\n\tpath = vendor/lib\n\turl = ../lib.git\n",
+    )
+    .unwrap();
+    let c = commit(&app, "with submodule", 1_600_001_000);
+    git(
+        &repos,
+        &["clone", "-q", "--bare", app.to_str().unwrap(), "app.git"],
+    );
+
+    let art = Packager::new(config(&e))
+        .unwrap()
+        .pack(&spec(serde_json::json!({
+            "git_url": daemon.url("app.git"), "commit_hash": c, "command": "x"})))
+        .await
+        .unwrap();
+    let x = e.root.join("x");
+    extract(&art.path, &x);
+    assert_eq!(
+        std::fs::read_to_string(x.join("code/vendor/lib/hello.txt")).unwrap(),
+        "hello from commit 0\n"
+    );
+    assert!(
+        !list_tree(&x)
+            .iter()
+            .any(|p| p.ends_with(".git") || p.contains(".git/"))
+    );
+    let subs = &art.manifest.source.as_ref().unwrap().submodules;
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0].path, "vendor/lib");
+    assert_eq!(subs[0].commit, lib.commits[0]);
+    assert_eq!(subs[0].url, daemon.url("lib.git"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pinned_data_is_checked_and_a_mismatch_keeps_nothing() {
+    let e = env();
+    let data = DataServer::start().await;
+    let body = Arc::new(b"0123456789".repeat(1000));
+    let url = data.route("/d.bin", Route::Bytes(body.clone()));
+    let packager = Packager::new(config(&e)).unwrap();
+
+    let ok = spec(serde_json::json!({
+        "command": "x", "data": [{"url": url, "sha256": sha256(&body), "path": "in/d.bin"}]}));
+    let art = packager.pack(&ok).await.unwrap();
+    assert_eq!(art.manifest.data[0].path, "in/d.bin");
+    assert_eq!(art.manifest.data[0].size, 10_000);
+    assert!(art.commit.is_none());
+
+    let wrong = "f".repeat(64);
+    let bad = spec(serde_json::json!({
+        "command": "x", "data": [{"url": url, "sha256": wrong}]}));
+    let out = e.out.join("bad.tar.gz");
+    let err = packager.pack_to(&bad, &out).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Fetch(FetchError::HashMismatch { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&sha256(&body)), "{err}");
+    assert!(!out.exists(), "no artifact after a mismatch");
+    assert_no_leftovers(&e);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_errors_timeouts_and_retries() {
+    let e = env();
+    let data = DataServer::start().await;
+    let mut c = config(&e);
+    c.download.idle_timeout = Duration::from_millis(500);
+    c.download.retries = 2;
+    let packager = Packager::new(c).unwrap();
+    let pack_url = |url: String| {
+        let s = spec(serde_json::json!({"command": "x", "data_url": url}));
+        let p = packager.clone();
+        async move { p.pack(&s).await }
+    };
+
+    let err = pack_url(data.route("/missing", Route::Status(404)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Fetch(FetchError::Status { status: 404, .. })),
+        "{err}"
+    );
+    assert_eq!(data.hits("/missing"), 1, "a 404 is not retried");
+
+    let err = pack_url(data.route("/slow", Route::Stall { len: 1 << 20 }))
+        .await
+        .unwrap_err();
+    let Error::Fetch(FetchError::GaveUp { attempts, last, .. }) = &err else {
+        panic!("expected a time-out after retries, got {err}");
+    };
+    assert_eq!(*attempts, 3);
+    assert!(matches!(**last, FetchError::Timeout { .. }), "{last}");
+    assert!(last.to_string().contains("timed out"), "{last}");
+
+    let body = Arc::new(b"eventually".to_vec());
+    let art = pack_url(data.route("/flaky", Route::Flaky { fails: 2, body }))
+        .await
+        .unwrap();
+    assert_eq!(art.manifest.data[0].size, 10);
+    assert_eq!(data.hits("/flaky"), 3);
+
+    let mut c = config(&e);
+    c.download.max_bytes = 100;
+    let err = Packager::new(c)
+        .unwrap()
+        .pack(&spec(serde_json::json!({"command": "x",
+            "data_url": data.route("/big", Route::Bytes(Arc::new(vec![0; 1000])))})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Fetch(FetchError::TooLarge { .. })),
+        "{err}"
+    );
+    assert_no_leftovers(&e);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_data_failure_stops_the_git_fetch_and_cleans_up() {
+    let e = env();
+    let repos = e.root.join("repos");
+    let fx = fixture_repo(&repos, "app", true);
+    let daemon = GitDaemon::start(&repos);
+    let data = DataServer::start().await;
+    let err = Packager::new(config(&e))
+        .unwrap()
+        .pack(&spec(serde_json::json!({
+            "git_url": daemon.url("app.git"), "commit_hash": fx.commits[0], "command": "x",
+            "data_url": data.route("/gone", Route::Status(410))})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Fetch(FetchError::Status { status: 410, .. })),
+        "{err}"
+    );
+    assert_no_leftovers(&e);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cache_makes_a_second_pack_work_offline_with_the_same_bytes() {
+    let e = env();
+    let repos = e.root.join("repos");
+    let fx = fixture_repo(&repos, "app", true);
+    let daemon = GitDaemon::start(&repos);
+    let data = DataServer::start().await;
+    let body = Arc::new(b"cached data".to_vec());
+    let url = data.route("/c.txt", Route::Bytes(body.clone()));
+    let mut c = config(&e);
+    c.cache_dir = Some(e.root.join("cache"));
+    let packager = Packager::new(c).unwrap();
+    let s = spec(serde_json::json!({
+        "git_url": daemon.url("app.git"), "commit_hash": fx.commits[1], "command": "x",
+        "data": [{"url": url, "sha256": sha256(&body)}]}));
+    let first = packager.pack_to(&s, &e.out.join("1.tar.gz")).await.unwrap();
+    drop(daemon);
+    drop(data);
+    let second = packager.pack_to(&s, &e.out.join("2.tar.gz")).await.unwrap();
+    assert_eq!(first.sha256, second.sha256);
+    assert_no_leftovers(&e);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_values_run_literally() {
+    let e = env();
+    let marker = e.root.join("pwned");
+    let hostile = format!(
+        "a'b\"c $(touch {m}) `touch {m}` ${{HOME}} \\ \n; touch {m} #",
+        m = marker.display()
+    );
+    let s = spec(serde_json::json!({
+        "command": ["printf", "%s|%s", hostile, "-n"],
+        "env": {"EVIL": hostile},
+    }));
+    let art = Packager::new(config(&e)).unwrap().pack(&s).await.unwrap();
+    let x = e.root.join("x");
+    extract(&art.path, &x);
+    let out = std::process::Command::new(x.join("run.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{hostile}|-n")
+    );
+    assert!(!marker.exists(), "a value was executed");
+
+    // The same through `sh -c` with the value in the environment.
+    let s = spec(serde_json::json!({"command": "printf %s \"$EVIL\"", "env": {"EVIL": hostile}}));
+    let art = Packager::new(config(&e)).unwrap().pack(&s).await.unwrap();
+    let y = e.root.join("y");
+    extract(&art.path, &y);
+    let out = std::process::Command::new(y.join("run.sh"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), hostile);
+    assert!(!marker.exists(), "a value was executed");
+}

@@ -1,0 +1,50 @@
+//! `jobpack`: the command-line front end over `jobpack-core`.
+//!
+//! Only this binary uses `anyhow`, prints, and picks exit codes; the library does neither.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod pack_cmd;
+
+/// Turn a job spec into a reproducible, runnable artifact.
+#[derive(Debug, Parser)]
+#[command(name = "jobpack", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Pack a spec (JSON or YAML) into a byte-reproducible .tar.gz Docker build context.
+    Pack(pack_cmd::PackArgs),
+}
+
+/// Exit code for a spec that cannot be read or is invalid (the caller must fix their input).
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for any other failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Commands::Pack(args) => pack_cmd::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("error: {err:#}");
+            let bad_input = err
+                .chain()
+                .any(|e| e.downcast_ref::<jobpack_core::SpecError>().is_some());
+            ExitCode::from(if bad_input {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_FAILURE
+            })
+        }
+    }
+}
