@@ -892,4 +892,35 @@ mod tests {
         // The normalised spec is itself valid and stable.
         assert_eq!(n.validate().unwrap().normalised_spec(None), n);
     }
+
+    /// Every spec under `fixtures/specs/` is valid; every one under `fixtures/specs/invalid/` is
+    /// rejected with an error naming the field its file is named after.
+    #[test]
+    fn fixture_specs() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/specs");
+        let mut valid = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                JobSpec::from_path(&p).unwrap().validate().unwrap();
+                valid += 1;
+            }
+        }
+        let mut invalid = 0;
+        for e in std::fs::read_dir(dir.join("invalid")).unwrap() {
+            let p = e.unwrap().path();
+            let field = p.file_stem().unwrap().to_str().unwrap().to_owned();
+            let err = JobSpec::from_path(&p).unwrap().validate().unwrap_err();
+            assert!(
+                err.field_errors().iter().any(|e| e.field == field),
+                "{}: expected an error on {field}, got: {err}",
+                p.display()
+            );
+            invalid += 1;
+        }
+        assert!(
+            valid >= 2 && invalid >= 8,
+            "fixtures missing: {valid} valid, {invalid} invalid"
+        );
+    }
 }

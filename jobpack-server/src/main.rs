@@ -37,9 +37,13 @@ fn main() -> ExitCode {
         Err(err) => {
             // One line: the error and its causes, outermost first.
             eprintln!("error: {err:#}");
-            let bad_input = err
-                .chain()
-                .any(|e| e.downcast_ref::<jobpack_core::SpecError>().is_some());
+            let bad_input = err.chain().any(|e| {
+                e.downcast_ref::<jobpack_core::SpecError>().is_some()
+                    || matches!(
+                        e.downcast_ref::<jobpack_core::Error>(),
+                        Some(jobpack_core::Error::Spec(_))
+                    )
+            });
             ExitCode::from(if bad_input {
                 EXIT_BAD_INPUT
             } else {

@@ -48,7 +48,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 pub fn run(args: PackArgs) -> anyhow::Result<ExitCode> {
-    let spec = JobSpec::from_path(&args.spec)?;
+    let job = JobSpec::from_path(&args.spec)?.validate()?;
     let mut config = PackagerConfig {
         cache_dir: if args.no_cache {
             None
@@ -68,12 +68,7 @@ pub fn run(args: PackArgs) -> anyhow::Result<ExitCode> {
     let bars = Bars::new(!args.json);
     let packager = Packager::new(config)?.with_progress(bars.sink());
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let artifact = rt.block_on(async {
-        match &args.output {
-            Some(out) => packager.pack_to(&spec, out).await,
-            None => packager.pack(&spec).await,
-        }
-    });
+    let artifact = rt.block_on(packager.pack_job(&job, args.output.as_deref()));
     bars.finish();
     let artifact = artifact.with_context(|| format!("cannot pack {}", args.spec.display()))?;
 

@@ -568,7 +568,7 @@ impl TreeWriter<'_> {
                     f.set_permissions(Permissions::from_mode(perm))
                         .map_err(io("set mode of", &path))?;
                     self.files += 1;
-                    if self.files % 256 == 0 {
+                    if self.files.is_multiple_of(256) {
                         (self.progress)(Progress::Checkout { files: self.files });
                     }
                 }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the system packages that building and testing jobpack need, on Debian or Ubuntu.
+# Idempotent: installs only what is missing, so a second run does nothing and needs no network.
+#   - build: a C compiler (libgit2 and libssh2 are built from source), pkg-config, OpenSSL headers
+#   - tests: git (fixture repositories and `git daemon` on 127.0.0.1)
+#   - benchmarks: curl, bc, python3
+set -euo pipefail
+
+packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found. Install Rust 1.89 or newer with rustup (https://rustup.rs)." >&2
+  exit 1
+fi
+version=$(cargo --version | awk '{print $2}')
+if [ "$(printf '%s\n' 1.89.0 "$version" | sort -V | head -n 1)" != 1.89.0 ]; then
+  echo "setup: cargo $version is too old; jobpack needs Rust 1.89 or newer (rustup update)." >&2
+  exit 1
+fi
