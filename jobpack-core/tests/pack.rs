@@ -362,11 +362,43 @@ async fn pinned_data_is_checked_and_a_mismatch_keeps_nothing() {
     let data = DataServer::start().await;
     let body = Arc::new(b"0123456789".repeat(1000));
     let url = data.route("/d.bin", Route::Bytes(body.clone()));
-    let packager = Packager::new(config(&e)).unwrap();
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let packager = Packager::new(config(&e))
+        .unwrap()
+        .with_progress(Arc::new(move |p| sink.lock().unwrap().push(p)));
 
     let ok = spec(serde_json::json!({
         "command": "x", "data": [{"url": url, "sha256": sha256(&body), "path": "in/d.bin"}]}));
     let art = packager.pack(&ok).await.unwrap();
+    {
+        use jobpack_core::{Progress, Stage};
+        let ev = events.lock().unwrap();
+        let stages: Vec<Stage> = ev
+            .iter()
+            .filter_map(|p| match p {
+                Progress::Stage { stage } => Some(*stage),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                Stage::Fetching,
+                Stage::Rendering,
+                Stage::Archiving,
+                Stage::Done
+            ]
+        );
+        assert!(ev.iter().any(|p| matches!(
+            p,
+            Progress::Download {
+                downloaded: 10_000,
+                total: Some(10_000),
+                ..
+            }
+        )));
+    }
     assert_eq!(art.manifest.data[0].path, "in/d.bin");
     assert_eq!(art.manifest.data[0].size, 10_000);
     assert!(art.commit.is_none());
@@ -523,4 +555,48 @@ async fn hostile_values_run_literally() {
         .unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), hostile);
     assert!(!marker.exists(), "a value was executed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smart_http_depth_one_and_auth_required() {
+    let e = env();
+    let repos = e.root.join("repos");
+    let fx = fixture_repo(&repos, "app", true);
+    let http = DataServer::start().await;
+    http.serve_git(&repos);
+    let packager = Packager::new(config(&e)).unwrap();
+
+    let art = packager
+        .pack(&spec(serde_json::json!({
+            "git_url": http.git_url("app.git"), "commit_hash": fx.commits[1], "command": "x"})))
+        .await
+        .unwrap();
+    assert!(
+        art.shallow_fetch,
+        "smart HTTP with SHA wants allowed: expected a depth-1 fetch"
+    );
+    let x = e.root.join("x");
+    extract(&art.path, &x);
+    assert_eq!(
+        std::fs::read_to_string(x.join("code/hello.txt")).unwrap(),
+        "hello from commit 1\n"
+    );
+
+    // A server that wants credentials: a clear error, not a hang or a prompt.
+    http.route(
+        "/private.git/info/refs?service=git-upload-pack",
+        Route::Status(401),
+    );
+    let err = packager
+        .pack(&spec(serde_json::json!({
+            "git_url": format!("http://{}/private.git", http.addr),
+            "commit_hash": fx.commits[1], "command": "x"})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Git(GitError::AuthRequired { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("requires authentication"), "{err}");
+    assert_no_leftovers(&e);
 }

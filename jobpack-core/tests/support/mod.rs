@@ -187,9 +187,12 @@ pub enum Route {
     Flaky { fails: usize, body: Arc<Vec<u8>> },
 }
 
-/// A small HTTP/1.1 server on 127.0.0.1 (one request per connection).
+/// A small HTTP/1.1 server on 127.0.0.1 (one request per connection). Paths under `/git/` are
+/// answered by `git http-backend` (smart HTTP) for the repositories in the directory given to
+/// [`DataServer::serve_git`].
 pub struct DataServer {
     pub addr: SocketAddr,
+    git_root: Arc<Mutex<Option<PathBuf>>>,
     routes: Arc<Mutex<HashMap<String, Route>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
     task: tokio::task::JoinHandle<()>,
@@ -201,20 +204,22 @@ impl DataServer {
         let addr = listener.local_addr().unwrap();
         let routes: Arc<Mutex<HashMap<String, Route>>> = Arc::default();
         let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let (r, h) = (routes.clone(), hits.clone());
+        let git_root: Arc<Mutex<Option<PathBuf>>> = Arc::default();
+        let (r, h, g) = (routes.clone(), hits.clone(), git_root.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     break;
                 };
-                let (r, h) = (r.clone(), h.clone());
+                let (r, h, g) = (r.clone(), h.clone(), g.clone());
                 tokio::spawn(async move {
-                    let _ = serve(sock, r, h).await;
+                    let _ = serve(sock, r, h, g).await;
                 });
             }
         });
         DataServer {
             addr,
+            git_root,
             routes,
             hits,
             task,
@@ -224,6 +229,15 @@ impl DataServer {
     pub fn route(&self, path: &str, route: Route) -> String {
         self.routes.lock().unwrap().insert(path.to_owned(), route);
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Serves the bare repositories under `root` at `http://ADDR/git/<name>`.
+    pub fn serve_git(&self, root: &Path) {
+        *self.git_root.lock().unwrap() = Some(root.to_path_buf());
+    }
+
+    pub fn git_url(&self, repo: &str) -> String {
+        format!("http://{}/git/{repo}", self.addr)
     }
 
     pub fn hits(&self, path: &str) -> usize {
@@ -243,18 +257,32 @@ async fn serve(
     mut sock: tokio::net::TcpStream,
     routes: Arc<Mutex<HashMap<String, Route>>>,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    git_root: Arc<Mutex<Option<PathBuf>>>,
 ) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
         let n = sock.read(&mut buf).await?;
         if n == 0 || head.len() > 64 * 1024 {
             return Ok(());
         }
         head.extend_from_slice(&buf[..n]);
+    };
+    let rest = head.split_off(end);
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut words = text.split_whitespace();
+    let method = words.next().unwrap_or("GET").to_owned();
+    let target = words.next().unwrap_or("/").to_owned();
+    if let Some(git_path) = target.strip_prefix("/git") {
+        let root = git_root.lock().unwrap().clone();
+        if let Some(root) = root {
+            return git_http(sock, &root, &method, git_path, &text, rest).await;
+        }
     }
-    let line = String::from_utf8_lossy(&head);
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let path = target;
     let hit = {
         let mut h = hits.lock().unwrap();
         let c = h.entry(path.clone()).or_insert(0);
@@ -295,6 +323,130 @@ async fn serve(
             }
         }
     }
+    sock.shutdown().await
+}
+
+/// Runs `git http-backend` as a CGI for one request.
+async fn git_http(
+    mut sock: tokio::net::TcpStream,
+    root: &Path,
+    method: &str,
+    target: &str,
+    head: &str,
+    mut body: Vec<u8>,
+) -> std::io::Result<()> {
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    // The request body: Content-Length or chunked.
+    if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while body.len() < len {
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = sock.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&buf[..n]);
+        }
+    } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut raw = body;
+        let mut decoded = Vec::new();
+        loop {
+            // Parse as many complete chunks as we have; read more when short.
+            let mut pos = 0;
+            let mut done = false;
+            decoded.clear();
+            while let Some(eol) = raw[pos..].windows(2).position(|w| w == b"\r\n") {
+                let size_line = String::from_utf8_lossy(&raw[pos..pos + eol]).into_owned();
+                let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
+                    .unwrap_or(0);
+                let start = pos + eol + 2;
+                if size == 0 {
+                    done = true;
+                    break;
+                }
+                if raw.len() < start + size + 2 {
+                    break;
+                }
+                decoded.extend_from_slice(&raw[start..start + size]);
+                pos = start + size + 2;
+            }
+            if done {
+                break;
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = sock.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+        body = decoded;
+    }
+    let (path_info, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut child = tokio::process::Command::new("git")
+        .arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("REQUEST_METHOD", method)
+        .env("PATH_INFO", path_info)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("GIT_PROTOCOL", header("git-protocol").unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&body).await;
+    });
+    let out = child.wait_with_output().await?;
+    let _ = writer.await;
+    let split = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4))
+        .or_else(|| {
+            out.stdout
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, 2))
+        });
+    let Some((i, sep)) = split else {
+        return sock
+            .write_all(b"HTTP/1.1 500 X\r\nContent-Length: 0\r\n\r\n")
+            .await;
+    };
+    let cgi_head = String::from_utf8_lossy(&out.stdout[..i]).into_owned();
+    let cgi_body = &out.stdout[i + sep..];
+    let mut status = "200 OK".to_owned();
+    let mut resp = String::new();
+    for l in cgi_head.lines() {
+        if let Some(s) = l.strip_prefix("Status:") {
+            status = s.trim().to_owned();
+        } else if !l.trim().is_empty() {
+            resp.push_str(l.trim_end());
+            resp.push_str("\r\n");
+        }
+    }
+    let head = format!(
+        "HTTP/1.1 {status}\r\n{resp}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        cgi_body.len()
+    );
+    sock.write_all(head.as_bytes()).await?;
+    sock.write_all(cgi_body).await?;
     sock.shutdown().await
 }
 
