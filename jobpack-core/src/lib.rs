@@ -30,6 +30,7 @@
 
 pub mod archive;
 mod error;
+pub mod exec;
 pub mod fetch;
 pub mod manifest;
 mod pack;

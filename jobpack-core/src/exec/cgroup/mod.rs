@@ -1,0 +1,205 @@
+//! Per-job cgroups, v2 and v1 behind one type, so hybrid hosts (v1 controllers, as on our CI
+//! machines) and pure-v2 hosts share every caller.
+//!
+//! A job's cgroup is created before the job starts, the job's first process is moved into it
+//! before it runs anything, limits are written, usage is read at the end, every process left in
+//! it is killed, and the cgroup is removed. Nothing here decides policy: a limit that cannot be
+//! written is an error the executor turns into a strict-mode failure or a reported gap.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{ExecError, Limits};
+
+mod v1;
+mod v2;
+
+/// Which cgroup version this host offers for jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+        }
+    }
+}
+
+/// Detects the cgroup layout under `root` (normally `/sys/fs/cgroup`): pure v2 when the root is a
+/// cgroup2 mount with controllers, v1 when a v1 memory hierarchy is mounted (hybrid hosts keep an
+/// empty cgroup2 at `unified/`, which cannot limit anything).
+pub fn detect(root: &Path) -> Option<Version> {
+    if root.join("cgroup.controllers").exists() {
+        Some(Version::V2)
+    } else if root.join("memory/memory.limit_in_bytes").exists() {
+        Some(Version::V1)
+    } else {
+        None
+    }
+}
+
+/// What a cgroup measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu_nanos: Option<u64>,
+    pub memory_peak: Option<u64>,
+    /// Processes the OOM killer killed in this cgroup.
+    pub oom_kills: u64,
+    /// Forks refused because of the pids limit.
+    pub pids_refused: u64,
+}
+
+/// One job's cgroup.
+#[derive(Debug)]
+pub enum Cgroup {
+    V1(v1::CgroupV1),
+    V2(v2::CgroupV2),
+}
+
+pub(crate) fn err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ExecError {
+    let path = path.to_path_buf();
+    move |source| ExecError::Cgroup {
+        action,
+        path,
+        source,
+    }
+}
+
+pub(crate) fn write(path: &Path, value: &str) -> Result<(), ExecError> {
+    std::fs::write(path, value).map_err(err("write", path))
+}
+
+pub(crate) fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `key value` lines (memory.events, cpu.stat, pids.events, memory.oom_control).
+pub(crate) fn read_keyed(path: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Processes in a `cgroup.procs` file.
+pub(crate) fn procs(path: &Path) -> Vec<i32> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Removes a cgroup directory, retrying while the kernel finishes tearing down its processes.
+pub(crate) fn remove_dir(path: &Path) -> Result<(), ExecError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(err("remove", path)(e)),
+        }
+    }
+}
+
+impl Cgroup {
+    /// Creates the cgroup `<root>/<parent>/<name>` (per controller on v1) and writes `limits`.
+    /// Returns the cgroup and the names of the limits it enforces.
+    pub fn create(
+        root: &Path,
+        version: Version,
+        parent: &str,
+        name: &str,
+        limits: &Limits,
+        io_device: Option<(u64, u64)>,
+    ) -> Result<(Cgroup, Vec<String>), ExecError> {
+        match version {
+            Version::V1 => {
+                let (c, applied) = v1::CgroupV1::create(root, parent, name, limits, io_device)?;
+                Ok((Cgroup::V1(c), applied))
+            }
+            Version::V2 => {
+                let (c, applied) = v2::CgroupV2::create(root, parent, name, limits, io_device)?;
+                Ok((Cgroup::V2(c), applied))
+            }
+        }
+    }
+
+    pub fn version(&self) -> Version {
+        match self {
+            Cgroup::V1(_) => Version::V1,
+            Cgroup::V2(_) => Version::V2,
+        }
+    }
+
+    /// Moves a process (and so all its future children) into the cgroup.
+    pub fn add(&self, pid: i32) -> Result<(), ExecError> {
+        match self {
+            Cgroup::V1(c) => c.add(pid),
+            Cgroup::V2(c) => c.add(pid),
+        }
+    }
+
+    /// Processes currently in the cgroup.
+    pub fn pids(&self) -> Vec<i32> {
+        match self {
+            Cgroup::V1(c) => c.pids(),
+            Cgroup::V2(c) => c.pids(),
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        match self {
+            Cgroup::V1(c) => c.usage(),
+            Cgroup::V2(c) => c.usage(),
+        }
+    }
+
+    /// Kills every process in the cgroup (none can escape by forking meanwhile) and waits until
+    /// it is empty.
+    pub fn kill_all(&self) -> Result<(), ExecError> {
+        match self {
+            Cgroup::V1(c) => c.kill_all(),
+            Cgroup::V2(c) => c.kill_all(),
+        }
+    }
+
+    /// Kills what is left and removes the cgroup.
+    pub fn destroy(&self) -> Result<(), ExecError> {
+        self.kill_all()?;
+        match self {
+            Cgroup::V1(c) => c.remove(),
+            Cgroup::V2(c) => c.remove(),
+        }
+    }
+
+    /// The directories of this cgroup (one per controller on v1).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Cgroup::V1(c) => c.paths(),
+            Cgroup::V2(c) => vec![c.path().to_path_buf()],
+        }
+    }
+}
+
+/// Waits until `pids()` is empty, for at most `limit`.
+pub(crate) fn wait_empty(pids: impl Fn() -> Vec<i32>, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if pids().is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

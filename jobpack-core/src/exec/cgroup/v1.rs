@@ -1,0 +1,176 @@
+//! cgroup v1: one directory per controller hierarchy (memory, cpu, cpuacct, pids, blkio, freezer).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Usage, err, procs, read_keyed, read_u64, remove_dir, wait_empty, write};
+use crate::exec::{ExecError, Limits};
+
+const CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "blkio", "freezer"];
+
+#[derive(Debug)]
+pub struct CgroupV1 {
+    /// (controller, directory) for every controller that is mounted.
+    dirs: Vec<(&'static str, PathBuf)>,
+}
+
+impl CgroupV1 {
+    pub fn create(
+        root: &Path,
+        parent: &str,
+        name: &str,
+        limits: &Limits,
+        io_device: Option<(u64, u64)>,
+    ) -> Result<(CgroupV1, Vec<String>), ExecError> {
+        let mut dirs = Vec::new();
+        for c in CONTROLLERS {
+            let hierarchy = root.join(c);
+            if !hierarchy.join("cgroup.procs").exists() {
+                continue;
+            }
+            let dir = hierarchy.join(parent).join(name);
+            std::fs::create_dir_all(&dir).map_err(err("create", &dir))?;
+            dirs.push((c, dir));
+        }
+        let cg = CgroupV1 { dirs };
+        let mut applied = Vec::new();
+        let result = cg.apply(limits, io_device, &mut applied);
+        if let Err(e) = result {
+            let _ = cg.remove();
+            return Err(e);
+        }
+        Ok((cg, applied))
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(c, _)| *c == controller)
+            .map(|(_, d)| d.as_path())
+    }
+
+    fn need(&self, controller: &'static str) -> Result<&Path, ExecError> {
+        self.dir(controller).ok_or_else(|| ExecError::Cgroup {
+            action: "find the controller",
+            path: PathBuf::from(format!("/sys/fs/cgroup/{controller}")),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("the v1 {controller} controller is not mounted"),
+            ),
+        })
+    }
+
+    fn apply(
+        &self,
+        limits: &Limits,
+        io_device: Option<(u64, u64)>,
+        applied: &mut Vec<String>,
+    ) -> Result<(), ExecError> {
+        if let Some(mem) = limits.memory_bytes {
+            let d = self.need("memory")?;
+            write(&d.join("memory.limit_in_bytes"), &mem.to_string())?;
+            // No swap either, where swap accounting exists.
+            let memsw = d.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                write(&memsw, &mem.to_string())?;
+            }
+            applied.push("memory".into());
+        }
+        if let Some(pct) = limits.cpu_percent {
+            let d = self.need("cpu")?;
+            write(&d.join("cpu.cfs_period_us"), "100000")?;
+            write(&d.join("cpu.cfs_quota_us"), &(u64::from(pct) * 1000).to_string())?;
+            applied.push("cpu".into());
+        }
+        if let Some(n) = limits.pids {
+            let d = self.need("pids")?;
+            write(&d.join("pids.max"), &n.to_string())?;
+            applied.push("pids".into());
+        }
+        if let (Some(bps), Some((maj, min))) = (limits.io_bps, io_device) {
+            let d = self.need("blkio")?;
+            write(&d.join("blkio.throttle.read_bps_device"), &format!("{maj}:{min} {bps}"))?;
+            write(&d.join("blkio.throttle.write_bps_device"), &format!("{maj}:{min} {bps}"))?;
+            applied.push("io".into());
+        }
+        Ok(())
+    }
+
+    pub fn add(&self, pid: i32) -> Result<(), ExecError> {
+        for (_, d) in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        // The freezer (or any) hierarchy holds every process of the job.
+        self.dirs
+            .first()
+            .map(|(_, d)| procs(&d.join("cgroup.procs")))
+            .unwrap_or_default()
+    }
+
+    pub fn usage(&self) -> Usage {
+        let mem = self.dir("memory");
+        Usage {
+            cpu_nanos: self.dir("cpuacct").and_then(|d| read_u64(&d.join("cpuacct.usage"))),
+            memory_peak: mem.and_then(|d| read_u64(&d.join("memory.max_usage_in_bytes"))),
+            oom_kills: mem
+                .and_then(|d| {
+                    read_keyed(&d.join("memory.oom_control"), "oom_kill")
+                        .or_else(|| read_u64(&d.join("memory.failcnt")).map(|f| u64::from(f > 0)))
+                })
+                .unwrap_or(0),
+            pids_refused: self
+                .dir("pids")
+                .and_then(|d| read_keyed(&d.join("pids.events"), "max"))
+                .unwrap_or(0),
+        }
+    }
+
+    /// Freeze, SIGKILL every process, thaw, wait until empty.
+    pub fn kill_all(&self) -> Result<(), ExecError> {
+        let freezer = self.dir("freezer");
+        for _ in 0..100 {
+            if self.pids().is_empty() {
+                return Ok(());
+            }
+            if let Some(f) = freezer {
+                let _ = std::fs::write(f.join("freezer.state"), "FROZEN");
+            }
+            for pid in self.pids() {
+                // SAFETY: kill(2) with a pid read from the cgroup; at worst ESRCH.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if let Some(f) = freezer {
+                let _ = std::fs::write(f.join("freezer.state"), "THAWED");
+            }
+            if wait_empty(|| self.pids(), Duration::from_millis(100)) {
+                return Ok(());
+            }
+        }
+        let path = self.dirs.first().map(|(_, d)| d.clone()).unwrap_or_default();
+        Err(ExecError::Cgroup {
+            action: "empty",
+            path,
+            source: std::io::Error::other("processes survived SIGKILL"),
+        })
+    }
+
+    pub fn remove(&self) -> Result<(), ExecError> {
+        let mut first = Ok(());
+        for (_, d) in &self.dirs {
+            if let Err(e) = remove_dir(d)
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|(_, d)| d.clone()).collect()
+    }
+}

@@ -1,0 +1,407 @@
+//! A job's log: stdout and stderr captured into one file, and any number of readers following it.
+//!
+//! The file is the single source of truth. Capture threads read the job's pipes (so the job never
+//! waits on a reader), mask secrets, append to the file and publish the committed length on a
+//! `watch` channel. A reader is a file position plus a receiver of that length: it reads history
+//! from the file, then waits for the length to grow, until the log is closed. A reader that joins
+//! late therefore gets the whole history, and a slow reader costs nothing but its own file reads:
+//! no per-reader buffer exists that could grow or block the writer.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+
+/// The published state of a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Committed {
+    len: u64,
+    closed: bool,
+}
+
+/// The shared side of a log: where it is and how far it has been written.
+#[derive(Debug, Clone)]
+pub struct LogStream {
+    path: PathBuf,
+    committed: watch::Receiver<Committed>,
+}
+
+impl LogStream {
+    /// A finished log on disk (e.g. after a restart): readers get the file and then EOF.
+    pub fn finished(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let (_tx, rx) = watch::channel(Committed { len, closed: true });
+        LogStream {
+            path,
+            committed: rx,
+        }
+    }
+
+    /// A reader from the start.
+    pub fn reader(&self) -> LogReader {
+        self.reader_at(0)
+    }
+
+    /// A reader from byte `offset` (e.g. an SSE `Last-Event-ID`).
+    pub fn reader_at(&self, offset: u64) -> LogReader {
+        LogReader {
+            path: self.path.clone(),
+            file: None,
+            pos: offset,
+            committed: self.committed.clone(),
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.committed.borrow().len
+    }
+
+    /// Whether nothing has been written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the job's output has ended.
+    pub fn is_closed(&self) -> bool {
+        self.committed.borrow().closed
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Follows a log: history, then live data, then `None` when the log is closed.
+#[derive(Debug)]
+pub struct LogReader {
+    path: PathBuf,
+    file: Option<tokio::fs::File>,
+    pos: u64,
+    committed: watch::Receiver<Committed>,
+}
+
+impl LogReader {
+    /// The byte offset of the next chunk.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The next chunk (at most `max` bytes), waiting for the job to write more; `None` at the end.
+    pub async fn next_chunk(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            let c = *self.committed.borrow_and_update();
+            if self.pos < c.len {
+                let want = usize::try_from(c.len - self.pos).unwrap_or(usize::MAX).min(max);
+                let file = match &mut self.file {
+                    Some(f) => f,
+                    None => {
+                        let mut f = tokio::fs::File::open(&self.path).await?;
+                        f.seek(io::SeekFrom::Start(self.pos)).await?;
+                        self.file.insert(f)
+                    }
+                };
+                let mut buf = vec![0u8; want];
+                let mut got = 0;
+                while got < want {
+                    let n = file.read(&mut buf[got..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    got += n;
+                }
+                if got == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("log {} is shorter than published", self.path.display()),
+                    ));
+                }
+                buf.truncate(got);
+                self.pos += got as u64;
+                return Ok(Some(buf));
+            }
+            if c.closed {
+                return Ok(None);
+            }
+            if self.committed.changed().await.is_err() {
+                // The writer is gone without closing: whatever is in the file is all there is.
+                let len = tokio::fs::metadata(&self.path).await?.len();
+                if self.pos >= len {
+                    return Ok(None);
+                }
+                let (_tx, rx) = watch::channel(Committed { len, closed: true });
+                self.committed = rx;
+            }
+        }
+    }
+
+    /// Reads everything until the log is closed.
+    pub async fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk(1 << 20).await? {
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// The writing side, shared by the capture threads of one job.
+#[derive(Debug, Clone)]
+pub(crate) struct LogWriter {
+    inner: Arc<Mutex<WriterState>>,
+}
+
+#[derive(Debug)]
+struct WriterState {
+    file: File,
+    tx: watch::Sender<Committed>,
+    len: u64,
+    cap: Option<u64>,
+    exceeded: bool,
+    open_streams: usize,
+}
+
+impl LogWriter {
+    /// Creates (truncates) the log file.
+    pub(crate) fn create(path: &Path, cap: Option<u64>) -> io::Result<(LogWriter, LogStream)> {
+        let file = File::create(path)?;
+        let (tx, rx) = watch::channel(Committed {
+            len: 0,
+            closed: false,
+        });
+        let w = LogWriter {
+            inner: Arc::new(Mutex::new(WriterState {
+                file,
+                tx,
+                len: 0,
+                cap,
+                exceeded: false,
+                open_streams: 0,
+            })),
+        };
+        Ok((
+            w,
+            LogStream {
+                path: path.to_path_buf(),
+                committed: rx,
+            },
+        ))
+    }
+
+    /// Appends; returns `false` once the log cap is reached (the rest is dropped).
+    pub(crate) fn append(&self, data: &[u8]) -> io::Result<bool> {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if s.exceeded {
+            return Ok(false);
+        }
+        let mut take = data.len();
+        if let Some(cap) = s.cap {
+            let room = cap.saturating_sub(s.len);
+            if (take as u64) > room {
+                take = room as usize;
+                s.exceeded = true;
+            }
+        }
+        s.file.write_all(&data[..take])?;
+        s.len += take as u64;
+        let len = s.len;
+        s.tx.send_modify(|c| c.len = len);
+        Ok(!s.exceeded)
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.inner.lock().map(|s| s.len).unwrap_or(0)
+    }
+
+    /// Closes the log for readers: they get EOF after the last byte.
+    pub(crate) fn close(&self) {
+        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = s.file.sync_data();
+        s.tx.send_modify(|c| c.closed = true);
+    }
+
+    /// Starts a thread that copies `src` (a pipe) into the log through a masker until EOF.
+    /// `on_cap` is called once if the log cap is hit. Returns the thread's handle.
+    pub(crate) fn capture(
+        &self,
+        mut src: File,
+        secrets: Arc<Vec<Vec<u8>>>,
+        on_cap: Arc<dyn Fn() + Send + Sync>,
+    ) -> std::thread::JoinHandle<io::Result<()>> {
+        let w = self.clone();
+        w.inner
+            .lock()
+            .map(|mut s| s.open_streams += 1)
+            .unwrap_or_default();
+        std::thread::Builder::new()
+            .name("jobpack-log".into())
+            .spawn(move || {
+                let mut masker = Masker::new(&secrets);
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut out = Vec::with_capacity(64 * 1024);
+                let mut capped = false;
+                let result = loop {
+                    let n = match src.read(&mut buf) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => break Err(e),
+                    };
+                    if capped {
+                        // Keep draining so the job never blocks on a full pipe before it is killed.
+                        continue;
+                    }
+                    out.clear();
+                    masker.push(&buf[..n], &mut out);
+                    match w.append(&out) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            capped = true;
+                            on_cap();
+                        }
+                        Err(e) => break Err(e),
+                    }
+                };
+                out.clear();
+                masker.finish(&mut out);
+                if !capped && !out.is_empty() && !w.append(&out).unwrap_or(false) {
+                    on_cap();
+                }
+                let last = w
+                    .inner
+                    .lock()
+                    .map(|mut s| {
+                        s.open_streams -= 1;
+                        s.open_streams == 0
+                    })
+                    .unwrap_or(true);
+                if last {
+                    w.close();
+                }
+                result
+            })
+            .expect("spawning a log thread")
+    }
+}
+
+/// Replaces secret values in a byte stream with `***`, also when a secret is split across writes:
+/// bytes that could be the start of a secret are held back until the next write decides.
+#[derive(Debug)]
+pub(crate) struct Masker {
+    secrets: Vec<Vec<u8>>,
+    pending: Vec<u8>,
+}
+
+pub(crate) const MASK: &[u8] = b"***";
+
+impl Masker {
+    pub(crate) fn new(secrets: &[Vec<u8>]) -> Self {
+        let mut secrets: Vec<Vec<u8>> = secrets.iter().filter(|s| !s.is_empty()).cloned().collect();
+        // Longest first, so a secret that contains another is masked whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Masker {
+            secrets,
+            pending: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        if self.secrets.is_empty() {
+            out.extend_from_slice(data);
+            return;
+        }
+        self.pending.extend_from_slice(data);
+        let buf = &self.pending;
+        let mut i = 0;
+        let mut plain_start = 0;
+        'scan: while i < buf.len() {
+            let rest = &buf[i..];
+            for s in &self.secrets {
+                if rest.starts_with(s) {
+                    out.extend_from_slice(&buf[plain_start..i]);
+                    out.extend_from_slice(MASK);
+                    i += s.len();
+                    plain_start = i;
+                    continue 'scan;
+                }
+            }
+            if self
+                .secrets
+                .iter()
+                .any(|s| s.len() > rest.len() && s.starts_with(rest))
+            {
+                // `rest` may be the beginning of a secret: wait for more bytes.
+                break;
+            }
+            i += 1;
+        }
+        out.extend_from_slice(&buf[plain_start..i]);
+        self.pending.drain(..i);
+    }
+
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.pending);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask(secrets: &[&str], writes: &[&str]) -> String {
+        let secrets: Vec<Vec<u8>> = secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+        let mut m = Masker::new(&secrets);
+        let mut out = Vec::new();
+        for w in writes {
+            m.push(w.as_bytes(), &mut out);
+        }
+        m.finish(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn masks_whole_and_split_secrets() {
+        assert_eq!(mask(&["hunter2"], &["pw=hunter2!"]), "pw=***!");
+        assert_eq!(mask(&["hunter2"], &["pw=hun", "ter2!"]), "pw=***!");
+        assert_eq!(mask(&["hunter2"], &["h", "u", "n", "t", "e", "r", "2", "\n"]), "***\n");
+        assert_eq!(mask(&["hunter2"], &["hunt", "ing"]), "hunting");
+        assert_eq!(mask(&["hunter2"], &["hunte"]), "hunte");
+        assert_eq!(mask(&["abc", "abcdef"], &["xabcdefy abc"]), "x***y ***");
+        assert_eq!(mask(&["aab"], &["aaab"]), "a***");
+        assert_eq!(mask(&[""], &["nothing"]), "nothing");
+    }
+
+    #[tokio::test]
+    async fn late_and_slow_readers_see_everything_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, stream) = LogWriter::create(&dir.path().join("log"), None).unwrap();
+        w.append(b"one ").unwrap();
+        let mut early = stream.reader();
+        assert_eq!(early.next_chunk(100).await.unwrap().unwrap(), b"one ");
+        w.append(b"two ").unwrap();
+        let mut late = stream.reader();
+        let mut resumed = stream.reader_at(4);
+        w.append(b"three").unwrap();
+        w.close();
+        assert_eq!(early.read_to_end().await.unwrap(), b"two three");
+        assert_eq!(late.read_to_end().await.unwrap(), b"one two three");
+        assert_eq!(resumed.read_to_end().await.unwrap(), b"two three");
+        let mut after = LogStream::finished(dir.path().join("log")).reader();
+        assert_eq!(after.read_to_end().await.unwrap(), b"one two three");
+    }
+
+    #[test]
+    fn the_cap_truncates_and_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _s) = LogWriter::create(&dir.path().join("log"), Some(10)).unwrap();
+        assert!(w.append(b"12345").unwrap());
+        assert!(!w.append(b"6789012").unwrap());
+        assert!(!w.append(b"more").unwrap());
+        assert_eq!(std::fs::read(dir.path().join("log")).unwrap(), b"1234567890");
+    }
+}

@@ -1,0 +1,255 @@
+//! Running a job: the [`Executor`] trait, what a run is asked to do ([`RunRequest`]) and what
+//! came of it ([`Outcome`]).
+//!
+//! [`LocalExecutor`] runs a job directory (an unpacked artifact, or any directory with a `run.sh`)
+//! on this Linux machine inside namespaces, a pivot_root'ed read-only root, cgroup limits, rlimits,
+//! no capabilities, `no_new_privs` and a seccomp filter. A cluster backend implements the same
+//! trait. This module never decides policy for its callers: isolation that cannot be applied is an
+//! error in strict mode and is reported (never silently dropped) in permissive mode.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub mod cgroup;
+mod local;
+pub mod logs;
+#[cfg(target_os = "linux")]
+mod sandbox;
+
+pub use local::{LocalExecutor, LocalExecutorConfig};
+pub use logs::{LogReader, LogStream};
+
+/// Resource limits of one run. `None` means "no limit of this kind".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Wall-clock time before the job is stopped (`timed_out`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub timeout: Option<Duration>,
+    /// Memory in bytes (cgroup); over it the kernel kills the job (`oom_killed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// CPU in percent of one core (100 = one core, 50 = half of one, 200 = two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u32>,
+    /// Number of processes/threads (cgroup pids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<u64>,
+    /// Disk read and write bandwidth in bytes/second, where the IO controller allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_bps: Option<u64>,
+    /// Open files (RLIMIT_NOFILE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nofile: Option<u64>,
+    /// Largest file the job may write (RLIMIT_FSIZE), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_size_bytes: Option<u64>,
+    /// Log bytes captured before the job is stopped (`limit_exceeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_bytes: Option<u64>,
+}
+
+mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let v: Option<f64> = Option::deserialize(d)?;
+        match v {
+            Some(x) if x.is_finite() && x > 0.0 => Ok(Some(Duration::from_secs_f64(x))),
+            Some(x) => Err(serde::de::Error::custom(format!(
+                "timeout must be a positive number of seconds, got {x}"
+            ))),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Whether the job may use the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkPolicy {
+    /// A private network namespace with only loopback.
+    #[default]
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// What to do when the machine cannot isolate a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationMode {
+    /// Fail, naming what is missing.
+    #[default]
+    Strict,
+    /// Run with what is available (at worst a process group and rlimits) and report it.
+    Permissive,
+}
+
+/// One run of a job.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The job directory; bound read-write at `/job` and the working directory of the command.
+    pub job_dir: PathBuf,
+    /// The command, run from `job_dir`. Default `["./run.sh"]`.
+    pub argv: Vec<String>,
+    /// Environment variables, on top of a minimal clean environment.
+    pub env: BTreeMap<String, String>,
+    /// Like `env`, but their values are masked (`***`) in the captured log.
+    pub secret_env: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub network: NetworkPolicy,
+    /// Where the log file goes (created, truncated).
+    pub log_path: PathBuf,
+}
+
+impl RunRequest {
+    /// A request to run `job_dir/run.sh` with default limits, logging to `log_path`.
+    pub fn new(job_dir: impl Into<PathBuf>, log_path: impl Into<PathBuf>) -> Self {
+        RunRequest {
+            job_dir: job_dir.into(),
+            argv: vec!["./run.sh".into()],
+            env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            limits: Limits::default(),
+            network: NetworkPolicy::None,
+            log_path: log_path.into(),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Exited with status 0.
+    Completed,
+    /// Exited non-zero or was killed by a signal it did not ask for.
+    Failed,
+    /// Stopped by `cancel`.
+    Stopped,
+    /// Stopped because it ran past its timeout.
+    TimedOut,
+    /// Killed by the kernel for using more memory than its limit.
+    OomKilled,
+    /// Stopped because it wrote more log than its limit.
+    LimitExceeded,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Stopped => "stopped",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::OomKilled => "oom_killed",
+            RunStatus::LimitExceeded => "limit_exceeded",
+        }
+    }
+}
+
+/// Which protections were actually in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct IsolationReport {
+    /// `"namespaces"` (full sandbox) or `"none"` (process group and rlimits only).
+    pub level: String,
+    /// Namespaces created (`user`, `pid`, `mount`, `ipc`, `uts`, `cgroup`, `net`).
+    pub namespaces: Vec<String>,
+    /// `"v1"`, `"v2"` or `"none"`.
+    pub cgroup: String,
+    /// Limits the cgroup enforced (`memory`, `cpu`, `pids`, `io`).
+    pub cgroup_limits: Vec<String>,
+    pub seccomp: bool,
+    pub no_new_privs: bool,
+    pub capabilities_dropped: bool,
+    /// The uid the job ran as inside its namespace, if it was switched.
+    pub uid: Option<u32>,
+    /// The job's cgroup directories (removed when the run ends).
+    pub cgroup_paths: Vec<String>,
+    /// What could not be applied, and why (permissive mode).
+    pub missing: Vec<String>,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: RunStatus,
+    /// The exit code, if the job exited.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it, if it was killed.
+    pub signal: Option<i32>,
+    /// A human-readable reason for anything but `completed`.
+    pub reason: Option<String>,
+    pub wall_time_secs: f64,
+    /// CPU time (user + system) of all the job's processes, when a cgroup measured it.
+    pub cpu_time_secs: Option<f64>,
+    /// Peak memory of the job's cgroup, in bytes, when measured.
+    pub peak_memory_bytes: Option<u64>,
+    /// Log bytes captured (after masking).
+    pub log_bytes: u64,
+    pub isolation: IsolationReport,
+}
+
+/// Why a run could not start or be supervised.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("isolation is not available here: {what}; run as root, enable user namespaces, or use permissive mode")]
+    IsolationUnavailable { what: String },
+    #[error("the job directory {} has no {program}", dir.display())]
+    NoProgram { dir: PathBuf, program: String },
+    #[error("invalid run request: {0}")]
+    Invalid(String),
+    #[error("sandbox setup failed at {stage}: {source}")]
+    Setup {
+        stage: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cgroup {action} failed for {}", path.display())]
+    Cgroup {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("running jobs in a sandbox needs Linux (this is {0})")]
+    Unsupported(&'static str),
+}
+
+/// A running job.
+pub trait RunHandle: Send + Sync {
+    /// The job's log: `.reader()` gives the whole history first, then live output until the job
+    /// ends; `.reader_at(offset)` resumes from a byte offset.
+    fn logs(&self) -> LogStream;
+    /// Waits for the job to end. May be called from several tasks; all get the same outcome.
+    fn wait(&self) -> futures_util::future::BoxFuture<'static, Outcome>;
+    /// Asks the job to stop: SIGTERM to all of it, then after `grace` SIGKILL to whatever is left.
+    /// Returns at once; `wait` reports `stopped`.
+    fn cancel(&self, grace: Duration);
+}
+
+/// Something that runs jobs: the local sandbox, or a cluster backend.
+pub trait Executor: Send + Sync {
+    /// Starts a run. Errors here mean the job never started.
+    fn start(
+        &self,
+        req: RunRequest,
+    ) -> futures_util::future::BoxFuture<'_, Result<Box<dyn RunHandle>, ExecError>>;
+}

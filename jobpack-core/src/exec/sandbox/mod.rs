@@ -1,0 +1,538 @@
+//! The Linux sandbox: a job's first process is created with `clone()` in new user, pid, mount,
+//! ipc, uts (and, by policy, network) namespaces. That process (pid 1 inside) builds a new root
+//! with pivot_root, drops to an unprivileged uid with no capabilities, sets `no_new_privs` and a
+//! seccomp filter, then forks the job and stays as its init: it forwards SIGTERM and friends to
+//! every process of the job, reaps orphans, and when the job's main process exits it kills what is
+//! left and reports the exit status.
+//!
+//! Everything the child needs is computed here, in the parent, before `clone()`: the child of a
+//! multi-threaded process may not allocate (another thread may have held the allocator's lock at
+//! the moment of the clone), so it only makes system calls on ready data ([`child`]).
+//!
+//! Parent and child talk over pipes: a sync pipe (the parent writes the uid/gid maps and moves the
+//! child into its cgroup, then lets it go) and a report pipe (setup error, exec error, "running",
+//! final wait status; fixed-size messages, each written at once).
+
+use std::ffi::{CString, c_char};
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use super::ExecError;
+use super::cgroup::Cgroup;
+
+mod child;
+pub mod seccomp;
+
+/// The uid and gid a job has inside its namespace.
+pub const JOB_UID: u32 = 1000;
+
+/// One step of building the new root, in order. Paths are absolute host paths under the new root
+/// (before pivot_root).
+#[derive(Debug)]
+pub(crate) enum MountOp {
+    Mkdir {
+        path: CString,
+    },
+    /// Creates an empty file to bind a file onto.
+    Touch {
+        path: CString,
+    },
+    Symlink {
+        target: CString,
+        path: CString,
+    },
+    /// Bind `src` onto `dst`, then remount the bind with `flags` (MS_RDONLY, MS_NOSUID, ...).
+    Bind {
+        src: CString,
+        dst: CString,
+        flags: libc::c_ulong,
+    },
+    Tmpfs {
+        dst: CString,
+        data: CString,
+    },
+    Proc {
+        dst: CString,
+    },
+    /// Remount an existing mount read-only.
+    ReadOnly {
+        dst: CString,
+    },
+}
+
+/// Everything the child needs, prepared before `clone()`.
+pub(crate) struct Plan {
+    pub root: CString,
+    pub ops: Vec<MountOp>,
+    /// A description of each op, for error messages (same index).
+    pub op_names: Vec<String>,
+    pub workdir: CString,
+    pub hostname: CString,
+    pub lo_up: bool,
+    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    pub setgroups: bool,
+    pub last_cap: u32,
+    pub filters: Vec<seccompiler::BpfProgram>,
+    pub exe: CString,
+    // The pointer arrays point into these; they must stay alive and unmoved.
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    pub argv_ptrs: Vec<*const c_char>,
+    pub envp_ptrs: Vec<*const c_char>,
+}
+
+// SAFETY: the raw pointers only point into the CStrings owned by the same Plan, which are never
+// mutated; a Plan is built on one thread and read (not mutated) by the child after clone().
+unsafe impl Send for Plan {}
+
+/// What the sandbox needs to know to build a plan.
+pub(crate) struct PlanInput<'a> {
+    pub job_dir: &'a Path,
+    /// An empty host directory that becomes the new root's mount point.
+    pub root_dir: &'a Path,
+    /// A root filesystem to use instead of the host's `/usr`, `/etc`, ... (bound read-only).
+    pub rootfs: Option<&'a Path>,
+    pub tmp_size_mb: u64,
+    pub network_none: bool,
+    pub argv: &'a [String],
+    pub env: &'a [(String, String)],
+    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    pub parent_is_root: bool,
+}
+
+fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString, ExecError> {
+    CString::new(s.as_ref().to_vec())
+        .map_err(|_| ExecError::Invalid(format!("{what} contains a NUL byte")))
+}
+
+fn path_c(p: &Path) -> Result<CString, ExecError> {
+    use std::os::unix::ffi::OsStrExt;
+    cstr(p.as_os_str().as_bytes(), &p.display().to_string())
+}
+
+/// Mount flags of the mount `path` is on that a bind remount in a user namespace must keep.
+fn locked_flags(path: &Path) -> libc::c_ulong {
+    let Ok(c) = path_c(path) else { return 0 };
+    // SAFETY: statvfs into a zeroed struct with a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    let f = st.f_flag;
+    let mut out = 0;
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if f & st_flag != 0 {
+            out |= ms_flag;
+        }
+    }
+    out
+}
+
+/// The search path inside the sandbox.
+pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl Plan {
+    pub(crate) fn build(input: PlanInput<'_>) -> Result<Plan, ExecError> {
+        let root = input.root_dir;
+        let mut ops = Vec::new();
+        let mut names = Vec::new();
+        let under = |rel: &str| root.join(rel.trim_start_matches('/'));
+        let mut push = |op: MountOp, name: String| {
+            ops.push(op);
+            names.push(name);
+        };
+        let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+
+        // System directories: from the configured rootfs, or the host's, read-only. Merged-/usr
+        // hosts have symlinks for bin, lib, ...: recreate those as symlinks.
+        let sys_root = input.rootfs.unwrap_or(Path::new("/"));
+        for name in ["usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt"] {
+            let host = sys_root.join(name);
+            let Ok(meta) = std::fs::symlink_metadata(&host) else {
+                continue;
+            };
+            let dst = under(name);
+            if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&host).map_err(|source| ExecError::Io {
+                    action: "read link",
+                    path: host.clone(),
+                    source,
+                })?;
+                push(
+                    MountOp::Symlink {
+                        target: path_c(&target)?,
+                        path: path_c(&dst)?,
+                    },
+                    format!("symlink /{name}"),
+                );
+            } else if meta.is_dir() {
+                push(MountOp::Mkdir { path: path_c(&dst)? }, format!("mkdir /{name}"));
+                push(
+                    MountOp::Bind {
+                        src: path_c(&host)?,
+                        dst: path_c(&dst)?,
+                        flags: ro | locked_flags(&host),
+                    },
+                    format!("bind {} read-only at /{name}", host.display()),
+                );
+            }
+        }
+
+        // The job directory, writable.
+        let job = under("job");
+        push(MountOp::Mkdir { path: path_c(&job)? }, "mkdir /job".into());
+        push(
+            MountOp::Bind {
+                src: path_c(input.job_dir)?,
+                dst: path_c(&job)?,
+                flags: libc::MS_NOSUID | libc::MS_NODEV | locked_flags(input.job_dir),
+            },
+            format!("bind {} at /job", input.job_dir.display()),
+        );
+
+        let tmp = under("tmp");
+        push(MountOp::Mkdir { path: path_c(&tmp)? }, "mkdir /tmp".into());
+        push(
+            MountOp::Tmpfs {
+                dst: path_c(&tmp)?,
+                data: cstr(format!("mode=1777,size={}m", input.tmp_size_mb), "tmpfs options")?,
+            },
+            "mount tmpfs at /tmp".into(),
+        );
+
+        let proc_dir = under("proc");
+        push(MountOp::Mkdir { path: path_c(&proc_dir)? }, "mkdir /proc".into());
+        push(MountOp::Proc { dst: path_c(&proc_dir)? }, "mount a fresh /proc".into());
+
+        // A minimal /dev: a few character devices bound from the host, the usual symlinks, shm.
+        let dev = under("dev");
+        push(MountOp::Mkdir { path: path_c(&dev)? }, "mkdir /dev".into());
+        push(
+            MountOp::Tmpfs {
+                dst: path_c(&dev)?,
+                data: cstr("mode=0755,size=64k", "tmpfs options")?,
+            },
+            "mount tmpfs at /dev".into(),
+        );
+        for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+            let host = Path::new("/dev").join(node);
+            if !host.exists() {
+                continue;
+            }
+            let dst = dev.join(node);
+            push(MountOp::Touch { path: path_c(&dst)? }, format!("create /dev/{node}"));
+            push(
+                MountOp::Bind {
+                    src: path_c(&host)?,
+                    dst: path_c(&dst)?,
+                    flags: libc::MS_NOSUID | libc::MS_NOEXEC | locked_flags(&host),
+                },
+                format!("bind /dev/{node}"),
+            );
+        }
+        for (name, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            push(
+                MountOp::Symlink {
+                    target: cstr(target, "link")?,
+                    path: path_c(&dev.join(name))?,
+                },
+                format!("symlink /dev/{name}"),
+            );
+        }
+        let shm = dev.join("shm");
+        push(MountOp::Mkdir { path: path_c(&shm)? }, "mkdir /dev/shm".into());
+        push(
+            MountOp::Tmpfs {
+                dst: path_c(&shm)?,
+                data: cstr("mode=1777,size=64m", "tmpfs options")?,
+            },
+            "mount tmpfs at /dev/shm".into(),
+        );
+        push(MountOp::ReadOnly { dst: path_c(&dev)? }, "remount /dev read-only".into());
+
+        // The program: a path is taken as is (relative to /job), a bare name searched on PATH
+        // in the sandbox's view (the same /usr as the host, or the rootfs).
+        let prog = input
+            .argv
+            .first()
+            .ok_or_else(|| ExecError::Invalid("the command is empty".into()))?;
+        let exe = if prog.contains('/') {
+            let on_host = if prog.starts_with('/') {
+                sys_root.join(prog.trim_start_matches('/'))
+            } else {
+                input.job_dir.join(prog)
+            };
+            if !prog.starts_with("/job/") && std::fs::symlink_metadata(&on_host).is_err() {
+                return Err(ExecError::NoProgram {
+                    dir: input.job_dir.to_path_buf(),
+                    program: prog.clone(),
+                });
+            }
+            prog.clone()
+        } else {
+            SANDBOX_PATH
+                .split(':')
+                .map(|d| format!("{d}/{prog}"))
+                .find(|p| sys_root.join(p.trim_start_matches('/')).exists())
+                .ok_or_else(|| ExecError::NoProgram {
+                    dir: PathBuf::from(SANDBOX_PATH),
+                    program: prog.clone(),
+                })?
+        };
+
+        let argv: Vec<CString> = input
+            .argv
+            .iter()
+            .map(|a| cstr(a, "an argument"))
+            .collect::<Result<_, _>>()?;
+        let envp: Vec<CString> = input
+            .env
+            .iter()
+            .map(|(k, v)| cstr(format!("{k}={v}"), "an environment variable"))
+            .collect::<Result<_, _>>()?;
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        let argv_ptrs = ptrs(&argv);
+        let envp_ptrs = ptrs(&envp);
+        let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40);
+        let filters = seccomp::build().map_err(|e| ExecError::Setup {
+            stage: "compile the seccomp filter".into(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(Plan {
+            root: path_c(root)?,
+            ops,
+            op_names: names,
+            workdir: cstr("/job", "workdir")?,
+            hostname: cstr("jobpack", "hostname")?,
+            lo_up: input.network_none,
+            rlimits: input.rlimits,
+            setgroups: input.parent_is_root,
+            last_cap,
+            filters,
+            exe: cstr(exe, "program")?,
+            _argv: argv,
+            _envp: envp,
+            argv_ptrs,
+            envp_ptrs,
+        })
+    }
+
+    /// The name of a setup stage reported by the child.
+    pub(crate) fn stage_name(&self, stage: u32) -> String {
+        let fixed = [
+            "wait for the parent",
+            "enter a cgroup namespace",
+            "make mounts private",
+            "mount the new root",
+            "pivot_root",
+            "detach the old root",
+            "remount / read-only",
+            "enter /job",
+            "set the hostname",
+            "bring up loopback",
+            "set rlimits",
+            "drop the capability bounding set",
+            "clear ambient capabilities",
+            "drop supplementary groups",
+            "switch gid",
+            "switch uid",
+            "clear capabilities",
+            "set no_new_privs",
+            "install the seccomp filter",
+            "block signals",
+            "fork the job",
+            "create a pipe",
+            "arrange file descriptors",
+        ];
+        match stage {
+            s if (s as usize) < fixed.len() => fixed[s as usize].to_owned(),
+            s if s >= child::OP_BASE => self
+                .op_names
+                .get((s - child::OP_BASE) as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("mount step {s}")),
+            s => format!("stage {s}"),
+        }
+    }
+}
+
+/// A started sandbox.
+pub(crate) struct Spawned {
+    /// pid 1 of the job's namespace, as the host sees it.
+    pub pid: i32,
+    pub stdout: File,
+    pub stderr: File,
+    /// Messages from pid 1 (see [`Report`]).
+    pub report: File,
+}
+
+/// What pid 1 reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Report {
+    SetupFailed { stage: u32, errno: i32 },
+    ExecFailed { errno: i32 },
+    Running,
+    /// The job's main process ended with this wait status.
+    Exited { status: i32 },
+}
+
+impl Report {
+    /// Reads one message; `None` at EOF.
+    pub(crate) fn read(f: &mut File) -> Option<Report> {
+        let mut b = [0u8; child::MSG_LEN];
+        f.read_exact(&mut b).ok()?;
+        let a = u32::from_ne_bytes([b[1], b[2], b[3], b[4]]);
+        let v = i32::from_ne_bytes([b[5], b[6], b[7], b[8]]);
+        Some(match b[0] {
+            child::MSG_SETUP => Report::SetupFailed { stage: a, errno: v },
+            child::MSG_EXEC => Report::ExecFailed { errno: v },
+            child::MSG_RUNNING => Report::Running,
+            _ => Report::Exited { status: v },
+        })
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), ExecError> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills two fds we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(ExecError::Setup {
+            stage: "create a pipe".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The host ids a job's uid/gid 1000 map to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IdMap {
+    pub host_uid: u32,
+    pub host_gid: u32,
+}
+
+/// Creates the sandbox and starts pid 1 in it. Blocking (call from a blocking thread). The job
+/// does not run until pid 1 reports `Running`, which the caller reads from `report`.
+pub(crate) fn spawn(
+    plan: &Plan,
+    ids: IdMap,
+    network_none: bool,
+    cgroup: Option<&Cgroup>,
+) -> Result<Spawned, ExecError> {
+    use std::os::fd::AsRawFd;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (sync_r, sync_w) = pipe()?;
+    let (rep_r, rep_w) = pipe()?;
+    let devnull = File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|source| ExecError::Io {
+            action: "open",
+            path: "/dev/null".into(),
+            source,
+        })?;
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    if network_none {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let fds = child::Fds {
+        stdin: devnull.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        sync: sync_r.as_raw_fd(),
+        report: rep_w.as_raw_fd(),
+    };
+    // SAFETY: a fork-like clone (no new stack, no CLONE_VM): the child gets a copy of this address
+    // space and runs `child::main`, which never returns and makes only system calls on `plan`.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid == 0 {
+        // SAFETY: we are the child; see child::main.
+        unsafe { child::main(plan, fds) }
+    }
+    if pid < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(ExecError::IsolationUnavailable {
+            what: format!("cannot create namespaces (clone: {e})"),
+        });
+    }
+    let pid = pid as i32;
+    drop((out_w, err_w, sync_r, rep_w, devnull));
+
+    let kill = |e: ExecError| {
+        // SAFETY: our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        e
+    };
+    let write_proc = |name: &str, text: String| {
+        let path = PathBuf::from(format!("/proc/{pid}/{name}"));
+        std::fs::write(&path, text).map_err(|source| ExecError::Setup {
+            stage: format!("write {}", path.display()),
+            source,
+        })
+    };
+    let setup = (|| {
+        if !plan.setgroups {
+            write_proc("setgroups", "deny".into())?;
+        }
+        write_proc("uid_map", format!("{JOB_UID} {} 1\n", ids.host_uid))?;
+        write_proc("gid_map", format!("{JOB_UID} {} 1\n", ids.host_gid))?;
+        if let Some(cg) = cgroup {
+            cg.add(pid)?;
+        }
+        let mut f = File::from(sync_w);
+        std::io::Write::write_all(&mut f, b"g").map_err(|source| ExecError::Setup {
+            stage: "release the sandbox".into(),
+            source,
+        })
+    })();
+    if let Err(e) = setup {
+        return Err(kill(e));
+    }
+    Ok(Spawned {
+        pid,
+        stdout: File::from(out_r),
+        stderr: File::from(err_r),
+        report: File::from(rep_r),
+    })
+}
