@@ -20,8 +20,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::cgroup::{self, Cgroup};
 use super::logs::{LogStream, LogWriter};
 use super::{
-    ExecError, Executor, IsolationMode, IsolationReport, NetworkPolicy, Outcome,
-    RunHandle, RunRequest, RunStatus,
+    ExecError, Executor, IsolationMode, IsolationReport, NetworkPolicy, Outcome, RunHandle,
+    RunRequest, RunStatus,
 };
 
 /// How the local executor isolates jobs.
@@ -148,7 +148,6 @@ impl Proc {
             Proc::Sandbox { pid, .. } | Proc::Group { pid } => *pid,
         }
     }
-
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExecError {
@@ -174,11 +173,10 @@ fn validate(req: &RunRequest) -> Result<(), ExecError> {
         crate::spec::check_env_name(k).map_err(|m| ExecError::Invalid(format!("env {k}: {m}")))?;
     }
     let nul = |s: &String| s.contains('\0');
-    if req.argv.iter().any(nul)
-        || req.env.values().any(nul)
-        || req.secret_env.values().any(nul)
-    {
-        return Err(ExecError::Invalid("NUL bytes in the command or environment".into()));
+    if req.argv.iter().any(nul) || req.env.values().any(nul) || req.secret_env.values().any(nul) {
+        return Err(ExecError::Invalid(
+            "NUL bytes in the command or environment".into(),
+        ));
     }
     Ok(())
 }
@@ -195,7 +193,10 @@ fn environment(req: &RunRequest, home: &str, path: &str) -> Vec<(String, String)
     env.into_iter().collect()
 }
 
-fn rlimits(req: &RunRequest, cfg: &LocalExecutorConfig) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
+fn rlimits(
+    req: &RunRequest,
+    cfg: &LocalExecutorConfig,
+) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
     let lim = |n: u64| libc::rlimit {
         rlim_cur: n,
         rlim_max: n,
@@ -208,7 +209,11 @@ fn rlimits(req: &RunRequest, cfg: &LocalExecutorConfig) -> Vec<(libc::__rlimit_r
     };
     // SAFETY: getrlimit into a valid struct.
     unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
-    let nofile = req.limits.nofile.unwrap_or(cfg.default_nofile).min(cur.rlim_max);
+    let nofile = req
+        .limits
+        .nofile
+        .unwrap_or(cfg.default_nofile)
+        .min(cur.rlim_max);
     out.push((libc::RLIMIT_NOFILE, lim(nofile)));
     if let Some(f) = req.limits.file_size_bytes {
         out.push((libc::RLIMIT_FSIZE, lim(f)));
@@ -280,7 +285,9 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
             ExecError::Unsupported(std::env::consts::OS)
         });
     } else {
-        report.missing.push("namespaces disabled by configuration".into());
+        report
+            .missing
+            .push("namespaces disabled by configuration".into());
         None
     };
 
@@ -335,6 +342,9 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
 
 type Started = (Proc, Option<Cgroup>, File, File, Option<PathBuf>);
 
+/// How long building a sandbox may take before it is abandoned.
+const SETUP_LIMIT: Duration = Duration::from_secs(30);
+
 #[cfg(target_os = "linux")]
 async fn start_sandboxed(
     cfg: &Arc<LocalExecutorConfig>,
@@ -385,7 +395,10 @@ async fn start_sandboxed(
         }
         None if strict && needs_cgroup => {
             return Err(ExecError::IsolationUnavailable {
-                what: format!("no usable cgroup v1 or v2 under {}", cfg.cgroup_root.display()),
+                what: format!(
+                    "no usable cgroup v1 or v2 under {}",
+                    cfg.cgroup_root.display()
+                ),
             });
         }
         None => {
@@ -439,18 +452,21 @@ async fn start_sandboxed(
         Ok(p) => p,
         Err(e) => {
             cleanup_cg(&cgroup);
-            let _ = std::fs::remove_dir(&root_dir);
+            let _ = std::fs::remove_dir_all(&root_dir);
             return Err(e);
         }
     };
     // Spawn and wait for "running" (or a setup failure) on a blocking thread.
     let (plan, cgroup, result) = tokio::task::spawn_blocking(move || {
         let r = sandbox::spawn(&plan, ids, network_none, cgroup.as_ref()).and_then(|mut s| {
-            match Report::read(&mut s.report) {
+            match Report::read_within(&mut s.report, SETUP_LIMIT) {
                 Some(Report::Running) => Ok(s),
                 other => {
-                    // SAFETY: reap our own child.
-                    unsafe { libc::waitpid(s.pid, std::ptr::null_mut(), 0) };
+                    // SAFETY: kill (if it is stuck) and reap our own child.
+                    unsafe {
+                        libc::kill(s.pid, libc::SIGKILL);
+                        libc::waitpid(s.pid, std::ptr::null_mut(), 0);
+                    }
                     Err(match other {
                         Some(Report::SetupFailed { stage, errno }) => {
                             let source = std::io::Error::from_raw_os_error(errno);
@@ -464,15 +480,16 @@ async fn start_sandboxed(
                             }
                         }
                         Some(Report::ExecFailed { errno }) => ExecError::Setup {
-                            stage: format!(
-                                "exec {}",
-                                plan.exe.to_string_lossy()
-                            ),
+                            stage: format!("exec {}", plan.exe.to_string_lossy()),
                             source: std::io::Error::from_raw_os_error(errno),
                         },
                         _ => ExecError::Setup {
                             stage: "start the sandbox".into(),
-                            source: std::io::Error::other("its first process exited silently"),
+                            source: std::io::Error::other(format!(
+                                "its first process neither started the job nor reported an \
+                                 error within {}s",
+                                SETUP_LIMIT.as_secs()
+                            )),
                         },
                     })
                 }
@@ -513,7 +530,7 @@ async fn start_sandboxed(
         }
         Err(e) => {
             cleanup_cg(&cgroup);
-            let _ = std::fs::remove_dir(&root_dir);
+            let _ = std::fs::remove_dir_all(&root_dir);
             Err(e)
         }
     }
@@ -564,8 +581,12 @@ async fn start_fallback(
         stage: format!("start {}", req.argv[0]),
         source,
     })?;
-    let stdout = File::from(std::os::fd::OwnedFd::from(child.stdout.take().expect("piped")));
-    let stderr = File::from(std::os::fd::OwnedFd::from(child.stderr.take().expect("piped")));
+    let stdout = File::from(std::os::fd::OwnedFd::from(
+        child.stdout.take().expect("piped"),
+    ));
+    let stderr = File::from(std::os::fd::OwnedFd::from(
+        child.stderr.take().expect("piped"),
+    ));
     let pid = child.id() as i32;
     // The supervisor reaps it with wait4 (for its resource usage); std's handle is not used again.
     drop(child);
@@ -709,7 +730,7 @@ impl Supervisor {
         .await;
         self.writer.close();
         if let Some(d) = &self.root_dir {
-            let _ = std::fs::remove_dir(d);
+            let _ = std::fs::remove_dir_all(d);
         }
 
         let (wait_status, rusage) = match exited {
@@ -748,7 +769,10 @@ impl Supervisor {
             && status != RunStatus::Completed
         {
             let r = reason.get_or_insert_default();
-            r.push_str(&format!(" ({} forks refused by the pids limit)", u.pids_refused));
+            r.push_str(&format!(
+                " ({} forks refused by the pids limit)",
+                u.pids_refused
+            ));
         }
         if !cleanup_errors.is_empty() {
             let r = reason.get_or_insert_default();

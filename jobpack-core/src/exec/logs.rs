@@ -96,7 +96,9 @@ impl LogReader {
         loop {
             let c = *self.committed.borrow_and_update();
             if self.pos < c.len {
-                let want = usize::try_from(c.len - self.pos).unwrap_or(usize::MAX).min(max);
+                let want = usize::try_from(c.len - self.pos)
+                    .unwrap_or(usize::MAX)
+                    .min(max);
                 let file = match &mut self.file {
                     Some(f) => f,
                     None => {
@@ -368,7 +370,10 @@ mod tests {
     fn masks_whole_and_split_secrets() {
         assert_eq!(mask(&["hunter2"], &["pw=hunter2!"]), "pw=***!");
         assert_eq!(mask(&["hunter2"], &["pw=hun", "ter2!"]), "pw=***!");
-        assert_eq!(mask(&["hunter2"], &["h", "u", "n", "t", "e", "r", "2", "\n"]), "***\n");
+        assert_eq!(
+            mask(&["hunter2"], &["h", "u", "n", "t", "e", "r", "2", "\n"]),
+            "***\n"
+        );
         assert_eq!(mask(&["hunter2"], &["hunt", "ing"]), "hunting");
         assert_eq!(mask(&["hunter2"], &["hunte"]), "hunte");
         assert_eq!(mask(&["abc", "abcdef"], &["xabcdefy abc"]), "x***y ***");
@@ -402,6 +407,9 @@ mod tests {
         assert!(w.append(b"12345").unwrap());
         assert!(!w.append(b"6789012").unwrap());
         assert!(!w.append(b"more").unwrap());
-        assert_eq!(std::fs::read(dir.path().join("log")).unwrap(), b"1234567890");
+        assert_eq!(
+            std::fs::read(dir.path().join("log")).unwrap(),
+            b"1234567890"
+        );
     }
 }

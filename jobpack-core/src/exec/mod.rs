@@ -203,7 +203,9 @@ pub struct Outcome {
 /// Why a run could not start or be supervised.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("isolation is not available here: {what}; run as root, enable user namespaces, or use permissive mode")]
+    #[error(
+        "isolation is not available here: {what}; run as root, enable user namespaces, or use permissive mode"
+    )]
     IsolationUnavailable { what: String },
     #[error("the job directory {} has no {program}", dir.display())]
     NoProgram { dir: PathBuf, program: String },

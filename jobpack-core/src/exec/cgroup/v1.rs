@@ -79,7 +79,10 @@ impl CgroupV1 {
         if let Some(pct) = limits.cpu_percent {
             let d = self.need("cpu")?;
             write(&d.join("cpu.cfs_period_us"), "100000")?;
-            write(&d.join("cpu.cfs_quota_us"), &(u64::from(pct) * 1000).to_string())?;
+            write(
+                &d.join("cpu.cfs_quota_us"),
+                &(u64::from(pct) * 1000).to_string(),
+            )?;
             applied.push("cpu".into());
         }
         if let Some(n) = limits.pids {
@@ -89,8 +92,14 @@ impl CgroupV1 {
         }
         if let (Some(bps), Some((maj, min))) = (limits.io_bps, io_device) {
             let d = self.need("blkio")?;
-            write(&d.join("blkio.throttle.read_bps_device"), &format!("{maj}:{min} {bps}"))?;
-            write(&d.join("blkio.throttle.write_bps_device"), &format!("{maj}:{min} {bps}"))?;
+            write(
+                &d.join("blkio.throttle.read_bps_device"),
+                &format!("{maj}:{min} {bps}"),
+            )?;
+            write(
+                &d.join("blkio.throttle.write_bps_device"),
+                &format!("{maj}:{min} {bps}"),
+            )?;
             applied.push("io".into());
         }
         Ok(())
@@ -114,7 +123,9 @@ impl CgroupV1 {
     pub fn usage(&self) -> Usage {
         let mem = self.dir("memory");
         Usage {
-            cpu_nanos: self.dir("cpuacct").and_then(|d| read_u64(&d.join("cpuacct.usage"))),
+            cpu_nanos: self
+                .dir("cpuacct")
+                .and_then(|d| read_u64(&d.join("cpuacct.usage"))),
             memory_peak: mem.and_then(|d| read_u64(&d.join("memory.max_usage_in_bytes"))),
             oom_kills: mem
                 .and_then(|d| {
@@ -150,7 +161,11 @@ impl CgroupV1 {
                 return Ok(());
             }
         }
-        let path = self.dirs.first().map(|(_, d)| d.clone()).unwrap_or_default();
+        let path = self
+            .dirs
+            .first()
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default();
         Err(ExecError::Cgroup {
             action: "empty",
             path,

@@ -21,7 +21,8 @@ impl CgroupV2 {
     ) -> Result<(CgroupV2, Vec<String>), ExecError> {
         let parent_dir = root.join(parent);
         std::fs::create_dir_all(&parent_dir).map_err(err("create", &parent_dir))?;
-        let available = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let available =
+            std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
         let wanted: Vec<&str> = ["memory", "cpu", "pids", "io"]
             .into_iter()
             .filter(|c| available.split_whitespace().any(|a| a == *c))
@@ -63,7 +64,10 @@ impl CgroupV2 {
             applied.push("memory".into());
         }
         if let Some(pct) = limits.cpu_percent {
-            write(&d.join("cpu.max"), &format!("{} 100000", u64::from(pct) * 1000))?;
+            write(
+                &d.join("cpu.max"),
+                &format!("{} 100000", u64::from(pct) * 1000),
+            )?;
             applied.push("cpu".into());
         }
         if let Some(n) = limits.pids {
@@ -71,7 +75,10 @@ impl CgroupV2 {
             applied.push("pids".into());
         }
         if let (Some(bps), Some((maj, min))) = (limits.io_bps, io_device) {
-            write(&d.join("io.max"), &format!("{maj}:{min} rbps={bps} wbps={bps}"))?;
+            write(
+                &d.join("io.max"),
+                &format!("{maj}:{min} rbps={bps} wbps={bps}"),
+            )?;
             applied.push("io".into());
         }
         Ok(())

@@ -118,23 +118,6 @@ unsafe fn mount_op(op: &MountOp, stage: u32) {
     let null = std::ptr::null::<c_char>();
     unsafe {
         match op {
-            MountOp::Mkdir { path } => {
-                if libc::mkdir(path.as_ptr(), 0o755) < 0 && errno() != libc::EEXIST {
-                    fail(stage)
-                }
-            }
-            MountOp::Touch { path } => {
-                let fd = libc::open(
-                    path.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                );
-                check!(stage, fd);
-                libc::close(fd);
-            }
-            MountOp::Symlink { target, path } => {
-                check!(stage, libc::symlink(target.as_ptr(), path.as_ptr()));
-            }
             MountOp::Bind { src, dst, flags } => {
                 check!(
                     stage,
@@ -177,22 +160,6 @@ unsafe fn mount_op(op: &MountOp, stage: u32) {
                         dst.as_ptr(),
                         c"proc".as_ptr(),
                         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                        std::ptr::null()
-                    )
-                );
-            }
-            MountOp::ReadOnly { dst } => {
-                check!(
-                    stage,
-                    libc::mount(
-                        null,
-                        dst.as_ptr(),
-                        null,
-                        libc::MS_BIND
-                            | libc::MS_REMOUNT
-                            | libc::MS_RDONLY
-                            | libc::MS_NOSUID
-                            | libc::MS_NODEV,
                         std::ptr::null()
                     )
                 );
@@ -247,11 +214,22 @@ unsafe fn drop_privileges(plan: &Plan) {
                 0
             )
         );
+        // Raw system calls, not libc's wrappers: those broadcast the change to every thread libc
+        // believes the process has (the parent's, copied by clone) and can wait forever.
         if plan.setgroups {
-            check!(ST_GROUPS, libc::setgroups(0, std::ptr::null()));
+            check!(
+                ST_GROUPS,
+                libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) as i32
+            );
         }
-        check!(ST_GID, libc::setresgid(JOB_UID, JOB_UID, JOB_UID));
-        check!(ST_UID, libc::setresuid(JOB_UID, JOB_UID, JOB_UID));
+        check!(
+            ST_GID,
+            libc::syscall(libc::SYS_setresgid, JOB_UID, JOB_UID, JOB_UID) as i32
+        );
+        check!(
+            ST_UID,
+            libc::syscall(libc::SYS_setresuid, JOB_UID, JOB_UID, JOB_UID) as i32
+        );
         let hdr = CapHeader {
             version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
             pid: 0,
@@ -323,14 +301,15 @@ pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
                 std::ptr::null()
             )
         );
+        // The skeleton directory becomes a mount point of its own (pivot_root needs one).
         check!(
             ST_ROOT,
             libc::mount(
-                c"jobpack".as_ptr(),
                 plan.root.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                c"mode=0755,size=1m".as_ptr().cast()
+                plan.root.as_ptr(),
+                null,
+                libc::MS_BIND,
+                std::ptr::null()
             )
         );
         for (i, op) in plan.ops.iter().enumerate() {
@@ -349,7 +328,7 @@ pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
                 null,
                 c"/".as_ptr(),
                 null,
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                libc::MS_BIND | libc::MS_REMOUNT | plan.root_flags,
                 std::ptr::null()
             )
         );
@@ -389,14 +368,28 @@ pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
 
         // A pipe that tells pid 1 whether the job's exec worked (it closes on success).
         let mut exec_pipe = [0i32; 2];
-        check!(ST_PIPE, libc::pipe2(exec_pipe.as_mut_ptr(), libc::O_CLOEXEC));
-        let job = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize);
+        check!(
+            ST_PIPE,
+            libc::pipe2(exec_pipe.as_mut_ptr(), libc::O_CLOEXEC)
+        );
+        let job = libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
         check!(ST_FORK, job as i32);
         if job == 0 {
             libc::close(exec_pipe[0]);
             libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
             libc::setsid();
-            libc::execve(plan.exe.as_ptr(), plan.argv_ptrs.as_ptr(), plan.envp_ptrs.as_ptr());
+            libc::execve(
+                plan.exe.as_ptr(),
+                plan.argv_ptrs.as_ptr(),
+                plan.envp_ptrs.as_ptr(),
+            );
             let e = errno().to_ne_bytes();
             libc::write(exec_pipe[1], e.as_ptr().cast(), 4);
             libc::_exit(127);

@@ -28,21 +28,10 @@ pub mod seccomp;
 /// The uid and gid a job has inside its namespace.
 pub const JOB_UID: u32 = 1000;
 
-/// One step of building the new root, in order. Paths are absolute host paths under the new root
-/// (before pivot_root).
+/// One mount of building the new root, in order. Paths are absolute host paths under the new
+/// root (before pivot_root). Directories, files and symlinks they need were created by the parent.
 #[derive(Debug)]
 pub(crate) enum MountOp {
-    Mkdir {
-        path: CString,
-    },
-    /// Creates an empty file to bind a file onto.
-    Touch {
-        path: CString,
-    },
-    Symlink {
-        target: CString,
-        path: CString,
-    },
     /// Bind `src` onto `dst`, then remount the bind with `flags` (MS_RDONLY, MS_NOSUID, ...).
     Bind {
         src: CString,
@@ -56,15 +45,13 @@ pub(crate) enum MountOp {
     Proc {
         dst: CString,
     },
-    /// Remount an existing mount read-only.
-    ReadOnly {
-        dst: CString,
-    },
 }
 
 /// Everything the child needs, prepared before `clone()`.
 pub(crate) struct Plan {
     pub root: CString,
+    /// Flags for remounting the new root read-only (keeping the host mount's locked flags).
+    pub root_flags: libc::c_ulong,
     pub ops: Vec<MountOp>,
     /// A description of each op, for error messages (same index).
     pub op_names: Vec<String>,
@@ -150,12 +137,37 @@ impl Plan {
             ops.push(op);
             names.push(name);
         };
+        // The skeleton of the new root is made here, on the host: inside the namespace the first
+        // process still has the host's uid, which is unmapped there, so it could not create files.
+        let mkdir = |p: &Path| -> Result<(), ExecError> {
+            std::fs::create_dir_all(p).map_err(|source| ExecError::Io {
+                action: "create",
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let symlink = |target: &Path, p: &Path| -> Result<(), ExecError> {
+            std::os::unix::fs::symlink(target, p).map_err(|source| ExecError::Io {
+                action: "create symlink",
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let touch = |p: &Path| -> Result<(), ExecError> {
+            File::create(p).map(drop).map_err(|source| ExecError::Io {
+                action: "create",
+                path: p.to_path_buf(),
+                source,
+            })
+        };
         let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
 
         // System directories: from the configured rootfs, or the host's, read-only. Merged-/usr
         // hosts have symlinks for bin, lib, ...: recreate those as symlinks.
         let sys_root = input.rootfs.unwrap_or(Path::new("/"));
-        for name in ["usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt"] {
+        for name in [
+            "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt",
+        ] {
             let host = sys_root.join(name);
             let Ok(meta) = std::fs::symlink_metadata(&host) else {
                 continue;
@@ -167,15 +179,9 @@ impl Plan {
                     path: host.clone(),
                     source,
                 })?;
-                push(
-                    MountOp::Symlink {
-                        target: path_c(&target)?,
-                        path: path_c(&dst)?,
-                    },
-                    format!("symlink /{name}"),
-                );
+                symlink(&target, &dst)?;
             } else if meta.is_dir() {
-                push(MountOp::Mkdir { path: path_c(&dst)? }, format!("mkdir /{name}"));
+                mkdir(&dst)?;
                 push(
                     MountOp::Bind {
                         src: path_c(&host)?,
@@ -189,7 +195,7 @@ impl Plan {
 
         // The job directory, writable.
         let job = under("job");
-        push(MountOp::Mkdir { path: path_c(&job)? }, "mkdir /job".into());
+        mkdir(&job)?;
         push(
             MountOp::Bind {
                 src: path_c(input.job_dir)?,
@@ -200,36 +206,37 @@ impl Plan {
         );
 
         let tmp = under("tmp");
-        push(MountOp::Mkdir { path: path_c(&tmp)? }, "mkdir /tmp".into());
+        mkdir(&tmp)?;
         push(
             MountOp::Tmpfs {
                 dst: path_c(&tmp)?,
-                data: cstr(format!("mode=1777,size={}m", input.tmp_size_mb), "tmpfs options")?,
+                data: cstr(
+                    format!("mode=1777,size={}m", input.tmp_size_mb),
+                    "tmpfs options",
+                )?,
             },
             "mount tmpfs at /tmp".into(),
         );
 
         let proc_dir = under("proc");
-        push(MountOp::Mkdir { path: path_c(&proc_dir)? }, "mkdir /proc".into());
-        push(MountOp::Proc { dst: path_c(&proc_dir)? }, "mount a fresh /proc".into());
+        mkdir(&proc_dir)?;
+        push(
+            MountOp::Proc {
+                dst: path_c(&proc_dir)?,
+            },
+            "mount a fresh /proc".into(),
+        );
 
         // A minimal /dev: a few character devices bound from the host, the usual symlinks, shm.
         let dev = under("dev");
-        push(MountOp::Mkdir { path: path_c(&dev)? }, "mkdir /dev".into());
-        push(
-            MountOp::Tmpfs {
-                dst: path_c(&dev)?,
-                data: cstr("mode=0755,size=64k", "tmpfs options")?,
-            },
-            "mount tmpfs at /dev".into(),
-        );
+        mkdir(&dev)?;
         for node in ["null", "zero", "full", "random", "urandom", "tty"] {
             let host = Path::new("/dev").join(node);
             if !host.exists() {
                 continue;
             }
             let dst = dev.join(node);
-            push(MountOp::Touch { path: path_c(&dst)? }, format!("create /dev/{node}"));
+            touch(&dst)?;
             push(
                 MountOp::Bind {
                     src: path_c(&host)?,
@@ -245,16 +252,10 @@ impl Plan {
             ("stdout", "/proc/self/fd/1"),
             ("stderr", "/proc/self/fd/2"),
         ] {
-            push(
-                MountOp::Symlink {
-                    target: cstr(target, "link")?,
-                    path: path_c(&dev.join(name))?,
-                },
-                format!("symlink /dev/{name}"),
-            );
+            symlink(Path::new(target), &dev.join(name))?;
         }
         let shm = dev.join("shm");
-        push(MountOp::Mkdir { path: path_c(&shm)? }, "mkdir /dev/shm".into());
+        mkdir(&shm)?;
         push(
             MountOp::Tmpfs {
                 dst: path_c(&shm)?,
@@ -262,7 +263,6 @@ impl Plan {
             },
             "mount tmpfs at /dev/shm".into(),
         );
-        push(MountOp::ReadOnly { dst: path_c(&dev)? }, "remount /dev read-only".into());
 
         // The program: a path is taken as is (relative to /job), a bare name searched on PATH
         // in the sandbox's view (the same /usr as the host, or the rootfs).
@@ -322,6 +322,7 @@ impl Plan {
         })?;
         Ok(Plan {
             root: path_c(root)?,
+            root_flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | locked_flags(root),
             ops,
             op_names: names,
             workdir: cstr("/job", "workdir")?,
@@ -391,14 +392,38 @@ pub(crate) struct Spawned {
 /// What pid 1 reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Report {
-    SetupFailed { stage: u32, errno: i32 },
-    ExecFailed { errno: i32 },
+    SetupFailed {
+        stage: u32,
+        errno: i32,
+    },
+    ExecFailed {
+        errno: i32,
+    },
     Running,
     /// The job's main process ended with this wait status.
-    Exited { status: i32 },
+    Exited {
+        status: i32,
+    },
 }
 
 impl Report {
+    /// Waits at most `limit` for a message; `None` at EOF or when the time is up.
+    pub(crate) fn read_within(f: &mut File, limit: std::time::Duration) -> Option<Report> {
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: poll on one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n <= 0 {
+            return None;
+        }
+        Self::read(f)
+    }
+
     /// Reads one message; `None` at EOF.
     pub(crate) fn read(f: &mut File) -> Option<Report> {
         let mut b = [0u8; child::MSG_LEN];

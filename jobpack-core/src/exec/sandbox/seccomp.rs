@@ -79,10 +79,7 @@ fn arch() -> Result<TargetArch, String> {
     }
 }
 
-fn compile(
-    rules: BTreeMap<i64, Vec<SeccompRule>>,
-    errno: i32,
-) -> Result<BpfProgram, String> {
+fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProgram, String> {
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -90,7 +87,9 @@ fn compile(
         arch()?,
     )
     .map_err(|e| e.to_string())?;
-    filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())
 }
 
 /// Compiles the filters (in the parent; the child only installs them). Two programs: the deny
@@ -112,5 +111,8 @@ pub fn build() -> Result<Vec<BpfProgram>, String> {
     rules.insert(libc::SYS_clone, clone_rules);
     let mut clone3: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     clone3.insert(libc::SYS_clone3, vec![]);
-    Ok(vec![compile(rules, libc::EPERM)?, compile(clone3, libc::ENOSYS)?])
+    Ok(vec![
+        compile(rules, libc::EPERM)?,
+        compile(clone3, libc::ENOSYS)?,
+    ])
 }
