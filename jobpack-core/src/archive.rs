@@ -289,6 +289,145 @@ pub fn write_tar_gz(
     Ok(Written { sha256, size })
 }
 
+/// Limits on what [`unpack`] accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct UnpackLimits {
+    pub max_entries: u64,
+    pub max_total_bytes: u64,
+}
+
+impl Default for UnpackLimits {
+    fn default() -> Self {
+        UnpackLimits {
+            max_entries: 1_000_000,
+            max_total_bytes: 64 << 30,
+        }
+    }
+}
+
+/// Why an archive was refused while unpacking.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("archive entry {path:?} is refused: {reason}")]
+    Refused { path: String, reason: &'static str },
+    #[error("the archive has more than {0} entries")]
+    TooManyEntries(u64),
+    #[error("the archive unpacks to more than {0} bytes")]
+    TooLarge(u64),
+    #[error("cannot unpack {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Unpacks a `.tar.gz` (or plain `.tar`) into `dest`, which must exist.
+///
+/// Refuses (and stops at) entries with absolute paths or `..`, anything but files, directories
+/// and symlinks (no devices, fifos or hard links), and archives over `limits`. A symlink is created
+/// as a symlink and never followed: an entry whose path goes through a symlink is refused, so a
+/// hostile archive cannot write outside `dest`. Modes are kept (without setuid/setgid/sticky).
+pub fn unpack(src: &Path, dest: &Path, limits: UnpackLimits) -> Result<u64, UnpackError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| UnpackError::Io { path, source }
+    };
+    let mut f = File::open(src).map_err(io(src))?;
+    let mut magic = [0u8; 2];
+    let gz = f.read(&mut magic).map_err(io(src))? == 2 && magic == [0x1f, 0x8b];
+    drop(f);
+    let f = File::open(src).map_err(io(src))?;
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(io::BufReader::new(f)))
+    } else {
+        Box::new(io::BufReader::new(f))
+    };
+    let mut ar = tar::Archive::new(reader);
+    ar.set_preserve_permissions(false);
+    ar.set_unpack_xattrs(false);
+    ar.set_overwrite(false);
+    let (mut entries, mut total) = (0u64, 0u64);
+    for entry in ar.entries().map_err(io(src))? {
+        let mut entry = entry.map_err(io(src))?;
+        entries += 1;
+        if entries > limits.max_entries {
+            return Err(UnpackError::TooManyEntries(limits.max_entries));
+        }
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let refuse = |reason| UnpackError::Refused {
+            path: shown.clone(),
+            reason,
+        };
+        let path = std::str::from_utf8(&raw).map_err(|_| refuse("the name is not UTF-8"))?;
+        if path.starts_with('/') {
+            return Err(refuse("absolute path"));
+        }
+        let rel = match crate::spec::normalise_rel_path(path) {
+            Ok(p) => p,
+            Err(_) if path.trim_end_matches('/') == "." || path.is_empty() => continue,
+            Err(_) => return Err(refuse("the path is empty, has '..' or control characters")),
+        };
+        let kind = entry.header().entry_type();
+        if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
+            return Err(refuse("only files, directories and symlinks are allowed"));
+        }
+        total = total.saturating_add(entry.size());
+        if total > limits.max_total_bytes {
+            return Err(UnpackError::TooLarge(limits.max_total_bytes));
+        }
+        // No component before the last may be a symlink (or anything but a directory).
+        let target = dest.join(&rel);
+        let mut cur = dest.to_path_buf();
+        let parts: Vec<&str> = rel.split('/').collect();
+        for part in &parts[..parts.len() - 1] {
+            cur.push(part);
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(refuse("its path goes through a symlink or a file")),
+                Err(_) => {
+                    fs::create_dir(&cur).map_err(io(&cur))?;
+                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
+                        .map_err(io(&cur))?;
+                }
+            }
+        }
+        if kind.is_dir() {
+            match fs::symlink_metadata(&target) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(refuse("a directory would replace a file or symlink")),
+                Err(_) => fs::create_dir(&target).map_err(io(&target))?,
+            }
+        } else if fs::symlink_metadata(&target).is_ok() {
+            return Err(refuse("the path appears twice"));
+        } else if kind.is_symlink() {
+            let link = entry
+                .link_name_bytes()
+                .ok_or_else(|| refuse("a symlink without a target"))?;
+            use std::os::unix::ffi::OsStrExt;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &target)
+                .map_err(io(&target))?;
+            continue;
+        } else {
+            let mut out = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)
+                .map_err(io(&target))?;
+            io::copy(&mut entry, &mut out).map_err(io(&target))?;
+        }
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+        let mode = if kind.is_dir() {
+            mode | 0o700
+        } else {
+            mode | 0o600
+        };
+        fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io(&target))?;
+    }
+    Ok(entries)
+}
+
 /// Reads exactly `left` bytes, failing if the file is shorter or longer.
 struct ExactReader<'a> {
     inner: File,
@@ -437,6 +576,82 @@ mod tests {
         assert!(seen.contains(&(format!("code/{}", "x".repeat(150)), 0o644)));
         // No temporary file is left beside the artifact.
         assert_eq!(fs::read_dir(out.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn unpack_round_trips_and_refuses_hostile_entries() {
+        let d = tree();
+        let out = tempfile::tempdir().unwrap();
+        let art = out.path().join("a.tar.gz");
+        pack(d.path(), &art);
+        let x = out.path().join("x");
+        fs::create_dir(&x).unwrap();
+        unpack(&art, &x, UnpackLimits::default()).unwrap();
+        assert_eq!(fs::read_to_string(x.join("code/a.txt")).unwrap(), "hello\n");
+        assert_eq!(
+            fs::read_link(x.join("code/sub/link")).unwrap(),
+            Path::new("../a.txt")
+        );
+        assert_eq!(
+            fs::metadata(x.join("code/run"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755
+        );
+
+        // Hostile archives, built by hand.
+        let hostile = |build: &dyn Fn(&mut tar::Builder<Vec<u8>>)| {
+            let mut b = tar::Builder::new(Vec::new());
+            build(&mut b);
+            let bytes = b.into_inner().unwrap();
+            let p = out.path().join("h.tar");
+            fs::write(&p, bytes).unwrap();
+            let dest = tempfile::tempdir_in(out.path()).unwrap();
+            let r = unpack(&p, dest.path(), UnpackLimits::default());
+            (r, dest)
+        };
+        let file = |b: &mut tar::Builder<Vec<u8>>, path: &[u8], data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            // Raw name bytes: the tar crate's own setters refuse "..", a hostile tool does not.
+            h.as_old_mut().name[..path.len()].copy_from_slice(path);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        let link = |b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, path, target).unwrap();
+        };
+        let (r, _) = hostile(&|b| file(b, b"../escape.txt", b"x"));
+        assert!(r.unwrap_err().to_string().contains("'..'"));
+        assert!(!out.path().join("escape.txt").exists());
+        let (r, _) = hostile(&|b| file(b, b"/etc/evil", b"x"));
+        assert!(r.unwrap_err().to_string().contains("absolute"));
+        let (r, _) = hostile(&|b| {
+            link(b, "sub", "/tmp");
+            file(b, b"sub/planted", b"x");
+        });
+        assert!(r.unwrap_err().to_string().contains("through a symlink"));
+        assert!(!Path::new("/tmp/planted").exists());
+        let (r, _) = hostile(&|b| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Char);
+            h.set_size(0);
+            b.append_data(&mut h, "dev", io::empty()).unwrap();
+        });
+        assert!(r.unwrap_err().to_string().contains("only files"));
+        let (r, _) = hostile(&|b| {
+            for i in 0..3 {
+                file(b, format!("f{i}").as_bytes(), b"x");
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub mod render;
 pub mod source;
 pub mod spec;
 
-pub use archive::{ArchiveError, EntryKind, FileEntry};
+pub use archive::{ArchiveError, EntryKind, FileEntry, UnpackError, UnpackLimits};
 pub use error::{Error, Result};
 pub use fetch::{DownloadOptions, FetchError};
 pub use manifest::Manifest;

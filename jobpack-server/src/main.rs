@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod pack_cmd;
+mod run_cmd;
 
 /// Turn a job spec into a reproducible, runnable artifact.
 #[derive(Debug, Parser)]
@@ -20,6 +21,8 @@ struct Cli {
 enum Commands {
     /// Pack a spec (JSON or YAML) into a byte-reproducible .tar.gz Docker build context.
     Pack(pack_cmd::PackArgs),
+    /// Run a spec or an artifact in the local sandbox, streaming its log; exits with its exit code.
+    Run(run_cmd::RunArgs),
 }
 
 /// Exit code for a spec that cannot be read or is invalid (the caller must fix their input).
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Pack(args) => pack_cmd::run(args),
+        Commands::Run(args) => run_cmd::run(args),
     };
     match result {
         Ok(code) => code,

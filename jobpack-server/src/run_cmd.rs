@@ -1,0 +1,242 @@
+//! `jobpack run SPEC|ARTIFACT.tar.gz [--timeout S] [--memory MB] [--cpu PERCENT] [--pids N]
+//! [--network none|host] [--json]`: packs a spec (or takes an artifact), unpacks it, runs it in the
+//! local sandbox, streams its log, and exits with the job's exit code. Ctrl-C cancels cleanly.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use jobpack_core::exec::{
+    Executor, IsolationMode, Limits, LocalExecutor, LocalExecutorConfig, NetworkPolicy, Outcome,
+    RunRequest, RunStatus,
+};
+use jobpack_core::{JobSpec, Packager, PackagerConfig, UnpackLimits};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A job spec (.json/.yaml, packed first) or an artifact (.tar.gz) made by `jobpack pack`.
+    input: PathBuf,
+    /// Stop the job after this many seconds (status timed_out).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Memory limit in MiB (status oom_killed when exceeded).
+    #[arg(long)]
+    memory: Option<u64>,
+    /// CPU limit in percent of one core (50 = half a core, 200 = two cores).
+    #[arg(long)]
+    cpu: Option<u32>,
+    /// Maximum number of processes and threads.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// Disk bandwidth limit in bytes per second (where the IO controller allows).
+    #[arg(long)]
+    io_bps: Option<u64>,
+    /// Stop the job when its log exceeds this many MiB (status limit_exceeded).
+    #[arg(long)]
+    max_log_mb: Option<u64>,
+    /// none: only loopback inside the sandbox; host: the host's network.
+    #[arg(long, value_enum, default_value = "none")]
+    network: Network,
+    /// Extra environment variables (NAME=VALUE), repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Secret environment variables (NAME=VALUE): masked as *** in the log.
+    #[arg(long = "secret-env", value_name = "NAME=VALUE")]
+    secret_env: Vec<String>,
+    /// Seconds between SIGTERM and SIGKILL on Ctrl-C.
+    #[arg(long, default_value_t = 5.0)]
+    grace: f64,
+    /// Run without full isolation when the machine cannot provide it (reported, never silent).
+    #[arg(long)]
+    permissive: bool,
+    /// Keep the unpacked job directory and log here instead of a temporary directory.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+    /// Print the outcome as JSON on stdout (the log goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Network {
+    None,
+    Host,
+}
+
+fn parse_env(items: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|i| {
+            let (k, v) = i
+                .split_once('=')
+                .with_context(|| format!("{flag} {i:?}: expected NAME=VALUE"))?;
+            jobpack_core::spec::check_env_name(k)
+                .map_err(|m| anyhow::anyhow!("{flag} {k}: {m}"))?;
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+fn is_artifact(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.ends_with(".tar.gz") || name.ends_with(".tgz") || name.ends_with(".tar") {
+        return true;
+    }
+    let mut magic = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && magic == [0x1f, 0x8b]
+}
+
+/// The process exit code for an outcome: the job's own, 128+signal, 124 for a time-out (as
+/// timeout(1)), 130 for a cancel.
+pub fn exit_code(o: &Outcome) -> u8 {
+    match (o.status, o.exit_code, o.signal) {
+        (RunStatus::TimedOut, _, _) => 124,
+        (RunStatus::Stopped, _, _) => 130,
+        (_, Some(c), _) => u8::try_from(c).unwrap_or(1),
+        (_, None, Some(s)) => u8::try_from(128 + s).unwrap_or(137),
+        _ => 1,
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let env = parse_env(&args.env, "--env")?;
+    let secret_env = parse_env(&args.secret_env, "--secret-env")?;
+    if !(args.grace.is_finite() && args.grace >= 0.0) {
+        bail!("--grace must be a non-negative number of seconds");
+    }
+    let timeout = match args.timeout {
+        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+        Some(t) => bail!("--timeout must be a positive number of seconds, got {t}"),
+        None => None,
+    };
+    let (_tmp, work) = match &args.keep {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            (None, dir.clone())
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("jobpack-run-")
+                .tempdir()
+                .context("cannot create a temporary directory")?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let artifact = if is_artifact(&args.input) {
+            args.input.clone()
+        } else {
+            let job = JobSpec::from_path(&args.input)?.validate()?;
+            let config = PackagerConfig {
+                cache_dir: crate::pack_cmd::default_cache_dir(),
+                ..PackagerConfig::default()
+            };
+            let out = work.join("artifact.tar.gz");
+            Packager::new(config)?
+                .pack_job(&job, Some(&out))
+                .await
+                .with_context(|| format!("cannot pack {}", args.input.display()))?;
+            out
+        };
+        let job_dir = work.join("job");
+        std::fs::create_dir_all(&job_dir)
+            .with_context(|| format!("cannot create {}", job_dir.display()))?;
+        if std::fs::read_dir(&job_dir)?.next().is_some() {
+            bail!("{} is not empty: give --keep an empty or new directory", job_dir.display());
+        }
+        let src = artifact.clone();
+        let dest = job_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            jobpack_core::archive::unpack(&src, &dest, UnpackLimits::default())
+        })
+        .await?
+        .with_context(|| format!("cannot unpack {}", artifact.display()))?;
+
+        let executor = LocalExecutor::new(LocalExecutorConfig {
+            mode: if args.permissive {
+                IsolationMode::Permissive
+            } else {
+                IsolationMode::Strict
+            },
+            ..LocalExecutorConfig::default()
+        });
+        let mut req = RunRequest::new(&job_dir, work.join("job.log"));
+        req.env = env;
+        req.secret_env = secret_env;
+        req.network = match args.network {
+            Network::None => NetworkPolicy::None,
+            Network::Host => NetworkPolicy::Host,
+        };
+        req.limits = Limits {
+            timeout,
+            memory_bytes: args.memory.map(|m| m.saturating_mul(1 << 20)),
+            cpu_percent: args.cpu,
+            pids: args.pids,
+            io_bps: args.io_bps,
+            log_bytes: args.max_log_mb.map(|m| m.saturating_mul(1 << 20)),
+            ..Limits::default()
+        };
+        let handle = executor.start(req).await.context("cannot start the job")?;
+
+        // The log, to stdout (stderr with --json), until the job's output ends.
+        let mut reader = handle.logs().reader();
+        let to_stderr = args.json;
+        let pump = tokio::spawn(async move {
+            while let Ok(Some(chunk)) = reader.next_chunk(64 * 1024).await {
+                let r = if to_stderr {
+                    std::io::stderr().write_all(&chunk)
+                } else {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&chunk).and_then(|_| out.flush())
+                };
+                if r.is_err() {
+                    break;
+                }
+            }
+        });
+        let grace = Duration::from_secs_f64(args.grace);
+        let mut wait = handle.wait();
+        let mut interrupts = 0;
+        let outcome = loop {
+            tokio::select! {
+                o = &mut wait => break o,
+                _ = tokio::signal::ctrl_c() => {
+                    interrupts += 1;
+                    if interrupts == 1 {
+                        eprintln!("\njobpack: cancelling (SIGTERM, then SIGKILL after {:.1}s; Ctrl-C again to kill now)", grace.as_secs_f64());
+                        handle.cancel(grace);
+                    } else {
+                        handle.cancel(Duration::ZERO);
+                    }
+                }
+            }
+        };
+        let _ = pump.await;
+        if args.json {
+            println!("{}", serde_json::to_string(&outcome)?);
+        } else {
+            let detail = outcome.reason.as_deref().unwrap_or("exit 0");
+            eprintln!(
+                "jobpack: {} ({detail}) in {:.2}s, isolation: {}{}",
+                outcome.status.as_str(),
+                outcome.wall_time_secs,
+                outcome.isolation.level,
+                if outcome.isolation.missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (missing: {})", outcome.isolation.missing.join("; "))
+                }
+            );
+        }
+        Ok(ExitCode::from(exit_code(&outcome)))
+    })
+}
