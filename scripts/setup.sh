@@ -2,11 +2,12 @@
 # Installs the system packages that building and testing jobpack need, on Debian or Ubuntu.
 # Idempotent: installs only what is missing, so a second run does nothing and needs no network.
 #   - build: a C compiler (libgit2 and libssh2 are built from source), pkg-config, OpenSSL headers
-#   - tests: git (fixture repositories and `git daemon` on 127.0.0.1)
+#   - tests: git (fixture repositories and `git daemon` on 127.0.0.1); python3, procps (ps) and
+#     util-linux (unshare) used by jobs inside the sandbox tests
 #   - benchmarks: curl, bc, python3
 set -euo pipefail
 
-packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3)
+packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3 procps util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
