@@ -19,6 +19,7 @@ use flate2::{Compression, GzBuilder};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::error::{IoError, io_err};
 use crate::progress::{Progress, ProgressFn};
 
 /// The one compression level artifacts use. Changing it changes every artifact's bytes.
@@ -63,22 +64,8 @@ impl FileEntry {
 pub enum ArchiveError {
     #[error("cannot archive {path}: {reason}")]
     Unsupported { path: String, reason: &'static str },
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ArchiveError {
-    let path = path.to_path_buf();
-    move |source| ArchiveError::Io {
-        action,
-        path,
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// Walks `root` (without following symlinks) and describes every entry, hashing every file.
@@ -217,11 +204,7 @@ pub fn write_tar_gz(
 
     let mut sorted: Vec<&(FileEntry, Contents<'_>)> = entries.iter().collect();
     sorted.sort_by(|a, b| a.0.path.as_bytes().cmp(b.0.path.as_bytes()));
-    let tar_io = |e: io::Error| ArchiveError::Io {
-        action: "write",
-        path: tmp.path().to_path_buf(),
-        source: e,
-    };
+    let tar_io = |e: io::Error| ArchiveError::from(io_err("write", tmp.path())(e));
     for (entry, contents) in sorted {
         let mut h = tar::Header::new_gnu();
         h.set_mtime(mtime);
@@ -260,7 +243,7 @@ pub fn write_tar_gz(
                             path: &src,
                         };
                         tar.append_data(&mut h, &entry.path, &mut limited)
-                            .map_err(|e| io_err("read", &src)(e))?;
+                            .map_err(io_err("read", &src))?;
                     }
                 }
                 written += entry.size;
@@ -277,11 +260,8 @@ pub fn write_tar_gz(
     let file = buf.into_inner().map_err(|e| tar_io(e.into_error()))?;
     file.sync_all().map_err(tar_io)?;
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(tar_io)?;
-    tmp.persist(dest).map_err(|e| ArchiveError::Io {
-        action: "move the artifact into place at",
-        path: dest.to_path_buf(),
-        source: e.error,
-    })?;
+    tmp.persist(dest)
+        .map_err(|e| io_err("move the artifact into place at", dest)(e.error))?;
     progress(Progress::Archive {
         written: total,
         total,

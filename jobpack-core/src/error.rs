@@ -26,13 +26,8 @@ pub enum Error {
     #[error("{0}")]
     Policy(String),
     /// A local file system operation failed.
-    #[error("{action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// A worker task panicked or was cancelled.
     #[error("internal error: {0}")]
     Internal(String),
@@ -41,13 +36,24 @@ pub enum Error {
 /// Shorthand for the crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Attaches a path and an action to an I/O error.
+/// A file system operation that failed: what was being done, to which path, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}", path.display())]
+pub struct IoError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Attaches an action and a path to an I/O error; `?` turns it into any module error with an
+/// `Io(#[from] IoError)` variant: `fs::create_dir(&p).map_err(io_err("create", &p))?`.
 pub(crate) fn io_err(
     action: &'static str,
     path: impl Into<PathBuf>,
-) -> impl FnOnce(std::io::Error) -> Error {
+) -> impl FnOnce(std::io::Error) -> IoError {
     let path = path.into();
-    move |source| Error::Io {
+    move |source| IoError {
         action,
         path,
         source,

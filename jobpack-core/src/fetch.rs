@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, timeout};
 
+use crate::error::{IoError, io_err as io};
 use crate::progress::{Progress, ProgressFn};
 use crate::spec::DataItem;
 
@@ -109,13 +110,8 @@ pub enum FetchError {
     },
     #[error("cannot set up the HTTP client")]
     Client(#[source] reqwest::Error),
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 impl FetchError {
@@ -126,15 +122,6 @@ impl FetchError {
             FetchError::Timeout { .. } | FetchError::Transfer { .. } => true,
             _ => false,
         }
-    }
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FetchError {
-    let path = path.to_path_buf();
-    move |source| FetchError::Io {
-        action,
-        path,
-        source,
     }
 }
 
@@ -229,11 +216,8 @@ async fn download_one(
     }
     std::fs::set_permissions(tmp.path(), Permissions::from_mode(0o644))
         .map_err(io("set mode of", tmp.path()))?;
-    tmp.persist(&dest).map_err(|e| FetchError::Io {
-        action: "move download into place at",
-        path: dest.clone(),
-        source: e.error,
-    })?;
+    tmp.persist(&dest)
+        .map_err(|e| io("move download into place at", &dest)(e.error))?;
     if let (Some(cache), Some(_)) = (&opts.cache_dir, &item.sha256) {
         store_in_cache(cache, &sha256, &dest);
     }
@@ -255,18 +239,19 @@ fn create_dirs(root: &Path, rel: &str) -> Result<(), FetchError> {
         match std::fs::symlink_metadata(&dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return Err(FetchError::Io {
-                    action: "create data directory (a non-directory is in the way)",
-                    path: dir,
-                    source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-                });
+                return Err(
+                    io("create data directory (a non-directory is in the way)", dir)(
+                        std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                    )
+                    .into(),
+                );
             }
             Err(_) => {
                 match std::fs::create_dir(&dir) {
                     Ok(()) => {}
                     // Another download of this pack made it meanwhile.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io("create data directory", &dir)(e)),
+                    Err(e) => return Err(io("create data directory", &dir)(e).into()),
                 }
                 std::fs::set_permissions(&dir, Permissions::from_mode(0o755))
                     .map_err(io("set mode of", &dir))?;

@@ -40,7 +40,7 @@ pub mod source;
 pub mod spec;
 
 pub use archive::{ArchiveError, EntryKind, FileEntry, UnpackError, UnpackLimits};
-pub use error::{Error, Result};
+pub use error::{Error, IoError, Result};
 pub use fetch::{DownloadOptions, FetchError};
 pub use manifest::Manifest;
 pub use pack::{Artifact, Packager, PackagerConfig};

@@ -23,6 +23,7 @@ use super::{
     ExecError, Executor, IsolationMode, IsolationReport, NetworkPolicy, Outcome, RunHandle,
     RunRequest, RunStatus,
 };
+use crate::error::io_err;
 
 /// How the local executor isolates jobs.
 #[derive(Debug, Clone)]
@@ -147,15 +148,6 @@ impl Proc {
         match self {
             Proc::Sandbox { pid, .. } | Proc::Group { pid } => *pid,
         }
-    }
-}
-
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExecError {
-    let path = path.to_path_buf();
-    move |source| ExecError::Io {
-        action,
-        path,
-        source,
     }
 }
 
@@ -433,7 +425,7 @@ async fn start_sandboxed(
     let root_dir = cfg.runtime_dir.join(&name);
     if let Err(e) = std::fs::create_dir_all(&root_dir) {
         cleanup_cg(&cgroup);
-        return Err(io_err("create", &root_dir)(e));
+        return Err(io_err("create", &root_dir)(e).into());
     }
     let env = environment(req, "/tmp", sandbox::SANDBOX_PATH);
     let network_none = req.network == NetworkPolicy::None;

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::IoError;
+
 pub mod cgroup;
 mod local;
 pub mod logs;
@@ -224,13 +226,8 @@ pub enum ExecError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("running jobs in a sandbox needs Linux (this is {0})")]
     Unsupported(&'static str),
 }

@@ -24,6 +24,7 @@ use git2::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::error::{IoError, io_err as io};
 use crate::progress::{Progress, ProgressFn};
 use crate::spec::{CommitRef, GitSource};
 
@@ -130,22 +131,8 @@ pub enum GitError {
         #[source]
         source: git2::Error,
     },
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> GitError {
-    let path = path.to_path_buf();
-    move |source| GitError::Io {
-        action,
-        path,
-        source,
-    }
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// Fetches `src` and writes its tree into `dest` (which must exist and be empty).

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::ExecError;
 use super::cgroup::Cgroup;
+use crate::error::io_err;
 
 mod child;
 pub mod seccomp;
@@ -140,25 +141,13 @@ impl Plan {
         // The skeleton of the new root is made here, on the host: inside the namespace the first
         // process still has the host's uid, which is unmapped there, so it could not create files.
         let mkdir = |p: &Path| -> Result<(), ExecError> {
-            std::fs::create_dir_all(p).map_err(|source| ExecError::Io {
-                action: "create",
-                path: p.to_path_buf(),
-                source,
-            })
+            Ok(std::fs::create_dir_all(p).map_err(io_err("create", p))?)
         };
         let symlink = |target: &Path, p: &Path| -> Result<(), ExecError> {
-            std::os::unix::fs::symlink(target, p).map_err(|source| ExecError::Io {
-                action: "create symlink",
-                path: p.to_path_buf(),
-                source,
-            })
+            Ok(std::os::unix::fs::symlink(target, p).map_err(io_err("create symlink", p))?)
         };
         let touch = |p: &Path| -> Result<(), ExecError> {
-            File::create(p).map(drop).map_err(|source| ExecError::Io {
-                action: "create",
-                path: p.to_path_buf(),
-                source,
-            })
+            Ok(File::create(p).map(drop).map_err(io_err("create", p))?)
         };
         let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
 
@@ -174,11 +163,7 @@ impl Plan {
             };
             let dst = under(name);
             if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&host).map_err(|source| ExecError::Io {
-                    action: "read link",
-                    path: host.clone(),
-                    source,
-                })?;
+                let target = std::fs::read_link(&host).map_err(io_err("read link", &host))?;
                 symlink(&target, &dst)?;
             } else if meta.is_dir() {
                 mkdir(&dst)?;
@@ -476,11 +461,7 @@ pub(crate) fn spawn(
         .read(true)
         .write(true)
         .open("/dev/null")
-        .map_err(|source| ExecError::Io {
-            action: "open",
-            path: "/dev/null".into(),
-            source,
-        })?;
+        .map_err(io_err("open", "/dev/null"))?;
     let mut flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
