@@ -274,6 +274,9 @@ pub fn write_tar_gz(
 pub struct UnpackLimits {
     pub max_entries: u64,
     pub max_total_bytes: u64,
+    /// Refuse symlinks whose target is absolute or climbs out of the archive (for uploads; an
+    /// artifact's own symlinks come from git and are kept as they are).
+    pub contained_links: bool,
 }
 
 impl Default for UnpackLimits {
@@ -281,8 +284,42 @@ impl Default for UnpackLimits {
         UnpackLimits {
             max_entries: 1_000_000,
             max_total_bytes: 64 << 30,
+            contained_links: false,
         }
     }
+}
+
+/// Whether a symlink at `path` (relative, normalised) pointing at `target` stays inside the root.
+fn link_stays_inside(path: &str, target: &[u8]) -> bool {
+    let Ok(target) = std::str::from_utf8(target) else {
+        return false;
+    };
+    if target.starts_with('/') || target.is_empty() {
+        return false;
+    }
+    let mut depth: i64 = path.matches('/').count() as i64;
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+/// Writes a deterministic `.tar.gz` of everything under `root` (mtime 0) to `dest`.
+pub fn tar_gz_dir(root: &Path, dest: &Path) -> Result<Written, ArchiveError> {
+    let entries: Vec<_> = scan(root)?
+        .into_iter()
+        .map(|e| (e, Contents::Disk))
+        .collect();
+    write_tar_gz(root, &entries, 0, dest, &crate::progress::ignore())
 }
 
 /// Why an archive was refused while unpacking.
@@ -385,6 +422,9 @@ pub fn unpack(src: &Path, dest: &Path, limits: UnpackLimits) -> Result<u64, Unpa
             let link = entry
                 .link_name_bytes()
                 .ok_or_else(|| refuse("a symlink without a target"))?;
+            if limits.contained_links && !link_stays_inside(&rel, &link) {
+                return Err(refuse("a symlink pointing outside the archive"));
+            }
             use std::os::unix::ffi::OsStrExt;
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &target)
                 .map_err(io(&target))?;
@@ -406,6 +446,100 @@ pub fn unpack(src: &Path, dest: &Path, limits: UnpackLimits) -> Result<u64, Unpa
         fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io(&target))?;
     }
     Ok(entries)
+}
+
+/// Extracts an uploaded archive (`.zip` by its name, else `.tar`/`.tar.gz` by content) into
+/// `dest` with the upload rules: no `..`, no absolute paths, no special files, no symlink that
+/// points outside, at most 100,000 entries and 16 GiB.
+pub fn unpack_upload(src: &Path, name: &str, dest: &Path) -> Result<u64, UnpackError> {
+    let limits = UnpackLimits {
+        max_entries: 100_000,
+        max_total_bytes: 16 << 30,
+        contained_links: true,
+    };
+    if name.to_ascii_lowercase().ends_with(".zip") {
+        unpack_zip(src, dest, limits)
+    } else {
+        unpack(src, dest, limits)
+    }
+}
+
+fn unpack_zip(src: &Path, dest: &Path, limits: UnpackLimits) -> Result<u64, UnpackError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| UnpackError::Io { path, source }
+    };
+    let f = File::open(src).map_err(io(src))?;
+    let mut z =
+        zip::ZipArchive::new(io::BufReader::new(f)).map_err(|e| io(src)(io::Error::other(e)))?;
+    if z.len() as u64 > limits.max_entries {
+        return Err(UnpackError::TooManyEntries(limits.max_entries));
+    }
+    let mut total = 0u64;
+    for i in 0..z.len() {
+        let mut e = z.by_index(i).map_err(|e| io(src)(io::Error::other(e)))?;
+        let raw = e
+            .name()
+            .map_err(|_| UnpackError::Refused {
+                path: format!("entry {i}"),
+                reason: "the name is not valid",
+            })?
+            .into_owned();
+        let refuse = |reason| UnpackError::Refused {
+            path: raw.clone(),
+            reason,
+        };
+        if raw.starts_with('/') {
+            return Err(refuse("absolute path"));
+        }
+        let rel = crate::spec::normalise_rel_path(&raw)
+            .map_err(|_| refuse("the path is empty, has '..' or control characters"))?;
+        total = total.saturating_add(e.size());
+        if total > limits.max_total_bytes {
+            return Err(UnpackError::TooLarge(limits.max_total_bytes));
+        }
+        let target = dest.join(&rel);
+        let parts: Vec<&str> = rel.split('/').collect();
+        let mut cur = dest.to_path_buf();
+        for part in &parts[..parts.len() - 1] {
+            cur.push(part);
+            match fs::symlink_metadata(&cur) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(refuse("its path goes through a symlink or a file")),
+                Err(_) => fs::create_dir(&cur).map_err(io(&cur))?,
+            }
+        }
+        let mode = e.unix_mode().unwrap_or(0o644);
+        let is_link = mode & 0o170000 == 0o120000;
+        if e.is_dir() {
+            if fs::symlink_metadata(&target).is_err() {
+                fs::create_dir(&target).map_err(io(&target))?;
+            }
+        } else if fs::symlink_metadata(&target).is_ok() {
+            return Err(refuse("the path appears twice"));
+        } else if is_link {
+            let mut link = Vec::new();
+            e.read_to_end(&mut link).map_err(io(&target))?;
+            if !link_stays_inside(&rel, &link) {
+                return Err(refuse("a symlink pointing outside the archive"));
+            }
+            use std::os::unix::ffi::OsStrExt;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &target)
+                .map_err(io(&target))?;
+        } else if mode & 0o170000 == 0 || mode & 0o170000 == 0o100000 {
+            let mut out = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)
+                .map_err(io(&target))?;
+            io::copy(&mut e, &mut out).map_err(io(&target))?;
+            let m = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            fs::set_permissions(&target, fs::Permissions::from_mode(m)).map_err(io(&target))?;
+        } else {
+            return Err(refuse("only files, directories and symlinks are allowed"));
+        }
+    }
+    Ok(z.len() as u64)
 }
 
 /// Reads exactly `left` bytes, failing if the file is shorter or longer.
@@ -478,6 +612,8 @@ impl<W: Write> Write for HashingWriter<W> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    const GOLDEN_SHA256: &str = "1decc86011fecd96f1c9c87a03c8fe51606e036d6d5d161a8a97abf18f409722";
 
     fn tree() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
@@ -619,6 +755,10 @@ mod tests {
         });
         assert!(r.unwrap_err().to_string().contains("through a symlink"));
         assert!(!Path::new("/tmp/planted").exists());
+        assert!(link_stays_inside("a/b", b"../c"));
+        assert!(!link_stays_inside("a/b", b"../../c"));
+        assert!(!link_stays_inside("a", b"/etc/passwd"));
+        assert!(link_stays_inside("a", b"x/../y"));
         let (r, _) = hostile(&|b| {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Char);
@@ -632,6 +772,17 @@ mod tests {
             }
         });
         assert_eq!(r.unwrap(), 3);
+    }
+
+    /// The reproducibility contract across machines and versions: a fixed tree, a fixed mtime,
+    /// fixed bytes. If this fails, artifact hashes changed (tar headers, gzip backend or level):
+    /// that is a breaking change to announce, not a test to update in passing.
+    #[test]
+    fn golden_archive_bytes() {
+        let d = tree();
+        let out = tempfile::tempdir().unwrap();
+        let w = pack(d.path(), &out.path().join("g.tar.gz"));
+        assert_eq!(w.sha256, GOLDEN_SHA256, "artifact bytes changed");
     }
 
     #[test]

@@ -143,15 +143,22 @@ pub async fn download_all(
     opts: &DownloadOptions,
     progress: &ProgressFn,
 ) -> Result<Vec<Downloaded>, FetchError> {
-    let mut done: Vec<(usize, Downloaded)> = futures_util::stream::iter(items.iter().enumerate())
-        .map(|(i, item)| async move {
-            download_one(client, i, item, data_dir, opts, progress)
-                .await
-                .map(|d| (i, d))
-        })
-        .buffer_unordered(opts.concurrency.max(1))
-        .try_collect()
-        .await?;
+    // Each download owns what it uses (the client is a shared handle): futures that borrow
+    // through closures trip rustc's "Send is not general enough" once spawned.
+    let mut done: Vec<(usize, Downloaded)> =
+        futures_util::stream::iter(items.iter().cloned().enumerate())
+            .map(|(i, item)| {
+                let (client, dir) = (client.clone(), data_dir.to_path_buf());
+                let (opts, progress) = (opts.clone(), progress.clone());
+                async move {
+                    download_one(&client, i, &item, &dir, &opts, &progress)
+                        .await
+                        .map(|d| (i, d))
+                }
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .try_collect()
+            .await?;
     done.sort_by_key(|(i, _)| *i);
     Ok(done.into_iter().map(|(_, d)| d).collect())
 }

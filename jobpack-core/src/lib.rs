@@ -43,7 +43,7 @@ pub use archive::{ArchiveError, EntryKind, FileEntry, UnpackError, UnpackLimits}
 pub use error::{Error, IoError, Result};
 pub use fetch::{DownloadOptions, FetchError};
 pub use manifest::Manifest;
-pub use pack::{Artifact, Packager, PackagerConfig};
+pub use pack::{Artifact, PackInputs, Packager, PackagerConfig};
 pub use progress::{Progress, ProgressFn, Stage};
 pub use render::RenderError;
 pub use source::git::GitError;

@@ -65,6 +65,16 @@ impl Default for PackagerConfig {
     }
 }
 
+/// Local inputs of a pack besides the spec: uploaded code (instead of a git source) and uploaded
+/// data files (beside the spec's downloads).
+#[derive(Debug, Clone, Default)]
+pub struct PackInputs {
+    /// Copied into `code/`. A job with a git source cannot also have this.
+    pub code_dir: Option<PathBuf>,
+    /// Copied into `data/` before the downloads (a download may not overwrite one of these).
+    pub data_dir: Option<PathBuf>,
+}
+
 /// A packed job.
 #[derive(Debug, Clone)]
 pub struct Artifact {
@@ -140,7 +150,22 @@ impl Packager {
 
     /// Packs a validated job into `out` (or `out_dir/<name>-<digest>.tar.gz` when `None`).
     pub async fn pack_job(&self, job: &Job, out: Option<&Path>) -> Result<Artifact> {
+        self.pack_job_with(job, &PackInputs::default(), out).await
+    }
+
+    /// Like [`Packager::pack_job`], with uploaded code and/or data directories.
+    pub async fn pack_job_with(
+        &self,
+        job: &Job,
+        inputs: &PackInputs,
+        out: Option<&Path>,
+    ) -> Result<Artifact> {
         let cfg = &*self.config;
+        if inputs.code_dir.is_some() && job.source.is_some() {
+            return Err(Error::Policy(
+                "give either git_url/commit_hash or uploaded code, not both".into(),
+            ));
+        }
         fs::create_dir_all(&cfg.work_dir)
             .map_err(io_err("create work directory", &cfg.work_dir))?;
         let staging = tempfile::Builder::new()
@@ -153,6 +178,16 @@ impl Packager {
             fs::create_dir(&p).map_err(io_err("create", &p))?;
             fs::set_permissions(&p, Permissions::from_mode(0o755))
                 .map_err(io_err("set mode of", &p))?;
+        }
+
+        let copies = [(&inputs.code_dir, "code"), (&inputs.data_dir, "data")];
+        for (src, sub) in copies {
+            if let Some(src) = src {
+                let (src, dst) = (src.clone(), root.join(sub));
+                tokio::task::spawn_blocking(move || crate::source::local::copy_tree(&src, &dst))
+                    .await
+                    .map_err(|e| Error::Internal(format!("the copy task failed: {e}")))??;
+            }
         }
 
         (self.progress)(Progress::Stage {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod pack_cmd;
 mod run_cmd;
+mod server;
 
 /// Turn a job spec into a reproducible, runnable artifact.
 #[derive(Debug, Parser)]
@@ -23,6 +24,8 @@ enum Commands {
     Pack(pack_cmd::PackArgs),
     /// Run a spec or an artifact in the local sandbox, streaming its log; exits with its exit code.
     Run(run_cmd::RunArgs),
+    /// Serve the HTTP API (jobs, logs, downloads) with an embedded SQLite database.
+    Serve(server::ServeArgs),
 }
 
 /// Exit code for a spec that cannot be read or is invalid (the caller must fix their input).
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Pack(args) => pack_cmd::run(args),
         Commands::Run(args) => run_cmd::run(args),
+        Commands::Serve(args) => server::run(args),
     };
     match result {
         Ok(code) => code,

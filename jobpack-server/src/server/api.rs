@@ -1,0 +1,801 @@
+//! The `/v1` API (poem-openapi): request and response types and the mapping of every outcome to an
+//! HTTP status and a JSON problem body. Nothing else: work is the runner's and the library's.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use poem::Body;
+use poem::web::sse::Event;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{Attachment, EventStream, Json, PlainText};
+use poem_openapi::types::multipart::Upload;
+use poem_openapi::{ApiRequest, ApiResponse, Multipart, Object, OpenApi, Tags};
+
+use super::queue::{Runner, Submission, resolve_inside, row_is_final};
+use super::store::{JobRow, ListFilter, now};
+use jobpack_core::JobSpec;
+use jobpack_core::exec::{Limits, NetworkPolicy};
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Jobs: submit, inspect, follow, cancel, delete, download.
+    Jobs,
+    /// Service health.
+    Service,
+}
+
+/// A problem: a stable machine-readable `code`, a human `message`, the HTTP `status`.
+#[derive(Debug, Object)]
+pub struct Problem {
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+}
+
+/// Every error an operation can answer with.
+#[derive(Debug, ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ApiError {
+    /// The request is malformed or the spec is invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<Problem>),
+    /// No such job.
+    #[oai(status = 404)]
+    NotFound(Json<Problem>),
+    /// The job is not in a state that allows this.
+    #[oai(status = 409)]
+    Conflict(Json<Problem>),
+    /// The server failed; the message says what.
+    #[oai(status = 500)]
+    Internal(Json<Problem>),
+}
+
+fn problem(status: u16, code: &str, message: impl Into<String>) -> Json<Problem> {
+    Json(Problem {
+        code: code.into(),
+        message: message.into(),
+        status,
+    })
+}
+
+pub fn bad_request(err: poem::Error) -> ApiError {
+    ApiError::BadRequest(problem(400, "bad_request", err.to_string()))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(problem(500, "internal", e.to_string()))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(problem(404, "not_found", format!("no job {id}")))
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn rfc3339(t: f64) -> String {
+    let st = UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
+    humantime::format_rfc3339_millis(st).to_string()
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Object)]
+pub struct JobInfo {
+    pub job_id: String,
+    pub name: Option<String>,
+    /// queued, packing, packed, running, completed, failed, stopped, timed_out, oom_killed,
+    /// limit_exceeded.
+    pub status: String,
+    /// Whether the job runs after packing (`false`: pack only).
+    pub run: bool,
+    /// `spec` or `upload`.
+    pub source: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: Option<String>,
+    pub error_code: Option<String>,
+    pub artifact_sha256: Option<String>,
+    pub artifact_size: Option<i64>,
+    pub commit: Option<String>,
+    /// The submission as accepted (spec, limits, network, run).
+    pub request: serde_json::Value,
+    /// The executor's outcome (times, peak memory, isolation), once finished.
+    pub outcome: Option<serde_json::Value>,
+}
+
+impl From<JobRow> for JobInfo {
+    fn from(r: JobRow) -> Self {
+        JobInfo {
+            job_id: r.id,
+            name: r.name,
+            status: r.status,
+            run: r.run,
+            source: r.source,
+            created_at: rfc3339(r.created_at),
+            updated_at: rfc3339(r.updated_at),
+            started_at: r.started_at.map(rfc3339),
+            finished_at: r.finished_at.map(rfc3339),
+            exit_code: r.exit_code,
+            signal: r.signal,
+            reason: r.reason,
+            error_code: r.error_code,
+            artifact_sha256: r.artifact_sha256,
+            artifact_size: r.artifact_size,
+            commit: r.commit_id,
+            request: serde_json::from_str(&r.request_json).unwrap_or_default(),
+            outcome: r.outcome_json.and_then(|o| serde_json::from_str(&o).ok()),
+        }
+    }
+}
+
+/// The short status of a job.
+#[derive(Debug, Object)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Object)]
+pub struct Created {
+    pub job_id: String,
+    pub status: String,
+}
+
+#[derive(Debug, Object)]
+pub struct JobList {
+    pub jobs: Vec<JobInfo>,
+    pub total: u64,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+#[derive(Debug, Object)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+/// Uploads: `spec` (JSON), and `code_files`/`input_files` or one `archive`.
+#[derive(Debug, Multipart)]
+pub struct UploadJob {
+    /// The job spec as JSON (the same fields as the JSON body; no git_url with uploaded code).
+    spec: String,
+    /// Files placed in `code/` (by their file names).
+    code_files: Vec<Upload>,
+    /// Files placed in `data/` (by their file names).
+    input_files: Vec<Upload>,
+    /// One `.tar`, `.tar.gz` or `.zip` holding the code (placed in `code/`).
+    archive: Option<Upload>,
+}
+
+#[derive(ApiRequest)]
+pub enum CreateJob {
+    /// A JSON job spec, plus optional `run` (default true), `limits` and `network`.
+    Json(Json<serde_json::Value>),
+    /// A spec with uploaded files.
+    Multipart(UploadJob),
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request_created")]
+pub enum CreateResponse {
+    /// Accepted and queued.
+    #[oai(status = 201)]
+    Created(Json<Created>),
+    /// Too many jobs are waiting; try again later.
+    #[oai(status = 503)]
+    Busy(Json<Problem>),
+}
+
+pub fn bad_request_created(err: poem::Error) -> CreateResponse {
+    CreateResponse::Busy(problem(400, "bad_request", err.to_string()))
+}
+
+#[derive(ApiResponse)]
+pub enum Accepted {
+    /// The job is being stopped.
+    #[oai(status = 202)]
+    Accepted(Json<JobStatus>),
+}
+
+#[derive(ApiResponse)]
+pub enum Deleted {
+    /// The job and its files are gone.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+#[derive(ApiResponse)]
+pub enum Download {
+    /// The file.
+    #[oai(status = 200)]
+    Ok(Attachment<Body>, #[oai(header = "ETag")] Option<String>),
+}
+
+/// One event of the log stream.
+#[derive(Debug, Object)]
+pub struct StreamItem {
+    /// The byte offset after this event (also its SSE id; send it back as Last-Event-ID).
+    pub offset: u64,
+    /// Log text (invalid UTF-8 replaced), for `message` events.
+    pub text: Option<String>,
+    /// The final status, for the `end` event.
+    pub status: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+pub struct JobsApi {
+    pub runner: Arc<Runner>,
+    pub max_queued: usize,
+    pub allow_file_urls: bool,
+}
+
+/// Splits a submission object into the spec and the service's own keys.
+fn parse_submission(mut v: serde_json::Value, allow_file_urls: bool) -> ApiResult<Submission> {
+    let obj = v.as_object_mut().ok_or_else(|| {
+        ApiError::BadRequest(problem(
+            400,
+            "bad_request",
+            "the body must be a JSON object",
+        ))
+    })?;
+    let bad = |code: &str, m: String| ApiError::BadRequest(problem(400, code, m));
+    let run = match obj.remove("run") {
+        None => true,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(bad(
+                "bad_request",
+                format!("run: expected true or false, got {other}"),
+            ));
+        }
+    };
+    let limits: Limits = match obj.remove("limits") {
+        None => Limits::default(),
+        Some(l) => {
+            serde_json::from_value(l).map_err(|e| bad("bad_request", format!("limits: {e}")))?
+        }
+    };
+    let network: NetworkPolicy = match obj.remove("network") {
+        None => NetworkPolicy::default(),
+        Some(n) => {
+            serde_json::from_value(n).map_err(|e| bad("bad_request", format!("network: {e}")))?
+        }
+    };
+    let spec: JobSpec = serde_json::from_value(v)
+        .map_err(|e| bad("invalid_spec", format!("invalid job spec: {e}")))?;
+    let job = spec
+        .validate()
+        .map_err(|e| bad("invalid_spec", e.to_string()))?;
+    if let Some(src) = &job.source
+        && src.url.starts_with("file:")
+        && !allow_file_urls
+    {
+        return Err(bad(
+            "forbidden_url",
+            format!(
+                "git_url: file:// URLs are not allowed on this server: {}",
+                src.url
+            ),
+        ));
+    }
+    Ok(Submission {
+        spec,
+        limits,
+        network,
+        run,
+    })
+}
+
+fn safe_upload_name(name: Option<&str>) -> Result<String, String> {
+    let name = name.ok_or("an uploaded file has no file name")?;
+    let n = jobpack_core::spec::normalise_rel_path(name)?;
+    if n.contains('/') {
+        return Err(format!("uploaded file names may not contain '/': {name:?}"));
+    }
+    Ok(n)
+}
+
+#[OpenApi(tag = "ApiTags::Jobs")]
+impl JobsApi {
+    /// Submit a job: pack it, then (unless `"run": false`) run it in the sandbox.
+    #[oai(path = "/jobs", method = "post")]
+    async fn create(&self, body: CreateJob) -> ApiResult<CreateResponse> {
+        if self.runner.queue_depth() >= self.max_queued {
+            return Ok(CreateResponse::Busy(problem(
+                503,
+                "busy",
+                format!(
+                    "{} jobs are already waiting; try again later",
+                    self.runner.queue_depth()
+                ),
+            )));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let (sub, source) = match body {
+            CreateJob::Json(Json(v)) => (parse_submission(v, self.allow_file_urls)?, "spec"),
+            CreateJob::Multipart(up) => {
+                let v: serde_json::Value = serde_json::from_str(&up.spec).map_err(|e| {
+                    ApiError::BadRequest(problem(
+                        400,
+                        "bad_request",
+                        format!("spec: not JSON: {e}"),
+                    ))
+                })?;
+                let sub = parse_submission(v, self.allow_file_urls)?;
+                self.store_uploads(&id, &sub, up).await?;
+                (sub, "upload")
+            }
+        };
+        let row = JobRow {
+            id: id.clone(),
+            name: sub.spec.name.clone(),
+            status: "queued".into(),
+            source: source.into(),
+            request_json: serde_json::to_string(&sub).map_err(internal)?,
+            run: sub.run,
+            created_at: now(),
+            updated_at: now(),
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            signal: None,
+            reason: None,
+            error_code: None,
+            artifact_sha256: None,
+            artifact_size: None,
+            commit_id: None,
+            outcome_json: None,
+        };
+        if let Err(e) = self.runner.store.insert(&row) {
+            let _ = self.runner.remove_files(&id);
+            return Err(internal(e));
+        }
+        self.runner.spawn(id.clone());
+        Ok(CreateResponse::Created(Json(Created {
+            job_id: id,
+            status: "queued".into(),
+        })))
+    }
+
+    /// List jobs, newest first.
+    #[oai(path = "/jobs", method = "get")]
+    async fn list(
+        &self,
+        status: Query<Option<String>>,
+        name: Query<Option<String>>,
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+        #[oai(default)] offset: Query<u32>,
+    ) -> ApiResult<Json<JobList>> {
+        let f = ListFilter {
+            status: status.0,
+            name: name.0,
+            limit: limit.0,
+            offset: offset.0,
+        };
+        let (rows, total) = self.runner.store.list(&f).map_err(internal)?;
+        Ok(Json(JobList {
+            jobs: rows.into_iter().map(JobInfo::from).collect(),
+            total,
+            limit: f.limit,
+            offset: f.offset,
+        }))
+    }
+
+    /// One job.
+    #[oai(path = "/jobs/:id", method = "get")]
+    async fn get(&self, id: Path<String>) -> ApiResult<Json<JobInfo>> {
+        Ok(Json(self.row(&id)?.into()))
+    }
+
+    /// A job's status.
+    #[oai(path = "/jobs/:id/status", method = "get")]
+    async fn status(&self, id: Path<String>) -> ApiResult<Json<JobStatus>> {
+        let r = self.row(&id)?;
+        Ok(Json(JobStatus {
+            job_id: r.id,
+            status: r.status,
+            exit_code: r.exit_code,
+            reason: r.reason,
+            updated_at: rfc3339(r.updated_at),
+        }))
+    }
+
+    /// The log so far, as plain text: from byte `offset`, or the last `tail` bytes.
+    #[oai(path = "/jobs/:id/logs", method = "get")]
+    async fn logs(
+        &self,
+        id: Path<String>,
+        offset: Query<Option<u64>>,
+        tail: Query<Option<u64>>,
+    ) -> ApiResult<PlainText<String>> {
+        self.row(&id)?;
+        let path = self.runner.log_path(&id);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(internal(e)),
+        };
+        let len = bytes.len() as u64;
+        let start = match (offset.0, tail.0) {
+            (Some(o), _) => o.min(len),
+            (None, Some(t)) => len.saturating_sub(t),
+            (None, None) => 0,
+        };
+        Ok(PlainText(
+            String::from_utf8_lossy(&bytes[start as usize..]).into_owned(),
+        ))
+    }
+
+    /// The log as Server-Sent Events: history then live, each event's id its byte offset
+    /// (`Last-Event-ID` resumes there), and `event: end` with the final status and exit code.
+    #[oai(path = "/jobs/:id/logs/stream", method = "get")]
+    async fn stream(
+        &self,
+        id: Path<String>,
+        #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
+        offset: Query<Option<u64>>,
+    ) -> ApiResult<EventStream<BoxStream<'static, StreamItem>>> {
+        self.row(&id)?;
+        let start = last_event_id
+            .0
+            .as_deref()
+            .and_then(|v| v.trim().parse().ok())
+            .or(offset.0)
+            .unwrap_or(0);
+        let stream = log_events(self.runner.clone(), id.0.clone(), start);
+        Ok(EventStream::new(stream)
+            .keep_alive(Duration::from_secs(15))
+            .to_event(|item| {
+                let data = if item.status.is_some() {
+                    serde_json::json!({"status": item.status, "exit_code": item.exit_code})
+                } else {
+                    serde_json::json!({"text": item.text})
+                };
+                let ev = Event::message(data.to_string()).id(item.offset.to_string());
+                if item.status.is_some() {
+                    ev.event_type("end")
+                } else {
+                    ev
+                }
+            }))
+    }
+
+    /// Stop a job: SIGTERM to all of it, SIGKILL after the grace period. 409 if it has ended.
+    #[oai(path = "/jobs/:id/cancel", method = "post")]
+    async fn cancel(&self, id: Path<String>) -> ApiResult<Accepted> {
+        let r = self.row(&id)?;
+        if row_is_final(&r) || !self.runner.cancel(&id) {
+            return Err(ApiError::Conflict(problem(
+                409,
+                "already_finished",
+                format!("job {} has already ended ({})", r.id, r.status),
+            )));
+        }
+        Ok(Accepted::Accepted(Json(JobStatus {
+            job_id: r.id,
+            status: "stopping".into(),
+            exit_code: None,
+            reason: None,
+            updated_at: rfc3339(now()),
+        })))
+    }
+
+    /// Delete a job: cancel it if it runs, then remove its files and its record.
+    #[oai(path = "/jobs/:id", method = "delete")]
+    async fn delete(&self, id: Path<String>) -> ApiResult<Deleted> {
+        self.row(&id)?;
+        if self.runner.cancel(&id) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while self.runner.is_live(&id) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.runner.store.delete(&id).map_err(internal)?;
+        self.runner.remove_files(&id).map_err(internal)?;
+        Ok(Deleted::Deleted)
+    }
+
+    /// The packed `.tar.gz` (a Docker build context); ETag is its sha256.
+    #[oai(path = "/jobs/:id/artifact", method = "get")]
+    async fn artifact(&self, id: Path<String>) -> ApiResult<Download> {
+        let r = self.row(&id)?;
+        let Some(sha) = r.artifact_sha256 else {
+            return Err(ApiError::Conflict(problem(
+                409,
+                "not_packed",
+                format!("job {} is not packed yet ({})", r.id, r.status),
+            )));
+        };
+        let f = tokio::fs::File::open(self.runner.artifact_path(&id))
+            .await
+            .map_err(internal)?;
+        Ok(Download::Ok(
+            Attachment::new(Body::from_async_read(f)).filename(format!("{}.tar.gz", r.id)),
+            Some(format!("\"{sha}\"")),
+        ))
+    }
+
+    /// The job's working directory after the run, as `.tar.gz`.
+    #[oai(path = "/jobs/:id/tarball", method = "get")]
+    async fn tarball_get(&self, id: Path<String>) -> ApiResult<Download> {
+        self.tarball(&id).await
+    }
+
+    /// The job's working directory after the run, as `.tar.gz` (POST, as the job daemon had it).
+    #[oai(path = "/jobs/:id/tarball", method = "post")]
+    async fn tarball_post(&self, id: Path<String>) -> ApiResult<Download> {
+        self.tarball(&id).await
+    }
+
+    /// One file the job produced: `path` inside its working directory, URL-encoded
+    /// (`code%2Fout.txt`); `/v1/jobs/{id}/files/code/out.txt` works too.
+    #[oai(path = "/jobs/:id/files/:path", method = "get")]
+    async fn file(&self, id: Path<String>, path: Path<String>) -> ApiResult<Download> {
+        file_download(&self.runner, &id, &path).await
+    }
+
+    /// Liveness.
+    #[oai(path = "/health", method = "get", tag = "ApiTags::Service")]
+    async fn health(&self) -> Json<Health> {
+        Json(Health {
+            status: "ok".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+    }
+}
+
+/// A file of a job's working directory (shared by the OpenAPI operation and the wildcard route).
+pub async fn file_download(runner: &Runner, id: &str, path: &str) -> ApiResult<Download> {
+    runner
+        .store
+        .get(id)
+        .map_err(internal)?
+        .ok_or_else(|| not_found(id))?;
+    let Some(p) = resolve_inside(&runner.work_dir(id), path) else {
+        return Err(ApiError::NotFound(problem(
+            404,
+            "not_found",
+            format!("job {id} has no file {path:?}"),
+        )));
+    };
+    let f = tokio::fs::File::open(&p).await.map_err(internal)?;
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Download::Ok(
+        Attachment::new(Body::from_async_read(f)).filename(name),
+        None,
+    ))
+}
+
+fn default_limit() -> u32 {
+    100
+}
+
+impl JobsApi {
+    fn row(&self, id: &str) -> ApiResult<JobRow> {
+        self.runner
+            .store
+            .get(id)
+            .map_err(internal)?
+            .ok_or_else(|| not_found(id))
+    }
+
+    async fn tarball(&self, id: &str) -> ApiResult<Download> {
+        let r = self.row(id)?;
+        let work = self.runner.work_dir(id);
+        if !work.is_dir() {
+            return Err(ApiError::Conflict(problem(
+                409,
+                "no_workdir",
+                format!("job {} has not run ({})", r.id, r.status),
+            )));
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("tarball-")
+            .tempdir_in(self.runner.job_dir(id))
+            .map_err(internal)?;
+        let out = tmp.path().join("work.tar.gz");
+        let out2 = out.clone();
+        tokio::task::spawn_blocking(move || jobpack_core::archive::tar_gz_dir(&work, &out2))
+            .await
+            .map_err(internal)?
+            .map_err(|e| ApiError::Conflict(problem(409, "cannot_archive", e.to_string())))?;
+        let f = tokio::fs::File::open(&out).await.map_err(internal)?;
+        // The open file outlives the directory entry: remove the temp dir now.
+        drop(tmp);
+        Ok(Download::Ok(
+            Attachment::new(Body::from_async_read(f)).filename(format!("{}-work.tar.gz", r.id)),
+            None,
+        ))
+    }
+
+    async fn store_uploads(&self, id: &str, sub: &Submission, up: UploadJob) -> ApiResult<()> {
+        let bad = |m: String| ApiError::BadRequest(problem(400, "bad_upload", m));
+        let has_code = !up.code_files.is_empty() || up.archive.is_some();
+        if has_code && sub.spec.git_url.is_some() {
+            return Err(bad(
+                "give either git_url or uploaded code (code_files/archive), not both".into(),
+            ));
+        }
+        if !up.code_files.is_empty() && up.archive.is_some() {
+            return Err(bad("give either code_files or one archive, not both".into()));
+        }
+        let base = self.runner.job_dir(id).join("upload");
+        let result = async {
+            for (field, files, sub) in [
+                ("code_files", up.code_files, "code"),
+                ("input_files", up.input_files, "data"),
+            ] {
+                if files.is_empty() {
+                    continue;
+                }
+                let dir = base.join(sub);
+                tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
+                for f in files {
+                    let name = safe_upload_name(f.file_name())
+                        .map_err(|m| bad(format!("{field}: {m}")))?;
+                    let p = dir.join(&name);
+                    if p.exists() {
+                        return Err(bad(format!("{field}: {name:?} uploaded twice")));
+                    }
+                    let bytes = f
+                        .into_vec()
+                        .await
+                        .map_err(|e| bad(format!("{field}: {e}")))?;
+                    tokio::fs::write(&p, bytes).await.map_err(internal)?;
+                }
+            }
+            if let Some(a) = up.archive {
+                let name = a.file_name().unwrap_or("archive").to_owned();
+                let dir = base.join("code");
+                tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
+                let raw = base.join("archive.upload");
+                let bytes = a
+                    .into_vec()
+                    .await
+                    .map_err(|e| bad(format!("archive: {e}")))?;
+                tokio::fs::write(&raw, bytes).await.map_err(internal)?;
+                let (raw2, dir2) = (raw.clone(), dir.clone());
+                let r = tokio::task::spawn_blocking(move || {
+                    jobpack_core::archive::unpack_upload(&raw2, &name, &dir2)
+                })
+                .await
+                .map_err(internal)?;
+                let _ = tokio::fs::remove_file(&raw).await;
+                r.map_err(|e| bad(format!("archive: {e}")))?;
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.runner.remove_files(id);
+        }
+        result
+    }
+}
+
+/// The log of a job as a stream of events, from byte `start`, ending with an `end` event.
+fn log_events(runner: Arc<Runner>, id: String, start: u64) -> BoxStream<'static, StreamItem> {
+    struct St {
+        runner: Arc<Runner>,
+        id: String,
+        reader: Option<jobpack_core::exec::LogReader>,
+        /// Bytes read from the log; `emitted` ≤ `read` (an incomplete UTF-8 tail is held back).
+        emitted: u64,
+        carry: Vec<u8>,
+        done: bool,
+    }
+    let st = St {
+        runner,
+        id,
+        reader: None,
+        emitted: start,
+        carry: Vec::new(),
+        done: false,
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            if st.reader.is_none() {
+                if let Some(log) = st.runner.log(&st.id) {
+                    st.reader = Some(log.reader_at(st.emitted));
+                } else {
+                    // Not running yet (queued, packing) or never will (failed before running).
+                    match st.runner.store.get(&st.id) {
+                        Ok(Some(r)) if row_is_final(&r) && !st.runner.is_live(&st.id) => {
+                            st.done = true;
+                            return Some((end_item(&r, st.emitted), st));
+                        }
+                        Ok(Some(_)) => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            let reader = st.reader.as_mut()?;
+            match reader.next_chunk(64 * 1024).await {
+                Ok(Some(chunk)) => {
+                    st.carry.extend_from_slice(&chunk);
+                    let valid = match std::str::from_utf8(&st.carry) {
+                        Ok(_) => st.carry.len(),
+                        // Hold back an incomplete sequence at the end; replace invalid ones.
+                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                        Err(_) => st.carry.len(),
+                    };
+                    if valid == 0 {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&st.carry[..valid]).into_owned();
+                    st.carry.drain(..valid);
+                    st.emitted += valid as u64;
+                    let item = StreamItem {
+                        offset: st.emitted,
+                        text: Some(text),
+                        status: None,
+                        exit_code: None,
+                    };
+                    return Some((item, st));
+                }
+                Ok(None) | Err(_) => {
+                    if !st.carry.is_empty() {
+                        let text = String::from_utf8_lossy(&st.carry).into_owned();
+                        st.emitted += st.carry.len() as u64;
+                        st.carry.clear();
+                        return Some((
+                            StreamItem {
+                                offset: st.emitted,
+                                text: Some(text),
+                                status: None,
+                                exit_code: None,
+                            },
+                            st,
+                        ));
+                    }
+                    // The output ended; the final status follows shortly.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                    loop {
+                        match st.runner.store.get(&st.id) {
+                            Ok(Some(r))
+                                if row_is_final(&r) || tokio::time::Instant::now() > deadline =>
+                            {
+                                st.done = true;
+                                return Some((end_item(&r, st.emitted), st));
+                            }
+                            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                            _ => return None,
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+fn end_item(r: &JobRow, offset: u64) -> StreamItem {
+    StreamItem {
+        offset,
+        text: None,
+        status: Some(r.status.clone()),
+        exit_code: r.exit_code,
+    }
+}

@@ -1,0 +1,279 @@
+//! `jobpack serve`: the HTTP service. A thin layer: poem + poem-openapi for HTTP, SQLite for state,
+//! a queue that calls `jobpack-core` to pack and run. No packing or sandbox logic of its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::http::StatusCode;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::web::Data;
+use poem::{EndpointExt, IntoResponse, Response, Route, handler};
+use poem_openapi::OpenApiService;
+
+mod api;
+pub mod queue;
+pub mod store;
+
+use jobpack_core::exec::{IsolationMode, LocalExecutor, LocalExecutorConfig};
+use jobpack_core::{Packager, PackagerConfig};
+
+/// Options of `jobpack serve`. Each flag can also come from its `JOBPACK_*` variable.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, env = "JOBPACK_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Where the database, artifacts and job directories live (created if missing).
+    #[arg(long, env = "JOBPACK_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Jobs packing or running at once.
+    #[arg(long, env = "JOBPACK_MAX_CONCURRENT", default_value_t = 4)]
+    max_concurrent: usize,
+    /// Jobs waiting for a slot before new submissions get 503.
+    #[arg(long, env = "JOBPACK_MAX_QUEUED", default_value_t = 10_000)]
+    max_queued: usize,
+    /// Largest request body (JSON or uploads), in MiB.
+    #[arg(long, env = "JOBPACK_MAX_BODY_MB", default_value_t = 256)]
+    max_body_mb: usize,
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
+    #[arg(long, env = "JOBPACK_GRACE", default_value_t = 5.0)]
+    grace: f64,
+    /// Run jobs without full isolation where the machine cannot provide it (reported per job).
+    #[arg(long, env = "JOBPACK_PERMISSIVE")]
+    permissive: bool,
+    /// Allow file:// git URLs (the server's own file system). Off by default.
+    #[arg(long, env = "JOBPACK_ALLOW_FILE_URLS")]
+    allow_file_urls: bool,
+}
+
+/// A request body reader that fails once more than `left` bytes have come (for bodies sent
+/// without a Content-Length).
+struct CappedBody<R> {
+    inner: R,
+    left: u64,
+    max: u64,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CappedBody<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > self.left {
+            let max = self.max;
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the request body is larger than {max} bytes"
+            ))));
+        }
+        self.left -= n;
+        r
+    }
+}
+
+fn problem_response(status: StatusCode, message: String) -> Response {
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let body = serde_json::json!({"code": code, "message": message, "status": status.as_u16()});
+    Response::builder()
+        .status(status)
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+/// Enforces the body size limit (413 on a declared length over it; a capped reader otherwise) and
+/// gives errors that never reached an operation (unknown route, unreadable body, ...) the same
+/// JSON problem body the operations use.
+async fn edge<E: poem::Endpoint>(
+    ep: E,
+    mut req: poem::Request,
+    max_body: u64,
+) -> poem::Result<Response> {
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max_body => {
+            return Ok(problem_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is {n} bytes; this server takes at most {max_body}"),
+            ));
+        }
+        Some(_) => {}
+        None => {
+            let body = req.take_body().into_async_read();
+            req.set_body(poem::Body::from_async_read(CappedBody {
+                inner: body,
+                left: max_body,
+                max: max_body,
+            }));
+        }
+    }
+    let resp = match ep.call(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    };
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.is_success() || status.is_redirection() || is_json {
+        return Ok(resp);
+    }
+    let text = resp.into_body().into_string().await.unwrap_or_default();
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    Ok(problem_response(status, message))
+}
+
+/// `/v1/jobs/:id/files/*path`: the same as the OpenAPI operation, with raw slashes in the path.
+#[handler]
+async fn file_wildcard(
+    poem::web::Path((id, path)): poem::web::Path<(String, String)>,
+    Data(runner): Data<&Arc<queue::Runner>>,
+) -> Response {
+    match api::file_download(runner, &id, &path).await {
+        Ok(d) => d.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[handler]
+fn metrics(Data(runner): Data<&Arc<queue::Runner>>) -> Response {
+    let mut out = String::new();
+    out.push_str("# HELP jobpack_jobs Jobs by status.\n# TYPE jobpack_jobs gauge\n");
+    for (status, n) in runner.store.counts().unwrap_or_default() {
+        out.push_str(&format!("jobpack_jobs{{status=\"{status}\"}} {n}\n"));
+    }
+    out.push_str(
+        "# HELP jobpack_queue_depth Jobs waiting for a slot.\n# TYPE jobpack_queue_depth gauge\n",
+    );
+    out.push_str(&format!("jobpack_queue_depth {}\n", runner.queue_depth()));
+    out.push_str("# HELP jobpack_running Jobs running now.\n# TYPE jobpack_running gauge\n");
+    out.push_str(&format!("jobpack_running {}\n", runner.running_count()));
+    let (n, sum) = runner.store.durations().unwrap_or((0, 0.0));
+    out.push_str("# HELP jobpack_job_duration_seconds Submission to end, finished jobs.\n");
+    out.push_str("# TYPE jobpack_job_duration_seconds summary\n");
+    out.push_str(&format!(
+        "jobpack_job_duration_seconds_sum {sum}\njobpack_job_duration_seconds_count {n}\n"
+    ));
+    Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(serve(args))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(args.data_dir.join("jobs")).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    // Absolute from here on: job directories are bind-mounted into sandboxes.
+    let data = &args
+        .data_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(data.join("work"))?;
+    let store = store::Store::open(&data.join("jobpack.db"))
+        .with_context(|| format!("cannot open the database in {}", data.display()))?;
+    let packager = Packager::new(PackagerConfig {
+        work_dir: data.join("work"),
+        out_dir: data.join("jobs"),
+        cache_dir: Some(data.join("cache")),
+        allow_file_urls: args.allow_file_urls,
+        ..PackagerConfig::default()
+    })?;
+    let executor = LocalExecutor::new(LocalExecutorConfig {
+        mode: if args.permissive {
+            IsolationMode::Permissive
+        } else {
+            IsolationMode::Strict
+        },
+        runtime_dir: data.join("run"),
+        ..LocalExecutorConfig::default()
+    });
+    if !(args.grace.is_finite() && args.grace >= 0.0) {
+        anyhow::bail!("--grace must be a non-negative number of seconds");
+    }
+    let runner = queue::Runner::new(
+        store,
+        packager,
+        Arc::new(executor),
+        data.clone(),
+        args.max_concurrent,
+        Duration::from_secs_f64(args.grace),
+    );
+    runner
+        .recover()
+        .context("cannot resume the jobs of the previous run")?;
+
+    let api = OpenApiService::new(
+        api::JobsApi {
+            runner: runner.clone(),
+            max_queued: args.max_queued,
+            allow_file_urls: args.allow_file_urls,
+        },
+        "jobpack",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .server("/v1");
+    let max_body = (args.max_body_mb as u64).saturating_mul(1 << 20);
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let app = Route::new()
+        .at("/v1/jobs/:id/files/*path", poem::get(file_wildcard))
+        .nest("/v1", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .at("/metrics", poem::get(metrics))
+        .data(runner.clone())
+        .around(move |ep, req| edge(ep, req, max_body));
+
+    let acceptor = TcpListener::bind(args.listen)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .context("the listener has no address")?;
+    // The first line on stdout, for scripts and tests that started us on port 0.
+    println!("jobpack listening on http://{addr}");
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(
+            app,
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+            Some(Duration::from_secs(5)),
+        )
+        .await
+        .context("the server failed")
+}

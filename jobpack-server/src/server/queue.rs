@@ -1,0 +1,360 @@
+//! The queue: every accepted job gets a task that waits for one of `max_concurrent` slots, packs
+//! the job with `jobpack-core`'s `Packager`, unpacks the artifact, and runs it with the executor,
+//! recording each state change in the store. No packing or sandbox logic lives here: it only
+//! sequences the library's calls and keeps what the API needs (cancel switches, live logs).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jobpack_core::exec::{Executor, Limits, LogStream, NetworkPolicy, RunHandle, RunRequest};
+use jobpack_core::{JobSpec, Packager, UnpackLimits};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, watch};
+
+use super::store::{JobRow, Store, is_final};
+
+/// What a job asks for, as stored (`request_json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Submission {
+    pub spec: JobSpec,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub network: NetworkPolicy,
+    pub run: bool,
+}
+
+/// A job that has a task: how to stop it and, once it runs, its log.
+struct Live {
+    cancel: watch::Sender<bool>,
+    log: Option<LogStream>,
+}
+
+pub struct Runner {
+    pub store: Store,
+    packager: Packager,
+    executor: Arc<dyn Executor>,
+    data_dir: PathBuf,
+    slots: Arc<Semaphore>,
+    live: Mutex<HashMap<String, Live>>,
+    waiting: AtomicUsize,
+    running: AtomicUsize,
+    grace: Duration,
+}
+
+impl Runner {
+    pub fn new(
+        store: Store,
+        packager: Packager,
+        executor: Arc<dyn Executor>,
+        data_dir: PathBuf,
+        max_concurrent: usize,
+        grace: Duration,
+    ) -> Arc<Runner> {
+        Arc::new(Runner {
+            store,
+            packager,
+            executor,
+            data_dir,
+            slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            live: Mutex::new(HashMap::new()),
+            waiting: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            grace,
+        })
+    }
+
+    /// The directory of a job's files.
+    pub fn job_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("jobs").join(id)
+    }
+
+    pub fn artifact_path(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("artifact.tar.gz")
+    }
+
+    pub fn work_dir(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("work")
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("job.log")
+    }
+
+    /// Jobs waiting for a slot.
+    pub fn queue_depth(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// After a restart: jobs that were running are failed (their process is gone), jobs that
+    /// were queued, packing or packed-to-run are started again.
+    pub fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
+        for id in self.store.ids_with_status("running")? {
+            self.store.finish(
+                &id,
+                "failed",
+                None,
+                None,
+                Some("server restarted"),
+                Some("server_restarted"),
+                None,
+            )?;
+        }
+        for status in ["queued", "packing", "packed"] {
+            for id in self.store.ids_with_status(status)? {
+                let Some(job) = self.store.get(&id)? else {
+                    continue;
+                };
+                if status == "packed" && !job.run {
+                    continue;
+                }
+                self.store.set_status(&id, "queued")?;
+                self.spawn(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the task of an accepted (stored, `queued`) job.
+    pub fn spawn(self: &Arc<Self>, id: String) {
+        let (tx, rx) = watch::channel(false);
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(
+                id.clone(),
+                Live {
+                    cancel: tx,
+                    log: None,
+                },
+            );
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.process(&id, rx).await;
+            if let Ok(mut live) = me.live.lock() {
+                live.remove(&id);
+            }
+        });
+    }
+
+    /// Asks a job to stop. Returns false if it has no task (it is final).
+    pub fn cancel(&self, id: &str) -> bool {
+        match self.live.lock() {
+            Ok(live) => live
+                .get(id)
+                .map(|l| l.cancel.send(true).is_ok())
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the job still has a task.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.live
+            .lock()
+            .map(|l| l.contains_key(id))
+            .unwrap_or(false)
+    }
+
+    /// The job's log: live while it runs, from the file afterwards, `None` before it ran.
+    pub fn log(&self, id: &str) -> Option<LogStream> {
+        if let Ok(live) = self.live.lock()
+            && let Some(l) = live.get(id).and_then(|l| l.log.clone())
+        {
+            return Some(l);
+        }
+        let path = self.log_path(id);
+        path.exists().then(|| LogStream::finished(path))
+    }
+
+    fn fail(&self, id: &str, code: &str, reason: &str) {
+        let _ = self
+            .store
+            .finish(id, "failed", None, None, Some(reason), Some(code), None);
+    }
+
+    async fn process(&self, id: &str, mut cancel: watch::Receiver<bool>) {
+        let stopped = |me: &Self| {
+            let _ = me
+                .store
+                .finish(id, "stopped", None, None, Some("cancelled"), None, None);
+        };
+        // Wait for a slot (or a cancel).
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = tokio::select! {
+            p = self.slots.clone().acquire_owned() => p.ok(),
+            _ = cancelled(&mut cancel) => None,
+        };
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let Some(_permit) = permit else {
+            stopped(self);
+            return;
+        };
+        let Ok(Some(row)) = self.store.get(id) else {
+            return;
+        };
+        let sub: Submission = match serde_json::from_str(&row.request_json) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.fail(
+                    id,
+                    "bad_request",
+                    &format!("stored request unreadable: {e}"),
+                );
+            }
+        };
+        let job = match sub.spec.validate() {
+            Ok(j) => j,
+            Err(e) => return self.fail(id, "invalid_spec", &e.to_string()),
+        };
+
+        // Pack.
+        let _ = self.store.set_status(id, "packing");
+        let dir = self.job_dir(id);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return self.fail(
+                id,
+                "internal",
+                &format!("cannot create {}: {e}", dir.display()),
+            );
+        }
+        let upload = dir.join("upload");
+        let code_dir = upload.join("code");
+        let data_dir = upload.join("data");
+        let inputs = jobpack_core::PackInputs {
+            code_dir: code_dir.exists().then_some(code_dir),
+            data_dir: data_dir.exists().then_some(data_dir),
+        };
+        let art = self.artifact_path(id);
+        let packed = tokio::select! {
+            r = self.packager.pack_job_with(&job, &inputs, Some(&art)) => r,
+            _ = cancelled(&mut cancel) => return stopped(self),
+        };
+        let artifact = match packed {
+            Ok(a) => a,
+            Err(e) => {
+                return self.fail(
+                    id,
+                    error_code(&e),
+                    &format!("{e:#}", e = anyhow::Error::new(e)),
+                );
+            }
+        };
+        let _ = self.store.set_packed(
+            id,
+            &artifact.sha256,
+            artifact.size,
+            artifact.commit.as_deref(),
+        );
+        if !sub.run {
+            return;
+        }
+        if *cancel.borrow() {
+            return stopped(self);
+        }
+
+        // Unpack and run.
+        let work = self.work_dir(id);
+        let unpacked = {
+            let (art, work) = (art.clone(), work.clone());
+            tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(&work);
+                std::fs::create_dir_all(&work)?;
+                jobpack_core::archive::unpack(&art, &work, UnpackLimits::default())
+                    .map_err(anyhow::Error::new)
+            })
+            .await
+        };
+        if let Err(e) = unpacked
+            .map_err(anyhow::Error::new)
+            .and_then(|r| r.map(drop))
+        {
+            return self.fail(id, "unpack_failed", &format!("{e:#}"));
+        }
+        let mut req = RunRequest::new(&work, self.log_path(id));
+        req.limits = sub.limits.clone();
+        req.network = sub.network;
+        let handle: Arc<dyn RunHandle> = match self.executor.start(req).await {
+            Ok(h) => Arc::from(h),
+            Err(e) => return self.fail(id, "run_failed", &format!("{:#}", anyhow::Error::new(e))),
+        };
+        if let Ok(mut live) = self.live.lock()
+            && let Some(l) = live.get_mut(id)
+        {
+            l.log = Some(handle.logs());
+        }
+        let _ = self.store.set_status(id, "running");
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let mut wait = handle.wait();
+        let outcome = tokio::select! {
+            o = &mut wait => o,
+            _ = cancelled(&mut cancel) => {
+                handle.cancel(self.grace);
+                wait.await
+            }
+        };
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.store.finish(
+            id,
+            outcome.status.as_str(),
+            outcome.exit_code,
+            outcome.signal,
+            outcome.reason.as_deref(),
+            None,
+            serde_json::to_string(&outcome).ok().as_deref(),
+        );
+    }
+
+    /// Removes a job's files.
+    pub fn remove_files(&self, id: &str) -> std::io::Result<()> {
+        let dir = self.job_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Resolves when the job's cancel switch is set (never, if its sender is gone without it).
+async fn cancelled(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A stable error code for a pack failure.
+fn error_code(e: &jobpack_core::Error) -> &'static str {
+    use jobpack_core::Error as E;
+    match e {
+        E::Spec(_) => "invalid_spec",
+        E::Git(
+            jobpack_core::GitError::UnknownCommit { .. } | jobpack_core::GitError::Ambiguous { .. },
+        ) => "unknown_commit",
+        E::Git(jobpack_core::GitError::AuthRequired { .. }) => "auth_required",
+        E::Git(jobpack_core::GitError::Unreachable { .. }) => "repository_unreachable",
+        E::Git(_) => "git_failed",
+        E::Fetch(jobpack_core::FetchError::HashMismatch { .. }) => "data_hash_mismatch",
+        E::Fetch(_) => "download_failed",
+        E::Policy(_) => "forbidden",
+        _ => "pack_failed",
+    }
+}
+
+/// A job row's final-or-not state, for the API.
+pub fn row_is_final(r: &JobRow) -> bool {
+    is_final(&r.status, r.run)
+}
+
+/// Checks that `p` is inside `root` after resolving links (for file downloads).
+pub fn resolve_inside(root: &Path, rel: &str) -> Option<PathBuf> {
+    let rel = jobpack_core::spec::normalise_rel_path(rel).ok()?;
+    let root = root.canonicalize().ok()?;
+    let p = root.join(rel).canonicalize().ok()?;
+    (p.starts_with(&root) && p.is_file()).then_some(p)
+}

@@ -1,0 +1,277 @@
+//! Persistence: one SQLite file in the data directory (WAL mode), schema migrations kept in
+//! `migrations/` and applied in order at start. Every state change of a job is one UPDATE, so a
+//! crash leaves each job in the last state it reached.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_jobs", include_str!("../../migrations/0001_jobs.sql"))];
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    pub id: String,
+    pub name: Option<String>,
+    pub status: String,
+    pub source: String,
+    pub request_json: String,
+    pub run: bool,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: Option<String>,
+    pub error_code: Option<String>,
+    pub artifact_sha256: Option<String>,
+    pub artifact_size: Option<i64>,
+    pub commit_id: Option<String>,
+    pub outcome_json: Option<String>,
+}
+
+/// Statuses a job cannot leave.
+pub const FINAL: &[&str] = &[
+    "completed",
+    "failed",
+    "stopped",
+    "timed_out",
+    "oom_killed",
+    "limit_exceeded",
+];
+
+pub fn is_final(status: &str, run: bool) -> bool {
+    FINAL.contains(&status) || (!run && status == "packed")
+}
+
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: r.get("id")?,
+        name: r.get("name")?,
+        status: r.get("status")?,
+        source: r.get("source")?,
+        request_json: r.get("request_json")?,
+        run: r.get::<_, i64>("run")? != 0,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+        started_at: r.get("started_at")?,
+        finished_at: r.get("finished_at")?,
+        exit_code: r.get("exit_code")?,
+        signal: r.get("signal")?,
+        reason: r.get("reason")?,
+        error_code: r.get("error_code")?,
+        artifact_sha256: r.get("artifact_sha256")?,
+        artifact_size: r.get("artifact_size")?,
+        commit_id: r.get("commit_id")?,
+        outcome_json: r.get("outcome_json")?,
+    })
+}
+
+/// Filters for listing jobs.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub name: Option<String>,
+    pub limit: u32,
+    pub offset: u32,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)",
+        )?;
+        for (name, sql) in MIGRATIONS {
+            let done: Option<String> = conn
+                .query_row(
+                    "SELECT name FROM schema_migrations WHERE name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if done.is_none() {
+                let tx = conn.unchecked_transaction()?;
+                tx.execute_batch(sql)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?1, ?2)",
+                    params![name, now()],
+                )?;
+                tx.commit()?;
+            }
+        }
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
+        let c = self
+            .conn
+            .lock()
+            .map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
+        Ok(f(&c)?)
+    }
+
+    pub fn insert(&self, j: &JobRow) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO jobs (id, name, status, source, request_json, run, created_at, \
+                 updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    j.id,
+                    j.name,
+                    j.status,
+                    j.source,
+                    j.request_json,
+                    j.run as i64,
+                    j.created_at,
+                    j.updated_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn get(&self, id: &str) -> anyhow::Result<Option<JobRow>> {
+        self.with(|c| {
+            c.query_row("SELECT * FROM jobs WHERE id = ?1", [id], row)
+                .optional()
+        })
+    }
+
+    pub fn list(&self, f: &ListFilter) -> anyhow::Result<(Vec<JobRow>, u64)> {
+        self.with(|c| {
+            let where_ = "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2)";
+            let total: i64 = c.query_row(
+                &format!("SELECT COUNT(*) FROM jobs {where_}"),
+                params![f.status, f.name],
+                |r| r.get(0),
+            )?;
+            let mut st = c.prepare(&format!(
+                "SELECT * FROM jobs {where_} ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4"
+            ))?;
+            let rows = st
+                .query_map(params![f.status, f.name, f.limit, f.offset], row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total as u64))
+        })
+    }
+
+    /// Ids of jobs in `status`, oldest first.
+    pub fn ids_with_status(&self, status: &str) -> anyhow::Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id FROM jobs WHERE status = ?1 ORDER BY created_at")?;
+            st.query_map([status], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// Sets the status (and `started_at` when entering `running`).
+    pub fn set_status(&self, id: &str, status: &str) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET status = ?2, updated_at = ?3, \
+                 started_at = CASE WHEN ?2 = 'running' THEN ?3 ELSE started_at END WHERE id = ?1",
+                params![id, status, now()],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn set_packed(
+        &self,
+        id: &str,
+        sha256: &str,
+        size: u64,
+        commit: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET status = 'packed', updated_at = ?2, artifact_sha256 = ?3, \
+                 artifact_size = ?4, commit_id = ?5 WHERE id = ?1",
+                params![id, now(), sha256, size as i64, commit],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Records a final state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish(
+        &self,
+        id: &str,
+        status: &str,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        reason: Option<&str>,
+        error_code: Option<&str>,
+        outcome_json: Option<&str>,
+    ) -> anyhow::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET status = ?2, updated_at = ?3, finished_at = ?3, exit_code = ?4, \
+                 signal = ?5, reason = ?6, error_code = ?7, outcome_json = ?8 WHERE id = ?1",
+                params![
+                    id,
+                    status,
+                    now(),
+                    exit_code,
+                    signal,
+                    reason,
+                    error_code,
+                    outcome_json
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn delete(&self, id: &str) -> anyhow::Result<bool> {
+        self.with(|c| {
+            c.execute("DELETE FROM jobs WHERE id = ?1", [id])
+                .map(|n| n > 0)
+        })
+    }
+
+    /// Counts by status (for metrics).
+    pub fn counts(&self) -> anyhow::Result<Vec<(String, u64)>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect()
+        })
+    }
+
+    /// Durations of finished jobs, seconds from creation to finish (for metrics).
+    pub fn durations(&self) -> anyhow::Result<(u64, f64)> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(finished_at - created_at), 0) FROM jobs \
+                 WHERE finished_at IS NOT NULL",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+        })
+    }
+}
