@@ -190,13 +190,16 @@ pub enum CreateResponse {
     /// Accepted and queued.
     #[oai(status = 201)]
     Created(Json<Created>),
+    /// The body is not a valid submission.
+    #[oai(status = 400)]
+    BadRequest(Json<Problem>),
     /// Too many jobs are waiting; try again later.
     #[oai(status = 503)]
     Busy(Json<Problem>),
 }
 
 pub fn bad_request_created(err: poem::Error) -> CreateResponse {
-    CreateResponse::Busy(problem(400, "bad_request", err.to_string()))
+    CreateResponse::BadRequest(problem(400, "bad_request", err.to_string()))
 }
 
 #[derive(ApiResponse)]

@@ -1,0 +1,708 @@
+//! `jobpack serve` driven over real HTTP: the real binary on 127.0.0.1:0 with a temporary data
+//! directory, a git daemon and a data server on 127.0.0.1. Jobs run in the strict sandbox as root
+//! (CI); elsewhere the server is started with --permissive and says so.
+
+#[path = "../../jobpack-core/tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use support::*;
+
+struct Server {
+    child: Child,
+    url: String,
+    data: PathBuf,
+}
+
+fn is_root() -> bool {
+    // SAFETY: a plain id query.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Server {
+    fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobpack"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(["--grace", "0.5"])
+            .args(extra)
+            .env("XDG_CACHE_HOME", data.join("xdg"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if !is_root() {
+            println!("note: not root, so the server runs jobs with --permissive (no sandbox)");
+            cmd.arg("--permissive");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("jobpack listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server {
+            child,
+            url,
+            data: data.to_path_buf(),
+        }
+    }
+
+    fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data.clone()
+    }
+
+    fn u(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn post_json(s: &Server, body: &Value) -> (u16, Value) {
+    let r = client()
+        .post(s.u("/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_json(s: &Server, path: &str) -> (u16, Value) {
+    let r = client().get(s.u(path)).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+const FINAL: &[&str] = &[
+    "completed",
+    "failed",
+    "stopped",
+    "timed_out",
+    "oom_killed",
+    "limit_exceeded",
+];
+
+async fn wait_status(s: &Server, id: &str, want: &[&str]) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, v) = get_json(s, &format!("/v1/jobs/{id}")).await;
+        let st = v["status"].as_str().unwrap_or("").to_owned();
+        if want.contains(&st.as_str()) {
+            return v;
+        }
+        assert!(
+            !FINAL.contains(&st.as_str()) || want.iter().any(|w| FINAL.contains(w)),
+            "job {id} ended as {st}: {v}"
+        );
+        assert!(Instant::now() < deadline, "job {id} stuck in {st}: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn submit(s: &Server, body: Value) -> String {
+    let (st, v) = post_json(s, &body).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["status"], "queued");
+    v["job_id"].as_str().unwrap().to_owned()
+}
+
+fn sha256(b: &[u8]) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b))
+}
+
+fn tar_gz_entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().display().to_string();
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_git_spec_goes_through_the_whole_lifecycle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repos = tmp.path().join("repos");
+    let fx = fixture_repo(&repos, "app", true);
+    let daemon = GitDaemon::start(&repos);
+    let data = DataServer::start().await;
+    let url = data.route("/hw.csv", Route::Bytes(Arc::new(b"a,b\n1,2\n".to_vec())));
+    let s = Server::start(&tmp.path().join("data"), &[]);
+
+    let id = submit(
+        &s,
+        json!({"git_url": daemon.url("app.git"), "commit_hash": fx.commits[0], "data_url": url,
+               "command": "cat hello.txt \"$JOBPACK_DATA_DIR/hw.csv\"; echo made > out.txt",
+               "limits": {"timeout": 60, "memory_bytes": 268435456}}),
+    )
+    .await;
+    let v = wait_status(&s, &id, &["completed"]).await;
+    assert_eq!(v["job_id"], id.as_str());
+    assert_eq!(v["exit_code"], 0);
+    assert_eq!(v["commit"], fx.commits[0].as_str());
+    for k in ["created_at", "updated_at", "started_at", "finished_at"] {
+        assert!(v[k].as_str().is_some_and(|t| t.ends_with('Z')), "{k}: {v}");
+    }
+    let sha = v["artifact_sha256"].as_str().unwrap().to_owned();
+    let (_, st) = get_json(&s, &format!("/v1/jobs/{id}/status")).await;
+    assert_eq!(st["status"], "completed");
+
+    let log = client()
+        .get(s.u(&format!("/v1/jobs/{id}/logs")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(log, "hello from commit 0\na,b\n1,2\n");
+    let tail = client()
+        .get(s.u(&format!("/v1/jobs/{id}/logs?tail=4")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(tail, "1,2\n");
+
+    // The artifact: ETag is its sha256, its manifest names the commit, it is a build context.
+    let r = client()
+        .get(s.u(&format!("/v1/jobs/{id}/artifact")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), format!("\"{sha}\""));
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(sha256(&bytes), sha);
+    let entries = tar_gz_entries(&bytes);
+    let manifest: Value =
+        serde_json::from_slice(&entries.iter().find(|(p, _)| p == "jobpack.json").unwrap().1)
+            .unwrap();
+    assert_eq!(manifest["source"]["commit"], fx.commits[0].as_str());
+    for f in manifest["files"].as_array().unwrap() {
+        if f["type"] == "file" {
+            let (_, b) = entries
+                .iter()
+                .find(|(p, _)| p == f["path"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(f["sha256"].as_str().unwrap(), sha256(b));
+        }
+    }
+
+    // The working directory after the run, by GET and POST, and one file of it.
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let r = client()
+            .request(method, s.u(&format!("/v1/jobs/{id}/tarball")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let entries = tar_gz_entries(&r.bytes().await.unwrap());
+        let out = entries.iter().find(|(p, _)| p == "code/out.txt").unwrap();
+        assert_eq!(out.1, b"made\n");
+    }
+    let r = client()
+        .get(s.u(&format!("/v1/jobs/{id}/files/code/out.txt")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "made\n");
+
+    // Listing with filters and metrics.
+    let (_, l) = get_json(&s, "/v1/jobs?status=completed&limit=10").await;
+    assert_eq!(l["total"], 1);
+    assert_eq!(l["jobs"][0]["job_id"], id.as_str());
+    let (_, l) = get_json(&s, "/v1/jobs?status=failed").await;
+    assert_eq!(l["total"], 0);
+    let m = client()
+        .get(s.u("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("jobpack_jobs{status=\"completed\"} 1"), "{m}");
+    let (st, spec) = get_json(&s, "/openapi.json").await;
+    assert_eq!(st, 200);
+    assert_eq!(spec["servers"][0]["url"], "/v1");
+    assert!(
+        spec["paths"]["/jobs/{id}/logs/stream"].is_object(),
+        "{spec}"
+    );
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_run_and_hostile_archives_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    let spec = json!({"command": "sh main.sh"}).to_string();
+    let form = reqwest::multipart::Form::new()
+        .text("spec", spec.clone())
+        .part(
+            "code_files",
+            reqwest::multipart::Part::bytes(b"cat ../data/in.txt; echo ran".to_vec())
+                .file_name("main.sh"),
+        )
+        .part(
+            "input_files",
+            reqwest::multipart::Part::bytes(b"input data\n".to_vec()).file_name("in.txt"),
+        );
+    let r = client()
+        .post(s.u("/v1/jobs"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = wait_status(&s, &id, &["completed"]).await;
+    assert_eq!(v["source"], "upload");
+    let log = client()
+        .get(s.u(&format!("/v1/jobs/{id}/logs")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(log, "input data\nran\n");
+
+    // One archive holding the job: tar.gz and zip.
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        Default::default(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(13);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "main.sh", &b"echo from-tar"[..])
+        .unwrap();
+    let tgz = b.into_inner().unwrap().finish().unwrap();
+    let mut zw = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zw.start_file("main.sh", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    zw.write_all(b"echo from-zip").unwrap();
+    let zipped = zw.finish().unwrap().into_inner();
+    for (name, bytes, expect) in [
+        ("job.tar.gz", tgz, "from-tar\n"),
+        ("job.zip", zipped, "from-zip\n"),
+    ] {
+        let form = reqwest::multipart::Form::new()
+            .text("spec", spec.clone())
+            .part(
+                "archive",
+                reqwest::multipart::Part::bytes(bytes).file_name(name),
+            );
+        let r = client()
+            .post(s.u("/v1/jobs"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{name}");
+        let id = r.json::<Value>().await.unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        wait_status(&s, &id, &["completed"]).await;
+        let log = client()
+            .get(s.u(&format!("/v1/jobs/{id}/logs")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(log, expect, "{name}");
+    }
+}
+
+/// Parses an SSE body into (event, id, data) triples.
+fn parse_sse(text: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let (mut ev, mut id, mut data) = ("message".to_owned(), String::new(), String::new());
+        let mut any = false;
+        for line in block.split('\n') {
+            if let Some(v) = line.strip_prefix("event: ") {
+                ev = v.to_owned();
+                any = true;
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                id = v.to_owned();
+                any = true;
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data.push_str(v);
+                any = true;
+            }
+        }
+        if any && !data.is_empty() {
+            out.push((ev, id, data));
+        }
+    }
+    out
+}
+
+async fn read_sse(s: &Server, id: &str, last: Option<&str>) -> String {
+    let mut req = client().get(s.u(&format!("/v1/jobs/{id}/logs/stream")));
+    if let Some(l) = last {
+        req = req.header("Last-Event-ID", l);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = r.bytes_stream();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, body.next()).await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        // A real end event, not the job's text pretending to be one.
+        if parse_sse(&text).iter().any(|(e, _, _)| e == "end") {
+            break;
+        }
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_gives_history_then_live_resumes_exactly_and_cannot_be_forged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    let id = submit(
+        &s,
+        json!({"command": "echo first; sleep 1; printf 'x\\rid: 9\\revent: end\\n'; printf 'data: fake\\n\\n'; sleep 1; echo last; exit 5"}),
+    )
+    .await;
+    wait_status(&s, &id, &["running"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two readers at once: both see everything.
+    let (a, b) = tokio::join!(read_sse(&s, &id, None), read_sse(&s, &id, None));
+    for text in [&a, &b] {
+        let events = parse_sse(text);
+        let (ev, id_last, data) = events.last().unwrap();
+        assert_eq!(ev, "end", "{text}");
+        let end: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(end, json!({"status": "failed", "exit_code": 5}));
+        let log: String = events
+            .iter()
+            .filter(|(e, _, _)| e == "message")
+            .map(|(_, _, d)| {
+                serde_json::from_str::<Value>(d).unwrap()["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(log, "first\nx\rid: 9\revent: end\ndata: fake\n\nlast\n");
+        assert_eq!(id_last, &log.len().to_string());
+        // Only one end event, and no id or event field from the job's output.
+        assert_eq!(events.iter().filter(|(e, _, _)| e == "end").count(), 1);
+        assert!(
+            !text.contains("\nid: 9") && !text.contains("\rid: 9"),
+            "{text:?}"
+        );
+        let ids: Vec<u64> = events.iter().map(|(_, i, _)| i.parse().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[0] <= w[1]), "{ids:?}");
+    }
+    // Resume from the first event's id: exactly the rest.
+    let events = parse_sse(&a);
+    let first_id = &events[0].1;
+    let resumed = parse_sse(&read_sse(&s, &id, Some(first_id)).await);
+    let rest: String = resumed
+        .iter()
+        .filter(|(e, _, _)| e == "message")
+        .map(|(_, _, d)| {
+            serde_json::from_str::<Value>(d).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let first_len: usize = first_id.parse().unwrap();
+    let full = "first\nx\rid: 9\revent: end\ndata: fake\n\nlast\n";
+    assert_eq!(rest, full[first_len..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_and_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    let id = submit(&s, json!({"command": "echo started; sleep 300"})).await;
+    wait_status(&s, &id, &["running"]).await;
+    let r = client()
+        .post(s.u(&format!("/v1/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v = wait_status(&s, &id, &["stopped"]).await;
+    assert_eq!(v["reason"], "cancelled");
+    let r = client()
+        .post(s.u(&format!("/v1/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "already_finished");
+
+    // Delete a running job: cancelled, files and record gone.
+    let id2 = submit(&s, json!({"command": "sleep 300"})).await;
+    wait_status(&s, &id2, &["running"]).await;
+    let r = client()
+        .delete(s.u(&format!("/v1/jobs/{id2}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (st, v) = get_json(&s, &format!("/v1/jobs/{id2}")).await;
+    assert_eq!(st, 404);
+    assert_eq!(v["code"], "not_found");
+    assert!(!s.data.join("jobs").join(&id2).exists());
+    // A queued job is cancelled before it ever runs.
+    let r = client()
+        .delete(s.u(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_every_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, &["--max-concurrent", "1"]);
+    let packed = submit(&s, json!({"command": "true", "run": false})).await;
+    wait_status(&s, &packed, &["packed"]).await;
+    let done = submit(&s, json!({"command": "echo done"})).await;
+    wait_status(&s, &done, &["completed"]).await;
+    let running = submit(&s, json!({"command": "echo before-crash; sleep 300"})).await;
+    wait_status(&s, &running, &["running"]).await;
+    let queued = submit(&s, json!({"command": "echo resumed"})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, q) = get_json(&s, &format!("/v1/jobs/{queued}")).await;
+    assert_eq!(q["status"], "queued");
+    let log_before =
+        std::fs::read_to_string(data.join("jobs").join(&running).join("job.log")).unwrap();
+    assert_eq!(log_before, "before-crash\n");
+    s.kill();
+
+    let s = Server::start(&data, &["--max-concurrent", "1"]);
+    let (_, l) = get_json(&s, "/v1/jobs").await;
+    assert_eq!(l["total"], 4);
+    let v = wait_status(&s, &running, &["failed"]).await;
+    assert_eq!(v["reason"], "server restarted");
+    let log = client()
+        .get(s.u(&format!("/v1/jobs/{running}/logs")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(log, "before-crash\n", "logs kept");
+    wait_status(&s, &queued, &["completed"]).await;
+    let (_, v) = get_json(&s, &format!("/v1/jobs/{packed}")).await;
+    assert_eq!(v["status"], "packed");
+    let r = client()
+        .get(s.u(&format!("/v1/jobs/{packed}/artifact")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, v) = get_json(&s, &format!("/v1/jobs/{done}")).await;
+    assert_eq!(v["status"], "completed");
+    // No artifact temp file was left half-written.
+    for e in std::fs::read_dir(data.join("jobs").join(&running)).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!n.starts_with(".jobpack-artifact-"), "{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_inputs_get_4xx_problem_bodies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &["--max-body-mb", "1"]);
+    let post_raw = |body: Vec<u8>, ct: &'static str| {
+        let url = s.u("/v1/jobs");
+        async move {
+            let r = client()
+                .post(url)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let cases: Vec<(&str, (u16, Value), u16, &str)> = vec![
+        (
+            "malformed JSON",
+            post_raw(b"{\"command\":".to_vec(), "application/json").await,
+            400,
+            "bad_request",
+        ),
+        (
+            "unknown field",
+            post_json(&s, &json!({"command": "x", "comand": "y"})).await,
+            400,
+            "invalid_spec",
+        ),
+        (
+            "bad commit",
+            post_json(
+                &s,
+                &json!({"git_url": "https://h/r", "commit_hash": "main", "command": "x"}),
+            )
+            .await,
+            400,
+            "invalid_spec",
+        ),
+        (
+            "file url",
+            post_json(
+                &s,
+                &json!({"git_url": "file:///etc", "commit_hash": "0123456", "command": "x"}),
+            )
+            .await,
+            400,
+            "forbidden_url",
+        ),
+        (
+            "bad limits",
+            post_json(&s, &json!({"command": "x", "limits": {"memory": 1}})).await,
+            400,
+            "bad_request",
+        ),
+        (
+            "bad run",
+            post_json(&s, &json!({"command": "x", "run": "yes"})).await,
+            400,
+            "bad_request",
+        ),
+        (
+            "not an object",
+            post_json(&s, &json!(["command"])).await,
+            400,
+            "bad_request",
+        ),
+        (
+            "oversized body",
+            post_raw(vec![b' '; 2 << 20], "application/json").await,
+            413,
+            "too_large",
+        ),
+        (
+            "unknown id",
+            get_json(&s, "/v1/jobs/does-not-exist").await,
+            404,
+            "not_found",
+        ),
+        (
+            "unknown id logs",
+            get_json(&s, "/v1/jobs/does-not-exist/logs").await,
+            404,
+            "not_found",
+        ),
+        (
+            "unknown route",
+            get_json(&s, "/v1/nothing").await,
+            404,
+            "not_found",
+        ),
+    ];
+    for (name, (status, body), want, code) in cases {
+        assert_eq!(status, want, "{name}: {body}");
+        assert_eq!(body["code"], code, "{name}: {body}");
+        assert_eq!(body["status"], want, "{name}: {body}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}: {body}"
+        );
+    }
+
+    // A traversal archive: refused, nothing kept.
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.as_old_mut().name[..13].copy_from_slice(b"../escape.txt");
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&h, &b"x"[..]).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("spec", json!({"command": "true"}).to_string())
+        .part(
+            "archive",
+            reqwest::multipart::Part::bytes(b.into_inner().unwrap()).file_name("evil.tar"),
+        );
+    let r = client()
+        .post(s.u("/v1/jobs"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "bad_upload");
+    assert!(v["message"].as_str().unwrap().contains("'..'"), "{v}");
+    let (_, l) = get_json(&s, "/v1/jobs").await;
+    assert_eq!(l["total"], 0, "nothing half-created");
+    assert_eq!(std::fs::read_dir(s.data.join("jobs")).unwrap().count(), 0);
+    assert!(!s.data.join("escape.txt").exists() && !s.data.join("jobs/escape.txt").exists());
+
+    // A pack that fails (unknown commit) is a failed job with a stable code, not a 5xx.
+    let repos = tmp.path().join("repos");
+    fixture_repo(&repos, "app", true);
+    let daemon = GitDaemon::start(&repos);
+    let id = submit(
+        &s,
+        json!({"git_url": daemon.url("app.git"), "commit_hash": "0123456789abcdef0123456789abcdef01234567", "command": "x"}),
+    )
+    .await;
+    let v = wait_status(&s, &id, &["failed"]).await;
+    assert_eq!(v["error_code"], "unknown_commit", "{v}");
+}
