@@ -34,6 +34,11 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Err(err) = server::apply_config_file(&args) {
+        eprintln!("error: {err:#}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Commands::Pack(args) => pack_cmd::run(args),

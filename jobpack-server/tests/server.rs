@@ -706,3 +706,51 @@ async fn bad_inputs_get_4xx_problem_bodies() {
     let v = wait_status(&s, &id, &["failed"]).await;
     assert_eq!(v["error_code"], "unknown_commit", "{v}");
 }
+
+#[test]
+fn a_config_file_is_read_below_flags_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("from-config");
+    let cfg = tmp.path().join("jobpack.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nmax_concurrent = 2\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jobpack"))
+        .args(["serve", "--config", cfg.to_str().unwrap(), "--permissive"])
+        .env_remove("JOBPACK_DATA_DIR")
+        .env_remove("JOBPACK_LISTEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("jobpack listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    assert!(
+        data.join("jobpack.db").exists(),
+        "data_dir from the config file not used"
+    );
+
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\nmax_concurent = 2\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jobpack"))
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid config file") && err.contains("max_concurent"),
+        "{err}"
+    );
+}

@@ -20,9 +20,14 @@ pub mod store;
 use jobpack_core::exec::{IsolationMode, LocalExecutor, LocalExecutorConfig};
 use jobpack_core::{Packager, PackagerConfig};
 
-/// Options of `jobpack serve`. Each flag can also come from its `JOBPACK_*` variable.
+/// Options of `jobpack serve`. Each flag can also come from its `JOBPACK_*` variable or from the
+/// config file (`--config`); flags win over variables, variables over the file.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// A TOML file with any of: listen, data_dir, max_concurrent, max_queued, max_body_mb, grace,
+    /// permissive, allow_file_urls.
+    #[arg(long, env = "JOBPACK_CONFIG")]
+    config: Option<PathBuf>,
     /// Address to listen on (port 0: any free port, printed at start).
     #[arg(long, env = "JOBPACK_LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
@@ -47,6 +52,71 @@ pub struct ServeArgs {
     /// Allow file:// git URLs (the server's own file system). Off by default.
     #[arg(long, env = "JOBPACK_ALLOW_FILE_URLS")]
     allow_file_urls: bool,
+}
+
+/// The config file's keys (all optional; unknown keys are an error).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_concurrent: Option<u64>,
+    max_queued: Option<u64>,
+    max_body_mb: Option<u64>,
+    grace: Option<f64>,
+    permissive: Option<bool>,
+    allow_file_urls: Option<bool>,
+}
+
+/// If `jobpack serve` is given a config file (`--config FILE`, `--config=FILE` or
+/// `JOBPACK_CONFIG`), turns its keys into the `JOBPACK_*` variables that are not set yet, so that
+/// clap applies them below flags and real environment variables. Call before any thread starts.
+pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
+    if args.get(1).map(String::as_str) != Some("serve") {
+        return Ok(());
+    }
+    let from_flag = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
+            (a == "--config")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(path) = from_flag.or_else(|| std::env::var("JOBPACK_CONFIG").ok()) else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the config file {path}"))?;
+    let c: ConfigFile =
+        toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
+    let pairs: [(&str, Option<String>); 8] = [
+        ("JOBPACK_LISTEN", c.listen),
+        (
+            "JOBPACK_DATA_DIR",
+            c.data_dir.map(|d| d.display().to_string()),
+        ),
+        (
+            "JOBPACK_MAX_CONCURRENT",
+            c.max_concurrent.map(|v| v.to_string()),
+        ),
+        ("JOBPACK_MAX_QUEUED", c.max_queued.map(|v| v.to_string())),
+        ("JOBPACK_MAX_BODY_MB", c.max_body_mb.map(|v| v.to_string())),
+        ("JOBPACK_GRACE", c.grace.map(|v| v.to_string())),
+        ("JOBPACK_PERMISSIVE", c.permissive.map(|v| v.to_string())),
+        (
+            "JOBPACK_ALLOW_FILE_URLS",
+            c.allow_file_urls.map(|v| v.to_string()),
+        ),
+    ];
+    for (k, v) in pairs {
+        if let Some(v) = v
+            && std::env::var_os(k).is_none()
+        {
+            // SAFETY: called from main before the runtime or any other thread exists.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+    Ok(())
 }
 
 /// A request body reader that fails once more than `left` bytes have come (for bodies sent
@@ -76,6 +146,9 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CappedBody<R> {
         r
     }
 }
+
+/// Oversized bodies up to this size are read and dropped before the 413 is sent.
+const DRAIN_LIMIT: u64 = 64 << 20;
 
 fn problem_response(status: StatusCode, message: String) -> Response {
     let code = match status {
@@ -108,6 +181,12 @@ async fn edge<E: poem::Endpoint>(
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(n) if n > max_body => {
+            // Read (and drop) a bounded amount of the body first: a client still sending would
+            // otherwise see a broken pipe instead of this answer.
+            if n <= DRAIN_LIMIT {
+                let mut body = req.take_body().into_async_read();
+                let _ = tokio::io::copy(&mut body, &mut tokio::io::sink()).await;
+            }
             return Ok(problem_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the request body is {n} bytes; this server takes at most {max_body}"),

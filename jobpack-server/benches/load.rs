@@ -1,0 +1,177 @@
+//! Load through HTTP: `cargo bench -p jobpack-server --bench load` (as root for the sandbox;
+//! otherwise the server runs with --permissive and the numbers say so).
+//!
+//! Starts the real `jobpack serve` on 127.0.0.1:0 with a temporary data directory, submits
+//! `BENCH_JOBS` (default 200) trivial jobs from 16 concurrent clients, waits until all have
+//! completed, and prints submitted-to-running latency (the server's own created_at and started_at)
+//! p50/p99, the HTTP submit latency p50/p99, and completed jobs per second.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn secs(t: &str) -> f64 {
+    let st = humantime::parse_rfc3339(t).expect("rfc3339");
+    st.duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let jobs: usize = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let conc: usize = std::env::var("BENCH_CONCURRENT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let tmp = tempfile::tempdir().unwrap();
+    // SAFETY: a plain id query.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobpack"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path())
+        .args(["--max-concurrent", &conc.to_string()])
+        .stdout(Stdio::piped());
+    if !root {
+        cmd.arg("--permissive");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("jobpack listening on ")
+        .unwrap()
+        .to_owned();
+    let client = reqwest::Client::new();
+
+    let t0 = Instant::now();
+    let mut submit_ms = Vec::new();
+    let mut ids = Vec::new();
+    let body = serde_json::json!({"command": "echo ok"}).to_string();
+    for chunk in (0..jobs).collect::<Vec<_>>().chunks(16) {
+        let futs = chunk.iter().map(|_| {
+            let (c, u, b) = (client.clone(), format!("{url}/v1/jobs"), body.clone());
+            async move {
+                let t = Instant::now();
+                let r = c
+                    .post(u)
+                    .header("content-type", "application/json")
+                    .body(b)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                let v: Value = r.json().await.unwrap();
+                (
+                    t.elapsed().as_secs_f64() * 1e3,
+                    v["job_id"].as_str().unwrap().to_owned(),
+                )
+            }
+        });
+        for (ms, id) in futures_util::future::join_all(futs).await {
+            submit_ms.push(ms);
+            ids.push(id);
+        }
+    }
+    // Wait for all to finish.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let v: Value = client
+            .get(format!("{url}/v1/jobs?status=completed&limit=1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["total"].as_u64().unwrap() as usize == jobs {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs did not complete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let mut to_running = Vec::new();
+    for id in &ids {
+        let v: Value = client
+            .get(format!("{url}/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        to_running.push(
+            (secs(v["started_at"].as_str().unwrap()) - secs(v["created_at"].as_str().unwrap()))
+                * 1e3,
+        );
+    }
+    // Unloaded: one job at a time, so the latency is the server's own, not the queue's.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let r = client
+            .post(format!("{url}/v1/jobs"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let id = r.json::<Value>().await.unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        loop {
+            let v: Value = client
+                .get(format!("{url}/v1/jobs/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["status"] == "completed" {
+                idle.push(
+                    (secs(v["started_at"].as_str().unwrap())
+                        - secs(v["created_at"].as_str().unwrap()))
+                        * 1e3,
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "unloaded (one job at a time, 20 runs): submitted->running p50 {:.1} ms, p99 {:.1} ms",
+        pct(&mut idle, 0.5),
+        pct(&mut idle, 0.99)
+    );
+    println!(
+        "burst of {jobs} trivial jobs, --max-concurrent {conc}, isolation {}: submitted->running (queueing included) p50 {:.1} ms, p99 {:.1} ms; \
+         HTTP submit p50 {:.1} ms, p99 {:.1} ms; {:.1} jobs/s completed end to end",
+        if root {
+            "namespaces"
+        } else {
+            "none (not root)"
+        },
+        pct(&mut to_running, 0.5),
+        pct(&mut to_running, 0.99),
+        pct(&mut submit_ms, 0.5),
+        pct(&mut submit_ms, 0.99),
+        jobs as f64 / elapsed
+    );
+}
