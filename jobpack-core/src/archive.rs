@@ -378,14 +378,10 @@ pub fn unpack(src: &Path, dest: &Path, limits: UnpackLimits) -> Result<u64, Unpa
             reason,
         };
         let path = std::str::from_utf8(&raw).map_err(|_| refuse("the name is not UTF-8"))?;
-        if path.starts_with('/') {
-            return Err(refuse("absolute path"));
+        if path.trim_end_matches('/') == "." || path.is_empty() {
+            continue;
         }
-        let rel = match crate::spec::normalise_rel_path(path) {
-            Ok(p) => p,
-            Err(_) if path.trim_end_matches('/') == "." || path.is_empty() => continue,
-            Err(_) => return Err(refuse("the path is empty, has '..' or control characters")),
-        };
+        let rel = checked_rel(path).map_err(refuse)?;
         let kind = entry.header().entry_type();
         if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
             return Err(refuse("only files, directories and symlinks are allowed"));
@@ -394,48 +390,17 @@ pub fn unpack(src: &Path, dest: &Path, limits: UnpackLimits) -> Result<u64, Unpa
         if total > limits.max_total_bytes {
             return Err(UnpackError::TooLarge(limits.max_total_bytes));
         }
-        // No component before the last may be a symlink (or anything but a directory).
-        let target = dest.join(&rel);
-        let mut cur = dest.to_path_buf();
-        let parts: Vec<&str> = rel.split('/').collect();
-        for part in &parts[..parts.len() - 1] {
-            cur.push(part);
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(refuse("its path goes through a symlink or a file")),
-                Err(_) => {
-                    fs::create_dir(&cur).map_err(io(&cur))?;
-                    fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
-                        .map_err(io(&cur))?;
-                }
-            }
-        }
+        let target = make_parents(dest, &rel, &shown)?;
         if kind.is_dir() {
-            match fs::symlink_metadata(&target) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(refuse("a directory would replace a file or symlink")),
-                Err(_) => fs::create_dir(&target).map_err(io(&target))?,
-            }
-        } else if fs::symlink_metadata(&target).is_ok() {
-            return Err(refuse("the path appears twice"));
+            make_dir(&target, &shown)?;
         } else if kind.is_symlink() {
             let link = entry
                 .link_name_bytes()
                 .ok_or_else(|| refuse("a symlink without a target"))?;
-            if limits.contained_links && !link_stays_inside(&rel, &link) {
-                return Err(refuse("a symlink pointing outside the archive"));
-            }
-            use std::os::unix::ffi::OsStrExt;
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &target)
-                .map_err(io(&target))?;
+            make_link(&rel, &link, &target, limits.contained_links, &shown)?;
             continue;
         } else {
-            let mut out = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&target)
-                .map_err(io(&target))?;
-            io::copy(&mut entry, &mut out).map_err(io(&target))?;
+            make_file(&mut entry, &target, &shown)?;
         }
         let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
         let mode = if kind.is_dir() {
@@ -446,6 +411,104 @@ pub fn unpack(src: &Path, dest: &Path, limits: UnpackLimits) -> Result<u64, Unpa
         fs::set_permissions(&target, fs::Permissions::from_mode(mode)).map_err(io(&target))?;
     }
     Ok(entries)
+}
+
+fn refused(path: &str, reason: &'static str) -> UnpackError {
+    UnpackError::Refused {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// An entry's path, relative and normalised; absolute paths and `..` are refused.
+fn checked_rel(path: &str) -> Result<String, &'static str> {
+    if path.starts_with('/') {
+        return Err("absolute path");
+    }
+    crate::spec::normalise_rel_path(path)
+        .map_err(|_| "the path is empty, has '..' or control characters")
+}
+
+/// Creates the directories above `rel` under `dest`, refusing to go through anything but a real
+/// directory (so a symlink planted by an earlier entry cannot redirect a later one), and refuses
+/// a target that exists already unless it is a directory. Returns the target path.
+fn make_parents(dest: &Path, rel: &str, shown: &str) -> Result<PathBuf, UnpackError> {
+    let io = |p: &Path| {
+        let path = p.to_path_buf();
+        move |source| UnpackError::Io { path, source }
+    };
+    let parts: Vec<&str> = rel.split('/').collect();
+    let mut cur = dest.to_path_buf();
+    for part in &parts[..parts.len() - 1] {
+        cur.push(part);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(refused(shown, "its path goes through a symlink or a file")),
+            Err(_) => {
+                fs::create_dir(&cur).map_err(io(&cur))?;
+                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755)).map_err(io(&cur))?;
+            }
+        }
+    }
+    let target = dest.join(rel);
+    match fs::symlink_metadata(&target) {
+        Ok(m) if m.is_dir() => Ok(target),
+        Ok(_) => Err(refused(shown, "the path appears twice")),
+        Err(_) => Ok(target),
+    }
+}
+
+fn make_dir(target: &Path, shown: &str) -> Result<(), UnpackError> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(refused(
+            shown,
+            "a directory would replace a file or symlink",
+        )),
+        Err(_) => fs::create_dir(target).map_err(|source| UnpackError::Io {
+            path: target.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn make_link(
+    rel: &str,
+    link: &[u8],
+    target: &Path,
+    contained: bool,
+    shown: &str,
+) -> Result<(), UnpackError> {
+    if contained && !link_stays_inside(rel, link) {
+        return Err(refused(shown, "a symlink pointing outside the archive"));
+    }
+    if target.is_dir() {
+        return Err(refused(shown, "the path appears twice"));
+    }
+    use std::os::unix::ffi::OsStrExt;
+    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link), target).map_err(|source| {
+        UnpackError::Io {
+            path: target.to_path_buf(),
+            source,
+        }
+    })
+}
+
+fn make_file(src: &mut impl Read, target: &Path, shown: &str) -> Result<(), UnpackError> {
+    if target.is_dir() {
+        return Err(refused(shown, "the path appears twice"));
+    }
+    let io = |source| UnpackError::Io {
+        path: target.to_path_buf(),
+        source,
+    };
+    let mut out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .map_err(io)?;
+    io::copy(src, &mut out).map_err(io)?;
+    Ok(())
 }
 
 /// Extracts an uploaded archive (`.zip` by its name, else `.tar`/`.tar.gz` by content) into
@@ -489,50 +552,21 @@ fn unpack_zip(src: &Path, dest: &Path, limits: UnpackLimits) -> Result<u64, Unpa
             path: raw.clone(),
             reason,
         };
-        if raw.starts_with('/') {
-            return Err(refuse("absolute path"));
-        }
-        let rel = crate::spec::normalise_rel_path(&raw)
-            .map_err(|_| refuse("the path is empty, has '..' or control characters"))?;
+        let rel = checked_rel(&raw).map_err(refuse)?;
         total = total.saturating_add(e.size());
         if total > limits.max_total_bytes {
             return Err(UnpackError::TooLarge(limits.max_total_bytes));
         }
-        let target = dest.join(&rel);
-        let parts: Vec<&str> = rel.split('/').collect();
-        let mut cur = dest.to_path_buf();
-        for part in &parts[..parts.len() - 1] {
-            cur.push(part);
-            match fs::symlink_metadata(&cur) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(refuse("its path goes through a symlink or a file")),
-                Err(_) => fs::create_dir(&cur).map_err(io(&cur))?,
-            }
-        }
+        let target = make_parents(dest, &rel, &raw)?;
         let mode = e.unix_mode().unwrap_or(0o644);
-        let is_link = mode & 0o170000 == 0o120000;
         if e.is_dir() {
-            if fs::symlink_metadata(&target).is_err() {
-                fs::create_dir(&target).map_err(io(&target))?;
-            }
-        } else if fs::symlink_metadata(&target).is_ok() {
-            return Err(refuse("the path appears twice"));
-        } else if is_link {
+            make_dir(&target, &raw)?;
+        } else if mode & 0o170000 == 0o120000 {
             let mut link = Vec::new();
             e.read_to_end(&mut link).map_err(io(&target))?;
-            if !link_stays_inside(&rel, &link) {
-                return Err(refuse("a symlink pointing outside the archive"));
-            }
-            use std::os::unix::ffi::OsStrExt;
-            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&link), &target)
-                .map_err(io(&target))?;
+            make_link(&rel, &link, &target, true, &raw)?;
         } else if mode & 0o170000 == 0 || mode & 0o170000 == 0o100000 {
-            let mut out = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&target)
-                .map_err(io(&target))?;
-            io::copy(&mut e, &mut out).map_err(io(&target))?;
+            make_file(&mut e, &target, &raw)?;
             let m = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
             fs::set_permissions(&target, fs::Permissions::from_mode(m)).map_err(io(&target))?;
         } else {

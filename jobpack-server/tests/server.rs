@@ -91,6 +91,17 @@ async fn post_json(s: &Server, body: &Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+async fn get_text(s: &Server, path: &str) -> String {
+    client()
+        .get(s.u(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn get_json(s: &Server, path: &str) -> (u16, Value) {
     let r = client().get(s.u(path)).send().await.unwrap();
     let status = r.status().as_u16();
@@ -176,23 +187,9 @@ async fn a_git_spec_goes_through_the_whole_lifecycle() {
     let (_, st) = get_json(&s, &format!("/v1/jobs/{id}/status")).await;
     assert_eq!(st["status"], "completed");
 
-    let log = client()
-        .get(s.u(&format!("/v1/jobs/{id}/logs")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = get_text(&s, &format!("/v1/jobs/{id}/logs")).await;
     assert_eq!(log, "hello from commit 0\na,b\n1,2\n");
-    let tail = client()
-        .get(s.u(&format!("/v1/jobs/{id}/logs?tail=4")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let tail = get_text(&s, &format!("/v1/jobs/{id}/logs?tail=4")).await;
     assert_eq!(tail, "1,2\n");
 
     // The artifact: ETag is its sha256, its manifest names the commit, it is a build context.
@@ -245,14 +242,7 @@ async fn a_git_spec_goes_through_the_whole_lifecycle() {
     assert_eq!(l["jobs"][0]["job_id"], id.as_str());
     let (_, l) = get_json(&s, "/v1/jobs?status=failed").await;
     assert_eq!(l["total"], 0);
-    let m = client()
-        .get(s.u("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&s, "/metrics").await;
     assert!(m.contains("jobpack_jobs{status=\"completed\"} 1"), "{m}");
     let (st, spec) = get_json(&s, "/openapi.json").await;
     assert_eq!(st, 200);
@@ -293,14 +283,7 @@ async fn uploads_run_and_hostile_archives_are_refused() {
         .to_owned();
     let v = wait_status(&s, &id, &["completed"]).await;
     assert_eq!(v["source"], "upload");
-    let log = client()
-        .get(s.u(&format!("/v1/jobs/{id}/logs")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = get_text(&s, &format!("/v1/jobs/{id}/logs")).await;
     assert_eq!(log, "input data\nran\n");
 
     // One archive holding the job: tar.gz and zip.
@@ -341,14 +324,7 @@ async fn uploads_run_and_hostile_archives_are_refused() {
             .unwrap()
             .to_owned();
         wait_status(&s, &id, &["completed"]).await;
-        let log = client()
-            .get(s.u(&format!("/v1/jobs/{id}/logs")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let log = get_text(&s, &format!("/v1/jobs/{id}/logs")).await;
         assert_eq!(log, expect, "{name}");
     }
 }
@@ -532,14 +508,7 @@ async fn a_restart_keeps_every_job() {
     assert_eq!(l["total"], 4);
     let v = wait_status(&s, &running, &["failed"]).await;
     assert_eq!(v["reason"], "server restarted");
-    let log = client()
-        .get(s.u(&format!("/v1/jobs/{running}/logs")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = get_text(&s, &format!("/v1/jobs/{running}/logs")).await;
     assert_eq!(log, "before-crash\n", "logs kept");
     wait_status(&s, &queued, &["completed"]).await;
     let (_, v) = get_json(&s, &format!("/v1/jobs/{packed}")).await;
