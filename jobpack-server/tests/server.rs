@@ -75,6 +75,24 @@ impl Drop for Server {
     }
 }
 
+/// Host processes whose command line contains `marker`.
+fn host_procs_with(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd)
+            .replace('\0', " ")
+            .contains(marker)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
@@ -492,7 +510,7 @@ async fn a_restart_keeps_every_job() {
     wait_status(&s, &packed, &["packed"]).await;
     let done = submit(&s, json!({"command": "echo done"})).await;
     wait_status(&s, &done, &["completed"]).await;
-    let running = submit(&s, json!({"command": "echo before-crash; sleep 300"})).await;
+    let running = submit(&s, json!({"command": "echo before-crash; sleep 301.25"})).await;
     wait_status(&s, &running, &["running"]).await;
     let queued = submit(&s, json!({"command": "echo resumed"})).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -508,6 +526,14 @@ async fn a_restart_keeps_every_job() {
     assert_eq!(l["total"], 4);
     let v = wait_status(&s, &running, &["failed"]).await;
     assert_eq!(v["reason"], "server restarted");
+    if is_root() {
+        // The crashed server's sandbox was reaped: nothing of the job is left on the host.
+        assert_eq!(
+            host_procs_with("301.25"),
+            Vec::<u32>::new(),
+            "the orphaned job survived"
+        );
+    }
     let log = get_text(&s, &format!("/v1/jobs/{running}/logs")).await;
     assert_eq!(log, "before-crash\n", "logs kept");
     wait_status(&s, &queued, &["completed"]).await;

@@ -91,6 +91,28 @@ impl Executor for LocalExecutor {
         }
         .boxed()
     }
+
+    fn reap(&self, run_id: &str) -> Result<bool, ExecError> {
+        let name = run_name(run_id)?;
+        let mut found = false;
+        if let Some(version) = cgroup::detect(&self.config.cgroup_root)
+            && let Some(cg) = Cgroup::open(
+                &self.config.cgroup_root,
+                version,
+                &self.config.cgroup_parent,
+                &name,
+            )
+        {
+            found = true;
+            cg.destroy()?;
+        }
+        let dir = self.config.runtime_dir.join(&name);
+        if dir.exists() {
+            found = true;
+            std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+        }
+        Ok(found)
+    }
 }
 
 /// A running local job.
@@ -242,6 +264,21 @@ fn chown_tree(dir: &Path, uid: u32) -> Result<(), ExecError> {
     Ok(())
 }
 
+/// The cgroup and scratch directory name of a named run.
+fn run_name(run_id: &str) -> Result<String, ExecError> {
+    let ok = !run_id.is_empty()
+        && run_id.len() <= 128
+        && run_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !ok {
+        return Err(ExecError::Invalid(format!(
+            "run_id must be 1-128 letters, digits or '-', got {run_id:?}"
+        )));
+    }
+    Ok(format!("run-{run_id}"))
+}
+
 fn unique_name() -> String {
     format!("job-{}", uuid::Uuid::new_v4().simple())
 }
@@ -352,7 +389,10 @@ async fn start_sandboxed(
     // SAFETY: plain id queries.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let is_root = euid == 0;
-    let name = unique_name();
+    let name = match &req.run_id {
+        Some(id) => run_name(id)?,
+        None => unique_name(),
+    };
 
     // The cgroup first, so the job is in it before it runs anything.
     let cgroup = match cgroup::detect(&cfg.cgroup_root) {

@@ -112,6 +112,10 @@ pub struct RunRequest {
     pub network: NetworkPolicy,
     /// Where the log file goes (created, truncated).
     pub log_path: PathBuf,
+    /// A stable name for this run (letters, digits, `-`), used for its cgroup and scratch
+    /// directory so that [`Executor::reap`] can find what a crashed supervisor left behind.
+    /// `None`: a fresh random name.
+    pub run_id: Option<String>,
 }
 
 impl RunRequest {
@@ -125,6 +129,7 @@ impl RunRequest {
             limits: Limits::default(),
             network: NetworkPolicy::None,
             log_path: log_path.into(),
+            run_id: None,
         }
     }
 }
@@ -251,4 +256,11 @@ pub trait Executor: Send + Sync {
         &self,
         req: RunRequest,
     ) -> futures_util::future::BoxFuture<'_, Result<Box<dyn RunHandle>, ExecError>>;
+
+    /// Kills and removes whatever is left of run `run_id` after its supervisor died (a server
+    /// crash). Returns whether anything was found. Blocking.
+    fn reap(&self, run_id: &str) -> Result<bool, ExecError> {
+        let _ = run_id;
+        Ok(false)
+    }
 }

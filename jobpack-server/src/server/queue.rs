@@ -97,6 +97,11 @@ impl Runner {
     /// were queued, packing or packed-to-run are started again.
     pub fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
         for id in self.store.ids_with_status("running")? {
+            // Whatever the dead server's sandbox left running goes first.
+            let reaped = self.executor.reap(&id);
+            if let Err(e) = reaped {
+                eprintln!("jobpack: could not clean up job {id} of the previous run: {e}");
+            }
             self.store.finish(
                 &id,
                 "failed",
@@ -278,6 +283,7 @@ impl Runner {
             return self.fail(id, "unpack_failed", &format!("{e:#}"));
         }
         let mut req = RunRequest::new(&work, self.log_path(id));
+        req.run_id = Some(id.to_owned());
         req.limits = sub.limits.clone();
         req.network = sub.network;
         let handle: Arc<dyn RunHandle> = match self.executor.start(req).await {

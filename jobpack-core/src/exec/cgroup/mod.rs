@@ -133,6 +133,14 @@ impl Cgroup {
         }
     }
 
+    /// The existing cgroup `<parent>/<name>`, if there is one (to clean up after a crash).
+    pub fn open(root: &Path, version: Version, parent: &str, name: &str) -> Option<Cgroup> {
+        match version {
+            Version::V1 => v1::CgroupV1::open(root, parent, name).map(Cgroup::V1),
+            Version::V2 => v2::CgroupV2::open(root, parent, name).map(Cgroup::V2),
+        }
+    }
+
     pub fn version(&self) -> Version {
         match self {
             Cgroup::V1(_) => Version::V1,

@@ -42,6 +42,15 @@ impl CgroupV1 {
         Ok((cg, applied))
     }
 
+    pub fn open(root: &Path, parent: &str, name: &str) -> Option<CgroupV1> {
+        let dirs: Vec<_> = CONTROLLERS
+            .into_iter()
+            .map(|c| (c, root.join(c).join(parent).join(name)))
+            .filter(|(_, d)| d.is_dir())
+            .collect();
+        (!dirs.is_empty()).then_some(CgroupV1 { dirs })
+    }
+
     fn dir(&self, controller: &str) -> Option<&Path> {
         self.dirs
             .iter()

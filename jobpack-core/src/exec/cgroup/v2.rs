@@ -84,6 +84,11 @@ impl CgroupV2 {
         Ok(())
     }
 
+    pub fn open(root: &Path, parent: &str, name: &str) -> Option<CgroupV2> {
+        let dir = root.join(parent).join(name);
+        dir.is_dir().then_some(CgroupV2 { dir })
+    }
+
     pub fn path(&self) -> &Path {
         &self.dir
     }
