@@ -749,3 +749,26 @@ fn a_config_file_is_read_below_flags_and_checked() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_running_jobs_and_keeps_queued_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut s = Server::start(&data, &["--max-concurrent", "1"]);
+    let running = submit(&s, json!({"command": "sleep 302.75"})).await;
+    wait_status(&s, &running, &["running"]).await;
+    let queued = submit(&s, json!({"command": "echo later"})).await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        host_procs_with("302.75"),
+        Vec::<u32>::new(),
+        "a job outlived the server"
+    );
+    let s = Server::start(&data, &["--max-concurrent", "1"]);
+    let (_, v) = get_json(&s, &format!("/v1/jobs/{running}")).await;
+    assert_eq!(v["status"], "stopped", "{v}");
+    wait_status(&s, &queued, &["completed"]).await;
+}

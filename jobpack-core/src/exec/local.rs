@@ -390,7 +390,17 @@ async fn start_sandboxed(
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let is_root = euid == 0;
     let name = match &req.run_id {
-        Some(id) => run_name(id)?,
+        Some(id) => {
+            // A named run may be a retry: clear what an earlier attempt of it left behind.
+            let name = run_name(id)?;
+            let _ = std::fs::remove_dir_all(cfg.runtime_dir.join(&name));
+            if let Some(v) = cgroup::detect(&cfg.cgroup_root)
+                && let Some(stale) = Cgroup::open(&cfg.cgroup_root, v, &cfg.cgroup_parent, &name)
+            {
+                stale.destroy()?;
+            }
+            name
+        }
         None => unique_name(),
     };
 

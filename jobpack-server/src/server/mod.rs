@@ -345,14 +345,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("the listener has no address")?;
     // The first line on stdout, for scripts and tests that started us on port 0.
     println!("jobpack listening on http://{addr}");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
     poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(
             app,
-            async {
-                let _ = tokio::signal::ctrl_c().await;
+            async move {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
             },
             Some(Duration::from_secs(5)),
         )
         .await
-        .context("the server failed")
+        .context("the server failed")?;
+    runner
+        .shutdown(Duration::from_secs_f64(args.grace) + Duration::from_secs(10))
+        .await;
+    Ok(())
 }

@@ -42,6 +42,8 @@ pub struct Runner {
     live: Mutex<HashMap<String, Live>>,
     waiting: AtomicUsize,
     running: AtomicUsize,
+    /// Set at shutdown: no job starts a new stage after this.
+    closing: std::sync::atomic::AtomicBool,
     grace: Duration,
 }
 
@@ -63,6 +65,7 @@ impl Runner {
             live: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
+            closing: std::sync::atomic::AtomicBool::new(false),
             grace,
         })
     }
@@ -159,6 +162,26 @@ impl Runner {
         }
     }
 
+    /// On shutdown: stops the jobs that are running (they end `stopped`) and waits for them, at
+    /// most `limit`. Queued and packing jobs are left as they are and resume at the next start.
+    pub async fn shutdown(&self, limit: Duration) {
+        self.closing.store(true, Ordering::SeqCst);
+        let ids: Vec<String> = self
+            .live
+            .lock()
+            .map(|l| l.keys().cloned().collect())
+            .unwrap_or_default();
+        for id in ids {
+            if matches!(self.store.get(&id), Ok(Some(r)) if r.status == "running") {
+                self.cancel(&id);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.running_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Whether the job still has a task.
     pub fn is_live(&self, id: &str) -> bool {
         self.live
@@ -201,6 +224,10 @@ impl Runner {
             stopped(self);
             return;
         };
+        if self.closing.load(Ordering::SeqCst) {
+            // Left queued: it resumes at the next start.
+            return;
+        }
         let Ok(Some(row)) = self.store.get(id) else {
             return;
         };
@@ -257,7 +284,8 @@ impl Runner {
             artifact.size,
             artifact.commit.as_deref(),
         );
-        if !sub.run {
+        if !sub.run || self.closing.load(Ordering::SeqCst) {
+            // Pack-only jobs end here; at shutdown a packed job waits for the next start.
             return;
         }
         if *cancel.borrow() {
