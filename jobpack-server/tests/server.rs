@@ -519,6 +519,14 @@ async fn a_restart_keeps_every_job() {
     let log_before =
         std::fs::read_to_string(data.join("jobs").join(&running).join("job.log")).unwrap();
     assert_eq!(log_before, "before-crash\n");
+    // What a pack cut short by the crash leaves behind, planted by hand: gone after the restart.
+    std::fs::create_dir_all(data.join("work/jobpack-pack-stale")).unwrap();
+    let stale_tmp = data
+        .join("jobs")
+        .join(&queued)
+        .join(".jobpack-artifact-x.tmp");
+    std::fs::create_dir_all(stale_tmp.parent().unwrap()).unwrap();
+    std::fs::write(&stale_tmp, b"half").unwrap();
     s.kill();
 
     let s = Server::start(&data, &["--max-concurrent", "1"]);
@@ -537,6 +545,8 @@ async fn a_restart_keeps_every_job() {
     let log = get_text(&s, &format!("/v1/jobs/{running}/logs")).await;
     assert_eq!(log, "before-crash\n", "logs kept");
     wait_status(&s, &queued, &["completed"]).await;
+    assert!(!data.join("work/jobpack-pack-stale").exists());
+    assert!(!stale_tmp.exists());
     let (_, v) = get_json(&s, &format!("/v1/jobs/{packed}")).await;
     assert_eq!(v["status"], "packed");
     let r = client()

@@ -278,7 +278,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .data_dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", args.data_dir.display()))?;
+    // Staging directories of packs a previous process did not finish are all stale now.
     std::fs::create_dir_all(data.join("work"))?;
+    for e in std::fs::read_dir(data.join("work"))?.flatten() {
+        let _ = std::fs::remove_dir_all(e.path());
+    }
     let store = store::Store::open(&data.join("jobpack.db"))
         .with_context(|| format!("cannot open the database in {}", data.display()))?;
     let packager = Packager::new(PackagerConfig {

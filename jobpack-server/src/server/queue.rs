@@ -123,6 +123,18 @@ impl Runner {
                 if status == "packed" && !job.run {
                     continue;
                 }
+                // A pack cut short leaves its temporary artifact behind; it is never served
+                // (no sha256 is recorded for it) and is removed here.
+                if let Ok(entries) = std::fs::read_dir(self.job_dir(&id)) {
+                    for e in entries.flatten() {
+                        if e.file_name()
+                            .to_string_lossy()
+                            .starts_with(".jobpack-artifact-")
+                        {
+                            let _ = std::fs::remove_file(e.path());
+                        }
+                    }
+                }
                 self.store.set_status(&id, "queued")?;
                 self.spawn(id);
             }
