@@ -26,7 +26,8 @@
 //!
 //! The pipeline, one module per stage: [`spec`] (validate) → [`source::git`] (fetch the commit)
 //! ‖ [`fetch`] (download data) → [`render`] (templates, quoting) → [`manifest`] → [`archive`]
-//! (deterministic tar + gzip), tied together by [`Packager`].
+//! (deterministic tar + gzip), tied together by [`Packager`]. Running is [`exec`]: the
+//! [`exec::Executor`] trait and the Linux sandbox behind [`exec::LocalExecutor`].
 
 pub mod archive;
 mod error;
