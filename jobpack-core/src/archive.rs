@@ -433,23 +433,16 @@ fn checked_rel(path: &str) -> Result<String, &'static str> {
 /// directory (so a symlink planted by an earlier entry cannot redirect a later one), and refuses
 /// a target that exists already unless it is a directory. Returns the target path.
 fn make_parents(dest: &Path, rel: &str, shown: &str) -> Result<PathBuf, UnpackError> {
-    let io = |p: &Path| {
-        let path = p.to_path_buf();
-        move |source| UnpackError::Io { path, source }
-    };
-    let parts: Vec<&str> = rel.split('/').collect();
-    let mut cur = dest.to_path_buf();
-    for part in &parts[..parts.len() - 1] {
-        cur.push(part);
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(refused(shown, "its path goes through a symlink or a file")),
-            Err(_) => {
-                fs::create_dir(&cur).map_err(io(&cur))?;
-                fs::set_permissions(&cur, fs::Permissions::from_mode(0o755)).map_err(io(&cur))?;
-            }
+    use crate::source::local::{ParentDirError, make_parent_dirs};
+    make_parent_dirs(dest, rel).map_err(|e| match e {
+        ParentDirError::NotADirectory(_) => {
+            refused(shown, "its path goes through a symlink or a file")
         }
-    }
+        ParentDirError::Io(e) => UnpackError::Io {
+            path: e.path,
+            source: e.source,
+        },
+    })?;
     let target = dest.join(rel);
     match fs::symlink_metadata(&target) {
         Ok(m) if m.is_dir() => Ok(target),

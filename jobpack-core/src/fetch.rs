@@ -236,36 +236,19 @@ async fn download_one(
     })
 }
 
-/// Creates the directories of `rel` under `root`, refusing to go through anything that is not a
-/// plain directory (a symlink planted there cannot redirect a download).
+/// Creates the directories of `rel` under `root` (a symlink planted there cannot redirect a
+/// download).
 fn create_dirs(root: &Path, rel: &str) -> Result<(), FetchError> {
-    let mut dir = root.to_path_buf();
-    let comps: Vec<&str> = rel.split('/').collect();
-    for c in &comps[..comps.len().saturating_sub(1)] {
-        dir.push(c);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(
-                    io("create data directory (a non-directory is in the way)", dir)(
-                        std::io::Error::from(std::io::ErrorKind::AlreadyExists),
-                    )
-                    .into(),
-                );
-            }
-            Err(_) => {
-                match std::fs::create_dir(&dir) {
-                    Ok(()) => {}
-                    // Another download of this pack made it meanwhile.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io("create data directory", &dir)(e).into()),
-                }
-                std::fs::set_permissions(&dir, Permissions::from_mode(0o755))
-                    .map_err(io("set mode of", &dir))?;
-            }
-        }
-    }
-    Ok(())
+    use crate::source::local::{ParentDirError, make_parent_dirs};
+    make_parent_dirs(root, rel).map_err(|e| match e {
+        ParentDirError::NotADirectory(dir) => FetchError::from(io(
+            "create data directory (a non-directory is in the way)",
+            dir,
+        )(std::io::Error::from(
+            std::io::ErrorKind::AlreadyExists,
+        ))),
+        ParentDirError::Io(e) => FetchError::from(e),
+    })
 }
 
 /// Best effort: a failure to cache never fails the pack.

@@ -2,8 +2,9 @@
 //! cgroups and fails if its protection is taken away. They need root (CI runs as root); elsewhere
 //! each prints why it is skipped.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use jobpack_core::exec::{
     ExecError, Executor, IsolationMode, Limits, LocalExecutor, LocalExecutorConfig, NetworkPolicy,
     Outcome, RunRequest, RunStatus,
 };
+use support::host_procs_with;
 
 fn skip_unless_root(test: &str) -> bool {
     // SAFETY: a plain id query.
@@ -409,25 +411,6 @@ async fn cancel_kills_a_job_that_traps_sigterm_after_the_grace() {
     );
     let log = String::from_utf8(r.read_to_end().await.unwrap()).unwrap();
     assert!(log.contains("GOT-TERM"), "{log}");
-}
-
-/// Host processes whose command line contains `marker`.
-fn host_procs_with(marker: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let mut cmd = Vec::new();
-        if let Ok(mut f) = std::fs::File::open(e.path().join("cmdline")) {
-            let _ = f.read_to_end(&mut cmd);
-        }
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(marker) {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

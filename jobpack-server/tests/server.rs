@@ -75,24 +75,6 @@ impl Drop for Server {
     }
 }
 
-/// Host processes whose command line contains `marker`.
-fn host_procs_with(marker: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd)
-            .replace('\0', " ")
-            .contains(marker)
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 fn client() -> reqwest::Client {
     reqwest::Client::new()
 }

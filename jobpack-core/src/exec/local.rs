@@ -290,10 +290,7 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
         .map_err(io_err("create the log", &req.log_path))?;
 
     let mut report = IsolationReport::default();
-    let needs_cgroup = req.limits.memory_bytes.is_some()
-        || req.limits.cpu_percent.is_some()
-        || req.limits.pids.is_some()
-        || req.limits.io_bps.is_some();
+    let needs_cgroup = req.limits.needs_cgroup();
     let strict = cfg.mode == IsolationMode::Strict;
 
     let proc_and_cgroup = if cfg!(target_os = "linux") && cfg.namespaces {
@@ -382,10 +379,7 @@ async fn start_sandboxed(
 ) -> Result<Started, ExecError> {
     use super::sandbox::{self, IdMap, Plan, PlanInput, Report};
     let strict = cfg.mode == IsolationMode::Strict;
-    let needs_cgroup = req.limits.memory_bytes.is_some()
-        || req.limits.cpu_percent.is_some()
-        || req.limits.pids.is_some()
-        || req.limits.io_bps.is_some();
+    let needs_cgroup = req.limits.needs_cgroup();
     // SAFETY: plain id queries.
     let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let is_root = euid == 0;

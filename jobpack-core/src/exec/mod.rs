@@ -54,6 +54,16 @@ pub struct Limits {
     pub log_bytes: Option<u64>,
 }
 
+impl Limits {
+    /// Whether any of these limits needs a cgroup (memory, CPU, pids, IO).
+    pub fn needs_cgroup(&self) -> bool {
+        self.memory_bytes.is_some()
+            || self.cpu_percent.is_some()
+            || self.pids.is_some()
+            || self.io_bps.is_some()
+    }
+}
+
 mod opt_secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;

@@ -45,3 +45,43 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<usize, IoError> {
     }
     Ok(n)
 }
+
+/// Why [`make_parent_dirs`] stopped.
+#[derive(Debug)]
+pub(crate) enum ParentDirError {
+    /// Something that is not a real directory (a symlink, a file) is in the way at this path.
+    NotADirectory(std::path::PathBuf),
+    Io(IoError),
+}
+
+/// Creates the directories above `rel` (a normalised relative path) under `root`, mode 0755,
+/// refusing to go through anything but a real directory, so that a symlink planted by an earlier
+/// entry or download cannot redirect a later one. A directory created meanwhile by a concurrent
+/// caller is fine.
+pub(crate) fn make_parent_dirs(root: &Path, rel: &str) -> Result<(), ParentDirError> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let mut dir = root.to_path_buf();
+    for part in &parts[..parts.len().saturating_sub(1)] {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(ParentDirError::NotADirectory(dir)),
+            Err(_) => {
+                match fs::create_dir(&dir) {
+                    Ok(()) => {}
+                    // Made meanwhile by a concurrent caller: only a real directory will do.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                            return Err(ParentDirError::NotADirectory(dir));
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(ParentDirError::Io(io_err("create", &dir)(e))),
+                }
+                fs::set_permissions(&dir, Permissions::from_mode(0o755))
+                    .map_err(|e| ParentDirError::Io(io_err("set mode of", &dir)(e)))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -450,6 +450,24 @@ async fn git_http(
     sock.shutdown().await
 }
 
+/// Host processes whose command line contains `marker` (to prove a job left nothing running).
+pub fn host_procs_with(marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmd)
+            .replace('\0', " ")
+            .contains(marker)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// Extracts a `.tar.gz` into `dest` with the tar crate (preserving modes and symlinks).
 pub fn extract(artifact: &Path, dest: &Path) {
     let f = std::fs::File::open(artifact).unwrap();
