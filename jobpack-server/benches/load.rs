@@ -40,7 +40,7 @@ async fn main() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobpack"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(tmp.path())
-        .args(["--max-concurrent", &conc.to_string()])
+        .args(["--max-concurrent", &conc.to_string(), "--auth", "none"])
         .stdout(Stdio::piped());
     if !root {
         cmd.arg("--permissive");

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_cmd;
 mod pack_cmd;
 mod run_cmd;
 mod server;
@@ -26,6 +27,8 @@ enum Commands {
     Run(run_cmd::RunArgs),
     /// Serve the HTTP API (jobs, logs, downloads) with an embedded SQLite database.
     Serve(server::ServeArgs),
+    /// Manage users, API tokens, quotas; read the audit log (on the server's database).
+    Admin(admin_cmd::AdminArgs),
 }
 
 /// Exit code for a spec that cannot be read or is invalid (the caller must fix their input).
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Commands::Pack(args) => pack_cmd::run(args),
         Commands::Run(args) => run_cmd::run(args),
         Commands::Serve(args) => server::run(args),
+        Commands::Admin(args) => admin_cmd::run(args),
     };
     match result {
         Ok(code) => code,
@@ -52,6 +56,10 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             let bad_input = err.chain().any(|e| {
                 e.downcast_ref::<jobpack_core::SpecError>().is_some()
+                    || matches!(
+                        e.downcast_ref::<server::accounts::AccountError>(),
+                        Some(e) if !matches!(e, server::accounts::AccountError::Db(_))
+                    )
                     || matches!(
                         e.downcast_ref::<jobpack_core::Error>(),
                         Some(jobpack_core::Error::Spec(_))

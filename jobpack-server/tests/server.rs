@@ -2,78 +2,20 @@
 //! directory, a git daemon and a data server on 127.0.0.1. Jobs run in the strict sandbox as root
 //! (CI); elsewhere the server is started with --permissive and says so.
 
+mod common;
 #[path = "../../jobpack-core/tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Server, is_root};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use support::*;
-
-struct Server {
-    child: Child,
-    url: String,
-    data: PathBuf,
-}
-
-fn is_root() -> bool {
-    // SAFETY: a plain id query.
-    unsafe { libc::geteuid() == 0 }
-}
-
-impl Server {
-    fn start(data: &Path, extra: &[&str]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobpack"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .args(["--grace", "0.5"])
-            .args(extra)
-            .env("XDG_CACHE_HOME", data.join("xdg"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if !is_root() {
-            println!("note: not root, so the server runs jobs with --permissive (no sandbox)");
-            cmd.arg("--permissive");
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("jobpack listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server {
-            child,
-            url,
-            data: data.to_path_buf(),
-        }
-    }
-
-    fn kill(mut self) -> PathBuf {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.data.clone()
-    }
-
-    fn u(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()

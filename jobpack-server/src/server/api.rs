@@ -1,6 +1,7 @@
 //! The `/v1` API (poem-openapi): request and response types and the mapping of every outcome to an
 //! HTTP status and a JSON problem body. Nothing else: work is the runner's and the library's.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -13,8 +14,10 @@ use poem_openapi::payload::{Attachment, EventStream, Json, PlainText};
 use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiRequest, ApiResponse, Multipart, Object, OpenApi, Tags};
 
+use super::accounts::Quota;
+use super::auth::{Action, Caller};
 use super::queue::{Runner, Submission, resolve_inside, row_is_final};
-use super::store::{JobRow, ListFilter, now};
+use super::store::{InsertError, JobRow, ListFilter, now};
 use jobpack_core::JobSpec;
 use jobpack_core::exec::{Limits, NetworkPolicy};
 
@@ -41,18 +44,30 @@ pub enum ApiError {
     /// The request is malformed or the spec is invalid.
     #[oai(status = 400)]
     BadRequest(Json<Problem>),
-    /// No such job.
+    /// No or invalid credentials (a token, or a client certificate).
+    #[oai(status = 401)]
+    Unauthorized(Json<Problem>),
+    /// The caller's role may not do this.
+    #[oai(status = 403)]
+    Forbidden(Json<Problem>),
+    /// No such job (or one of another user).
     #[oai(status = 404)]
     NotFound(Json<Problem>),
     /// The job is not in a state that allows this.
     #[oai(status = 409)]
     Conflict(Json<Problem>),
+    /// The request asks for more than the caller's quota allows.
+    #[oai(status = 422)]
+    OverQuota(Json<Problem>),
+    /// The caller has as many unfinished jobs as their quota allows; try again later.
+    #[oai(status = 429)]
+    TooManyJobs(Json<Problem>),
     /// The server failed; the message says what.
     #[oai(status = 500)]
     Internal(Json<Problem>),
 }
 
-fn problem(status: u16, code: &str, message: impl Into<String>) -> Json<Problem> {
+pub(super) fn problem(status: u16, code: &str, message: impl Into<String>) -> Json<Problem> {
     Json(Problem {
         code: code.into(),
         message: message.into(),
@@ -64,7 +79,7 @@ pub fn bad_request(err: poem::Error) -> ApiError {
     ApiError::BadRequest(problem(400, "bad_request", err.to_string()))
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(problem(500, "internal", e.to_string()))
 }
 
@@ -72,9 +87,21 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(problem(404, "not_found", format!("no job {id}")))
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(super) type ApiResult<T> = Result<T, ApiError>;
 
-fn rfc3339(t: f64) -> String {
+/// 403 unless the caller's role allows `action`.
+pub(super) fn require(caller: &Caller, action: Action, what: &str) -> ApiResult<()> {
+    if caller.may(action) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(problem(
+        403,
+        "forbidden",
+        format!("role {} may not {what}", caller.role),
+    )))
+}
+
+pub(super) fn rfc3339(t: f64) -> String {
     let st = UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
     humantime::format_rfc3339_millis(st).to_string()
 }
@@ -102,7 +129,11 @@ pub struct JobInfo {
     pub artifact_sha256: Option<String>,
     pub artifact_size: Option<i64>,
     pub commit: Option<String>,
-    /// The submission as accepted (spec, limits, network, run).
+    /// The user the job belongs to.
+    pub owner: String,
+    /// CPU seconds the run used, when measured.
+    pub cpu_seconds: Option<f64>,
+    /// The submission as accepted (spec, limits, network, run; secret_env values masked).
     pub request: serde_json::Value,
     /// The executor's outcome (times, peak memory, isolation), once finished.
     pub outcome: Option<serde_json::Value>,
@@ -127,6 +158,8 @@ impl From<JobRow> for JobInfo {
             artifact_sha256: r.artifact_sha256,
             artifact_size: r.artifact_size,
             commit: r.commit_id,
+            owner: r.owner,
+            cpu_seconds: r.cpu_seconds,
             request: serde_json::from_str(&r.request_json).unwrap_or_default(),
             outcome: r.outcome_json.and_then(|o| serde_json::from_str(&o).ok()),
         }
@@ -241,8 +274,38 @@ pub struct JobsApi {
     pub allow_file_urls: bool,
 }
 
+/// A submission split into what is stored with the job and what is kept apart.
+struct Parsed {
+    sub: Submission,
+    /// `secret_env` values: stored apart and only until the job ends.
+    secrets: BTreeMap<String, String>,
+    /// `owner`: an admin submitting for another user.
+    owner: Option<String>,
+}
+
+/// Largest secret value, and most secrets per job.
+const MAX_SECRET_BYTES: usize = 64 * 1024;
+const MAX_SECRETS: usize = 256;
+
+fn parse_secrets(v: serde_json::Value) -> Result<BTreeMap<String, String>, String> {
+    let map: BTreeMap<String, String> = serde_json::from_value(v)
+        .map_err(|e| format!("secret_env: expected an object of strings: {e}"))?;
+    if map.len() > MAX_SECRETS {
+        return Err(format!("secret_env: at most {MAX_SECRETS} secrets"));
+    }
+    for (k, v) in &map {
+        jobpack_core::spec::check_env_name(k).map_err(|e| format!("secret_env: {e}"))?;
+        if v.contains('\0') || v.len() > MAX_SECRET_BYTES {
+            return Err(format!(
+                "secret_env.{k}: values must be under {MAX_SECRET_BYTES} bytes without NUL"
+            ));
+        }
+    }
+    Ok(map)
+}
+
 /// Splits a submission object into the spec and the service's own keys.
-fn parse_submission(mut v: serde_json::Value, allow_file_urls: bool) -> ApiResult<Submission> {
+fn parse_submission(mut v: serde_json::Value, allow_file_urls: bool) -> ApiResult<Parsed> {
     let obj = v.as_object_mut().ok_or_else(|| {
         ApiError::BadRequest(problem(
             400,
@@ -273,6 +336,24 @@ fn parse_submission(mut v: serde_json::Value, allow_file_urls: bool) -> ApiResul
             serde_json::from_value(n).map_err(|e| bad("bad_request", format!("network: {e}")))?
         }
     };
+    let secrets = match obj.remove("secret_env") {
+        None => BTreeMap::new(),
+        Some(s) => parse_secrets(s).map_err(|m| bad("bad_request", m))?,
+    };
+    let owner = match obj.remove("owner") {
+        None => None,
+        Some(serde_json::Value::String(o)) => {
+            super::accounts::check_user_name(&o)
+                .map_err(|m| bad("bad_request", format!("owner: {m}")))?;
+            Some(o)
+        }
+        Some(other) => {
+            return Err(bad(
+                "bad_request",
+                format!("owner: expected a user name, got {other}"),
+            ));
+        }
+    };
     let spec: JobSpec = serde_json::from_value(v)
         .map_err(|e| bad("invalid_spec", format!("invalid job spec: {e}")))?;
     let job = spec
@@ -290,12 +371,54 @@ fn parse_submission(mut v: serde_json::Value, allow_file_urls: bool) -> ApiResul
             ),
         ));
     }
-    Ok(Submission {
-        spec,
-        limits,
-        network,
-        run,
+    Ok(Parsed {
+        sub: Submission {
+            spec,
+            limits,
+            network,
+            run,
+            secret_env: secrets
+                .keys()
+                .map(|k| (k.clone(), MASK.to_owned()))
+                .collect(),
+        },
+        secrets,
+        owner,
     })
+}
+
+/// What secret values are replaced with wherever the API shows them.
+const MASK: &str = "***";
+
+/// Checks the job's limits against the owner's quota: a limit above a cap is refused, a limit not
+/// given gets the cap.
+fn apply_quota(limits: &mut Limits, q: &Quota) -> ApiResult<()> {
+    fn cap<T: PartialOrd + Copy + std::fmt::Display>(
+        field: &str,
+        asked: &mut Option<T>,
+        max: Option<T>,
+    ) -> ApiResult<()> {
+        let Some(max) = max else { return Ok(()) };
+        match *asked {
+            Some(a) if a > max => Err(ApiError::OverQuota(problem(
+                422,
+                "over_quota",
+                format!("limits.{field} is {a}; your quota allows at most {max}"),
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                *asked = Some(max);
+                Ok(())
+            }
+        }
+    }
+    let mut timeout = limits.timeout.map(|d| d.as_secs_f64());
+    cap("timeout", &mut timeout, q.max_timeout_secs)?;
+    limits.timeout = timeout.map(Duration::from_secs_f64);
+    cap("memory_bytes", &mut limits.memory_bytes, q.max_memory_bytes)?;
+    cap("cpu_percent", &mut limits.cpu_percent, q.max_cpu_percent)?;
+    cap("pids", &mut limits.pids, q.max_pids)?;
+    Ok(())
 }
 
 fn safe_upload_name(name: Option<&str>) -> Result<String, String> {
@@ -311,7 +434,8 @@ fn safe_upload_name(name: Option<&str>) -> Result<String, String> {
 impl JobsApi {
     /// Submit a job: pack it, then (unless `"run": false`) run it in the sandbox.
     #[oai(path = "/jobs", method = "post")]
-    async fn create(&self, body: CreateJob) -> ApiResult<CreateResponse> {
+    async fn create(&self, caller: Caller, body: CreateJob) -> ApiResult<CreateResponse> {
+        require(&caller, Action::Submit, "submit jobs")?;
         if self.runner.queue_depth() >= self.max_queued {
             return Ok(CreateResponse::Busy(problem(
                 503,
@@ -323,8 +447,8 @@ impl JobsApi {
             )));
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let (sub, source) = match body {
-            CreateJob::Json(Json(v)) => (parse_submission(v, self.allow_file_urls)?, "spec"),
+        let (parsed, upload) = match body {
+            CreateJob::Json(Json(v)) => (parse_submission(v, self.allow_file_urls)?, None),
             CreateJob::Multipart(up) => {
                 let v: serde_json::Value = serde_json::from_str(&up.spec).map_err(|e| {
                     ApiError::BadRequest(problem(
@@ -333,10 +457,44 @@ impl JobsApi {
                         format!("spec: not JSON: {e}"),
                     ))
                 })?;
-                let sub = parse_submission(v, self.allow_file_urls)?;
-                self.store_uploads(&id, &sub, up).await?;
-                (sub, "upload")
+                (parse_submission(v, self.allow_file_urls)?, Some(up))
             }
+        };
+        let Parsed {
+            mut sub,
+            secrets,
+            owner,
+        } = parsed;
+        let owner = match owner {
+            Some(o) if o != caller.user => {
+                require(&caller, Action::Administer, "submit jobs for another user")?;
+                o
+            }
+            _ => caller.user.clone(),
+        };
+        let owner_row = self.runner.store.user(&owner).map_err(internal)?;
+        if owner_row.as_ref().is_some_and(|u| u.disabled) {
+            return Err(ApiError::BadRequest(problem(
+                400,
+                "bad_request",
+                format!("owner: user {owner} is disabled"),
+            )));
+        }
+        let quota = owner_row.map(|u| u.quota).unwrap_or_default();
+        apply_quota(&mut sub.limits, &quota)?;
+        // Checked here too (a quick answer before an upload is stored); the insert re-checks it
+        // atomically.
+        if let Some(max) = quota.max_concurrent
+            && self.runner.store.active_count(&owner).map_err(internal)? >= max
+        {
+            return Err(too_many_jobs(&owner, max));
+        }
+        let source = match upload {
+            Some(up) => {
+                self.store_uploads(&id, &sub, up).await?;
+                "upload"
+            }
+            None => "spec",
         };
         let row = JobRow {
             id: id.clone(),
@@ -357,11 +515,37 @@ impl JobsApi {
             artifact_size: None,
             commit_id: None,
             outcome_json: None,
+            owner: owner.clone(),
+            cpu_seconds: None,
         };
-        if let Err(e) = self.runner.store.insert(&row) {
+        let secret_json = if secrets.is_empty() || !sub.run {
+            None
+        } else {
+            Some(serde_json::to_string(&secrets).map_err(internal)?)
+        };
+        let inserted = self
+            .runner
+            .store
+            .insert(&row, secret_json.as_deref(), quota.max_concurrent);
+        if let Err(e) = inserted {
             let _ = self.runner.remove_files(&id);
-            return Err(internal(e));
+            return Err(match e {
+                InsertError::TooManyActive(max) => too_many_jobs(&owner, max),
+                InsertError::Db(e) => internal(e),
+            });
         }
+        let detail = match (&row.name, owner != caller.user) {
+            (Some(n), true) => format!("name={n} owner={owner}"),
+            (Some(n), false) => format!("name={n}"),
+            (None, true) => format!("owner={owner}"),
+            (None, false) => String::new(),
+        };
+        self.runner.store.audit(
+            &caller.user,
+            "job.submit",
+            Some(&id),
+            Some(&detail).filter(|d| !d.is_empty()).map(|d| d.as_str()),
+        );
         self.runner.spawn(id.clone());
         Ok(CreateResponse::Created(Json(Created {
             job_id: id,
@@ -373,8 +557,11 @@ impl JobsApi {
     #[oai(path = "/jobs", method = "get")]
     async fn list(
         &self,
+        caller: Caller,
         status: Query<Option<String>>,
         name: Query<Option<String>>,
+        /// Only this user's jobs (admins; others always see only their own).
+        owner: Query<Option<String>>,
         #[oai(
             default = "default_limit",
             validator(minimum(value = "1"), maximum(value = "1000"))
@@ -382,7 +569,9 @@ impl JobsApi {
         limit: Query<u32>,
         #[oai(default)] offset: Query<u32>,
     ) -> ApiResult<Json<JobList>> {
+        require(&caller, Action::Read, "read jobs")?;
         let f = ListFilter {
+            owner: caller.owner_filter().or(owner.0),
             status: status.0,
             name: name.0,
             limit: limit.0,
@@ -399,14 +588,14 @@ impl JobsApi {
 
     /// One job.
     #[oai(path = "/jobs/:id", method = "get")]
-    async fn get(&self, id: Path<String>) -> ApiResult<Json<JobInfo>> {
-        Ok(Json(self.row(&id)?.into()))
+    async fn get(&self, caller: Caller, id: Path<String>) -> ApiResult<Json<JobInfo>> {
+        Ok(Json(self.row(&caller, &id)?.into()))
     }
 
     /// A job's status.
     #[oai(path = "/jobs/:id/status", method = "get")]
-    async fn status(&self, id: Path<String>) -> ApiResult<Json<JobStatus>> {
-        let r = self.row(&id)?;
+    async fn status(&self, caller: Caller, id: Path<String>) -> ApiResult<Json<JobStatus>> {
+        let r = self.row(&caller, &id)?;
         Ok(Json(JobStatus {
             job_id: r.id,
             status: r.status,
@@ -420,11 +609,12 @@ impl JobsApi {
     #[oai(path = "/jobs/:id/logs", method = "get")]
     async fn logs(
         &self,
+        caller: Caller,
         id: Path<String>,
         offset: Query<Option<u64>>,
         tail: Query<Option<u64>>,
     ) -> ApiResult<PlainText<String>> {
-        self.row(&id)?;
+        self.row(&caller, &id)?;
         let path = self.runner.log_path(&id);
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => b,
@@ -447,11 +637,12 @@ impl JobsApi {
     #[oai(path = "/jobs/:id/logs/stream", method = "get")]
     async fn stream(
         &self,
+        caller: Caller,
         id: Path<String>,
         #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
         offset: Query<Option<u64>>,
     ) -> ApiResult<EventStream<BoxStream<'static, StreamItem>>> {
-        self.row(&id)?;
+        self.row(&caller, &id)?;
         let start = last_event_id
             .0
             .as_deref()
@@ -478,8 +669,9 @@ impl JobsApi {
 
     /// Stop a job: SIGTERM to all of it, SIGKILL after the grace period. 409 if it has ended.
     #[oai(path = "/jobs/:id/cancel", method = "post")]
-    async fn cancel(&self, id: Path<String>) -> ApiResult<Accepted> {
-        let r = self.row(&id)?;
+    async fn cancel(&self, caller: Caller, id: Path<String>) -> ApiResult<Accepted> {
+        require(&caller, Action::Cancel, "cancel jobs")?;
+        let r = self.row(&caller, &id)?;
         if row_is_final(&r) || !self.runner.cancel(&id) {
             return Err(ApiError::Conflict(problem(
                 409,
@@ -487,6 +679,9 @@ impl JobsApi {
                 format!("job {} has already ended ({})", r.id, r.status),
             )));
         }
+        self.runner
+            .store
+            .audit(&caller.user, "job.cancel", Some(&r.id), None);
         Ok(Accepted::Accepted(Json(JobStatus {
             job_id: r.id,
             status: "stopping".into(),
@@ -498,8 +693,9 @@ impl JobsApi {
 
     /// Delete a job: cancel it if it runs, then remove its files and its record.
     #[oai(path = "/jobs/:id", method = "delete")]
-    async fn delete(&self, id: Path<String>) -> ApiResult<Deleted> {
-        self.row(&id)?;
+    async fn delete(&self, caller: Caller, id: Path<String>) -> ApiResult<Deleted> {
+        require(&caller, Action::Delete, "delete jobs")?;
+        let r = self.row(&caller, &id)?;
         if self.runner.cancel(&id) {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             while self.runner.is_live(&id) && tokio::time::Instant::now() < deadline {
@@ -508,13 +704,17 @@ impl JobsApi {
         }
         self.runner.store.delete(&id).map_err(internal)?;
         self.runner.remove_files(&id).map_err(internal)?;
+        let detail = format!("owner={} status={}", r.owner, r.status);
+        self.runner
+            .store
+            .audit(&caller.user, "job.delete", Some(&id), Some(&detail));
         Ok(Deleted::Deleted)
     }
 
     /// The packed `.tar.gz` (a Docker build context); ETag is its sha256.
     #[oai(path = "/jobs/:id/artifact", method = "get")]
-    async fn artifact(&self, id: Path<String>) -> ApiResult<Download> {
-        let r = self.row(&id)?;
+    async fn artifact(&self, caller: Caller, id: Path<String>) -> ApiResult<Download> {
+        let r = self.row(&caller, &id)?;
         let Some(sha) = r.artifact_sha256 else {
             return Err(ApiError::Conflict(problem(
                 409,
@@ -533,21 +733,26 @@ impl JobsApi {
 
     /// The job's working directory after the run, as `.tar.gz`.
     #[oai(path = "/jobs/:id/tarball", method = "get")]
-    async fn tarball_get(&self, id: Path<String>) -> ApiResult<Download> {
-        self.tarball(&id).await
+    async fn tarball_get(&self, caller: Caller, id: Path<String>) -> ApiResult<Download> {
+        self.tarball(&caller, &id).await
     }
 
     /// The job's working directory after the run, as `.tar.gz` (POST, as the job daemon had it).
     #[oai(path = "/jobs/:id/tarball", method = "post")]
-    async fn tarball_post(&self, id: Path<String>) -> ApiResult<Download> {
-        self.tarball(&id).await
+    async fn tarball_post(&self, caller: Caller, id: Path<String>) -> ApiResult<Download> {
+        self.tarball(&caller, &id).await
     }
 
     /// One file the job produced: `path` inside its working directory, URL-encoded
     /// (`code%2Fout.txt`); `/v1/jobs/{id}/files/code/out.txt` works too.
     #[oai(path = "/jobs/:id/files/:path", method = "get")]
-    async fn file(&self, id: Path<String>, path: Path<String>) -> ApiResult<Download> {
-        file_download(&self.runner, &id, &path).await
+    async fn file(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+        path: Path<String>,
+    ) -> ApiResult<Download> {
+        file_download(&self.runner, &caller, &id, &path).await
     }
 
     /// Liveness.
@@ -561,12 +766,13 @@ impl JobsApi {
 }
 
 /// A file of a job's working directory (shared by the OpenAPI operation and the wildcard route).
-pub async fn file_download(runner: &Runner, id: &str, path: &str) -> ApiResult<Download> {
-    runner
-        .store
-        .get(id)
-        .map_err(internal)?
-        .ok_or_else(|| not_found(id))?;
+pub async fn file_download(
+    runner: &Runner,
+    caller: &Caller,
+    id: &str,
+    path: &str,
+) -> ApiResult<Download> {
+    visible_row(runner, caller, id)?;
     let Some(p) = resolve_inside(&runner.work_dir(id), path) else {
         return Err(ApiError::NotFound(problem(
             404,
@@ -589,17 +795,34 @@ fn default_limit() -> u32 {
     100
 }
 
+/// The job `id` if `caller` may read it; another user's job is "not found", as a missing one.
+fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> {
+    require(caller, Action::Read, "read jobs")?;
+    runner
+        .store
+        .get(id)
+        .map_err(internal)?
+        .filter(|r| caller.sees(&r.owner))
+        .ok_or_else(|| not_found(id))
+}
+
+fn too_many_jobs(owner: &str, max: u64) -> ApiError {
+    ApiError::TooManyJobs(problem(
+        429,
+        "quota_exceeded",
+        format!(
+            "{owner} already has {max} unfinished jobs, the most their quota allows; wait for one to end"
+        ),
+    ))
+}
+
 impl JobsApi {
-    fn row(&self, id: &str) -> ApiResult<JobRow> {
-        self.runner
-            .store
-            .get(id)
-            .map_err(internal)?
-            .ok_or_else(|| not_found(id))
+    fn row(&self, caller: &Caller, id: &str) -> ApiResult<JobRow> {
+        visible_row(&self.runner, caller, id)
     }
 
-    async fn tarball(&self, id: &str) -> ApiResult<Download> {
-        let r = self.row(id)?;
+    async fn tarball(&self, caller: &Caller, id: &str) -> ApiResult<Download> {
+        let r = self.row(caller, id)?;
         let work = self.runner.work_dir(id);
         if !work.is_dir() {
             return Err(ApiError::Conflict(problem(

@@ -8,14 +8,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use poem::http::StatusCode;
-use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::listener::{Acceptor, AcceptorExt, Listener, TcpListener};
 use poem::web::Data;
 use poem::{EndpointExt, IntoResponse, Response, Route, handler};
 use poem_openapi::OpenApiService;
 
+pub mod accounts;
+mod admin_api;
 mod api;
+pub mod auth;
 pub mod queue;
 pub mod store;
+pub mod tls;
 
 use jobpack_core::exec::{IsolationMode, LocalExecutor, LocalExecutorConfig};
 use jobpack_core::{Packager, PackagerConfig};
@@ -25,7 +29,8 @@ use jobpack_core::{Packager, PackagerConfig};
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// A TOML file with any of: listen, data_dir, max_concurrent, max_queued, max_body_mb, grace,
-    /// permissive, allow_file_urls.
+    /// permissive, allow_file_urls, auth, insecure_public, tls_cert, tls_key, tls_client_ca,
+    /// tls_require_client_cert.
     #[arg(long, env = "JOBPACK_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on (port 0: any free port, printed at start).
@@ -52,6 +57,30 @@ pub struct ServeArgs {
     /// Allow file:// git URLs (the server's own file system). Off by default.
     #[arg(long, env = "JOBPACK_ALLOW_FILE_URLS")]
     allow_file_urls: bool,
+    /// `token`: API tokens and client certificates; `none`: no authentication (a single-user
+    /// laptop; refused on a non-loopback address without --insecure-public).
+    #[arg(long, env = "JOBPACK_AUTH", value_enum, default_value = "token")]
+    auth: auth::AuthMode,
+    /// Allow `--auth none` on an address other than loopback: anyone who reaches it runs code.
+    #[arg(long, env = "JOBPACK_INSECURE_PUBLIC")]
+    insecure_public: bool,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "JOBPACK_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "JOBPACK_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Accept client certificates signed by this PEM CA: the certificate's CN is the user, its
+    /// OU the role (admin, submitter, viewer). Tokens keep working beside them.
+    #[arg(long, env = "JOBPACK_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Refuse TLS connections that present no client certificate.
+    #[arg(
+        long,
+        env = "JOBPACK_TLS_REQUIRE_CLIENT_CERT",
+        requires = "tls_client_ca"
+    )]
+    tls_require_client_cert: bool,
 }
 
 /// The config file's keys (all optional; unknown keys are an error).
@@ -66,6 +95,12 @@ struct ConfigFile {
     grace: Option<f64>,
     permissive: Option<bool>,
     allow_file_urls: Option<bool>,
+    auth: Option<auth::AuthMode>,
+    insecure_public: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_require_client_cert: Option<bool>,
 }
 
 /// If `jobpack serve` is given a config file (`--config FILE`, `--config=FILE` or
@@ -89,7 +124,8 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read the config file {path}"))?;
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
-    let pairs: [(&str, Option<String>); 8] = [
+    let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
+    let pairs: [(&str, Option<String>); 14] = [
         ("JOBPACK_LISTEN", c.listen),
         (
             "JOBPACK_DATA_DIR",
@@ -106,6 +142,27 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
         (
             "JOBPACK_ALLOW_FILE_URLS",
             c.allow_file_urls.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_AUTH",
+            c.auth.map(|a| {
+                match a {
+                    auth::AuthMode::Token => "token",
+                    auth::AuthMode::None => "none",
+                }
+                .to_owned()
+            }),
+        ),
+        (
+            "JOBPACK_INSECURE_PUBLIC",
+            c.insecure_public.map(|v| v.to_string()),
+        ),
+        ("JOBPACK_TLS_CERT", path_str(c.tls_cert)),
+        ("JOBPACK_TLS_KEY", path_str(c.tls_key)),
+        ("JOBPACK_TLS_CLIENT_CA", path_str(c.tls_client_ca)),
+        (
+            "JOBPACK_TLS_REQUIRE_CLIENT_CERT",
+            c.tls_require_client_cert.map(|v| v.to_string()),
         ),
     ];
     for (k, v) in pairs {
@@ -152,6 +209,8 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 
 fn problem_response(status: StatusCode, message: String) -> Response {
     let code = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::PAYLOAD_TOO_LARGE => "too_large",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
@@ -229,18 +288,26 @@ async fn edge<E: poem::Endpoint>(
 async fn file_wildcard(
     poem::web::Path((id, path)): poem::web::Path<(String, String)>,
     Data(runner): Data<&Arc<queue::Runner>>,
+    caller: auth::Caller,
 ) -> Response {
-    match api::file_download(runner, &id, &path).await {
+    match api::file_download(runner, &caller, &id, &path).await {
         Ok(d) => d.into_response(),
         Err(e) => e.into_response(),
     }
 }
 
+/// Prometheus metrics of the whole service (admins only: they count every user's jobs).
 #[handler]
-fn metrics(Data(runner): Data<&Arc<queue::Runner>>) -> Response {
+fn metrics(Data(runner): Data<&Arc<queue::Runner>>, caller: auth::Caller) -> Response {
+    if !caller.may(auth::Action::Administer) {
+        return problem_response(
+            StatusCode::FORBIDDEN,
+            format!("role {} may not read the metrics", caller.role),
+        );
+    }
     let mut out = String::new();
     out.push_str("# HELP jobpack_jobs Jobs by status.\n# TYPE jobpack_jobs gauge\n");
-    for (status, n) in runner.store.counts().unwrap_or_default() {
+    for (status, n) in runner.store.counts(None).unwrap_or_default() {
         out.push_str(&format!("jobpack_jobs{{status=\"{status}\"}} {n}\n"));
     }
     out.push_str(
@@ -304,6 +371,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if !(args.grace.is_finite() && args.grace >= 0.0) {
         anyhow::bail!("--grace must be a non-negative number of seconds");
     }
+    if args.auth == auth::AuthMode::None && !args.listen.ip().is_loopback() && !args.insecure_public
+    {
+        anyhow::bail!(
+            "--auth none lets anyone who reaches {} run code; listen on a loopback address, use \
+             tokens, or add --insecure-public",
+            args.listen
+        );
+    }
+    if args.auth == auth::AuthMode::Token {
+        bootstrap_admin(&store)?;
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(&tls::TlsOptions {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+            require_client_cert: args.tls_require_client_cert,
+        })?),
+        _ => None,
+    };
+    let authenticator = Arc::new(auth::Authenticator {
+        mode: args.auth,
+        store: store.clone(),
+    });
     let runner = queue::Runner::new(
         store,
         packager,
@@ -317,11 +408,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot resume the jobs of the previous run")?;
 
     let api = OpenApiService::new(
-        api::JobsApi {
-            runner: runner.clone(),
-            max_queued: args.max_queued,
-            allow_file_urls: args.allow_file_urls,
-        },
+        (
+            api::JobsApi {
+                runner: runner.clone(),
+                max_queued: args.max_queued,
+                allow_file_urls: args.allow_file_urls,
+            },
+            admin_api::AccountsApi {
+                store: runner.store.clone(),
+            },
+        ),
         "jobpack",
         env!("CARGO_PKG_VERSION"),
     )
@@ -336,19 +432,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .nest("/docs", docs)
         .at("/metrics", poem::get(metrics))
         .data(runner.clone())
+        .around(move |ep, req| auth::authenticate(ep, req, authenticator.clone()))
         .around(move |ep, req| edge(ep, req, max_body));
 
-    let acceptor = TcpListener::bind(args.listen)
-        .into_acceptor()
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (acceptor, scheme) = match tls {
+        Some(cfg) => (
+            tls::TlsAcceptor::bind(args.listen, cfg)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?
+                .boxed(),
+            "https",
+        ),
+        None => (
+            TcpListener::bind(args.listen)
+                .into_acceptor()
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?
+                .boxed(),
+            "http",
+        ),
+    };
     let addr = acceptor
         .local_addr()
         .first()
         .and_then(|a| a.as_socket_addr().copied())
         .context("the listener has no address")?;
     // The first line on stdout, for scripts and tests that started us on port 0.
-    println!("jobpack listening on http://{addr}");
+    println!("jobpack listening on {scheme}://{addr}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
     poem::Server::new_with_acceptor(acceptor)
@@ -369,3 +479,72 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await;
     Ok(())
 }
+
+/// On the first start with token auth, creates the user `admin` and its first token: the value
+/// of `JOBPACK_ADMIN_TOKEN` if set, else a new one printed (once) on stderr. On later starts a
+/// `JOBPACK_ADMIN_TOKEN` the database does not know yet is added to `admin` (a revoked one is
+/// not brought back).
+fn bootstrap_admin(store: &store::Store) -> anyhow::Result<()> {
+    use accounts::{Quota, Role, token_hash};
+    let from_env = std::env::var("JOBPACK_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if let Some(t) = &from_env
+        && (t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        anyhow::bail!(
+            "JOBPACK_ADMIN_TOKEN must be at least 16 characters without spaces (new_token-like: \
+             jp_ and 64 hex digits)"
+        );
+    }
+    if store.user(ADMIN)?.is_none() {
+        if store.user_count()? > 0 && from_env.is_none() {
+            return Ok(());
+        }
+        store.add_user(ADMIN, Role::Admin, &Quota::default())?;
+        store.audit(
+            "jobpack",
+            "user.add",
+            Some(ADMIN),
+            Some("role=admin (bootstrap)"),
+        );
+    }
+    match from_env {
+        Some(t) => match store.token_by_hash(&token_hash(&t))? {
+            None => {
+                let row =
+                    store.add_token_hash(ADMIN, Some("JOBPACK_ADMIN_TOKEN"), &token_hash(&t))?;
+                store.audit(
+                    "jobpack",
+                    "token.create",
+                    Some(&row.id),
+                    Some("user=admin (JOBPACK_ADMIN_TOKEN)"),
+                );
+                eprintln!("jobpack: the token in JOBPACK_ADMIN_TOKEN now authenticates user admin");
+            }
+            Some(row) if row.revoked_at.is_some() => eprintln!(
+                "jobpack: warning: JOBPACK_ADMIN_TOKEN was revoked (token {}); it stays refused",
+                row.id
+            ),
+            Some(_) => {}
+        },
+        None if store.tokens(Some(ADMIN))?.is_empty() => {
+            let (row, t) = store.create_token(ADMIN, Some("bootstrap"))?;
+            store.audit(
+                "jobpack",
+                "token.create",
+                Some(&row.id),
+                Some("user=admin (bootstrap)"),
+            );
+            eprintln!(
+                "jobpack: created user admin; its API token, shown only this once:\n{t}\n\
+                 (keep it; `jobpack admin token create admin` makes another)"
+            );
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The user created at the first start.
+const ADMIN: &str = "admin";

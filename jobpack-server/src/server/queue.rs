@@ -3,7 +3,7 @@
 //! recording each state change in the store. No packing or sandbox logic lives here: it only
 //! sequences the library's calls and keeps what the API needs (cancel switches, live logs).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use jobpack_core::{JobSpec, Packager, UnpackLimits};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 
-use super::store::{JobRow, Store, is_final};
+use super::store::{Finish, JobRow, Store, is_final};
 
 /// What a job asks for, as stored (`request_json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +25,10 @@ pub struct Submission {
     #[serde(default)]
     pub network: NetworkPolicy,
     pub run: bool,
+    /// The names of the job's secrets, each with the value `***`: the values are kept apart
+    /// (`Store::secrets`) and only until the job ends.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// A job that has a task: how to stop it and, once it runs, its log.
@@ -107,12 +111,7 @@ impl Runner {
             }
             self.store.finish(
                 &id,
-                "failed",
-                None,
-                None,
-                Some("server restarted"),
-                Some("server_restarted"),
-                None,
+                &Finish::early("failed", "server restarted", Some("server_restarted")),
             )?;
         }
         for status in ["queued", "packing", "packed"] {
@@ -216,14 +215,14 @@ impl Runner {
     fn fail(&self, id: &str, code: &str, reason: &str) {
         let _ = self
             .store
-            .finish(id, "failed", None, None, Some(reason), Some(code), None);
+            .finish(id, &Finish::early("failed", reason, Some(code)));
     }
 
     async fn process(&self, id: &str, mut cancel: watch::Receiver<bool>) {
         let stopped = |me: &Self| {
             let _ = me
                 .store
-                .finish(id, "stopped", None, None, Some("cancelled"), None, None);
+                .finish(id, &Finish::early("stopped", "cancelled", None));
         };
         // Wait for a slot (or a cancel).
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -326,6 +325,19 @@ impl Runner {
         req.run_id = Some(id.to_owned());
         req.limits = sub.limits.clone();
         req.network = sub.network;
+        if !sub.secret_env.is_empty() {
+            let stored = self.store.secrets(id).ok().flatten();
+            match stored.map(|s| serde_json::from_str::<BTreeMap<String, String>>(&s)) {
+                Some(Ok(secrets)) => req.secret_env = secrets,
+                _ => {
+                    return self.fail(
+                        id,
+                        "secrets_lost",
+                        "the job's secret_env values are no longer stored; submit it again",
+                    );
+                }
+            }
+        }
         let handle: Arc<dyn RunHandle> = match self.executor.start(req).await {
             Ok(h) => Arc::from(h),
             Err(e) => return self.fail(id, "run_failed", &format!("{:#}", anyhow::Error::new(e))),
@@ -346,14 +358,18 @@ impl Runner {
             }
         };
         self.running.fetch_sub(1, Ordering::Relaxed);
+        let outcome_json = serde_json::to_string(&outcome).ok();
         let _ = self.store.finish(
             id,
-            outcome.status.as_str(),
-            outcome.exit_code,
-            outcome.signal,
-            outcome.reason.as_deref(),
-            None,
-            serde_json::to_string(&outcome).ok().as_deref(),
+            &Finish {
+                status: outcome.status.as_str(),
+                exit_code: outcome.exit_code,
+                signal: outcome.signal,
+                reason: outcome.reason.as_deref(),
+                error_code: None,
+                outcome_json: outcome_json.as_deref(),
+                cpu_seconds: outcome.cpu_time_secs,
+            },
         );
     }
 

@@ -9,8 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_jobs", include_str!("../../migrations/0001_jobs.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_jobs", include_str!("../../migrations/0001_jobs.sql")),
+    ("0002_auth", include_str!("../../migrations/0002_auth.sql")),
+];
 
 /// A job as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +35,10 @@ pub struct JobRow {
     pub artifact_size: Option<i64>,
     pub commit_id: Option<String>,
     pub outcome_json: Option<String>,
+    /// The user who submitted it (or for whom an admin did).
+    pub owner: String,
+    /// CPU time of the run, when measured.
+    pub cpu_seconds: Option<f64>,
 }
 
 /// Statuses a job cannot leave.
@@ -55,6 +61,18 @@ pub fn now() -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+/// Why a job was not inserted.
+#[derive(Debug)]
+pub enum InsertError {
+    /// The owner already has this many jobs that have not ended.
+    TooManyActive(u64),
+    Db(anyhow::Error),
+}
+
+/// The statuses of jobs that have not ended (a pack-only job ends at `packed`).
+const ACTIVE_SQL: &str =
+    "(status IN ('queued', 'packing', 'running') OR (status = 'packed' AND run = 1))";
 
 #[derive(Clone)]
 pub struct Store {
@@ -81,12 +99,16 @@ fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         artifact_size: r.get("artifact_size")?,
         commit_id: r.get("commit_id")?,
         outcome_json: r.get("outcome_json")?,
+        owner: r.get("owner")?,
+        cpu_seconds: r.get("cpu_seconds")?,
     })
 }
 
 /// Filters for listing jobs.
 #[derive(Debug, Default)]
 pub struct ListFilter {
+    /// Only this user's jobs (`None`: everyone's, for admins).
+    pub owner: Option<String>,
     pub status: Option<String>,
     pub name: Option<String>,
     pub limit: u32,
@@ -126,7 +148,10 @@ impl Store {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
+    pub(super) fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> anyhow::Result<T> {
         let c = self
             .conn
             .lock()
@@ -134,23 +159,67 @@ impl Store {
         Ok(f(&c)?)
     }
 
-    pub fn insert(&self, j: &JobRow) -> anyhow::Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO jobs (id, name, status, source, request_json, run, created_at, \
-                 updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    j.id,
-                    j.name,
-                    j.status,
-                    j.source,
-                    j.request_json,
-                    j.run as i64,
-                    j.created_at,
-                    j.updated_at
-                ],
+    /// Inserts a new job (and its secrets, kept until it ends), unless its owner already has
+    /// `max_active` jobs that have not ended: the check and the insert are one transaction.
+    pub fn insert(
+        &self,
+        j: &JobRow,
+        secret_json: Option<&str>,
+        max_active: Option<u64>,
+    ) -> Result<(), InsertError> {
+        let c = self
+            .conn
+            .lock()
+            .map_err(|_| InsertError::Db(anyhow::anyhow!("database lock poisoned")))?;
+        let db = |e: rusqlite::Error| InsertError::Db(e.into());
+        let tx = c.unchecked_transaction().map_err(db)?;
+        if let Some(max) = max_active {
+            let n: i64 = tx
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM jobs WHERE owner = ?1 AND {ACTIVE_SQL}"),
+                    [&j.owner],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if n as u64 >= max {
+                return Err(InsertError::TooManyActive(max));
+            }
+        }
+        tx.execute(
+            "INSERT INTO jobs (id, name, status, source, request_json, run, created_at, \
+             updated_at, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                j.id,
+                j.name,
+                j.status,
+                j.source,
+                j.request_json,
+                j.run as i64,
+                j.created_at,
+                j.updated_at,
+                j.owner
+            ],
+        )
+        .map_err(db)?;
+        if let Some(s) = secret_json {
+            tx.execute(
+                "INSERT INTO job_secrets (job_id, secret_json) VALUES (?1, ?2)",
+                params![j.id, s],
             )
-            .map(drop)
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    /// The secret_env of a job that has not ended (JSON object), if it has one.
+    pub fn secrets(&self, id: &str) -> anyhow::Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT secret_json FROM job_secrets WHERE job_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 
@@ -163,17 +232,18 @@ impl Store {
 
     pub fn list(&self, f: &ListFilter) -> anyhow::Result<(Vec<JobRow>, u64)> {
         self.with(|c| {
-            let where_ = "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2)";
+            let where_ = "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2) \
+                          AND (?3 IS NULL OR owner = ?3)";
             let total: i64 = c.query_row(
                 &format!("SELECT COUNT(*) FROM jobs {where_}"),
-                params![f.status, f.name],
+                params![f.status, f.name, f.owner],
                 |r| r.get(0),
             )?;
             let mut st = c.prepare(&format!(
-                "SELECT * FROM jobs {where_} ORDER BY created_at DESC, id LIMIT ?3 OFFSET ?4"
+                "SELECT * FROM jobs {where_} ORDER BY created_at DESC, id LIMIT ?4 OFFSET ?5"
             ))?;
             let rows = st
-                .query_map(params![f.status, f.name, f.limit, f.offset], row)?
+                .query_map(params![f.status, f.name, f.owner, f.limit, f.offset], row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((rows, total as u64))
         })
@@ -211,55 +281,82 @@ impl Store {
                 "UPDATE jobs SET status = 'packed', updated_at = ?2, artifact_sha256 = ?3, \
                  artifact_size = ?4, commit_id = ?5 WHERE id = ?1",
                 params![id, now(), sha256, size as i64, commit],
+            )?;
+            // A pack-only job has ended: its secrets are not needed any more.
+            c.execute(
+                "DELETE FROM job_secrets WHERE job_id = ?1 \
+                 AND EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND run = 0)",
+                [id],
             )
             .map(drop)
         })
     }
 
-    /// Records a final state.
-    #[allow(clippy::too_many_arguments)]
-    pub fn finish(
-        &self,
-        id: &str,
-        status: &str,
-        exit_code: Option<i32>,
-        signal: Option<i32>,
-        reason: Option<&str>,
-        error_code: Option<&str>,
-        outcome_json: Option<&str>,
-    ) -> anyhow::Result<()> {
+    /// Records a final state (and forgets the job's secrets: it will not run again).
+    pub fn finish(&self, id: &str, end: &Finish<'_>) -> anyhow::Result<()> {
         self.with(|c| {
-            c.execute(
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
                 "UPDATE jobs SET status = ?2, updated_at = ?3, finished_at = ?3, exit_code = ?4, \
-                 signal = ?5, reason = ?6, error_code = ?7, outcome_json = ?8 WHERE id = ?1",
+                 signal = ?5, reason = ?6, error_code = ?7, outcome_json = ?8, cpu_seconds = ?9 \
+                 WHERE id = ?1",
                 params![
                     id,
-                    status,
+                    end.status,
                     now(),
-                    exit_code,
-                    signal,
-                    reason,
-                    error_code,
-                    outcome_json
+                    end.exit_code,
+                    end.signal,
+                    end.reason,
+                    end.error_code,
+                    end.outcome_json,
+                    end.cpu_seconds
                 ],
-            )
-            .map(drop)
+            )?;
+            tx.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])?;
+            tx.commit()
         })
     }
 
     pub fn delete(&self, id: &str) -> anyhow::Result<bool> {
         self.with(|c| {
+            c.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])?;
             c.execute("DELETE FROM jobs WHERE id = ?1", [id])
                 .map(|n| n > 0)
         })
     }
 
-    /// Counts by status (for metrics).
-    pub fn counts(&self) -> anyhow::Result<Vec<(String, u64)>> {
+    /// Counts by status, of one owner's jobs or (`None`) of all.
+    pub fn counts(&self, owner: Option<&str>) -> anyhow::Result<Vec<(String, u64)>> {
         self.with(|c| {
-            let mut st = c.prepare("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
-            st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            let mut st = c.prepare(
+                "SELECT status, COUNT(*) FROM jobs WHERE (?1 IS NULL OR owner = ?1) \
+                 GROUP BY status ORDER BY status",
+            )?;
+            st.query_map([owner], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
                 .collect()
+        })
+    }
+
+    /// CPU seconds used by one owner's finished runs.
+    pub fn cpu_seconds(&self, owner: &str) -> anyhow::Result<f64> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COALESCE(SUM(cpu_seconds), 0) FROM jobs WHERE owner = ?1",
+                [owner],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Jobs of one owner that have not ended.
+    pub fn active_count(&self, owner: &str) -> anyhow::Result<u64> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT COUNT(*) FROM jobs WHERE owner = ?1 AND {ACTIVE_SQL}"),
+                [owner],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
         })
     }
 
@@ -272,6 +369,40 @@ impl Store {
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
             )
+        })
+    }
+}
+
+/// A job's final state, for [`Store::finish`].
+#[derive(Debug, Default)]
+pub struct Finish<'a> {
+    pub status: &'a str,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub reason: Option<&'a str>,
+    pub error_code: Option<&'a str>,
+    pub outcome_json: Option<&'a str>,
+    pub cpu_seconds: Option<f64>,
+}
+
+impl<'a> Finish<'a> {
+    /// A job that ended without running to an outcome (failed, stopped before running, ...).
+    pub fn early(status: &'a str, reason: &'a str, error_code: Option<&'a str>) -> Self {
+        Finish {
+            status,
+            reason: Some(reason),
+            error_code,
+            ..Finish::default()
+        }
+    }
+}
+
+impl Store {
+    /// Everyone who owns a job.
+    pub fn owners(&self) -> anyhow::Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT DISTINCT owner FROM jobs ORDER BY owner")?;
+            st.query_map([], |r| r.get(0))?.collect()
         })
     }
 }

@@ -1,0 +1,385 @@
+//! Users, API tokens, quotas and the audit log, kept in the same SQLite file as the jobs.
+//!
+//! Tokens are 256-bit random strings (`jp_` + 64 hex digits). Only their SHA-256 is stored: a
+//! token that random cannot be guessed from its hash, so a slow password hash would add nothing.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::{OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::store::{Store, now};
+
+/// What a user may do (see `auth::allowed` for the whole table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything: all users' jobs, user and token management, the audit log.
+    Admin,
+    /// Submits jobs, and reads, cancels and deletes their own.
+    Submitter,
+    /// Reads their own jobs (get, list, logs, downloads); changes nothing.
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Submitter => "submitter",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "submitter" => Ok(Role::Submitter),
+            "viewer" => Ok(Role::Viewer),
+            _ => Err(format!(
+                "unknown role {s:?}: expected admin, submitter or viewer"
+            )),
+        }
+    }
+}
+
+/// Per-user caps. A job that asks for more is refused (never silently lowered); a job that asks
+/// for nothing gets the cap. `None`: no cap.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
+#[serde(deny_unknown_fields)]
+#[oai(rename = "Quota")]
+pub struct Quota {
+    /// Jobs that have not ended (queued, packing, running) at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u64>,
+    /// Largest `limits.timeout`, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timeout_secs: Option<f64>,
+    /// Largest `limits.memory_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<u64>,
+    /// Largest `limits.cpu_percent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpu_percent: Option<u32>,
+    /// Largest `limits.pids`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pids: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub name: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub quota: Quota,
+    pub created_at: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: String,
+    pub user_name: String,
+    pub name: Option<String>,
+    pub created_at: f64,
+    pub last_used_at: Option<f64>,
+    pub revoked_at: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: f64,
+    pub actor: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Why an account operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("no user {0}")]
+    NoUser(String),
+    #[error(transparent)]
+    Db(#[from] anyhow::Error),
+}
+
+/// User names: what a certificate's CN or an admin gives, used as the owner of jobs.
+pub fn check_user_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid user name {name:?}: 1-64 characters of A-Z a-z 0-9 . _ @ -, starting with a \
+             letter or digit"
+        ))
+    }
+}
+
+/// A new random token.
+pub fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random numbers: {e}"))?;
+    Ok(format!("jp_{}", hex::encode(bytes)))
+}
+
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+    let role: String = r.get("role")?;
+    let quota: String = r.get("quota_json")?;
+    Ok(UserRow {
+        name: r.get("name")?,
+        role: role.parse().unwrap_or(Role::Viewer),
+        disabled: r.get::<_, i64>("disabled")? != 0,
+        quota: serde_json::from_str(&quota).unwrap_or_default(),
+        created_at: r.get("created_at")?,
+    })
+}
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok(TokenRow {
+        id: r.get("id")?,
+        user_name: r.get("user_name")?,
+        name: r.get("name")?,
+        created_at: r.get("created_at")?,
+        last_used_at: r.get("last_used_at")?,
+        revoked_at: r.get("revoked_at")?,
+    })
+}
+
+impl Store {
+    pub fn add_user(&self, name: &str, role: Role, quota: &Quota) -> Result<(), AccountError> {
+        check_user_name(name).map_err(AccountError::Invalid)?;
+        let quota = serde_json::to_string(quota).map_err(anyhow::Error::from)?;
+        let n = self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO users (name, role, quota_json, created_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![name, role.as_str(), quota, now()],
+            )
+        })?;
+        if n == 0 {
+            return Err(AccountError::UserExists(name.into()));
+        }
+        Ok(())
+    }
+
+    pub fn user(&self, name: &str) -> anyhow::Result<Option<UserRow>> {
+        self.with(|c| {
+            c.query_row("SELECT * FROM users WHERE name = ?1", [name], user_row)
+                .optional()
+        })
+    }
+
+    pub fn users(&self) -> anyhow::Result<Vec<UserRow>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT * FROM users ORDER BY name")?;
+            st.query_map([], user_row)?.collect()
+        })
+    }
+
+    pub fn user_count(&self) -> anyhow::Result<u64> {
+        self.with(|c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0)))
+            .map(|n| n as u64)
+    }
+
+    /// Disables (or enables again) a user: their tokens and certificates stop working at once.
+    pub fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<(), AccountError> {
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE users SET disabled = ?2 WHERE name = ?1",
+                params![name, disabled as i64],
+            )
+        })?;
+        if n == 0 {
+            return Err(AccountError::NoUser(name.into()));
+        }
+        Ok(())
+    }
+
+    pub fn set_quota(&self, name: &str, quota: &Quota) -> Result<(), AccountError> {
+        let q = serde_json::to_string(quota).map_err(anyhow::Error::from)?;
+        let n = self.with(|c| {
+            c.execute(
+                "UPDATE users SET quota_json = ?2 WHERE name = ?1",
+                params![name, q],
+            )
+        })?;
+        if n == 0 {
+            return Err(AccountError::NoUser(name.into()));
+        }
+        Ok(())
+    }
+
+    /// Creates a token for `user`; returns its record and the token itself (shown once).
+    pub fn create_token(
+        &self,
+        user: &str,
+        name: Option<&str>,
+    ) -> Result<(TokenRow, String), AccountError> {
+        let token = new_token()?;
+        let row = self.add_token_hash(user, name, &token_hash(&token))?;
+        Ok((row, token))
+    }
+
+    /// Records a token by its hash (for a token chosen outside, as `JOBPACK_ADMIN_TOKEN`).
+    pub fn add_token_hash(
+        &self,
+        user: &str,
+        name: Option<&str>,
+        hash: &str,
+    ) -> Result<TokenRow, AccountError> {
+        if self.user(user)?.is_none() {
+            return Err(AccountError::NoUser(user.into()));
+        }
+        let row = TokenRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            user_name: user.into(),
+            name: name.map(str::to_owned),
+            created_at: now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO tokens (id, user_name, name, hash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![row.id, row.user_name, row.name, hash, row.created_at],
+            )
+        })?;
+        Ok(row)
+    }
+
+    /// The token with this hash, revoked or not.
+    pub fn token_by_hash(&self, hash: &str) -> anyhow::Result<Option<TokenRow>> {
+        self.with(|c| {
+            c.query_row("SELECT * FROM tokens WHERE hash = ?1", [hash], token_row)
+                .optional()
+        })
+    }
+
+    pub fn tokens(&self, user: Option<&str>) -> anyhow::Result<Vec<TokenRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT * FROM tokens WHERE (?1 IS NULL OR user_name = ?1) \
+                 ORDER BY created_at, id",
+            )?;
+            st.query_map([user], token_row)?.collect()
+        })
+    }
+
+    /// Revokes a token by id (or by a unique prefix of it). Returns the token revoked.
+    pub fn revoke_token(&self, id: &str) -> Result<TokenRow, AccountError> {
+        let matches: Vec<TokenRow> = self
+            .tokens(None)?
+            .into_iter()
+            .filter(|t| t.id.starts_with(id))
+            .collect();
+        let t = match matches.as_slice() {
+            [t] if !id.is_empty() => t.clone(),
+            [] | [_] => return Err(AccountError::Invalid(format!("no token {id:?}"))),
+            _ => {
+                return Err(AccountError::Invalid(format!(
+                    "{id:?} matches {} tokens; give more of the id",
+                    matches.len()
+                )));
+            }
+        };
+        self.with(|c| {
+            c.execute(
+                "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![t.id, now()],
+            )
+        })?;
+        Ok(t)
+    }
+
+    /// The user a presented token belongs to, if the token is known and not revoked. Notes the
+    /// use (at most once a minute per token, to keep reads cheap).
+    pub fn authenticate_token(&self, token: &str) -> anyhow::Result<Option<(TokenRow, UserRow)>> {
+        let Some(t) = self.token_by_hash(&token_hash(token))? else {
+            return Ok(None);
+        };
+        if t.revoked_at.is_some() {
+            return Ok(None);
+        }
+        let Some(u) = self.user(&t.user_name)? else {
+            return Ok(None);
+        };
+        let at = now();
+        if t.last_used_at.is_none_or(|l| at - l > 60.0) {
+            self.with(|c| {
+                c.execute(
+                    "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
+                    params![t.id, at],
+                )
+            })?;
+        }
+        Ok(Some((t, u)))
+    }
+
+    /// Appends to the audit log. A failure is reported on stderr: the action it records has
+    /// already happened and must not be undone by a full disk.
+    pub fn audit(&self, actor: &str, action: &str, target: Option<&str>, detail: Option<&str>) {
+        let r = self.with(|c| {
+            c.execute(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now(), actor, action, target, detail],
+            )
+        });
+        if let Err(e) = r {
+            eprintln!("jobpack: cannot write the audit log ({actor} {action} {target:?}): {e:#}");
+        }
+    }
+
+    /// Audit entries after `after` (a `seq`), oldest first, optionally of one actor or target.
+    pub fn audit_log(
+        &self,
+        actor: Option<&str>,
+        target: Option<&str>,
+        after: i64,
+        limit: u32,
+    ) -> anyhow::Result<Vec<AuditRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT * FROM audit WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) \
+                 AND (?3 IS NULL OR target = ?3) ORDER BY seq LIMIT ?4",
+            )?;
+            st.query_map(params![after, actor, target, limit], |r| {
+                Ok(AuditRow {
+                    seq: r.get("seq")?,
+                    at: r.get("at")?,
+                    actor: r.get("actor")?,
+                    action: r.get("action")?,
+                    target: r.get("target")?,
+                    detail: r.get("detail")?,
+                })
+            })?
+            .collect()
+        })
+    }
+}

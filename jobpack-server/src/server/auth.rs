@@ -1,0 +1,233 @@
+//! Who is calling, and what they may do.
+//!
+//! A caller is identified by an API token (`Authorization: Bearer jp_...`), or, when the server
+//! asks for client certificates (`--tls-client-ca`), by a certificate signed by that CA: its CN is
+//! the user name and its OU the role, as in the gRPC job service jobpack replaces. A token wins
+//! when both are presented. With `--auth none` every caller is the admin `local`.
+//!
+//! Answers: no or bad credentials -> 401; a role that may not do this -> 403; a job of another
+//! user -> 404, exactly as if it did not exist.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::{FromRequest, IntoResponse, Request, RequestBody, Response};
+
+use super::accounts::{Role, check_user_name};
+use super::store::Store;
+use super::tls::PeerIdentity;
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// API tokens (and client certificates with `--tls-client-ca`).
+    Token,
+    /// No authentication: every caller is the admin `local` (loopback only unless forced).
+    None,
+}
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// An API token (its id).
+    Token(String),
+    /// A client certificate.
+    Certificate,
+    /// `--auth none`.
+    Nothing,
+}
+
+impl Via {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Via::Token(_) => "token",
+            Via::Certificate => "certificate",
+            Via::Nothing => "none",
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: String,
+    pub role: Role,
+    pub via: Via,
+}
+
+/// Everything an endpoint may need permission for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Create jobs.
+    Submit,
+    /// Get, list, logs, streams, downloads, own stats.
+    Read,
+    Cancel,
+    Delete,
+    /// Users, tokens, quotas, the audit log, other users' stats, metrics.
+    Administer,
+}
+
+/// The whole permission table. Ownership is checked separately (`Caller::sees`).
+pub fn allowed(role: Role, action: Action) -> bool {
+    use Action::*;
+    match role {
+        Role::Admin => true,
+        Role::Submitter => matches!(action, Submit | Read | Cancel | Delete),
+        Role::Viewer => action == Read,
+    }
+}
+
+impl Caller {
+    pub fn may(&self, action: Action) -> bool {
+        allowed(self.role, action)
+    }
+
+    /// Whether this caller may see a job of `owner` (admins see everyone's).
+    pub fn sees(&self, owner: &str) -> bool {
+        self.role == Role::Admin || self.user == owner
+    }
+
+    /// The owner to restrict listings to: the caller's own, unless admin.
+    pub fn owner_filter(&self) -> Option<String> {
+        (self.role != Role::Admin).then(|| self.user.clone())
+    }
+}
+
+impl<'a> FromRequest<'a> for Caller {
+    async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        req.extensions().get::<Caller>().cloned().ok_or_else(|| {
+            poem::Error::from_string("authentication required", StatusCode::UNAUTHORIZED)
+        })
+    }
+}
+
+/// Paths anyone may fetch: liveness, the API description, the dashboard's static files.
+fn is_public(path: &str) -> bool {
+    path == "/v1/health"
+        || path == "/openapi.json"
+        || path == "/docs"
+        || path.starts_with("/docs/")
+        || path == "/"
+        || path.starts_with("/ui/")
+}
+
+pub struct Authenticator {
+    pub mode: AuthMode,
+    pub store: Store,
+}
+
+fn unauthorized(message: String) -> Response {
+    let body = serde_json::json!({"code": "unauthorized", "message": message, "status": 401});
+    Response::builder()
+        .status(StatusCode::UNAUTHORIZED)
+        .header("WWW-Authenticate", "Bearer realm=\"jobpack\"")
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+impl Authenticator {
+    /// The caller of `req`, or the 401 to answer with.
+    fn identify(&self, req: &Request) -> Result<Caller, Response> {
+        if self.mode == AuthMode::None {
+            return Ok(Caller {
+                user: "local".into(),
+                role: Role::Admin,
+                via: Via::Nothing,
+            });
+        }
+        let header = req
+            .headers()
+            .get(poem::http::header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or(""));
+        if let Some(h) = header {
+            let token = h
+                .strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    unauthorized("the Authorization header must be \"Bearer <token>\"".into())
+                })?;
+            let found = self
+                .store
+                .authenticate_token(token)
+                .map_err(|e| unauthorized(format!("cannot check the token: {e:#}")))?;
+            let Some((t, u)) = found else {
+                return Err(unauthorized(
+                    "the token is not valid (unknown or revoked)".into(),
+                ));
+            };
+            if u.disabled {
+                return Err(unauthorized(format!("user {} is disabled", u.name)));
+            }
+            return Ok(Caller {
+                user: u.name,
+                role: u.role,
+                via: Via::Token(t.id),
+            });
+        }
+        if let Some(peer) = PeerIdentity::of(req) {
+            return self.from_certificate(&peer);
+        }
+        Err(unauthorized(
+            "authentication required: send \"Authorization: Bearer <token>\" or a client \
+             certificate"
+                .into(),
+        ))
+    }
+
+    fn from_certificate(&self, peer: &PeerIdentity) -> Result<Caller, Response> {
+        let Some(cn) = peer.common_name.as_deref() else {
+            return Err(unauthorized("the client certificate has no CN".into()));
+        };
+        check_user_name(cn).map_err(|e| unauthorized(format!("client certificate CN: {e}")))?;
+        let roles: Vec<Role> = peer
+            .organizational_units
+            .iter()
+            .filter_map(|ou| ou.parse().ok())
+            .collect();
+        let role = match roles.as_slice() {
+            [r] => *r,
+            [] => {
+                return Err(unauthorized(format!(
+                    "the client certificate of {cn} has no OU naming a role (admin, submitter, \
+                     viewer): {:?}",
+                    peer.organizational_units
+                )));
+            }
+            _ => {
+                return Err(unauthorized(format!(
+                    "the client certificate of {cn} names several roles: {:?}",
+                    peer.organizational_units
+                )));
+            }
+        };
+        match self.store.user(cn) {
+            Ok(Some(u)) if u.disabled => Err(unauthorized(format!("user {cn} is disabled"))),
+            Ok(_) => Ok(Caller {
+                user: cn.to_owned(),
+                role,
+                via: Via::Certificate,
+            }),
+            Err(e) => Err(unauthorized(format!("cannot check user {cn}: {e:#}"))),
+        }
+    }
+}
+
+/// Middleware: puts the `Caller` into the request, or answers 401 for protected paths.
+pub async fn authenticate<E: poem::Endpoint>(
+    ep: E,
+    mut req: Request,
+    auth: Arc<Authenticator>,
+) -> poem::Result<Response> {
+    match auth.identify(&req) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+        }
+        Err(resp) if !is_public(req.uri().path()) => return Ok(resp),
+        Err(_) => {}
+    }
+    ep.call(req).await.map(IntoResponse::into_response)
+}

@@ -1,0 +1,112 @@
+//! The real `jobpack serve` binary on 127.0.0.1:0 with a temporary data directory, for the
+//! integration tests. Jobs run in the strict sandbox as root (CI); elsewhere the server is
+//! started with --permissive and the test says so.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Stdio};
+
+pub struct Server {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT` or `https://...`.
+    pub url: String,
+    pub data: PathBuf,
+    /// The server's stderr, when it was asked to be captured.
+    pub stderr: Option<ChildStderr>,
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: a plain id query.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// How to start a server.
+#[derive(Default)]
+pub struct Launch<'a> {
+    pub args: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+    pub capture_stderr: bool,
+}
+
+/// `jobpack` with `args`, its output captured: (exit code, stdout, stderr).
+pub fn jobpack(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jobpack"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Server {
+    /// A server without authentication (`--auth none`, a laptop's setup).
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--auth", "none"];
+        args.extend_from_slice(extra);
+        Server::launch(
+            data,
+            Launch {
+                args: &args,
+                ..Launch::default()
+            },
+        )
+    }
+
+    pub fn launch(data: &Path, l: Launch<'_>) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobpack"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .args(["--grace", "0.5"])
+            .args(l.args)
+            .env_remove("JOBPACK_ADMIN_TOKEN")
+            .envs(l.env.iter().copied())
+            .env("XDG_CACHE_HOME", data.join("xdg"))
+            .stdout(Stdio::piped())
+            .stderr(if l.capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
+        if !is_root() {
+            println!("note: not root, so the server runs jobs with --permissive (no sandbox)");
+            cmd.arg("--permissive");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("jobpack listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server {
+            stderr: child.stderr.take(),
+            child,
+            url,
+            data: data.to_path_buf(),
+        }
+    }
+
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data.clone()
+    }
+
+    pub fn u(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
