@@ -59,6 +59,7 @@ impl FromStr for Role {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
 #[oai(rename = "Quota")]
+#[oai(skip_serializing_if_is_none)]
 pub struct Quota {
     /// Jobs that have not ended (queued, packing, running) at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]

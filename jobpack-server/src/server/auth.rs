@@ -128,8 +128,8 @@ fn unauthorized(message: String) -> Response {
 }
 
 impl Authenticator {
-    /// The caller of `req`, or the 401 to answer with.
-    fn identify(&self, req: &Request) -> Result<Caller, Response> {
+    /// The caller of `req`, or why they get a 401.
+    fn identify(&self, req: &Request) -> Result<Caller, String> {
         if self.mode == AuthMode::None {
             return Ok(Caller {
                 user: "local".into(),
@@ -147,20 +147,16 @@ impl Authenticator {
                 .or_else(|| h.strip_prefix("bearer "))
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
-                .ok_or_else(|| {
-                    unauthorized("the Authorization header must be \"Bearer <token>\"".into())
-                })?;
+                .ok_or("the Authorization header must be \"Bearer <token>\"")?;
             let found = self
                 .store
                 .authenticate_token(token)
-                .map_err(|e| unauthorized(format!("cannot check the token: {e:#}")))?;
+                .map_err(|e| format!("cannot check the token: {e:#}"))?;
             let Some((t, u)) = found else {
-                return Err(unauthorized(
-                    "the token is not valid (unknown or revoked)".into(),
-                ));
+                return Err("the token is not valid (unknown or revoked)".into());
             };
             if u.disabled {
-                return Err(unauthorized(format!("user {} is disabled", u.name)));
+                return Err(format!("user {} is disabled", u.name));
             }
             return Ok(Caller {
                 user: u.name,
@@ -169,20 +165,21 @@ impl Authenticator {
             });
         }
         if let Some(peer) = PeerIdentity::of(req) {
-            return self.from_certificate(&peer);
+            return self.certificate_caller(&peer);
         }
-        Err(unauthorized(
+        Err(
             "authentication required: send \"Authorization: Bearer <token>\" or a client \
              certificate"
                 .into(),
-        ))
+        )
     }
 
-    fn from_certificate(&self, peer: &PeerIdentity) -> Result<Caller, Response> {
-        let Some(cn) = peer.common_name.as_deref() else {
-            return Err(unauthorized("the client certificate has no CN".into()));
-        };
-        check_user_name(cn).map_err(|e| unauthorized(format!("client certificate CN: {e}")))?;
+    fn certificate_caller(&self, peer: &PeerIdentity) -> Result<Caller, String> {
+        let cn = peer
+            .common_name
+            .as_deref()
+            .ok_or("the client certificate has no CN")?;
+        check_user_name(cn).map_err(|e| format!("client certificate CN: {e}"))?;
         let roles: Vec<Role> = peer
             .organizational_units
             .iter()
@@ -191,27 +188,27 @@ impl Authenticator {
         let role = match roles.as_slice() {
             [r] => *r,
             [] => {
-                return Err(unauthorized(format!(
+                return Err(format!(
                     "the client certificate of {cn} has no OU naming a role (admin, submitter, \
                      viewer): {:?}",
                     peer.organizational_units
-                )));
+                ));
             }
             _ => {
-                return Err(unauthorized(format!(
+                return Err(format!(
                     "the client certificate of {cn} names several roles: {:?}",
                     peer.organizational_units
-                )));
+                ));
             }
         };
         match self.store.user(cn) {
-            Ok(Some(u)) if u.disabled => Err(unauthorized(format!("user {cn} is disabled"))),
+            Ok(Some(u)) if u.disabled => Err(format!("user {cn} is disabled")),
             Ok(_) => Ok(Caller {
                 user: cn.to_owned(),
                 role,
                 via: Via::Certificate,
             }),
-            Err(e) => Err(unauthorized(format!("cannot check user {cn}: {e:#}"))),
+            Err(e) => Err(format!("cannot check user {cn}: {e:#}")),
         }
     }
 }
@@ -226,7 +223,7 @@ pub async fn authenticate<E: poem::Endpoint>(
         Ok(caller) => {
             req.extensions_mut().insert(caller);
         }
-        Err(resp) if !is_public(req.uri().path()) => return Ok(resp),
+        Err(why) if !is_public(req.uri().path()) => return Ok(unauthorized(why)),
         Err(_) => {}
     }
     ep.call(req).await.map(IntoResponse::into_response)

@@ -114,29 +114,35 @@ impl Runner {
                 &Finish::early("failed", "server restarted", Some("server_restarted")),
             )?;
         }
+        // All ids first: a job spawned here moves on to `packing` at once and must not be
+        // found again by a later status's query (it would get a second task).
+        let mut resume = Vec::new();
         for status in ["queued", "packing", "packed"] {
             for id in self.store.ids_with_status(status)? {
-                let Some(job) = self.store.get(&id)? else {
-                    continue;
-                };
-                if status == "packed" && !job.run {
-                    continue;
-                }
-                // A pack cut short leaves its temporary artifact behind; it is never served
-                // (no sha256 is recorded for it) and is removed here.
-                if let Ok(entries) = std::fs::read_dir(self.job_dir(&id)) {
-                    for e in entries.flatten() {
-                        if e.file_name()
-                            .to_string_lossy()
-                            .starts_with(".jobpack-artifact-")
-                        {
-                            let _ = std::fs::remove_file(e.path());
-                        }
+                resume.push((status, id));
+            }
+        }
+        for (status, id) in resume {
+            let Some(job) = self.store.get(&id)? else {
+                continue;
+            };
+            if status == "packed" && !job.run {
+                continue;
+            }
+            // A pack cut short leaves its temporary artifact behind; it is never served
+            // (no sha256 is recorded for it) and is removed here.
+            if let Ok(entries) = std::fs::read_dir(self.job_dir(&id)) {
+                for e in entries.flatten() {
+                    if e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".jobpack-artifact-")
+                    {
+                        let _ = std::fs::remove_file(e.path());
                     }
                 }
-                self.store.set_status(&id, "queued")?;
-                self.spawn(id);
             }
+            self.store.set_status(&id, "queued")?;
+            self.spawn(id);
         }
         Ok(())
     }
@@ -326,14 +332,24 @@ impl Runner {
         req.limits = sub.limits.clone();
         req.network = sub.network;
         if !sub.secret_env.is_empty() {
-            let stored = self.store.secrets(id).ok().flatten();
-            match stored.map(|s| serde_json::from_str::<BTreeMap<String, String>>(&s)) {
-                Some(Ok(secrets)) => req.secret_env = secrets,
-                _ => {
+            let stored = self.store.secrets(id);
+            match stored.map(|s| s.map(|s| serde_json::from_str::<BTreeMap<String, String>>(&s))) {
+                Ok(Some(Ok(secrets))) => req.secret_env = secrets,
+                Ok(None) => {
                     return self.fail(
                         id,
                         "secrets_lost",
                         "the job's secret_env values are no longer stored; submit it again",
+                    );
+                }
+                Ok(Some(Err(e))) => {
+                    return self.fail(id, "internal", &format!("stored secrets unreadable: {e}"));
+                }
+                Err(e) => {
+                    return self.fail(
+                        id,
+                        "internal",
+                        &format!("cannot read the job's secrets: {e:#}"),
                     );
                 }
             }
