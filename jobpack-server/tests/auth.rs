@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Launch, Server, is_root, jobpack};
+use common::{FINAL, Launch, Server, is_root, jobpack};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -106,15 +106,6 @@ async fn submit(s: &Server, token: &str, body: Value) -> String {
     let v = api(s, "POST", "/v1/jobs", token, Some(body)).await;
     v["job_id"].as_str().unwrap().to_owned()
 }
-
-const FINAL: &[&str] = &[
-    "completed",
-    "failed",
-    "stopped",
-    "timed_out",
-    "oom_killed",
-    "limit_exceeded",
-];
 
 async fn wait_for(s: &Server, token: &str, id: &str, want: &[&str]) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Server, is_root};
+use common::{FINAL, Server, is_root};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use support::*;
@@ -49,15 +49,6 @@ async fn get_json(s: &Server, path: &str) -> (u16, Value) {
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
-
-const FINAL: &[&str] = &[
-    "completed",
-    "failed",
-    "stopped",
-    "timed_out",
-    "oom_killed",
-    "limit_exceeded",
-];
 
 async fn wait_status(s: &Server, id: &str, want: &[&str]) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);

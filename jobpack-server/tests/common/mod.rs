@@ -7,6 +7,16 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 
+/// Statuses a job cannot leave.
+pub const FINAL: &[&str] = &[
+    "completed",
+    "failed",
+    "stopped",
+    "timed_out",
+    "oom_killed",
+    "limit_exceeded",
+];
+
 pub struct Server {
     pub child: Child,
     /// `http://127.0.0.1:PORT` or `https://...`.
