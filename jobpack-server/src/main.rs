@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin_cmd;
+mod client;
 mod pack_cmd;
 mod run_cmd;
 mod server;
@@ -29,6 +30,23 @@ enum Commands {
     Serve(server::ServeArgs),
     /// Manage users, API tokens, quotas; read the audit log (on the server's database).
     Admin(admin_cmd::AdminArgs),
+    /// Submit a spec, a directory or an archive to a server (--follow: stream its log and exit
+    /// with its exit code).
+    Submit(client::SubmitArgs),
+    /// A job's status (any unique prefix of its id will do).
+    Status(client::StatusArgs),
+    /// Jobs on the server, newest first.
+    List(client::ListArgs),
+    /// A job's log (-f: follow it live until the job ends).
+    Logs(client::LogsArgs),
+    /// Stop a job (SIGTERM, then SIGKILL after the server's grace period).
+    Cancel(client::CancelArgs),
+    /// Delete a job and its files.
+    Rm(client::RmArgs),
+    /// Download a job's artifact (default), working-directory tarball, or one file.
+    Download(client::DownloadArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 /// Exit code for a spec that cannot be read or is invalid (the caller must fix their input).
@@ -48,6 +66,23 @@ fn main() -> ExitCode {
         Commands::Run(args) => run_cmd::run(args),
         Commands::Serve(args) => server::run(args),
         Commands::Admin(args) => admin_cmd::run(args),
+        Commands::Submit(a) => return client::block_on(client::run_submit(a)),
+        Commands::Status(a) => return client::block_on(client::run_status(a)),
+        Commands::List(a) => return client::block_on(client::run_list(a)),
+        Commands::Logs(a) => return client::block_on(client::run_logs(a)),
+        Commands::Cancel(a) => return client::block_on(client::run_cancel(a)),
+        Commands::Rm(a) => return client::block_on(client::run_rm(a)),
+        Commands::Download(a) => return client::block_on(client::run_download(a)),
+        Commands::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "jobpack",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
     };
     match result {
         Ok(code) => code,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{FINAL, Launch, Server, is_root, jobpack};
+use common::{FINAL, Launch, Pki, Server, is_root, jobpack};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -678,54 +678,6 @@ async fn the_first_start_prints_an_admin_token_once_and_auth_none_stays_on_loopb
     assert_eq!(me["user"], "local");
     let (st, me) = call(&reqwest::Client::new(), &s, "GET", "/v1/me", None, None).await;
     assert_eq!((st, me["auth"].as_str()), (200, Some("none")));
-}
-
-/// A CA and certificates signed by it, written as PEM files.
-struct Pki {
-    ca_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let ca = p.self_signed(&key).unwrap();
-        Pki {
-            ca_pem: ca.pem(),
-            issuer: rcgen::Issuer::new(p, key),
-        }
-    }
-
-    /// (certificate PEM, PKCS#8 key PEM).
-    fn leaf(&self, sans: &[&str], cn: &str, ous: &[&str], server: bool) -> (String, String) {
-        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
-        let mut p =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        for ou in ous {
-            p.distinguished_name
-                .push(DnType::OrganizationalUnitName, *ou);
-        }
-        p.distinguished_name
-            .push(DnType::OrganizationName, "jobpack tests");
-        p.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
 }
 
 fn tls_client(ca_pem: &str, identity: Option<&(String, String)>) -> reqwest::Client {

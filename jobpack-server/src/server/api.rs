@@ -555,6 +555,8 @@ impl JobsApi {
 
     /// List jobs, newest first.
     #[oai(path = "/jobs", method = "get")]
+    // Each query parameter is an argument in poem-openapi.
+    #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
         caller: Caller,
@@ -562,6 +564,8 @@ impl JobsApi {
         name: Query<Option<String>>,
         /// Only this user's jobs (admins; others always see only their own).
         owner: Query<Option<String>>,
+        /// Only jobs whose id starts with this (how clients resolve short ids).
+        id_prefix: Query<Option<String>>,
         #[oai(
             default = "default_limit",
             validator(minimum(value = "1"), maximum(value = "1000"))
@@ -570,8 +574,18 @@ impl JobsApi {
         #[oai(default)] offset: Query<u32>,
     ) -> ApiResult<Json<JobList>> {
         require(&caller, Action::Read, "read jobs")?;
+        if let Some(p) = &id_prefix.0
+            && !p.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+        {
+            return Err(ApiError::BadRequest(problem(
+                400,
+                "bad_request",
+                format!("id_prefix: only hex digits and '-', got {p:?}"),
+            )));
+        }
         let f = ListFilter {
             owner: caller.owner_filter().or(owner.0),
+            id_prefix: id_prefix.0,
             status: status.0,
             name: name.0,
             limit: limit.0,

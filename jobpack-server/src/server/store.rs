@@ -109,6 +109,8 @@ fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
 pub struct ListFilter {
     /// Only this user's jobs (`None`: everyone's, for admins).
     pub owner: Option<String>,
+    /// Only jobs whose id starts with this (hex digits and dashes only).
+    pub id_prefix: Option<String>,
     pub status: Option<String>,
     pub name: Option<String>,
     pub limit: u32,
@@ -238,17 +240,27 @@ impl Store {
     pub fn list(&self, f: &ListFilter) -> anyhow::Result<(Vec<JobRow>, u64)> {
         self.with(|c| {
             let where_ = "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2) \
-                          AND (?3 IS NULL OR owner = ?3)";
+                          AND (?3 IS NULL OR owner = ?3) AND (?6 IS NULL OR id LIKE ?6 || '%')";
             let total: i64 = c.query_row(
                 &format!("SELECT COUNT(*) FROM jobs {where_}"),
-                params![f.status, f.name, f.owner],
+                params![
+                    f.status,
+                    f.name,
+                    f.owner,
+                    None::<u32>,
+                    None::<u32>,
+                    f.id_prefix
+                ],
                 |r| r.get(0),
             )?;
             let mut st = c.prepare(&format!(
                 "SELECT * FROM jobs {where_} ORDER BY created_at DESC, id LIMIT ?4 OFFSET ?5"
             ))?;
             let rows = st
-                .query_map(params![f.status, f.name, f.owner, f.limit, f.offset], row)?
+                .query_map(
+                    params![f.status, f.name, f.owner, f.limit, f.offset, f.id_prefix],
+                    row,
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((rows, total as u64))
         })

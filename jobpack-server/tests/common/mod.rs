@@ -41,8 +41,16 @@ pub struct Launch<'a> {
 
 /// `jobpack` with `args`, its output captured: (exit code, stdout, stderr).
 pub fn jobpack(args: &[&str]) -> (i32, String, String) {
+    jobpack_in(Path::new("."), args, &[])
+}
+
+/// `jobpack` with `args` in `dir` with more environment variables: (exit code, stdout, stderr).
+pub fn jobpack_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_jobpack"))
         .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
         .output()
         .unwrap();
     (
@@ -118,5 +126,53 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A CA and certificates signed by it, written as PEM files.
+pub struct Pki {
+    pub ca_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let ca = p.self_signed(&key).unwrap();
+        Pki {
+            ca_pem: ca.pem(),
+            issuer: rcgen::Issuer::new(p, key),
+        }
+    }
+
+    /// (certificate PEM, PKCS#8 key PEM).
+    pub fn leaf(&self, sans: &[&str], cn: &str, ous: &[&str], server: bool) -> (String, String) {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+        let mut p =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        for ou in ous {
+            p.distinguished_name
+                .push(DnType::OrganizationalUnitName, *ou);
+        }
+        p.distinguished_name
+            .push(DnType::OrganizationName, "jobpack tests");
+        p.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
     }
 }
