@@ -745,6 +745,28 @@ impl JobsApi {
         ))
     }
 
+    /// The manifest of the packed artifact (`jobpack.json`: resolved commit, data hashes, every
+    /// file's sha256). 409 until the job is packed.
+    #[oai(path = "/jobs/:id/manifest", method = "get")]
+    async fn manifest(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> ApiResult<Json<serde_json::Value>> {
+        let r = self.row(&caller, &id)?;
+        if r.artifact_sha256.is_none() {
+            return Err(ApiError::Conflict(problem(
+                409,
+                "not_packed",
+                format!("job {} is not packed yet ({})", r.id, r.status),
+            )));
+        }
+        let bytes = tokio::fs::read(self.runner.manifest_path(&id))
+            .await
+            .map_err(internal)?;
+        serde_json::from_slice(&bytes).map(Json).map_err(internal)
+    }
+
     /// The job's working directory after the run, as `.tar.gz`.
     #[oai(path = "/jobs/:id/tarball", method = "get")]
     async fn tarball_get(&self, caller: Caller, id: Path<String>) -> ApiResult<Download> {

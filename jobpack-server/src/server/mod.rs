@@ -297,6 +297,32 @@ async fn file_wildcard(
 }
 
 /// Prometheus metrics of the whole service (admins only: they count every user's jobs).
+/// The dashboard: three files built into the binary (no build step, no CDN), under a strict
+/// Content-Security-Policy. It talks to `/v1` like any client.
+#[handler]
+fn ui(req: &poem::Request) -> Response {
+    let (body, ctype) = match req.uri().path() {
+        "/ui/app.js" => (
+            include_str!("../../ui/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "/ui/app.css" => (include_str!("../../ui/app.css"), "text/css; charset=utf-8"),
+        _ => (
+            include_str!("../../ui/index.html"),
+            "text/html; charset=utf-8",
+        ),
+    };
+    Response::builder()
+        .content_type(ctype)
+        .header(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; frame-ancestors 'none'",
+        )
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Cache-Control", "no-cache")
+        .body(body)
+}
+
 #[handler]
 fn metrics(Data(runner): Data<&Arc<queue::Runner>>, caller: auth::Caller) -> Response {
     if !caller.may(auth::Action::Administer) {
@@ -431,6 +457,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .at("/metrics", poem::get(metrics))
+        .at("/", poem::get(ui))
+        .at("/ui/app.js", poem::get(ui))
+        .at("/ui/app.css", poem::get(ui))
         .data(runner.clone())
         .around(move |ep, req| auth::authenticate(ep, req, authenticator.clone()))
         .around(move |ep, req| edge(ep, req, max_body));

@@ -83,6 +83,11 @@ impl Runner {
         self.job_dir(id).join("artifact.tar.gz")
     }
 
+    /// The packed manifest (`jobpack.json` of the artifact), as JSON.
+    pub fn manifest_path(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("manifest.json")
+    }
+
     pub fn work_dir(&self, id: &str) -> PathBuf {
         self.job_dir(id).join("work")
     }
@@ -210,9 +215,11 @@ impl Runner {
     /// The job's log: live while it runs, from the file afterwards, `None` before it ran.
     pub fn log(&self, id: &str) -> Option<LogStream> {
         if let Ok(live) = self.live.lock()
-            && let Some(l) = live.get(id).and_then(|l| l.log.clone())
+            && let Some(l) = live.get(id)
         {
-            return Some(l);
+            // A job with a task reads its live log, and none before its run has started: the
+            // file may already exist then, but reading it as finished would end the stream early.
+            return l.log.clone();
         }
         let path = self.log_path(id);
         path.exists().then(|| LogStream::finished(path))
@@ -295,6 +302,13 @@ impl Runner {
                 );
             }
         };
+        // The manifest beside the artifact, for the API (the artifact holds the same bytes).
+        if let Err(e) = serde_json::to_vec_pretty(&artifact.manifest)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(self.manifest_path(id), b))
+        {
+            return self.fail(id, "internal", &format!("cannot save the manifest: {e}"));
+        }
         let _ = self.store.set_packed(
             id,
             &artifact.sha256,

@@ -1,0 +1,331 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven by chromedriver (WebDriver,
+//! through fantoccini) against the real server on 127.0.0.1. Log in with a token, submit a job,
+//! watch its log lines arrive live until `completed`, download its artifact, cancel and delete a
+//! running job, filter the table. A screenshot of the job page is kept as a test output.
+//! Without chromium and chromedriver (scripts/setup.sh installs them) the test says so and skips.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Launch, Server};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "jp_dashboard-test-admin-token-0123";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const DRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_driver() -> (Driver, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(DRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Driver(child), port)
+}
+
+async fn browser(port: u16, profile: &Path, downloads: &Path) -> Client {
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-quic", "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                     format!("--user-data-dir={}", profile.display())],
+            "prefs": {"download.default_directory": downloads.display().to_string(),
+                      "download.prompt_for_download": false},
+        },
+    });
+    let caps = caps.as_object().unwrap().clone().into_iter().collect();
+    ClientBuilder::native()
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap()
+}
+
+/// Polls `f` until it gives `Some`, for at most `secs`.
+async fn until<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The text content of the element with this id (visible or not, scrolled or not).
+async fn content_of(c: &Client, id: &str) -> String {
+    let v = c
+        .execute(
+            "const e = document.getElementById(arguments[0]); return e ? e.textContent : '';",
+            vec![json!(id)],
+        )
+        .await;
+    v.ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    match c.find(Locator::Css(css)).await {
+        Ok(e) => e.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn api(s: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = reqwest::Client::new()
+        .request(method.parse().unwrap(), s.u(path))
+        .bearer_auth(ADMIN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let st = resp.status().as_u16();
+    (st, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_in_headless_chromium() {
+    if !Path::new(CHROMIUM).exists() || !Path::new(DRIVER).exists() {
+        println!(
+            "SKIPPED: {CHROMIUM} or {DRIVER} is missing (scripts/setup.sh installs chromium and \
+             chromium-driver)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::launch(
+        &tmp.path().join("data"),
+        Launch {
+            env: &[("JOBPACK_ADMIN_TOKEN", ADMIN)],
+            ..Launch::default()
+        },
+    );
+    let downloads = tmp.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let (_driver, port) = start_driver();
+    let c = browser(port, &tmp.path().join("profile"), &downloads).await;
+
+    // Log in with a token.
+    c.goto(&s.u("/")).await.unwrap();
+    let token = c.wait().for_element(Locator::Css("#token")).await.unwrap();
+    token.send_keys(ADMIN).await.unwrap();
+    c.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(20, "the user name", || async {
+        text_of(&c, "#me").await.contains("admin").then_some(())
+    })
+    .await;
+
+    // Submit a job from the page; it opens the job's page.
+    let spec = r#"{"name": "from-the-browser", "command": "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.5; done; echo made > out.txt"}"#;
+    c.find(Locator::Css("#new-job summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.execute(
+        "document.getElementById('new-spec').value = arguments[0];",
+        vec![json!(spec)],
+    )
+    .await
+    .unwrap();
+    c.find(Locator::Css("#submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let id = until(20, "the job page", || async {
+        let url = c.current_url().await.ok()?;
+        url.fragment()?.strip_prefix("/jobs/").map(str::to_owned)
+    })
+    .await;
+
+    // Its log lines appear while it runs, then it completes with all of them.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        let status = text_of(&c, "#job-status").await;
+        let log = content_of(&c, "log").await;
+        if log.contains("line 1") && status == "running" {
+            break log;
+        }
+        seen.push(format!("{status}: {log:?}"));
+        assert!(
+            Instant::now() < deadline,
+            "no live log line while running: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !live.contains("line 8"),
+        "the log arrived only at the end: {live}"
+    );
+    until(60, "completed", || async {
+        (text_of(&c, "#job-status").await == "completed").then_some(())
+    })
+    .await;
+    let want: String = (1..=8).map(|i| format!("line {i}\n")).collect();
+    let log = until(20, "the whole log", || async {
+        let log = c
+            .execute("return document.getElementById('log').textContent;", vec![])
+            .await
+            .ok()?;
+        let log = log.as_str()?.to_owned();
+        (log == want).then_some(log)
+    })
+    .await;
+    assert_eq!(log, want);
+    until(20, "the manifest", || async {
+        text_of(&c, "#manifest")
+            .await
+            .contains("spec digest")
+            .then_some(())
+    })
+    .await;
+    assert!(text_of(&c, "#spec").await.contains("from-the-browser"));
+    let png = c.screenshot().await.unwrap();
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-job-page.png");
+    std::fs::write(&shot, &png).unwrap();
+    println!("screenshot of the job page: {}", shot.display());
+    assert!(png.starts_with(b"\x89PNG"));
+
+    // Download the artifact: the file the browser saves is the artifact, byte for byte.
+    let (_, job) = api(&s, "GET", &format!("/v1/jobs/{id}"), None).await;
+    let sha = job["artifact_sha256"].as_str().unwrap().to_owned();
+    c.find(Locator::Css("#dl-artifact"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let saved = downloads.join(format!("{id}.tar.gz"));
+    let bytes = until(30, "the downloaded artifact", || async {
+        let b = std::fs::read(&saved).ok()?;
+        (b.len() as u64 == job["artifact_size"].as_u64()?).then_some(b)
+    })
+    .await;
+    assert_eq!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        sha
+    );
+
+    // Cancel a running job from its page.
+    let (_, created) = api(
+        &s,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"name": "long", "command": "echo waiting; sleep 60"})),
+    )
+    .await;
+    let long = created["job_id"].as_str().unwrap().to_owned();
+    c.goto(&s.u(&format!("/#/jobs/{long}"))).await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = content_of(&c, "job-status").await;
+        let log = content_of(&c, "log").await;
+        if status == "running" && log.contains("waiting") {
+            break;
+        }
+        seen.push(format!("{status}: {log:?}"));
+        assert!(
+            Instant::now() < deadline,
+            "the long job never showed running: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.find(Locator::Css("#cancel"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(30, "stopped", || async {
+        (text_of(&c, "#job-status").await == "stopped").then_some(())
+    })
+    .await;
+
+    // The table: every job with its status colour; the filter narrows it.
+    c.goto(&s.u("/#/")).await.unwrap();
+    let rows = until(20, "the job table", || async {
+        let rows = c.find_all(Locator::Css("#jobs tbody tr")).await.ok()?;
+        (rows.len() == 2).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.len(), 2);
+    assert!(
+        c.find(Locator::Css("#jobs .status-completed"))
+            .await
+            .is_ok()
+    );
+    assert!(c.find(Locator::Css("#jobs .status-stopped")).await.is_ok());
+    let filter = c.find(Locator::Css("#filter")).await.unwrap();
+    if let Err(e) = filter.select_by_value("stopped").await {
+        panic!("cannot choose a status in the filter: {e}");
+    }
+    until(20, "the filtered table", || async {
+        let rows = c.find_all(Locator::Css("#jobs tbody tr")).await.ok()?;
+        let first = rows.first()?.attr("data-id").await.ok()??;
+        (rows.len() == 1 && first == long).then_some(())
+    })
+    .await;
+
+    // Delete it from its page (after the confirmation dialog): gone from the server.
+    c.goto(&s.u(&format!("/#/jobs/{long}"))).await.unwrap();
+    until(20, "the job page", || async {
+        (text_of(&c, "#job-status").await == "stopped").then_some(())
+    })
+    .await;
+    c.find(Locator::Css("#delete"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    until(20, "the deletion", || async {
+        let (st, _) = api(&s, "GET", &format!("/v1/jobs/{long}"), None).await;
+        (st == 404).then_some(())
+    })
+    .await;
+    c.close().await.unwrap();
+}

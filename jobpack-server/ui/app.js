@@ -1,0 +1,291 @@
+// The jobpack dashboard: plain JavaScript, no build step, no third-party code. It uses the same
+// /v1 API as everyone else, with the token kept in sessionStorage (gone when the tab closes).
+"use strict";
+
+const FINAL = ["completed", "failed", "stopped", "timed_out", "oom_killed", "limit_exceeded"];
+const $ = (id) => document.getElementById(id);
+let token = sessionStorage.getItem("jobpack-token");
+let poller = null;      // the current view's refresh timer
+let logAbort = null;    // stops the current log stream
+let view = 0;           // bumped on every view change: late answers for an old view are dropped
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (token) h["Authorization"] = "Bearer " + token;
+  return h;
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: headers(body ? { "content-type": "application/json" } : {}) };
+  if (body) opts.body = body;
+  const r = await fetch(path, opts);
+  if (r.status === 401) { showLogin("Your token is no longer accepted; log in again."); throw new Error("unauthorized"); }
+  const text = await r.text();
+  let data = text;
+  try { data = JSON.parse(text); } catch (_) { /* plain text */ }
+  if (!r.ok) throw new Error((data && data.message) || r.statusText);
+  return data;
+}
+
+function text(tag, value, cls) {
+  const e = document.createElement(tag);
+  e.textContent = value == null ? "-" : String(value);
+  if (cls) e.className = cls;
+  return e;
+}
+
+function statusBadge(s) {
+  return text("span", s, "status status-" + s);
+}
+
+function duration(from, to) {
+  if (!from) return "-";
+  const secs = ((to ? Date.parse(to) : Date.now()) - Date.parse(from)) / 1000;
+  if (secs < 60) return secs.toFixed(1) + "s";
+  if (secs < 3600) return Math.floor(secs / 60) + "m" + String(Math.floor(secs % 60)).padStart(2, "0") + "s";
+  return Math.floor(secs / 3600) + "h" + String(Math.floor(secs % 3600 / 60)).padStart(2, "0") + "m";
+}
+
+function show(name) {
+  for (const v of ["login-view", "jobs-view", "job-view"]) $(v).hidden = v !== name;
+  view += 1;
+  clearInterval(poller);
+  poller = null;
+  if (logAbort) { logAbort.abort(); logAbort = null; }
+}
+
+function showLogin(message) {
+  show("login-view");
+  $("login-error").textContent = message || "";
+  $("me").textContent = "";
+  $("logout").hidden = true;
+}
+
+async function login(candidate) {
+  const r = await fetch("/v1/me", { headers: candidate ? { "Authorization": "Bearer " + candidate } : {} });
+  if (!r.ok) return false;
+  const me = await r.json();
+  token = candidate;
+  if (token) sessionStorage.setItem("jobpack-token", token);
+  $("me").textContent = me.user + " (" + me.role + ")";
+  $("logout").hidden = !token;
+  return true;
+}
+
+// ---- the job list -------------------------------------------------------------------------
+async function refreshJobs() {
+  const status = $("filter").value;
+  const q = "/v1/jobs?limit=200" + (status ? "&status=" + encodeURIComponent(status) : "");
+  const mine = view;
+  let list;
+  try { list = await api("GET", q); } catch (_) { return; }
+  if (mine !== view || $("filter").value !== status) return;
+  const body = $("jobs").tBodies[0];
+  const rows = list.jobs.map((j) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = j.job_id;
+    tr.append(text("td", j.job_id.slice(0, 8)), text("td", j.name));
+    const st = document.createElement("td");
+    st.append(statusBadge(j.status));
+    tr.append(st, text("td", j.exit_code), text("td", j.owner),
+      text("td", j.created_at.replace("T", " ").slice(0, 19)),
+      text("td", duration(j.created_at, j.finished_at)));
+    tr.addEventListener("click", () => { location.hash = "#/jobs/" + j.job_id; });
+    return tr;
+  });
+  body.replaceChildren(...rows);
+  $("count").textContent = list.total + (list.total === 1 ? " job" : " jobs");
+}
+
+function jobsView() {
+  show("jobs-view");
+  refreshJobs();
+  poller = setInterval(refreshJobs, 1500);
+}
+
+async function submitJob() {
+  $("submit-result").textContent = "";
+  try {
+    JSON.parse($("new-spec").value);
+  } catch (e) {
+    $("submit-result").textContent = "not JSON: " + e.message;
+    return;
+  }
+  try {
+    const r = await api("POST", "/v1/jobs", $("new-spec").value);
+    location.hash = "#/jobs/" + r.job_id;
+  } catch (e) {
+    $("submit-result").textContent = e.message;
+  }
+}
+
+// ---- one job ------------------------------------------------------------------------------
+function facts(tbody, pairs) {
+  tbody.replaceChildren(...pairs.map(([k, v]) => {
+    const tr = document.createElement("tr");
+    tr.append(text("td", k), v instanceof Node ? (() => { const td = document.createElement("td"); td.append(v); return td; })() : text("td", v));
+    return tr;
+  }));
+}
+
+async function refreshJob(id) {
+  const mine = view;
+  let j;
+  try { j = await api("GET", "/v1/jobs/" + id); } catch (e) { $("action-result").textContent = e.message; return null; }
+  if (mine !== view) return null;
+  const st = $("job-status");
+  st.textContent = j.status;
+  st.className = "status status-" + j.status;
+  facts($("facts"), [
+    ["name", j.name], ["status", j.status], ["exit code", j.exit_code], ["reason", j.reason],
+    ["owner", j.owner], ["created", j.created_at], ["started", j.started_at], ["finished", j.finished_at],
+    ["run time", j.started_at ? duration(j.started_at, j.finished_at) : null],
+    ["commit", j.commit], ["artifact sha256", j.artifact_sha256], ["cpu seconds", j.cpu_seconds],
+  ]);
+  $("spec").textContent = JSON.stringify(j.request, null, 2);
+  const done = FINAL.includes(j.status) || (!j.run && j.status === "packed");
+  $("cancel").disabled = done;
+  $("dl-artifact").disabled = !j.artifact_sha256;
+  return j;
+}
+
+async function showManifest(id) {
+  const mine = view;
+  let m;
+  try { m = await api("GET", "/v1/jobs/" + id + "/manifest"); } catch (_) { return false; }
+  if (mine !== view) return false;
+  const pairs = [["spec digest", m.spec_digest], ["generator", m.generator]];
+  if (m.source) pairs.push(["git url", m.source.git_url], ["resolved commit", m.source.commit]);
+  for (const d of m.data || []) pairs.push(["data " + (d.path || d.name || ""), (d.sha256 || "") + "  " + (d.url || "")]);
+  pairs.push(["files", (m.files || []).length]);
+  facts($("manifest"), pairs);
+  return true;
+}
+
+// The log over SSE, read with fetch (EventSource cannot send a token). Each event id is a byte
+// offset: after a dropped connection, Last-Event-ID resumes exactly where it stopped.
+async function followLog(id, pre, signal) {
+  let lastId = null;
+  let ended = false;
+  while (!signal.aborted && !ended) {
+    try {
+      const h = headers(lastId ? { "Last-Event-ID": lastId } : {});
+      const r = await fetch("/v1/jobs/" + id + "/logs/stream", { headers: h, signal });
+      if (!r.ok) return;
+      const reader = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          let event = "message", data = [];
+          for (const line of block.split("\n")) {
+            if (line.startsWith("id:")) lastId = line.slice(3).trim();
+            else if (line.startsWith("event:")) event = line.slice(6).trim();
+            else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+          }
+          if (!data.length) continue;
+          const payload = JSON.parse(data.join("\n"));
+          if (event === "end") { ended = true; break; }
+          const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+          pre.append(payload.text || "");
+          if (atBottom) pre.scrollTop = pre.scrollHeight;
+        }
+        if (ended) break;
+      }
+    } catch (_) {
+      if (signal.aborted) return;
+    }
+    if (!ended) await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+async function download(path, fallbackName) {
+  $("action-result").textContent = "downloading...";
+  try {
+    const r = await fetch(path, { headers: headers() });
+    if (!r.ok) {
+      let msg = r.statusText;
+      try { msg = (await r.json()).message; } catch (_) { /* keep */ }
+      throw new Error(msg);
+    }
+    const cd = r.headers.get("content-disposition") || "";
+    const m = /filename="?([^";]+)"?/.exec(cd);
+    const blob = await r.blob();
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = m ? m[1] : fallbackName;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+    $("action-result").textContent = "downloaded " + a.download + " (" + blob.size + " bytes)";
+  } catch (e) {
+    $("action-result").textContent = e.message;
+  }
+}
+
+function jobView(id) {
+  show("job-view");
+  $("job-id").textContent = id;
+  $("log").textContent = "";
+  $("manifest").replaceChildren();
+  $("action-result").textContent = "";
+  let haveManifest = false;
+  let timer = null;
+  const tick = async () => {
+    const j = await refreshJob(id);
+    if (j && j.artifact_sha256 && !haveManifest) haveManifest = await showManifest(id);
+    // This view's own timer: a late tick of an earlier view must not stop the current one.
+    if (j && (FINAL.includes(j.status) || (!j.run && j.status === "packed"))) clearInterval(timer);
+  };
+  tick();
+  timer = poller = setInterval(tick, 1000);
+  logAbort = new AbortController();
+  followLog(id, $("log"), logAbort.signal);
+  $("cancel").onclick = async () => {
+    try { await api("POST", "/v1/jobs/" + id + "/cancel"); $("action-result").textContent = "stopping"; }
+    catch (e) { $("action-result").textContent = e.message; }
+  };
+  $("delete").onclick = async () => {
+    if (!confirm("Delete job " + id + " and its files?")) return;
+    try { await api("DELETE", "/v1/jobs/" + id); location.hash = "#/"; }
+    catch (e) { $("action-result").textContent = e.message; }
+  };
+  $("dl-artifact").onclick = () => download("/v1/jobs/" + id + "/artifact", id + ".tar.gz");
+  $("dl-tarball").onclick = () => download("/v1/jobs/" + id + "/tarball", id + "-work.tar.gz");
+  $("dl-file").onclick = () => {
+    const p = $("file-path").value.trim().replace(/^\/+/, "");
+    if (p) download("/v1/jobs/" + id + "/files/" + p.split("/").map(encodeURIComponent).join("/"), p.split("/").pop());
+  };
+}
+
+// ---- routing ------------------------------------------------------------------------------
+async function route() {
+  if (!$("me").textContent && !(await login(token))) { showLogin(); return; }
+  const m = /^#\/jobs\/([0-9a-f-]+)$/.exec(location.hash);
+  if (m) jobView(m[1]); else jobsView();
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const t = $("token").value.trim();
+    if (await login(t)) { $("token").value = ""; route(); }
+    else $("login-error").textContent = "That token is not accepted.";
+  });
+  $("logout").addEventListener("click", () => {
+    sessionStorage.removeItem("jobpack-token");
+    token = null;
+    showLogin();
+  });
+  $("filter").addEventListener("change", refreshJobs);
+  $("submit").addEventListener("click", submitJob);
+  route();
+});
