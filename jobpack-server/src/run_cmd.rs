@@ -19,18 +19,8 @@ use jobpack_core::{JobSpec, Packager, PackagerConfig, UnpackLimits};
 pub struct RunArgs {
     /// A job spec (.json/.yaml, packed first) or an artifact (.tar.gz) made by `jobpack pack`.
     input: PathBuf,
-    /// Stop the job after this many seconds (status timed_out).
-    #[arg(long)]
-    timeout: Option<f64>,
-    /// Memory limit in MiB (status oom_killed when exceeded).
-    #[arg(long)]
-    memory: Option<u64>,
-    /// CPU limit in percent of one core (50 = half a core, 200 = two cores).
-    #[arg(long)]
-    cpu: Option<u32>,
-    /// Maximum number of processes and threads.
-    #[arg(long)]
-    pids: Option<u64>,
+    #[command(flatten)]
+    limits: LimitFlags,
     /// Disk bandwidth limit in bytes per second (where the IO controller allows).
     #[arg(long)]
     io_bps: Option<u64>,
@@ -110,7 +100,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !(args.grace.is_finite() && args.grace >= 0.0) {
         bail!("--grace must be a non-negative number of seconds");
     }
-    let timeout = match args.timeout {
+    let timeout = match args.limits.timeout {
         Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
         Some(t) => bail!("--timeout must be a positive number of seconds, got {t}"),
         None => None,
@@ -178,9 +168,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         req.limits = Limits {
             timeout,
-            memory_bytes: args.memory.map(|m| m.saturating_mul(1 << 20)),
-            cpu_percent: args.cpu,
-            pids: args.pids,
+            memory_bytes: args.limits.memory_bytes(),
+            cpu_percent: args.limits.cpu,
+            pids: args.limits.pids,
             io_bps: args.io_bps,
             log_bytes: args.max_log_mb.map(|m| m.saturating_mul(1 << 20)),
             ..Limits::default()
@@ -239,4 +229,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::from(exit_code(&outcome)))
     })
+}
+
+/// The resource limit flags of `jobpack run` and `jobpack submit`.
+#[derive(Debug, clap::Args)]
+pub struct LimitFlags {
+    /// Stop the job after this many seconds (status timed_out).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Memory limit in MiB (status oom_killed when exceeded).
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// CPU limit in percent of one core (50 = half a core, 200 = two cores).
+    #[arg(long)]
+    pub cpu: Option<u32>,
+    /// Maximum number of processes and threads.
+    #[arg(long)]
+    pub pids: Option<u64>,
+}
+
+impl LimitFlags {
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.memory.map(|m| m.saturating_mul(1 << 20))
+    }
 }

@@ -33,18 +33,8 @@ pub struct SubmitArgs {
     /// Pack only; do not run.
     #[arg(long)]
     no_run: bool,
-    /// Time limit in seconds.
-    #[arg(long)]
-    timeout: Option<f64>,
-    /// Memory limit in MiB.
-    #[arg(long)]
-    memory: Option<u64>,
-    /// CPU limit in percent of one core.
-    #[arg(long)]
-    cpu: Option<u32>,
-    /// Process limit.
-    #[arg(long)]
-    pids: Option<u64>,
+    #[command(flatten)]
+    limits: crate::run_cmd::LimitFlags,
     /// Give the job the host's network (default: none).
     #[arg(long)]
     network_host: bool,
@@ -259,17 +249,16 @@ pub async fn run_submit(a: SubmitArgs) -> Result<ExitCode> {
         obj.insert("run".into(), json!(false));
     }
     let mut limits = serde_json::Map::new();
-    if let Some(t) = a.timeout {
-        limits.insert("timeout".into(), json!(t));
-    }
-    if let Some(m) = a.memory {
-        limits.insert("memory_bytes".into(), json!(m.saturating_mul(1 << 20)));
-    }
-    if let Some(c) = a.cpu {
-        limits.insert("cpu_percent".into(), json!(c));
-    }
-    if let Some(p) = a.pids {
-        limits.insert("pids".into(), json!(p));
+    let l = &a.limits;
+    for (k, v) in [
+        ("timeout", l.timeout.map(|t| json!(t))),
+        ("memory_bytes", l.memory_bytes().map(|m| json!(m))),
+        ("cpu_percent", l.cpu.map(|c| json!(c))),
+        ("pids", l.pids.map(|p| json!(p))),
+    ] {
+        if let Some(v) = v {
+            limits.insert(k.into(), v);
+        }
     }
     if !limits.is_empty() {
         obj.insert("limits".into(), Value::Object(limits));
