@@ -133,6 +133,8 @@ pub struct JobInfo {
     pub owner: String,
     /// CPU seconds the run used, when measured.
     pub cpu_seconds: Option<f64>,
+    /// The batch it belongs to, if any.
+    pub batch_id: Option<String>,
     /// The submission as accepted (spec, limits, network, run; secret_env values masked).
     pub request: serde_json::Value,
     /// The executor's outcome (times, peak memory, isolation), once finished.
@@ -160,6 +162,7 @@ impl From<JobRow> for JobInfo {
             commit: r.commit_id,
             owner: r.owner,
             cpu_seconds: r.cpu_seconds,
+            batch_id: r.batch_id,
             request: serde_json::from_str(&r.request_json).unwrap_or_default(),
             outcome: r.outcome_json.and_then(|o| serde_json::from_str(&o).ok()),
         }
@@ -275,12 +278,12 @@ pub struct JobsApi {
 }
 
 /// A submission split into what is stored with the job and what is kept apart.
-struct Parsed {
-    sub: Submission,
+pub(super) struct Parsed {
+    pub sub: Submission,
     /// `secret_env` values: stored apart and only until the job ends.
-    secrets: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
     /// `owner`: an admin submitting for another user.
-    owner: Option<String>,
+    pub owner: Option<String>,
 }
 
 /// Largest secret value, and most secrets per job.
@@ -305,7 +308,10 @@ fn parse_secrets(v: serde_json::Value) -> Result<BTreeMap<String, String>, Strin
 }
 
 /// Splits a submission object into the spec and the service's own keys.
-fn parse_submission(mut v: serde_json::Value, allow_file_urls: bool) -> ApiResult<Parsed> {
+pub(super) fn parse_submission(
+    mut v: serde_json::Value,
+    allow_file_urls: bool,
+) -> ApiResult<Parsed> {
     let obj = v.as_object_mut().ok_or_else(|| {
         ApiError::BadRequest(problem(
             400,
@@ -388,11 +394,11 @@ fn parse_submission(mut v: serde_json::Value, allow_file_urls: bool) -> ApiResul
 }
 
 /// What secret values are replaced with wherever the API shows them.
-const MASK: &str = "***";
+pub(super) const MASK: &str = "***";
 
 /// Checks the job's limits against the owner's quota: a limit above a cap is refused, a limit not
 /// given gets the cap.
-fn apply_quota(limits: &mut Limits, q: &Quota) -> ApiResult<()> {
+pub(super) fn apply_quota(limits: &mut Limits, q: &Quota) -> ApiResult<()> {
     fn cap<T: PartialOrd + Copy + std::fmt::Display>(
         field: &str,
         asked: &mut Option<T>,
@@ -465,22 +471,7 @@ impl JobsApi {
             secrets,
             owner,
         } = parsed;
-        let owner = match owner {
-            Some(o) if o != caller.user => {
-                require(&caller, Action::Administer, "submit jobs for another user")?;
-                o
-            }
-            _ => caller.user.clone(),
-        };
-        let owner_row = self.runner.store.user(&owner).map_err(internal)?;
-        if owner_row.as_ref().is_some_and(|u| u.disabled) {
-            return Err(ApiError::BadRequest(problem(
-                400,
-                "bad_request",
-                format!("owner: user {owner} is disabled"),
-            )));
-        }
-        let quota = owner_row.map(|u| u.quota).unwrap_or_default();
+        let (owner, quota) = owner_and_quota(&self.runner.store, &caller, owner)?;
         apply_quota(&mut sub.limits, &quota)?;
         // Checked here too (a quick answer before an upload is stored); the insert re-checks it
         // atomically.
@@ -496,33 +487,7 @@ impl JobsApi {
             }
             None => "spec",
         };
-        let row = JobRow {
-            id: id.clone(),
-            name: sub.spec.name.clone(),
-            status: "queued".into(),
-            source: source.into(),
-            request_json: serde_json::to_string(&sub).map_err(internal)?,
-            run: sub.run,
-            created_at: now(),
-            updated_at: now(),
-            started_at: None,
-            finished_at: None,
-            exit_code: None,
-            signal: None,
-            reason: None,
-            error_code: None,
-            artifact_sha256: None,
-            artifact_size: None,
-            commit_id: None,
-            outcome_json: None,
-            owner: owner.clone(),
-            cpu_seconds: None,
-        };
-        let secret_json = if secrets.is_empty() || !sub.run {
-            None
-        } else {
-            Some(serde_json::to_string(&secrets).map_err(internal)?)
-        };
+        let (row, secret_json) = new_job_row(&id, &sub, &secrets, &owner, source, None)?;
         let inserted = self
             .runner
             .store
@@ -566,6 +531,8 @@ impl JobsApi {
         owner: Query<Option<String>>,
         /// Only jobs whose id starts with this (how clients resolve short ids).
         id_prefix: Query<Option<String>>,
+        /// Only the jobs of this batch.
+        batch_id: Query<Option<String>>,
         #[oai(
             default = "default_limit",
             validator(minimum(value = "1"), maximum(value = "1000"))
@@ -586,6 +553,7 @@ impl JobsApi {
         let f = ListFilter {
             owner: caller.owner_filter().or(owner.0),
             id_prefix: id_prefix.0,
+            batch_id: batch_id.0,
             status: status.0,
             name: name.0,
             limit: limit.0,
@@ -831,6 +799,70 @@ fn default_limit() -> u32 {
     100
 }
 
+/// The owner of a submission (the caller, or for admins whoever `owner` names) and their quota.
+pub(super) fn owner_and_quota(
+    store: &super::store::Store,
+    caller: &Caller,
+    owner: Option<String>,
+) -> ApiResult<(String, Quota)> {
+    let owner = match owner {
+        Some(o) if o != caller.user => {
+            require(caller, Action::Administer, "submit jobs for another user")?;
+            o
+        }
+        _ => caller.user.clone(),
+    };
+    let owner_row = store.user(&owner).map_err(internal)?;
+    if owner_row.as_ref().is_some_and(|u| u.disabled) {
+        return Err(ApiError::BadRequest(problem(
+            400,
+            "bad_request",
+            format!("owner: user {owner} is disabled"),
+        )));
+    }
+    Ok((owner, owner_row.map(|u| u.quota).unwrap_or_default()))
+}
+
+/// The row of a new, queued job and its secrets as stored (only for jobs that will run).
+pub(super) fn new_job_row(
+    id: &str,
+    sub: &Submission,
+    secrets: &BTreeMap<String, String>,
+    owner: &str,
+    source: &str,
+    batch_id: Option<&str>,
+) -> ApiResult<(JobRow, Option<String>)> {
+    let row = JobRow {
+        id: id.to_owned(),
+        name: sub.spec.name.clone(),
+        status: "queued".into(),
+        source: source.into(),
+        request_json: serde_json::to_string(sub).map_err(internal)?,
+        run: sub.run,
+        created_at: now(),
+        updated_at: now(),
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        signal: None,
+        reason: None,
+        error_code: None,
+        artifact_sha256: None,
+        artifact_size: None,
+        commit_id: None,
+        outcome_json: None,
+        owner: owner.to_owned(),
+        cpu_seconds: None,
+        batch_id: batch_id.map(str::to_owned),
+    };
+    let secret_json = if secrets.is_empty() || !sub.run {
+        None
+    } else {
+        Some(serde_json::to_string(secrets).map_err(internal)?)
+    };
+    Ok((row, secret_json))
+}
+
 /// The job `id` if `caller` may read it; another user's job is "not found", as a missing one.
 fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> {
     require(caller, Action::Read, "read jobs")?;
@@ -842,7 +874,7 @@ fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> 
         .ok_or_else(|| not_found(id))
 }
 
-fn too_many_jobs(owner: &str, max: u64) -> ApiError {
+pub(super) fn too_many_jobs(owner: &str, max: u64) -> ApiError {
     ApiError::TooManyJobs(problem(
         429,
         "quota_exceeded",

@@ -17,6 +17,8 @@ pub mod accounts;
 mod admin_api;
 mod api;
 pub mod auth;
+mod batch_api;
+pub mod batches;
 pub mod queue;
 pub mod store;
 pub mod tls;
@@ -442,6 +444,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
             admin_api::AccountsApi {
                 store: runner.store.clone(),
+            },
+            batch_api::BatchesApi {
+                runner: runner.clone(),
+                max_queued: args.max_queued,
+                allow_file_urls: args.allow_file_urls,
             },
         ),
         "jobpack",

@@ -12,6 +12,10 @@ use serde::Serialize;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_jobs", include_str!("../../migrations/0001_jobs.sql")),
     ("0002_auth", include_str!("../../migrations/0002_auth.sql")),
+    (
+        "0003_batches",
+        include_str!("../../migrations/0003_batches.sql"),
+    ),
 ];
 
 /// A job as stored.
@@ -39,6 +43,8 @@ pub struct JobRow {
     pub owner: String,
     /// CPU time of the run, when measured.
     pub cpu_seconds: Option<f64>,
+    /// The batch it was submitted in, if any.
+    pub batch_id: Option<String>,
 }
 
 /// Statuses a job cannot leave.
@@ -71,7 +77,7 @@ pub enum InsertError {
 }
 
 /// The statuses of jobs that have not ended (a pack-only job ends at `packed`).
-const ACTIVE_SQL: &str =
+pub(super) const ACTIVE_SQL: &str =
     "(status IN ('queued', 'packing', 'running') OR (status = 'packed' AND run = 1))";
 
 #[derive(Clone)]
@@ -101,6 +107,7 @@ fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         outcome_json: r.get("outcome_json")?,
         owner: r.get("owner")?,
         cpu_seconds: r.get("cpu_seconds")?,
+        batch_id: r.get("batch_id")?,
     })
 }
 
@@ -111,6 +118,8 @@ pub struct ListFilter {
     pub owner: Option<String>,
     /// Only jobs whose id starts with this (hex digits and dashes only).
     pub id_prefix: Option<String>,
+    /// Only the jobs of this batch.
+    pub batch_id: Option<String>,
     pub status: Option<String>,
     pub name: Option<String>,
     pub limit: u32,
@@ -174,46 +183,44 @@ impl Store {
         secret_json: Option<&str>,
         max_active: Option<u64>,
     ) -> Result<(), InsertError> {
+        self.insert_all(
+            None,
+            &[(j.clone(), secret_json.map(str::to_owned))],
+            max_active,
+        )
+    }
+
+    /// Inserts jobs of one owner (and the batch they form, if any) in one transaction, unless
+    /// the owner's unfinished jobs would then be more than `max_active`: all or nothing.
+    pub fn insert_all(
+        &self,
+        batch: Option<&super::batches::BatchRow>,
+        jobs: &[(JobRow, Option<String>)],
+        max_active: Option<u64>,
+    ) -> Result<(), InsertError> {
         let c = self
             .conn
             .lock()
             .map_err(|_| InsertError::Db(anyhow::anyhow!("database lock poisoned")))?;
         let db = |e: rusqlite::Error| InsertError::Db(e.into());
         let tx = c.unchecked_transaction().map_err(db)?;
-        if let Some(max) = max_active {
+        if let (Some(max), Some((first, _))) = (max_active, jobs.first()) {
             let n: i64 = tx
                 .query_row(
                     &format!("SELECT COUNT(*) FROM jobs WHERE owner = ?1 AND {ACTIVE_SQL}"),
-                    [&j.owner],
+                    [&first.owner],
                     |r| r.get(0),
                 )
                 .map_err(db)?;
-            if n as u64 >= max {
+            if n as u64 + jobs.len() as u64 > max {
                 return Err(InsertError::TooManyActive(max));
             }
         }
-        tx.execute(
-            "INSERT INTO jobs (id, name, status, source, request_json, run, created_at, \
-             updated_at, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                j.id,
-                j.name,
-                j.status,
-                j.source,
-                j.request_json,
-                j.run as i64,
-                j.created_at,
-                j.updated_at,
-                j.owner
-            ],
-        )
-        .map_err(db)?;
-        if let Some(s) = secret_json {
-            tx.execute(
-                "INSERT INTO job_secrets (job_id, secret_json) VALUES (?1, ?2)",
-                params![j.id, s],
-            )
-            .map_err(db)?;
+        if let Some(b) = batch {
+            super::batches::insert_batch(&tx, b).map_err(db)?;
+        }
+        for (j, secret) in jobs {
+            insert_job(&tx, j, secret.as_deref()).map_err(db)?;
         }
         tx.commit().map_err(db)
     }
@@ -240,7 +247,8 @@ impl Store {
     pub fn list(&self, f: &ListFilter) -> anyhow::Result<(Vec<JobRow>, u64)> {
         self.with(|c| {
             let where_ = "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2) \
-                          AND (?3 IS NULL OR owner = ?3) AND (?6 IS NULL OR id LIKE ?6 || '%')";
+                          AND (?3 IS NULL OR owner = ?3) AND (?6 IS NULL OR id LIKE ?6 || '%') \
+                          AND (?7 IS NULL OR batch_id = ?7)";
             let total: i64 = c.query_row(
                 &format!("SELECT COUNT(*) FROM jobs {where_}"),
                 params![
@@ -249,7 +257,8 @@ impl Store {
                     f.owner,
                     None::<u32>,
                     None::<u32>,
-                    f.id_prefix
+                    f.id_prefix,
+                    f.batch_id
                 ],
                 |r| r.get(0),
             )?;
@@ -258,7 +267,15 @@ impl Store {
             ))?;
             let rows = st
                 .query_map(
-                    params![f.status, f.name, f.owner, f.limit, f.offset, f.id_prefix],
+                    params![
+                        f.status,
+                        f.name,
+                        f.owner,
+                        f.limit,
+                        f.offset,
+                        f.id_prefix,
+                        f.batch_id
+                    ],
                     row,
                 )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -422,4 +439,35 @@ impl Store {
             st.query_map([], |r| r.get(0))?.collect()
         })
     }
+}
+
+/// Inserts one job row (and its secrets) inside the caller's transaction.
+pub(super) fn insert_job(
+    tx: &rusqlite::Transaction<'_>,
+    j: &JobRow,
+    secret_json: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO jobs (id, name, status, source, request_json, run, created_at, updated_at, \
+         owner, batch_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            j.id,
+            j.name,
+            j.status,
+            j.source,
+            j.request_json,
+            j.run as i64,
+            j.created_at,
+            j.updated_at,
+            j.owner,
+            j.batch_id
+        ],
+    )?;
+    if let Some(s) = secret_json {
+        tx.execute(
+            "INSERT INTO job_secrets (job_id, secret_json) VALUES (?1, ?2)",
+            params![j.id, s],
+        )?;
+    }
+    Ok(())
 }

@@ -1,0 +1,349 @@
+//! `/v1/batches`: many jobs submitted together (all validated first, all stored in one
+//! transaction, or none), followed by counters over their member jobs, and cancelled together.
+
+use std::sync::Arc;
+
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use super::api::{
+    ApiError, ApiResult, JobInfo, Problem, apply_quota, internal, new_job_row, owner_and_quota,
+    parse_submission, problem, require, rfc3339, too_many_jobs,
+};
+use super::auth::{Action, Caller};
+use super::batches::{BatchRow, Counters};
+use super::queue::Runner;
+use super::store::{InsertError, ListFilter, now};
+
+#[derive(Tags)]
+enum BatchTags {
+    /// Batches: many jobs submitted, followed and cancelled together.
+    Batches,
+}
+
+pub struct BatchesApi {
+    pub runner: Arc<Runner>,
+    pub max_queued: usize,
+    pub allow_file_urls: bool,
+}
+
+/// The most jobs one batch may hold.
+const MAX_BATCH: usize = 10_000;
+
+/// A batch: its counters (computed from its jobs at the time of the request) and, on
+/// `GET /batches/{id}`, its jobs.
+#[derive(Debug, Object)]
+pub struct BatchInfo {
+    pub batch_id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub owner: String,
+    /// queued, running, completed, failed (all ended, some failed), stopped.
+    pub status: String,
+    pub total: u64,
+    /// queued, packing, or packed and about to run.
+    pub queued: u64,
+    pub running: u64,
+    pub completed: u64,
+    /// failed, timed_out, oom_killed or limit_exceeded.
+    pub failed: u64,
+    pub stopped: u64,
+    pub created_at: String,
+    /// When the first job started running.
+    pub started_at: Option<String>,
+    /// When the last job ended, once all have.
+    pub finished_at: Option<String>,
+    pub cancelled_at: Option<String>,
+    /// Member jobs, oldest first (on `GET /batches/{id}` only).
+    pub jobs: Option<Vec<JobInfo>>,
+}
+
+fn info(b: BatchRow, c: Counters, jobs: Option<Vec<JobInfo>>) -> BatchInfo {
+    BatchInfo {
+        batch_id: b.id,
+        name: b.name,
+        description: b.description,
+        owner: b.owner,
+        status: c.status().into(),
+        total: c.total,
+        queued: c.queued,
+        running: c.running,
+        completed: c.completed,
+        failed: c.failed,
+        stopped: c.stopped,
+        created_at: rfc3339(b.created_at),
+        started_at: c.started_at.map(rfc3339),
+        finished_at: c.finished_at.map(rfc3339),
+        cancelled_at: b.cancelled_at.map(rfc3339),
+        jobs,
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct BatchList {
+    pub batches: Vec<BatchInfo>,
+}
+
+// One answer per request: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_batch")]
+pub enum BatchCreated {
+    /// Every job accepted and queued.
+    #[oai(status = 201)]
+    Created(Json<BatchInfo>),
+    /// A job is invalid (the message names it: `jobs[3].command: ...`); nothing was created.
+    #[oai(status = 400)]
+    BadRequest(Json<Problem>),
+    /// Too many jobs are waiting; try again later.
+    #[oai(status = 503)]
+    Busy(Json<Problem>),
+}
+
+pub fn bad_batch(err: poem::Error) -> BatchCreated {
+    BatchCreated::BadRequest(problem(400, "bad_request", err.to_string()))
+}
+
+#[derive(ApiResponse)]
+pub enum BatchCancelled {
+    /// Its unfinished jobs are being stopped.
+    #[oai(status = 202)]
+    Accepted(Json<BatchInfo>),
+}
+
+/// Names the job an error is about: `jobs[3]: ...`.
+fn at(i: usize, e: ApiError) -> ApiError {
+    let prefix = |mut p: Json<Problem>| {
+        p.0.message = format!("jobs[{i}]: {}", p.0.message);
+        p
+    };
+    match e {
+        ApiError::BadRequest(p) => ApiError::BadRequest(prefix(p)),
+        ApiError::OverQuota(p) => ApiError::OverQuota(prefix(p)),
+        ApiError::Forbidden(p) => ApiError::Forbidden(prefix(p)),
+        other => other,
+    }
+}
+
+impl BatchesApi {
+    fn visible(&self, caller: &Caller, id: &str) -> ApiResult<BatchRow> {
+        require(caller, Action::Read, "read batches")?;
+        self.runner
+            .store
+            .batch(id)
+            .map_err(internal)?
+            .filter(|b| caller.sees(&b.owner))
+            .ok_or_else(|| ApiError::NotFound(problem(404, "not_found", format!("no batch {id}"))))
+    }
+}
+
+#[OpenApi(tag = "BatchTags::Batches")]
+impl BatchesApi {
+    /// Submit a batch: `{name, description, jobs: [submission, ...]}`, each job as for
+    /// `POST /jobs` (JSON). If any is invalid, nothing is created.
+    #[oai(path = "/batches", method = "post")]
+    async fn create(
+        &self,
+        caller: Caller,
+        body: Json<serde_json::Value>,
+    ) -> ApiResult<BatchCreated> {
+        require(&caller, Action::Submit, "submit jobs")?;
+        let bad = |m: String| ApiError::BadRequest(problem(400, "bad_request", m));
+        let mut body = body.0;
+        let obj = body
+            .as_object_mut()
+            .ok_or_else(|| bad("the body must be a JSON object".into()))?;
+        let text =
+            |obj: &mut serde_json::Map<String, serde_json::Value>, k: &str| match obj.remove(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::String(s)) if s.len() <= 1024 => Ok(Some(s)),
+                Some(_) => Err(bad(format!("{k}: expected a string of at most 1024 bytes"))),
+            };
+        let name = text(obj, "name")?;
+        let description = text(obj, "description")?;
+        let owner = text(obj, "owner")?;
+        let jobs = match obj.remove("jobs") {
+            Some(serde_json::Value::Array(a)) if !a.is_empty() => a,
+            _ => {
+                return Err(bad(
+                    "jobs: expected a non-empty array of job submissions".into()
+                ));
+            }
+        };
+        if let Some(k) = obj.keys().next() {
+            return Err(bad(format!(
+                "unknown field {k:?}: a batch has name, description, owner and jobs"
+            )));
+        }
+        if jobs.len() > MAX_BATCH {
+            return Err(bad(format!(
+                "jobs: at most {MAX_BATCH} per batch, got {}",
+                jobs.len()
+            )));
+        }
+        if self.runner.queue_depth() + jobs.len() > self.max_queued {
+            return Ok(BatchCreated::Busy(problem(
+                503,
+                "busy",
+                format!(
+                    "{} jobs are already waiting and this batch adds {}; try again later",
+                    self.runner.queue_depth(),
+                    jobs.len()
+                ),
+            )));
+        }
+        let (owner, quota) = owner_and_quota(&self.runner.store, &caller, owner)?;
+        let batch = BatchRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            name,
+            description,
+            owner: owner.clone(),
+            created_at: now(),
+            cancelled_at: None,
+        };
+        // Everything is checked before anything is stored.
+        let mut rows = Vec::with_capacity(jobs.len());
+        for (i, v) in jobs.into_iter().enumerate() {
+            let mut p = parse_submission(v, self.allow_file_urls).map_err(|e| at(i, e))?;
+            if p.owner.as_ref().is_some_and(|o| *o != owner) {
+                return Err(at(
+                    i,
+                    bad("owner: every job of a batch belongs to the batch's owner".into()),
+                ));
+            }
+            apply_quota(&mut p.sub.limits, &quota).map_err(|e| at(i, e))?;
+            let id = uuid::Uuid::new_v4().to_string();
+            rows.push(new_job_row(
+                &id,
+                &p.sub,
+                &p.secrets,
+                &owner,
+                "spec",
+                Some(&batch.id),
+            )?);
+        }
+        let n = rows.len();
+        match self
+            .runner
+            .store
+            .insert_all(Some(&batch), &rows, quota.max_concurrent)
+        {
+            Ok(()) => {}
+            Err(InsertError::TooManyActive(max)) => return Err(too_many_jobs(&owner, max)),
+            Err(InsertError::Db(e)) => return Err(internal(e)),
+        }
+        let detail = format!(
+            "jobs={n}{}",
+            batch
+                .name
+                .as_ref()
+                .map(|n| format!(" name={n}"))
+                .unwrap_or_default()
+        );
+        self.runner
+            .store
+            .audit(&caller.user, "batch.submit", Some(&batch.id), Some(&detail));
+        for (row, _) in rows {
+            self.runner.spawn(row.id);
+        }
+        let counters = self
+            .runner
+            .store
+            .batch_counters(&batch.id)
+            .map_err(internal)?;
+        Ok(BatchCreated::Created(Json(info(batch, counters, None))))
+    }
+
+    /// Batches, newest first (the caller's own; admins see everyone's, or `owner`'s).
+    #[oai(path = "/batches", method = "get")]
+    async fn list(
+        &self,
+        caller: Caller,
+        owner: Query<Option<String>>,
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+        #[oai(default)] offset: Query<u32>,
+    ) -> ApiResult<Json<BatchList>> {
+        require(&caller, Action::Read, "read batches")?;
+        let owner = caller.owner_filter().or(owner.0);
+        let rows = self
+            .runner
+            .store
+            .batches(owner.as_deref(), limit.0, offset.0)
+            .map_err(internal)?;
+        let mut batches = Vec::with_capacity(rows.len());
+        for b in rows {
+            let c = self.runner.store.batch_counters(&b.id).map_err(internal)?;
+            batches.push(info(b, c, None));
+        }
+        Ok(Json(BatchList { batches }))
+    }
+
+    /// One batch with its counters and member jobs (oldest first, at most `limit`).
+    #[oai(path = "/batches/:id", method = "get")]
+    async fn get(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+        #[oai(
+            default = "default_members",
+            validator(minimum(value = "0"), maximum(value = "10000"))
+        )]
+        limit: Query<u32>,
+    ) -> ApiResult<Json<BatchInfo>> {
+        let b = self.visible(&caller, &id)?;
+        let c = self.runner.store.batch_counters(&b.id).map_err(internal)?;
+        let (mut rows, _) = self
+            .runner
+            .store
+            .list(&ListFilter {
+                batch_id: Some(b.id.clone()),
+                limit: limit.0,
+                ..ListFilter::default()
+            })
+            .map_err(internal)?;
+        rows.reverse();
+        let jobs = rows.into_iter().map(JobInfo::from).collect();
+        Ok(Json(info(b, c, Some(jobs))))
+    }
+
+    /// Cancel a batch: every member job that has not ended is stopped.
+    #[oai(path = "/batches/:id/cancel", method = "post")]
+    async fn cancel(&self, caller: Caller, id: Path<String>) -> ApiResult<BatchCancelled> {
+        require(&caller, Action::Cancel, "cancel batches")?;
+        let b = self.visible(&caller, &id)?;
+        self.runner
+            .store
+            .set_batch_cancelled(&b.id)
+            .map_err(internal)?;
+        let ids = self
+            .runner
+            .store
+            .batch_unfinished(&b.id)
+            .map_err(internal)?;
+        for j in &ids {
+            self.runner.cancel(j);
+        }
+        self.runner.store.audit(
+            &caller.user,
+            "batch.cancel",
+            Some(&b.id),
+            Some(&format!("stopping={}", ids.len())),
+        );
+        let b = self.visible(&caller, &id)?;
+        let c = self.runner.store.batch_counters(&b.id).map_err(internal)?;
+        Ok(BatchCancelled::Accepted(Json(info(b, c, None))))
+    }
+}
+
+fn default_limit() -> u32 {
+    100
+}
+
+fn default_members() -> u32 {
+    1000
+}
