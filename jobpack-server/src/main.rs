@@ -45,6 +45,9 @@ enum Commands {
     Rm(client::RmArgs),
     /// Download a job's artifact (default), working-directory tarball, or one file.
     Download(client::DownloadArgs),
+    /// Batches: submit a file of jobs, follow their counters, list, cancel.
+    #[command(subcommand)]
+    Batch(client::BatchCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Commands::Cancel(a) => return client::block_on(client::run_cancel(a)),
         Commands::Rm(a) => return client::block_on(client::run_rm(a)),
         Commands::Download(a) => return client::block_on(client::run_download(a)),
+        Commands::Batch(c) => return client::block_on(client::run_batch(c)),
         Commands::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

@@ -472,3 +472,67 @@ fn the_client_speaks_mutual_tls() {
     let (code, _, err) = jobpack_in(dir, &["list", "--token", ADMIN], &env);
     assert_eq!(code, 5, "{err}");
 }
+
+#[test]
+fn batches_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = token_server(&tmp.path().join("data"), &[]);
+    let cli = Cli {
+        dir: tmp.path(),
+        url: s.url.clone(),
+        token: ADMIN.into(),
+    };
+    let w = |name: &str, text: &str| std::fs::write(tmp.path().join(name), text).unwrap();
+    w(
+        "suite.yaml",
+        "name: suite\ndescription: three tests\njobs:\n  - {name: a, command: 'true'}\n  \
+         - {name: b, command: 'exit 4'}\n  - {name: c, command: 'echo c', limits: {timeout: 30}}\n",
+    );
+    w(
+        "slow.yaml",
+        "jobs:\n  - {command: 'sleep 60'}\n  - {command: 'sleep 60'}\n",
+    );
+    w(
+        "bad.yaml",
+        "jobs:\n  - {command: 'true'}\n  - {command: 'true', nope: 1}\n",
+    );
+
+    // --follow prints the counters until the end; one job failed, so exit 1.
+    let (code, _, err) = cli.run(&["batch", "submit", "suite.yaml", "--follow"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("failed 3/3 done: 2 completed, 1 failed, 0 stopped"),
+        "{err}"
+    );
+    let l = cli.json(&["batch", "list"]);
+    let id = l["batches"][0]["batch_id"].as_str().unwrap().to_owned();
+    assert_eq!(l["batches"][0]["name"], "suite");
+    let table = cli.ok(&["batch", "status", &id[..6]]);
+    assert!(table.contains("2 completed, 1 failed"), "{table}");
+    for (name, status) in [("a", "completed"), ("b", "failed"), ("c", "completed")] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains(&format!(" {name} ")) && l.contains(status)),
+            "{table}"
+        );
+    }
+    let b = cli.json(&["batch", "status", &id]);
+    assert_eq!(b["jobs"].as_array().unwrap().len(), 3);
+    assert_eq!(cli.json(&["list", "--batch", &id])["total"], 3);
+
+    // Cancel; an invalid batch is refused whole, naming the job (exit 2).
+    let slow = cli.ok(&["batch", "submit", "slow.yaml"]).trim().to_owned();
+    let out = cli.ok(&["batch", "cancel", &slow[..8]]);
+    assert!(out.starts_with(&format!("stopping batch {slow}")), "{out}");
+    let (code, _, err) = cli.run(&["batch", "submit", "bad.yaml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("jobs[1]"), "{err}");
+    assert_eq!(
+        cli.json(&["batch", "list"])["batches"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}

@@ -327,5 +327,36 @@ async fn the_dashboard_in_headless_chromium() {
         (st == 404).then_some(())
     })
     .await;
+
+    // A batch shows a progress bar of its ended jobs.
+    let jobs: Vec<Value> = (0..3)
+        .map(|i| json!({"name": format!("b{i}"), "command": "sleep 1"}))
+        .collect();
+    let (st, _) = api(
+        &s,
+        "POST",
+        "/v1/batches",
+        Some(json!({"name": "nightly", "jobs": jobs})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    c.goto(&s.u("/#/")).await.unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    until(60, "a full batch progress bar", || async {
+        let v = c
+            .execute(
+                "const p = document.querySelector('#batches progress'); \
+                 return p ? [p.value, p.max, p.parentElement.textContent] : null;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        let (value, max) = (v[0].as_f64()?, v[1].as_f64()?);
+        seen.lock().unwrap().push(value);
+        (value == 3.0 && max == 3.0 && v[2].as_str()?.contains("3/3")).then_some(())
+    })
+    .await;
+    assert!(text_of(&c, "#batches").await.contains("nightly"));
+    println!("batch progress bar values seen: {:?}", seen.lock().unwrap());
     c.close().await.unwrap();
 }

@@ -97,10 +97,36 @@ async function refreshJobs() {
   $("count").textContent = list.total + (list.total === 1 ? " job" : " jobs");
 }
 
+// Batches with a progress bar: ended jobs (completed, failed, stopped) out of all.
+async function refreshBatches() {
+  const mine = view;
+  let list;
+  try { list = await api("GET", "/v1/batches?limit=20"); } catch (_) { return; }
+  if (mine !== view) return;
+  $("batches-box").hidden = list.batches.length === 0;
+  $("batches").tBodies[0].replaceChildren(...list.batches.map((b) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = b.batch_id;
+    const ended = b.completed + b.failed + b.stopped;
+    const bar = document.createElement("progress");
+    bar.max = b.total;
+    bar.value = ended;
+    const cell = document.createElement("td");
+    cell.append(bar, " " + ended + "/" + b.total);
+    const counts = text("td", b.completed + " completed, " + b.failed + " failed, " + b.stopped +
+      " stopped, " + b.running + " running, " + b.queued + " queued");
+    const st = document.createElement("td");
+    st.append(statusBadge(b.status));
+    tr.append(text("td", b.batch_id.slice(0, 8)), text("td", b.name), text("td", b.owner), cell, counts, st);
+    return tr;
+  }));
+}
+
 function jobsView() {
   show("jobs-view");
-  refreshJobs();
-  poller = setInterval(refreshJobs, 1500);
+  const tick = () => { refreshJobs(); refreshBatches(); };
+  tick();
+  poller = setInterval(tick, 1500);
 }
 
 async function submitJob() {

@@ -61,6 +61,9 @@ pub struct ListArgs {
     /// Only jobs with this name.
     #[arg(long)]
     name: Option<String>,
+    /// Only the jobs of this batch (its full id).
+    #[arg(long)]
+    batch: Option<String>,
     /// At most this many (newest first).
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -343,7 +346,7 @@ fn duration(from: &Value, to: Option<&Value>) -> String {
     }
 }
 
-fn table(rows: &[Vec<String>]) -> String {
+pub(super) fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -406,7 +409,11 @@ pub async fn run_status(a: StatusArgs) -> Result<ExitCode> {
 pub async fn run_list(a: ListArgs) -> Result<ExitCode> {
     let api = Api::new(&a.conn)?;
     let mut q = vec![format!("limit={}", a.limit)];
-    for (k, v) in [("status", &a.status), ("name", &a.name)] {
+    for (k, v) in [
+        ("status", &a.status),
+        ("name", &a.name),
+        ("batch_id", &a.batch),
+    ] {
         if let Some(v) = v {
             q.push(format!("{k}={}", urlencode(v)));
         }

@@ -11,8 +11,10 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+mod batch;
 mod cmds;
 
+pub use batch::{BatchCommand, run_batch};
 pub use cmds::{
     CancelArgs, DownloadArgs, ListArgs, LogsArgs, RmArgs, StatusArgs, SubmitArgs, run_cancel,
     run_download, run_list, run_logs, run_rm, run_status, run_submit,
