@@ -5,11 +5,14 @@
 #   - tests: git (fixture repositories and `git daemon` on 127.0.0.1); python3, procps (ps) and
 #     util-linux (unshare) used by jobs inside the sandbox tests
 #   - benchmarks: curl, bc, python3
-#   - dashboard tests: chromium and chromium-driver (headless Chromium driven over WebDriver)
+#   - with --tests (scripts/test.sh passes it): chromium and chromium-driver for the dashboard
+#     test (headless Chromium driven over WebDriver); running the server does not need them
 set -euo pipefail
 
-packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3 procps util-linux
-  chromium chromium-driver)
+packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3 procps util-linux)
+if [ "${1:-}" = "--tests" ]; then
+  packages+=(chromium chromium-driver)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,7 +2,8 @@
 //! through fantoccini) against the real server on 127.0.0.1. Log in with a token, submit a job,
 //! watch its log lines arrive live until `completed`, download its artifact, cancel and delete a
 //! running job, filter the table. A screenshot of the job page is kept as a test output.
-//! Without chromium and chromedriver (scripts/setup.sh installs them) the test says so and skips.
+//! Without chromium and chromedriver (`scripts/setup.sh --tests` installs them) the test says so
+//! and skips.
 
 mod common;
 
@@ -120,7 +121,7 @@ async fn api(s: &Server, method: &str, path: &str, body: Option<Value>) -> (u16,
 async fn the_dashboard_in_headless_chromium() {
     if !Path::new(CHROMIUM).exists() || !Path::new(DRIVER).exists() {
         println!(
-            "SKIPPED: {CHROMIUM} or {DRIVER} is missing (scripts/setup.sh installs chromium and \
+            "SKIPPED: {CHROMIUM} or {DRIVER} is missing (`scripts/setup.sh --tests` installs chromium and \
              chromium-driver)"
         );
         return;
