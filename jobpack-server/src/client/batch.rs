@@ -119,12 +119,7 @@ pub async fn run_batch(cmd: BatchCommand) -> Result<ExitCode> {
             let body: Value = serde_norway::from_str(&text)
                 .map_err(|e| Failure::new(exit::BAD_INPUT, format!("{}: {e}", file.display())))?;
             let req = api.request(Method::POST, "/v1/batches").json(&body);
-            let b: Value = api
-                .send(req)
-                .await?
-                .json()
-                .await
-                .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+            let b: Value = api.send_json(req).await?;
             let id = b["batch_id"].as_str().unwrap_or_default().to_owned();
             if f {
                 eprintln!("submitted batch {id} ({} jobs)", b["total"]);
@@ -187,12 +182,7 @@ pub async fn run_batch(cmd: BatchCommand) -> Result<ExitCode> {
             let api = Api::new(&conn)?;
             let id = resolve(&api, &id).await?;
             let req = api.request(Method::POST, &format!("/v1/batches/{id}/cancel"));
-            let b: Value = api
-                .send(req)
-                .await?
-                .json()
-                .await
-                .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+            let b: Value = api.send_json(req).await?;
             if api.json {
                 println!("{b}");
             } else {

@@ -288,12 +288,7 @@ pub async fn run_submit(a: SubmitArgs) -> Result<ExitCode> {
         }
         None => req.json(&body),
     };
-    let created: Value = api
-        .send(req)
-        .await?
-        .json()
-        .await
-        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+    let created: Value = api.send_json(req).await?;
     let id = created["job_id"].as_str().unwrap_or_default().to_owned();
     if !a.follow {
         if api.json {
@@ -492,11 +487,8 @@ pub async fn run_cancel(a: CancelArgs) -> Result<ExitCode> {
     let api = Api::new(&a.conn)?;
     let id = api.resolve(&a.id).await?;
     let v: Value = api
-        .send(api.request(Method::POST, &format!("/v1/jobs/{id}/cancel")))
-        .await?
-        .json()
-        .await
-        .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?;
+        .send_json(api.request(Method::POST, &format!("/v1/jobs/{id}/cancel")))
+        .await?;
     if api.json {
         println!("{v}");
     } else {

@@ -196,11 +196,18 @@ impl Api {
         Err(Failure::new(code, format!("{message} (HTTP {status})")))
     }
 
-    pub async fn get_json(&self, path: &str) -> Result<Value> {
-        let resp = self.send(self.request(reqwest::Method::GET, path)).await?;
-        resp.json()
+    /// Sends a request and reads the JSON answer.
+    pub async fn send_json(&self, r: reqwest::RequestBuilder) -> Result<Value> {
+        self.send(r)
+            .await?
+            .json()
             .await
             .map_err(|e| Failure::new(exit::FAILURE, format!("the server's answer: {e}")))
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        self.send_json(self.request(reqwest::Method::GET, path))
+            .await
     }
 
     /// The full id of the job `id_or_prefix` names (any unique prefix of a job id will do).
