@@ -100,7 +100,12 @@ async fn five_hundred_jobs_complete_with_exact_counters() {
     .await;
     let members = full["jobs"].as_array().unwrap();
     assert_eq!(members.len(), 500);
-    assert_eq!(members[0]["name"], "t0");
+    let mut names: Vec<&str> = members
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    names.sort_by_key(|n| n[1..].parse::<u32>().unwrap());
+    assert_eq!(names, (0..500).map(|i| format!("t{i}")).collect::<Vec<_>>());
     assert!(
         members
             .iter()
@@ -170,7 +175,8 @@ async fn cancelling_a_batch_stops_every_unfinished_job() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, b) = call(&s, "GET", &format!("/v1/batches/{id}"), None, None).await;
-        if b["running"] == 2 && b["completed"] == 1 {
+        // Two jobs hold the two slots (which two is up to the scheduler).
+        if b["running"] == 2 {
             break;
         }
         assert!(Instant::now() < deadline, "{b}");
@@ -182,16 +188,25 @@ async fn cancelling_a_batch_stops_every_unfinished_job() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let b = loop {
         let (_, b) = call(&s, "GET", &format!("/v1/batches/{id}"), None, None).await;
-        if b["stopped"] == 5 {
+        if b["queued"] == 0 && b["running"] == 0 {
             break b;
         }
         assert!(Instant::now() < deadline, "{b}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(
-        (b["completed"].as_u64(), b["status"].as_str()),
-        (Some(1), Some("stopped"))
+    // Every sleeper is stopped; the `true` job may have completed before the cancel.
+    let stopped = b["stopped"].as_u64().unwrap();
+    let completed = b["completed"].as_u64().unwrap();
+    assert!(
+        stopped >= 5 && stopped + completed == 6 && b["failed"] == 0,
+        "{b}"
     );
+    assert_eq!(b["status"], "stopped");
+    for j in b["jobs"].as_array().unwrap() {
+        if j["request"]["spec"]["command"] == "sleep 60" {
+            assert_eq!(j["status"], "stopped", "{j}");
+        }
+    }
     assert!(b["finished_at"].is_string());
 }
 
