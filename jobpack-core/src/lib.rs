@@ -39,6 +39,7 @@ pub mod progress;
 pub mod render;
 pub mod source;
 pub mod spec;
+pub mod workflow;
 
 pub use archive::{ArchiveError, EntryKind, FileEntry, UnpackError, UnpackLimits};
 pub use error::{Error, IoError, Result};
@@ -49,3 +50,4 @@ pub use progress::{Progress, ProgressFn, Stage};
 pub use render::RenderError;
 pub use source::git::GitError;
 pub use spec::{Command, DataSpec, Job, JobSpec, SpecError};
+pub use workflow::{Workflow, WorkflowError};
