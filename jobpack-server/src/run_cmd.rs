@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use jobpack_core::exec::{
     Executor, IsolationMode, Limits, LocalExecutor, LocalExecutorConfig, NetworkPolicy, Outcome,
-    RunRequest, RunStatus,
+    RunRequest,
 };
 use jobpack_core::{JobSpec, Packager, PackagerConfig, UnpackLimits};
 
@@ -83,15 +83,9 @@ fn is_artifact(path: &Path) -> bool {
 }
 
 /// The process exit code for an outcome: the job's own, 128+signal, 124 for a time-out (as
-/// timeout(1)), 130 for a cancel.
+/// timeout(1)), 130 for a cancel — the same mapping `jobpack submit --follow` uses.
 pub fn exit_code(o: &Outcome) -> u8 {
-    match (o.status, o.exit_code, o.signal) {
-        (RunStatus::TimedOut, _, _) => 124,
-        (RunStatus::Stopped, _, _) => 130,
-        (_, Some(c), _) => u8::try_from(c).unwrap_or(1),
-        (_, None, Some(s)) => u8::try_from(128 + s).unwrap_or(137),
-        _ => 1,
-    }
+    crate::client::job_exit_code(o.status.as_str(), o.exit_code, o.signal)
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
