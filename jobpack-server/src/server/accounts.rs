@@ -150,14 +150,20 @@ pub fn token_hash(token: &str) -> String {
 }
 
 fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+    user_with(r, r.get("name")?, r.get("created_at")?)
+}
+
+/// A user from a row's `role`, `disabled` and `quota_json` columns (also in joins, where the
+/// name and creation time come from other columns).
+fn user_with(r: &Row<'_>, name: String, created_at: f64) -> rusqlite::Result<UserRow> {
     let role: String = r.get("role")?;
     let quota: String = r.get("quota_json")?;
     Ok(UserRow {
-        name: r.get("name")?,
+        name,
         role: role.parse().unwrap_or(Role::Viewer),
         disabled: r.get::<_, i64>("disabled")? != 0,
         quota: serde_json::from_str(&quota).unwrap_or_default(),
-        created_at: r.get("created_at")?,
+        created_at,
     })
 }
 
@@ -322,13 +328,22 @@ impl Store {
     /// The user a presented token belongs to, if the token is known and not revoked. Notes the
     /// use (at most once a minute per token, to keep reads cheap).
     pub fn authenticate_token(&self, token: &str) -> anyhow::Result<Option<(TokenRow, UserRow)>> {
-        let Some(t) = self.token_by_hash(&token_hash(token))? else {
-            return Ok(None);
-        };
-        if t.revoked_at.is_some() {
-            return Ok(None);
-        }
-        let Some(u) = self.user(&t.user_name)? else {
+        // One read on every request: the token and its user together.
+        let found = self.with(|c| {
+            c.query_row(
+                "SELECT t.*, u.role, u.disabled, u.quota_json, u.created_at AS user_created_at \
+                 FROM tokens t JOIN users u ON u.name = t.user_name \
+                 WHERE t.hash = ?1 AND t.revoked_at IS NULL",
+                [token_hash(token)],
+                |r| {
+                    let t = token_row(r)?;
+                    let u = user_with(r, t.user_name.clone(), r.get("user_created_at")?)?;
+                    Ok((t, u))
+                },
+            )
+            .optional()
+        })?;
+        let Some((t, u)) = found else {
             return Ok(None);
         };
         let at = now();
