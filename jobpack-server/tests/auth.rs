@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{FINAL, Launch, Pki, Server, is_root, jobpack};
+use common::{FINAL, Launch, Pki, Server, call, is_root, jobpack};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -28,41 +28,6 @@ fn token_server(data: &Path, extra: &[&str]) -> Server {
             capture_stderr: false,
         },
     )
-}
-
-/// One request; the answer's status and body (JSON when it is JSON, else a string).
-async fn call(
-    c: &reqwest::Client,
-    s: &Server,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let mut r = c.request(method.parse().unwrap(), s.u(path));
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    if status == 401 {
-        assert_eq!(
-            resp.headers()
-                .get("www-authenticate")
-                .map(|v| v.to_str().unwrap()),
-            Some("Bearer realm=\"jobpack\""),
-            "{method} {path}"
-        );
-    }
-    let bytes = resp.bytes().await.unwrap();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-    (status, v)
 }
 
 async fn api(s: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {

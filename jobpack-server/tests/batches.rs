@@ -17,16 +17,15 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut r = reqwest::Client::new().request(method.parse().unwrap(), s.u(path));
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.unwrap();
-    let st = resp.status().as_u16();
-    (st, resp.json().await.unwrap_or(Value::Null))
+    common::call(
+        &reqwest::Client::new(),
+        s,
+        method,
+        path,
+        token,
+        body.as_ref(),
+    )
+    .await
 }
 
 fn counted(b: &Value) -> u64 {

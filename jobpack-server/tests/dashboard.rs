@@ -106,15 +106,15 @@ async fn text_of(c: &Client, css: &str) -> String {
 }
 
 async fn api(s: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = reqwest::Client::new()
-        .request(method.parse().unwrap(), s.u(path))
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.unwrap();
-    let st = resp.status().as_u16();
-    (st, resp.json().await.unwrap_or(Value::Null))
+    common::call(
+        &reqwest::Client::new(),
+        s,
+        method,
+        path,
+        Some(ADMIN),
+        body.as_ref(),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

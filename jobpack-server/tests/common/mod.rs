@@ -7,6 +7,43 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 
+/// One request (with a bearer token if given); the answer's status and body (JSON when it is JSON, else a string).
+pub async fn call(
+    c: &reqwest::Client,
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = c.request(method.parse().unwrap(), s.u(path));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    // Every 401 tells the client how to authenticate.
+    if status == 401 {
+        assert_eq!(
+            resp.headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap()),
+            Some("Bearer realm=\"jobpack\""),
+            "{method} {path}"
+        );
+    }
+    let bytes = resp.bytes().await.unwrap();
+    let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    });
+    (status, v)
+}
+
 /// Statuses a job cannot leave.
 pub const FINAL: &[&str] = &[
     "completed",
