@@ -5,46 +5,14 @@
 //! /v1/jobs/{id}` `BENCH_REQUESTS` times (default 4000) from 8 keep-alive clients, and prints
 //! requests per second, p50/p99 latency and each mode's cost relative to no auth.
 
-use std::io::BufRead;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::sync::Arc;
 use std::time::Instant;
 
+use support::{pct, start_server};
+
 const ADMIN: &str = "jp_bench-admin-token-0123456789abcdef";
-
-fn start(data: &Path, args: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jobpack"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--permissive",
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(args)
-        .env("JOBPACK_ADMIN_TOKEN", ADMIN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("jobpack listening on ")
-        .unwrap()
-        .to_owned();
-    (child, url)
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 /// (requests per second, p50 ms, p99 ms)
 async fn measure(
@@ -164,9 +132,10 @@ async fn main() {
     ];
     println!("GET /v1/jobs/{{id}}, {n} requests from 8 keep-alive clients");
     let mut base = None;
-    for (i, (name, args, client, token)) in modes.into_iter().enumerate() {
+    for (i, (name, mut args, client, token)) in modes.into_iter().enumerate() {
         let data = tmp.path().join(format!("data{i}"));
-        let (mut child, url) = start(&data, &args);
+        args.push("--permissive");
+        let (mut child, url) = start_server(&data, &args, &[("JOBPACK_ADMIN_TOKEN", ADMIN)], true);
         // Warm up connections, then measure.
         measure(client.clone(), &url, token, 200).await;
         let (rps, p50, p99) = measure(client, &url, token, n).await;

@@ -6,16 +6,13 @@
 //! completed, and prints submitted-to-running latency (the server's own created_at and started_at)
 //! p50/p99, the HTTP submit latency p50/p99, and completed jobs per second.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use support::{pct, start_server};
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
+use serde_json::Value;
 
 fn secs(t: &str) -> f64 {
     let st = humantime::parse_rfc3339(t).expect("rfc3339");
@@ -37,24 +34,12 @@ async fn main() {
     let tmp = tempfile::tempdir().unwrap();
     // SAFETY: a plain id query.
     let root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobpack"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(tmp.path())
-        .args(["--max-concurrent", &conc.to_string(), "--auth", "none"])
-        .stdout(Stdio::piped());
+    let conc_s = conc.to_string();
+    let mut args = vec!["--max-concurrent", conc_s.as_str(), "--auth", "none"];
     if !root {
-        cmd.arg("--permissive");
+        args.push("--permissive");
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("jobpack listening on ")
-        .unwrap()
-        .to_owned();
+    let (mut child, url) = start_server(tmp.path(), &args, &[], false);
     let client = reqwest::Client::new();
 
     let t0 = Instant::now();
