@@ -28,7 +28,62 @@ pub const REQUIRABLE: &[&str] = &[
     "ended",
 ];
 
-/// One requirement: `job` must end in `status` (`ended`: in any final status).
+/// Final statuses of a workflow's jobs: a run's final statuses, and `skipped` for a job whose
+/// requirements could no longer be met (it never ran).
+pub const FINAL: &[&str] = &[
+    "completed",
+    "failed",
+    "stopped",
+    "timed_out",
+    "oom_killed",
+    "limit_exceeded",
+    "skipped",
+];
+
+/// Where a waiting job stands, given the statuses of the jobs it requires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Some required job has not ended yet.
+    Waiting,
+    /// Every requirement is met: the job may start.
+    Ready,
+    /// A requirement can no longer be met (the reason names it): the job is `skipped`.
+    Unmeetable(String),
+}
+
+/// Decides a waiting job's fate from its requirements and `status_of` (the current status of a
+/// job of the workflow by name, `None` if it no longer exists). A requirement that can no longer
+/// be met decides at once, even while other required jobs still run.
+pub fn readiness<'a>(
+    requires: &[Requirement],
+    status_of: impl Fn(&str) -> Option<&'a str>,
+) -> Readiness {
+    let mut waiting = false;
+    for r in requires {
+        match status_of(&r.job) {
+            None => {
+                return Readiness::Unmeetable(format!("required job {} no longer exists", r.job));
+            }
+            Some(s) if FINAL.contains(&s) => {
+                if !r.met_by(s) {
+                    return Readiness::Unmeetable(format!(
+                        "required {} to be {}, but it ended {s}",
+                        r.job, r.status
+                    ));
+                }
+            }
+            Some(_) => waiting = true,
+        }
+    }
+    if waiting {
+        Readiness::Waiting
+    } else {
+        Readiness::Ready
+    }
+}
+
+/// One requirement: `job` must end in `status` (`ended`: in any final status, `skipped`
+/// included).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirement {
     pub job: String,
@@ -354,6 +409,48 @@ mod tests {
             wf.jobs[3].body,
             serde_json::json!({"command": "s", "limits": {"timeout": 5}})
         );
+    }
+
+    #[test]
+    fn readiness_waits_starts_or_skips() {
+        let req = |job: &str, status: &str| Requirement {
+            job: job.into(),
+            status: status.into(),
+        };
+        let reqs = [req("a", "completed"), req("b", "ended")];
+        let st = |a: &'static str, b: &'static str| {
+            move |n: &str| match n {
+                "a" => Some(a),
+                "b" => Some(b),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            readiness(&reqs, st("running", "waiting")),
+            Readiness::Waiting
+        );
+        assert_eq!(
+            readiness(&reqs, st("completed", "queued")),
+            Readiness::Waiting
+        );
+        assert_eq!(
+            readiness(&reqs, st("completed", "skipped")),
+            Readiness::Ready
+        );
+        assert_eq!(
+            readiness(&reqs, st("completed", "failed")),
+            Readiness::Ready
+        );
+        assert_eq!(
+            readiness(&reqs, st("failed", "running")),
+            Readiness::Unmeetable("required a to be completed, but it ended failed".into()),
+            "decided while b still runs"
+        );
+        assert_eq!(
+            readiness(&[req("gone", "ended")], |_| None),
+            Readiness::Unmeetable("required job gone no longer exists".into())
+        );
+        assert_eq!(readiness(&[], |_| None), Readiness::Ready);
     }
 
     #[test]

@@ -589,3 +589,49 @@ async fn bad_requests_are_refused_before_anything_runs() {
     let err = executor().start(req).await.err().unwrap();
     assert!(err.to_string().contains("does not exist"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mounts_show_other_directories_read_only_inside_the_job() {
+    if skip_unless_root("mounts_show_other_directories_read_only_inside_the_job") {
+        return;
+    }
+    let dep = tempfile::tempdir().unwrap();
+    std::fs::write(dep.path().join("out.txt"), "from setup\n").unwrap();
+    let j = job(
+        "cat deps/setup/out.txt; if echo x > deps/setup/new.txt; then echo WROTE; fi; \
+         echo mine > own.txt && echo own-ok",
+    );
+    let mut req = request(&j, timeout(30));
+    req.mounts.push(jobpack_core::exec::Mount {
+        source: dep.path().to_path_buf(),
+        target: "deps/setup".into(),
+        read_only: true,
+    });
+    let (o, log) = run_req(req).await;
+    assert_eq!(o.status, RunStatus::Completed, "{o:?}\n{log}");
+    assert!(log.contains("from setup\n"), "{log}");
+    assert!(
+        !log.contains("WROTE"),
+        "a read-only mount was written: {log}"
+    );
+    assert!(
+        log.contains("own-ok"),
+        "the job directory stays writable: {log}"
+    );
+    assert!(!dep.path().join("new.txt").exists());
+
+    // A job directory whose `deps` is a symlink cannot redirect the mount point.
+    let j = job("true");
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), j.dir.join("deps")).unwrap();
+    let mut req = request(&j, timeout(30));
+    req.mounts.push(jobpack_core::exec::Mount {
+        source: dep.path().to_path_buf(),
+        target: "deps/setup".into(),
+        read_only: true,
+    });
+    let err = executor().start(req).await.err().expect("refused");
+    assert!(matches!(err, ExecError::Invalid(_)), "{err}");
+    assert!(err.to_string().contains("symlink"), "{err}");
+    assert!(!elsewhere.path().join("setup").exists());
+}

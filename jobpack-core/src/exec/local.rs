@@ -186,6 +186,16 @@ fn validate(req: &RunRequest) -> Result<(), ExecError> {
     for k in req.env.keys().chain(req.secret_env.keys()) {
         crate::spec::check_env_name(k).map_err(|m| ExecError::Invalid(format!("env {k}: {m}")))?;
     }
+    for m in &req.mounts {
+        crate::spec::normalise_rel_path(&m.target)
+            .map_err(|e| ExecError::Invalid(format!("mount target {:?}: {e}", m.target)))?;
+        if !m.source.is_dir() {
+            return Err(ExecError::Invalid(format!(
+                "mount source {} is not a directory",
+                m.source.display()
+            )));
+        }
+    }
     let nul = |s: &String| s.contains('\0');
     if req.argv.iter().any(nul) || req.env.values().any(nul) || req.secret_env.values().any(nul) {
         return Err(ExecError::Invalid(
@@ -264,6 +274,32 @@ fn chown_tree(dir: &Path, uid: u32) -> Result<(), ExecError> {
     Ok(())
 }
 
+/// Creates the mount point `rel` inside `job_dir` (and its parents), refusing to go through a
+/// symlink or a file: the job directory holds the job's own files, which must not redirect a
+/// mount elsewhere on the host.
+fn mount_point(job_dir: &Path, rel: &str) -> Result<PathBuf, ExecError> {
+    let rel = crate::spec::normalise_rel_path(rel)
+        .map_err(|e| ExecError::Invalid(format!("mount target {rel:?}: {e}")))?;
+    let mut p = job_dir.to_path_buf();
+    for part in rel.split('/') {
+        p.push(part);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ExecError::Invalid(format!(
+                    "mount target {rel}: {} is a symlink or a file in the job directory",
+                    p.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&p).map_err(io_err("create", &p))?;
+            }
+            Err(e) => return Err(io_err("stat", &p)(e).into()),
+        }
+    }
+    Ok(p)
+}
+
 /// The cgroup and scratch directory name of a named run.
 fn run_name(run_id: &str) -> Result<String, ExecError> {
     let ok = !run_id.is_empty()
@@ -285,6 +321,9 @@ fn unique_name() -> String {
 
 async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHandle, ExecError> {
     validate(&req)?;
+    for m in &req.mounts {
+        mount_point(&req.job_dir, &m.target)?;
+    }
     let started = Instant::now();
     let (writer, stream) = LogWriter::create(&req.log_path, req.limits.log_bytes)
         .map_err(io_err("create the log", &req.log_path))?;
@@ -324,6 +363,18 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
                 report
                     .missing
                     .push("cgroup limits (memory, cpu, pids, io) are not enforced".into());
+            }
+            // No mount namespace: each mount becomes a link to its source (writable).
+            for m in &req.mounts {
+                let at = mount_point(&req.job_dir, &m.target)?;
+                std::fs::remove_dir(&at).map_err(io_err("replace", &at))?;
+                std::os::unix::fs::symlink(&m.source, &at).map_err(io_err("link", &at))?;
+                if m.read_only {
+                    report.missing.push(format!(
+                        "read-only mount {}: linked, writable, without the sandbox",
+                        m.target
+                    ));
+                }
             }
             let (p, out, err) = start_fallback(&cfg, &req).await?;
             report.level = "none".into();
@@ -483,6 +534,7 @@ async fn start_sandboxed(
         env: &env,
         rlimits: rlimits(req, cfg),
         parent_is_root: is_root,
+        mounts: &req.mounts,
     });
     let plan = match plan {
         Ok(p) => p,

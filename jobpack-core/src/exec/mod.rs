@@ -107,6 +107,19 @@ pub enum IsolationMode {
     Permissive,
 }
 
+/// A host directory shown inside the job directory for the run (a workflow job's `deps/<name>/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The host directory.
+    pub source: PathBuf,
+    /// Where it appears, relative to the job directory (`deps/setup`). Missing directories are
+    /// created; a path through a symlink or a file is refused.
+    pub target: String,
+    /// Read-only in the sandbox. Without the sandbox (permissive fallback) the directory is
+    /// linked instead, writable, and the isolation report says so.
+    pub read_only: bool,
+}
+
 /// One run of a job.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
@@ -126,6 +139,8 @@ pub struct RunRequest {
     /// directory so that [`Executor::reap`] can find what a crashed supervisor left behind.
     /// `None`: a fresh random name.
     pub run_id: Option<String>,
+    /// Host directories to show inside the job directory.
+    pub mounts: Vec<Mount>,
 }
 
 impl RunRequest {
@@ -140,6 +155,7 @@ impl RunRequest {
             network: NetworkPolicy::None,
             log_path: log_path.into(),
             run_id: None,
+            mounts: Vec::new(),
         }
     }
 }

@@ -88,6 +88,8 @@ pub(crate) struct PlanInput<'a> {
     pub env: &'a [(String, String)],
     pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
     pub parent_is_root: bool,
+    /// Host directories bound inside the job directory (their mount points exist).
+    pub mounts: &'a [crate::exec::Mount],
 }
 
 fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString, ExecError> {
@@ -189,6 +191,28 @@ impl Plan {
             },
             format!("bind {} at /job", input.job_dir.display()),
         );
+
+        // Directories shown inside it (a workflow job's deps), after it, so on top of it.
+        for m in input.mounts {
+            let rel = crate::spec::normalise_rel_path(&m.target)
+                .map_err(|e| ExecError::Invalid(format!("mount target {:?}: {e}", m.target)))?;
+            let mut flags = libc::MS_NOSUID | libc::MS_NODEV | locked_flags(&m.source);
+            if m.read_only {
+                flags |= libc::MS_RDONLY;
+            }
+            push(
+                MountOp::Bind {
+                    src: path_c(&m.source)?,
+                    dst: path_c(&job.join(&rel))?,
+                    flags,
+                },
+                format!(
+                    "bind {} at /job/{rel}{}",
+                    m.source.display(),
+                    if m.read_only { " read-only" } else { "" }
+                ),
+            );
+        }
 
         let tmp = under("tmp");
         mkdir(&tmp)?;
