@@ -84,7 +84,7 @@ pub fn readiness<'a>(
 
 /// One requirement: `job` must end in `status` (`ended`: in any final status, `skipped`
 /// included).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Requirement {
     pub job: String,
     pub status: String,

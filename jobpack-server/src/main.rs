@@ -48,6 +48,9 @@ enum Commands {
     /// Batches: submit a file of jobs, follow their counters, list, cancel.
     #[command(subcommand)]
     Batch(client::BatchCommand),
+    /// Workflows: run a file of jobs that require each other, follow it, see its jobs, cancel.
+    #[command(subcommand)]
+    Workflow(client::WorkflowCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Commands::Rm(a) => return client::block_on(client::run_rm(a)),
         Commands::Download(a) => return client::block_on(client::run_download(a)),
         Commands::Batch(c) => return client::block_on(client::run_batch(c)),
+        Commands::Workflow(c) => return client::block_on(client::run_workflow(c)),
         Commands::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

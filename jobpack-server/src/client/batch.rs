@@ -56,29 +56,8 @@ fn counters(b: &Value) -> String {
 }
 
 async fn resolve(api: &Api, prefix: &str) -> Result<String> {
-    let l = api.get_json("/v1/batches?limit=1000").await?;
-    let ids: Vec<String> = l["batches"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|b| b["batch_id"].as_str())
-        .filter(|i| i.starts_with(prefix))
-        .map(str::to_owned)
-        .collect();
-    match ids.as_slice() {
-        [one] if !prefix.is_empty() => Ok(one.clone()),
-        [] | [_] => Err(Failure::new(
-            exit::NOT_FOUND,
-            format!("no batch id starts with {prefix:?}"),
-        )),
-        _ => Err(Failure::new(
-            exit::NOT_FOUND,
-            format!(
-                "{prefix} is ambiguous: {} batches match; give more of the id",
-                ids.len()
-            ),
-        )),
-    }
+    api.resolve_listed("/v1/batches?limit=1000", "batches", "batch_id", prefix)
+        .await
 }
 
 /// Prints the counters every second until the batch has ended; exit 0 only if all completed.

@@ -13,12 +13,14 @@ use serde_json::Value;
 
 mod batch;
 mod cmds;
+mod workflow;
 
 pub use batch::{BatchCommand, run_batch};
 pub use cmds::{
     CancelArgs, DownloadArgs, ListArgs, LogsArgs, RmArgs, StatusArgs, SubmitArgs, run_cancel,
     run_download, run_list, run_logs, run_rm, run_status, run_submit,
 };
+pub use workflow::{WorkflowCommand, run_workflow};
 
 /// Where the server is and how to prove who we are.
 #[derive(Debug, Clone, clap::Args)]
@@ -244,6 +246,41 @@ impl Api {
                     "{p} is ambiguous: {n} jobs match ({}{}); give more of the id",
                     ids.join(", "),
                     if n as usize > ids.len() { ", ..." } else { "" }
+                ),
+            )),
+        }
+    }
+
+    /// The full id among those `list_path` lists (`{key: [{id_key: ...}]}`) that starts with
+    /// `prefix` (batches, workflows: fewer than jobs, so listed whole).
+    pub async fn resolve_listed(
+        &self,
+        list_path: &str,
+        key: &str,
+        id_key: &str,
+        prefix: &str,
+    ) -> Result<String> {
+        let what = key.trim_end_matches('s');
+        let l = self.get_json(list_path).await?;
+        let ids: Vec<String> = l[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| b[id_key].as_str())
+            .filter(|i| i.starts_with(prefix))
+            .map(str::to_owned)
+            .collect();
+        match ids.as_slice() {
+            [one] if !prefix.is_empty() => Ok(one.clone()),
+            [] | [_] => Err(Failure::new(
+                exit::NOT_FOUND,
+                format!("no {what} id starts with {prefix:?}"),
+            )),
+            _ => Err(Failure::new(
+                exit::NOT_FOUND,
+                format!(
+                    "{prefix} is ambiguous: {} {key} match; give more of the id",
+                    ids.len()
                 ),
             )),
         }

@@ -111,8 +111,9 @@ pub(super) fn rfc3339(t: f64) -> String {
 pub struct JobInfo {
     pub job_id: String,
     pub name: Option<String>,
-    /// queued, packing, packed, running, completed, failed, stopped, timed_out, oom_killed,
-    /// limit_exceeded.
+    /// waiting (a workflow job whose requirements are not met yet), queued, packing, packed,
+    /// running, completed, failed, stopped, timed_out, oom_killed, limit_exceeded, skipped (a
+    /// workflow job whose requirements can no longer be met).
     pub status: String,
     /// Whether the job runs after packing (`false`: pack only).
     pub run: bool,
@@ -135,6 +136,8 @@ pub struct JobInfo {
     pub cpu_seconds: Option<f64>,
     /// The batch it belongs to, if any.
     pub batch_id: Option<String>,
+    /// The workflow it belongs to, if any (its `name` is then its key in the workflow).
+    pub workflow_id: Option<String>,
     /// The submission as accepted (spec, limits, network, run; secret_env values masked).
     pub request: serde_json::Value,
     /// The executor's outcome (times, peak memory, isolation), once finished.
@@ -163,6 +166,7 @@ impl From<JobRow> for JobInfo {
             owner: r.owner,
             cpu_seconds: r.cpu_seconds,
             batch_id: r.batch_id,
+            workflow_id: r.workflow_id,
             request: serde_json::from_str(&r.request_json).unwrap_or_default(),
             outcome: r.outcome_json.and_then(|o| serde_json::from_str(&o).ok()),
         }
@@ -533,6 +537,8 @@ impl JobsApi {
         id_prefix: Query<Option<String>>,
         /// Only the jobs of this batch.
         batch_id: Query<Option<String>>,
+        /// Only the jobs of this workflow.
+        workflow_id: Query<Option<String>>,
         #[oai(
             default = "default_limit",
             validator(minimum(value = "1"), maximum(value = "1000"))
@@ -554,6 +560,7 @@ impl JobsApi {
             owner: caller.owner_filter().or(owner.0),
             id_prefix: id_prefix.0,
             batch_id: batch_id.0,
+            workflow_id: workflow_id.0,
             status: status.0,
             name: name.0,
             limit: limit.0,
@@ -654,7 +661,7 @@ impl JobsApi {
     async fn cancel(&self, caller: Caller, id: Path<String>) -> ApiResult<Accepted> {
         require(&caller, Action::Cancel, "cancel jobs")?;
         let r = self.row(&caller, &id)?;
-        if row_is_final(&r) || !self.runner.cancel(&id) {
+        if row_is_final(&r) || !(self.runner.cancel(&id) || self.runner.cancel_waiting(&r)) {
             return Err(ApiError::Conflict(problem(
                 409,
                 "already_finished",
@@ -686,6 +693,10 @@ impl JobsApi {
         }
         self.runner.store.delete(&id).map_err(internal)?;
         self.runner.remove_files(&id).map_err(internal)?;
+        if let Some(w) = &r.workflow_id {
+            // Jobs that required it can no longer have it: they are skipped.
+            self.runner.advance(w);
+        }
         let detail = format!("owner={} status={}", r.owner, r.status);
         self.runner
             .store
@@ -854,6 +865,9 @@ pub(super) fn new_job_row(
         owner: owner.to_owned(),
         cpu_seconds: None,
         batch_id: batch_id.map(str::to_owned),
+        workflow_id: None,
+        workflow_pos: None,
+        requires_json: None,
     };
     let secret_json = if secrets.is_empty() || !sub.run {
         None

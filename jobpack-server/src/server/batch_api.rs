@@ -14,7 +14,7 @@ use super::api::{
 use super::auth::{Action, Caller};
 use super::batches::{BatchRow, Counters};
 use super::queue::Runner;
-use super::store::{InsertError, ListFilter, now};
+use super::store::{Group, InsertError, ListFilter, now};
 
 #[derive(Tags)]
 enum BatchTags {
@@ -227,7 +227,7 @@ impl BatchesApi {
         match self
             .runner
             .store
-            .insert_all(Some(&batch), &rows, quota.max_concurrent)
+            .insert_all(Group::Batch(&batch), &rows, quota.max_concurrent)
         {
             Ok(()) => {}
             Err(InsertError::TooManyActive(max)) => return Err(too_many_jobs(&owner, max)),

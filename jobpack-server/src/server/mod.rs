@@ -22,6 +22,8 @@ pub mod batches;
 pub mod queue;
 pub mod store;
 pub mod tls;
+mod workflow_api;
+pub mod workflows;
 
 use jobpack_core::exec::{IsolationMode, LocalExecutor, LocalExecutorConfig};
 use jobpack_core::{Packager, PackagerConfig};
@@ -446,6 +448,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 store: runner.store.clone(),
             },
             batch_api::BatchesApi {
+                runner: runner.clone(),
+                max_queued: args.max_queued,
+                allow_file_urls: args.allow_file_urls,
+            },
+            workflow_api::WorkflowsApi {
                 runner: runner.clone(),
                 max_queued: args.max_queued,
                 allow_file_urls: args.allow_file_urls,

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jobpack_core::exec::{Executor, Limits, LogStream, NetworkPolicy, RunHandle, RunRequest};
+use jobpack_core::exec::{
+    Executor, Limits, LogStream, Mount, NetworkPolicy, RunHandle, RunRequest, RunStatus,
+};
 use jobpack_core::{JobSpec, Packager, UnpackLimits};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
@@ -49,6 +51,8 @@ pub struct Runner {
     /// Set at shutdown: no job starts a new stage after this.
     closing: std::sync::atomic::AtomicBool,
     grace: Duration,
+    /// Held while a workflow's waiting jobs are being decided (`workflows.rs`).
+    pub(super) workflow_lock: Mutex<()>,
 }
 
 impl Runner {
@@ -71,6 +75,7 @@ impl Runner {
             running: AtomicUsize::new(0),
             closing: std::sync::atomic::AtomicBool::new(false),
             grace,
+            workflow_lock: Mutex::new(()),
         })
     }
 
@@ -105,8 +110,9 @@ impl Runner {
         self.running.load(Ordering::Relaxed)
     }
 
-    /// After a restart: jobs that were running are failed (their process is gone), jobs that
-    /// were queued, packing or packed-to-run are started again.
+    /// After a restart: jobs that were running are failed (their process is gone) except a
+    /// workflow's, which run again (the workflow resumes); jobs that were queued, packing or
+    /// packed-to-run are started again, and workflows decide their waiting jobs.
     pub fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
         for id in self.store.ids_with_status("running")? {
             // Whatever the dead server's sandbox left running goes first.
@@ -114,10 +120,18 @@ impl Runner {
             if let Err(e) = reaped {
                 eprintln!("jobpack: could not clean up job {id} of the previous run: {e}");
             }
-            self.store.finish(
-                &id,
-                &Finish::early("failed", "server restarted", Some("server_restarted")),
-            )?;
+            let in_workflow = self
+                .store
+                .get(&id)?
+                .is_some_and(|r| r.workflow_id.is_some());
+            if in_workflow {
+                self.store.set_status(&id, "queued")?;
+            } else {
+                self.store.finish(
+                    &id,
+                    &Finish::early("failed", "server restarted", Some("server_restarted")),
+                )?;
+            }
         }
         // All ids first: a job spawned here moves on to `packing` at once and must not be
         // found again by a later status's query (it would get a second task).
@@ -149,6 +163,10 @@ impl Runner {
             self.store.set_status(&id, "queued")?;
             self.spawn(id);
         }
+        // A job may have ended just before the crash, with its dependants not yet decided.
+        for w in self.store.workflows_waiting()? {
+            self.advance(&w);
+        }
         Ok(())
     }
 
@@ -169,6 +187,14 @@ impl Runner {
             me.process(&id, rx).await;
             if let Ok(mut live) = me.live.lock() {
                 live.remove(&id);
+            }
+            // The end of a workflow's job may let others start (or skip them). At shutdown the
+            // workflow is left as it is and resumes at the next start.
+            if !me.closing.load(Ordering::SeqCst)
+                && let Ok(Some(row)) = me.store.get(&id)
+                && let Some(w) = row.workflow_id
+            {
+                me.advance(&w);
             }
         });
     }
@@ -345,6 +371,25 @@ impl Runner {
         req.run_id = Some(id.to_owned());
         req.limits = sub.limits.clone();
         req.network = sub.network;
+        match self.dependency_dirs(&row) {
+            Ok(deps) => {
+                req.mounts = deps
+                    .into_iter()
+                    .map(|(name, source)| Mount {
+                        source,
+                        target: format!("code/deps/{name}"),
+                        read_only: true,
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                return self.fail(
+                    id,
+                    "internal",
+                    &format!("cannot find the work of the jobs it requires: {e:#}"),
+                );
+            }
+        }
         if !sub.secret_env.is_empty() {
             let stored = self.store.secrets(id);
             match stored.map(|s| s.map(|s| serde_json::from_str::<BTreeMap<String, String>>(&s))) {
@@ -388,6 +433,15 @@ impl Runner {
             }
         };
         self.running.fetch_sub(1, Ordering::Relaxed);
+        if outcome.status == RunStatus::Stopped
+            && self.closing.load(Ordering::SeqCst)
+            && row.workflow_id.is_some()
+        {
+            // Stopped by the shutdown, not by a user: a workflow's job runs again at the next
+            // start, so the workflow resumes where it was.
+            let _ = self.store.set_status(id, "queued");
+            return;
+        }
         let outcome_json = serde_json::to_string(&outcome).ok();
         let _ = self.store.finish(
             id,

@@ -16,6 +16,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_batches",
         include_str!("../../migrations/0003_batches.sql"),
     ),
+    (
+        "0004_workflows",
+        include_str!("../../migrations/0004_workflows.sql"),
+    ),
 ];
 
 /// A job as stored.
@@ -45,6 +49,12 @@ pub struct JobRow {
     pub cpu_seconds: Option<f64>,
     /// The batch it was submitted in, if any.
     pub batch_id: Option<String>,
+    /// The workflow it belongs to, if any (`name` is then its key in the workflow file).
+    pub workflow_id: Option<String>,
+    /// Its place in the workflow file.
+    pub workflow_pos: Option<i64>,
+    /// What it requires in its workflow: `[{"job": name, "status": status}, ...]`.
+    pub requires_json: Option<String>,
 }
 
 /// Statuses a job cannot leave.
@@ -55,6 +65,7 @@ pub const FINAL: &[&str] = &[
     "timed_out",
     "oom_killed",
     "limit_exceeded",
+    "skipped",
 ];
 
 pub fn is_final(status: &str, run: bool) -> bool {
@@ -68,6 +79,13 @@ pub fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// What a set of inserted jobs forms.
+pub enum Group<'a> {
+    None,
+    Batch(&'a super::batches::BatchRow),
+    Workflow(&'a super::workflows::WorkflowRow),
+}
+
 /// Why a job was not inserted.
 #[derive(Debug)]
 pub enum InsertError {
@@ -76,16 +94,17 @@ pub enum InsertError {
     Db(anyhow::Error),
 }
 
-/// The statuses of jobs that have not ended (a pack-only job ends at `packed`).
-pub(super) const ACTIVE_SQL: &str =
-    "(status IN ('queued', 'packing', 'running') OR (status = 'packed' AND run = 1))";
+/// The statuses of jobs that have not ended (a pack-only job ends at `packed`; a workflow's job
+/// is `waiting` until its requirements are met).
+pub(super) const ACTIVE_SQL: &str = "(status IN ('waiting', 'queued', 'packing', 'running') \
+     OR (status = 'packed' AND run = 1))";
 
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
+pub(super) fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         id: r.get("id")?,
         name: r.get("name")?,
@@ -108,6 +127,9 @@ fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         owner: r.get("owner")?,
         cpu_seconds: r.get("cpu_seconds")?,
         batch_id: r.get("batch_id")?,
+        workflow_id: r.get("workflow_id")?,
+        workflow_pos: r.get("workflow_pos")?,
+        requires_json: r.get("requires_json")?,
     })
 }
 
@@ -120,6 +142,8 @@ pub struct ListFilter {
     pub id_prefix: Option<String>,
     /// Only the jobs of this batch.
     pub batch_id: Option<String>,
+    /// Only the jobs of this workflow.
+    pub workflow_id: Option<String>,
     pub status: Option<String>,
     pub name: Option<String>,
     pub limit: u32,
@@ -184,17 +208,18 @@ impl Store {
         max_active: Option<u64>,
     ) -> Result<(), InsertError> {
         self.insert_all(
-            None,
+            Group::None,
             &[(j.clone(), secret_json.map(str::to_owned))],
             max_active,
         )
     }
 
-    /// Inserts jobs of one owner (and the batch they form, if any) in one transaction, unless
-    /// the owner's unfinished jobs would then be more than `max_active`: all or nothing.
+    /// Inserts jobs of one owner (and the batch or workflow they form, if any) in one
+    /// transaction, unless the owner's unfinished jobs would then be more than `max_active`: all
+    /// or nothing.
     pub fn insert_all(
         &self,
-        batch: Option<&super::batches::BatchRow>,
+        group: Group<'_>,
         jobs: &[(JobRow, Option<String>)],
         max_active: Option<u64>,
     ) -> Result<(), InsertError> {
@@ -216,8 +241,10 @@ impl Store {
                 return Err(InsertError::TooManyActive(max));
             }
         }
-        if let Some(b) = batch {
-            super::batches::insert_batch(&tx, b).map_err(db)?;
+        match group {
+            Group::None => {}
+            Group::Batch(b) => super::batches::insert_batch(&tx, b).map_err(db)?,
+            Group::Workflow(w) => super::workflows::insert_workflow(&tx, w).map_err(db)?,
         }
         for (j, secret) in jobs {
             insert_job(&tx, j, secret.as_deref()).map_err(db)?;
@@ -248,7 +275,7 @@ impl Store {
         self.with(|c| {
             let where_ = "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2) \
                           AND (?3 IS NULL OR owner = ?3) AND (?6 IS NULL OR id LIKE ?6 || '%') \
-                          AND (?7 IS NULL OR batch_id = ?7)";
+                          AND (?7 IS NULL OR batch_id = ?7) AND (?8 IS NULL OR workflow_id = ?8)";
             let total: i64 = c.query_row(
                 &format!("SELECT COUNT(*) FROM jobs {where_}"),
                 params![
@@ -258,7 +285,8 @@ impl Store {
                     None::<u32>,
                     None::<u32>,
                     f.id_prefix,
-                    f.batch_id
+                    f.batch_id,
+                    f.workflow_id
                 ],
                 |r| r.get(0),
             )?;
@@ -274,7 +302,8 @@ impl Store {
                         f.limit,
                         f.offset,
                         f.id_prefix,
-                        f.batch_id
+                        f.batch_id,
+                        f.workflow_id
                     ],
                     row,
                 )?
@@ -449,7 +478,8 @@ pub(super) fn insert_job(
 ) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO jobs (id, name, status, source, request_json, run, created_at, updated_at, \
-         owner, batch_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         owner, batch_id, workflow_id, workflow_pos, requires_json) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             j.id,
             j.name,
@@ -460,7 +490,10 @@ pub(super) fn insert_job(
             j.created_at,
             j.updated_at,
             j.owner,
-            j.batch_id
+            j.batch_id,
+            j.workflow_id,
+            j.workflow_pos,
+            j.requires_json
         ],
     )?;
     if let Some(s) = secret_json {

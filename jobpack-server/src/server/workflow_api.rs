@@ -1,0 +1,367 @@
+//! `/v1/workflows`: a workflow file (YAML or JSON) is checked whole by the library (names,
+//! requirements, cycles) and each job as a submission; then every job is stored `waiting` in one
+//! transaction and the runner starts those whose requirements are met (`workflows.rs`).
+
+use std::sync::Arc;
+
+use jobpack_core::Workflow;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Binary, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use super::api::{
+    ApiError, ApiResult, Problem, apply_quota, internal, new_job_row, owner_and_quota,
+    parse_submission, problem, require, rfc3339, too_many_jobs,
+};
+use super::auth::{Action, Caller};
+use super::queue::Runner;
+use super::store::{Group, InsertError, JobRow, now};
+use super::workflows::{WorkflowRow, requirements, status};
+
+#[derive(Tags)]
+enum WorkflowTags {
+    /// Workflows: jobs that start when the jobs they require have ended as required.
+    Workflows,
+}
+
+pub struct WorkflowsApi {
+    pub runner: Arc<Runner>,
+    pub max_queued: usize,
+    pub allow_file_urls: bool,
+}
+
+/// The most jobs one workflow may hold, and the largest workflow file.
+const MAX_JOBS: usize = 1000;
+const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// A job another one requires, and the status it must end in.
+#[derive(Debug, Object)]
+pub struct Dependency {
+    /// Its name in the workflow.
+    pub job: String,
+    /// completed, failed, stopped, timed_out, oom_killed, limit_exceeded, or ended (any).
+    pub status: String,
+    pub job_id: Option<String>,
+}
+
+/// One job of a workflow.
+#[derive(Debug, Object)]
+pub struct WorkflowJobInfo {
+    /// Its key in the workflow file.
+    pub name: String,
+    pub job_id: String,
+    /// waiting, queued, packing, packed, running, completed, failed, stopped, timed_out,
+    /// oom_killed, limit_exceeded, or skipped (its requirements can no longer be met).
+    pub status: String,
+    pub exit_code: Option<i32>,
+    /// Why it failed, stopped or was skipped.
+    pub reason: Option<String>,
+    pub dependencies: Vec<Dependency>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// A workflow and its jobs, in the order of its file.
+#[derive(Debug, Object)]
+pub struct WorkflowInfo {
+    pub workflow_id: String,
+    pub name: Option<String>,
+    pub owner: String,
+    /// queued (no job started), running, completed (every job completed), failed (ended, not
+    /// all completed), stopped (cancelled).
+    pub status: String,
+    pub created_at: String,
+    /// When the last job ended, once all have.
+    pub finished_at: Option<String>,
+    pub cancelled_at: Option<String>,
+    pub jobs: Vec<WorkflowJobInfo>,
+}
+
+fn info(w: WorkflowRow, jobs: Vec<JobRow>) -> WorkflowInfo {
+    let status = status(&w, &jobs).to_owned();
+    let finished_at = if matches!(status.as_str(), "queued" | "running") {
+        None
+    } else {
+        jobs.iter()
+            .filter_map(|j| j.finished_at)
+            .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))))
+    };
+    let ids: std::collections::HashMap<String, String> = jobs
+        .iter()
+        .filter_map(|j| Some((j.name.clone()?, j.id.clone())))
+        .collect();
+    let jobs = jobs
+        .into_iter()
+        .map(|j| WorkflowJobInfo {
+            dependencies: requirements(&j)
+                .into_iter()
+                .map(|r| Dependency {
+                    job_id: ids.get(&r.job).cloned(),
+                    job: r.job,
+                    status: r.status,
+                })
+                .collect(),
+            name: j.name.unwrap_or_default(),
+            job_id: j.id,
+            status: j.status,
+            exit_code: j.exit_code,
+            reason: j.reason,
+            started_at: j.started_at.map(rfc3339),
+            finished_at: j.finished_at.map(rfc3339),
+        })
+        .collect();
+    WorkflowInfo {
+        workflow_id: w.id,
+        name: w.name,
+        owner: w.owner,
+        status,
+        created_at: rfc3339(w.created_at),
+        finished_at: finished_at.map(rfc3339),
+        cancelled_at: w.cancelled_at.map(rfc3339),
+        jobs,
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct WorkflowList {
+    pub workflows: Vec<WorkflowInfo>,
+}
+
+// One answer per request: the size of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_workflow")]
+pub enum WorkflowCreated {
+    /// Accepted: every job is stored; those that require nothing are queued.
+    #[oai(status = 201)]
+    Created(Json<WorkflowInfo>),
+    /// The workflow is invalid (the message names every problem at its path, e.g.
+    /// `jobs.report.requires[0]: unknown job "x"`); nothing was created.
+    #[oai(status = 400)]
+    BadRequest(Json<Problem>),
+    /// Too many jobs are waiting; try again later.
+    #[oai(status = 503)]
+    Busy(Json<Problem>),
+}
+
+pub fn bad_workflow(err: poem::Error) -> WorkflowCreated {
+    WorkflowCreated::BadRequest(problem(400, "bad_request", err.to_string()))
+}
+
+#[derive(ApiResponse)]
+pub enum WorkflowCancelled {
+    /// Its running jobs are being stopped; its waiting jobs are skipped.
+    #[oai(status = 202)]
+    Accepted(Json<WorkflowInfo>),
+}
+
+impl WorkflowsApi {
+    fn visible(&self, caller: &Caller, id: &str) -> ApiResult<WorkflowRow> {
+        require(caller, Action::Read, "read workflows")?;
+        self.runner
+            .store
+            .workflow(id)
+            .map_err(internal)?
+            .filter(|w| caller.sees(&w.owner))
+            .ok_or_else(|| {
+                ApiError::NotFound(problem(404, "not_found", format!("no workflow {id}")))
+            })
+    }
+
+    fn info(&self, w: WorkflowRow) -> ApiResult<WorkflowInfo> {
+        let jobs = self.runner.store.workflow_jobs(&w.id).map_err(internal)?;
+        Ok(info(w, jobs))
+    }
+}
+
+#[OpenApi(tag = "WorkflowTags::Workflows")]
+impl WorkflowsApi {
+    /// Submit a workflow: the file itself (YAML or JSON, any content type) with `name` and
+    /// `jobs`, each job a submission as for `POST /jobs` plus `requires: [{other: status}]`.
+    /// Everything is checked before anything is stored or started.
+    #[oai(path = "/workflows", method = "post")]
+    async fn create(&self, caller: Caller, body: Binary<Vec<u8>>) -> ApiResult<WorkflowCreated> {
+        require(&caller, Action::Submit, "submit jobs")?;
+        let bad = |code: &str, m: String| ApiError::BadRequest(problem(400, code, m));
+        if body.0.len() > MAX_FILE_BYTES {
+            return Err(bad(
+                "bad_request",
+                format!("a workflow file is at most {MAX_FILE_BYTES} bytes"),
+            ));
+        }
+        let text = String::from_utf8(body.0)
+            .map_err(|_| bad("bad_request", "the workflow file is not UTF-8".into()))?;
+        let wf = Workflow::parse(&text).map_err(|e| bad("invalid_workflow", e.to_string()))?;
+        if wf.jobs.len() > MAX_JOBS {
+            return Err(bad(
+                "invalid_workflow",
+                format!(
+                    "jobs: at most {MAX_JOBS} per workflow, got {}",
+                    wf.jobs.len()
+                ),
+            ));
+        }
+        if self.runner.queue_depth() + wf.jobs.len() > self.max_queued {
+            return Ok(WorkflowCreated::Busy(problem(
+                503,
+                "busy",
+                format!(
+                    "{} jobs are already waiting and this workflow adds {}; try again later",
+                    self.runner.queue_depth(),
+                    wf.jobs.len()
+                ),
+            )));
+        }
+        let (owner, quota) = owner_and_quota(&self.runner.store, &caller, None)?;
+        let w = WorkflowRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: wf.name.clone(),
+            owner: owner.clone(),
+            source: text,
+            created_at: now(),
+            cancelled_at: None,
+        };
+        // Every job is checked (all problems reported at once) before anything is stored.
+        let mut rows = Vec::with_capacity(wf.jobs.len());
+        let message = |e: ApiError| match e {
+            ApiError::BadRequest(p) | ApiError::OverQuota(p) | ApiError::Forbidden(p) => {
+                p.0.message
+            }
+            other => format!("{other:?}"),
+        };
+        wf.check_jobs(|j| {
+            let mut body = j.body.clone();
+            if let Some(obj) = body.as_object_mut() {
+                match obj.get("name") {
+                    None => {
+                        obj.insert("name".into(), j.name.clone().into());
+                    }
+                    Some(n) if n.as_str() == Some(j.name.as_str()) => {}
+                    Some(_) => {
+                        return Err(vec![(
+                            "name".into(),
+                            "a workflow's job is named by its key; leave name out".into(),
+                        )]);
+                    }
+                }
+                if obj.contains_key("owner") {
+                    return Err(vec![(
+                        "owner".into(),
+                        "every job of a workflow belongs to the workflow's owner".into(),
+                    )]);
+                }
+            }
+            let mut p = parse_submission(body, self.allow_file_urls)
+                .map_err(|e| vec![(String::new(), message(e))])?;
+            if !p.sub.run {
+                return Err(vec![(
+                    "run".into(),
+                    "a workflow's jobs run (leave run out)".into(),
+                )]);
+            }
+            apply_quota(&mut p.sub.limits, &quota)
+                .map_err(|e| vec![(String::new(), message(e))])?;
+            let id = uuid::Uuid::new_v4().to_string();
+            let (mut row, secrets) = new_job_row(&id, &p.sub, &p.secrets, &owner, "spec", None)
+                .map_err(|e| vec![(String::new(), message(e))])?;
+            row.status = "waiting".into();
+            row.workflow_id = Some(w.id.clone());
+            row.workflow_pos = Some(rows.len() as i64);
+            row.requires_json = Some(
+                serde_json::to_string(&j.requires)
+                    .map_err(|e| vec![(String::new(), e.to_string())])?,
+            );
+            rows.push((row, secrets));
+            Ok(())
+        })
+        .map_err(|e| bad("invalid_workflow", e.to_string()))?;
+        match self
+            .runner
+            .store
+            .insert_all(Group::Workflow(&w), &rows, quota.max_concurrent)
+        {
+            Ok(()) => {}
+            Err(InsertError::TooManyActive(max)) => return Err(too_many_jobs(&owner, max)),
+            Err(InsertError::Db(e)) => return Err(internal(e)),
+        }
+        let detail = format!(
+            "jobs={}{}",
+            rows.len(),
+            w.name
+                .as_ref()
+                .map(|n| format!(" name={n}"))
+                .unwrap_or_default()
+        );
+        self.runner
+            .store
+            .audit(&caller.user, "workflow.submit", Some(&w.id), Some(&detail));
+        self.runner.advance(&w.id);
+        Ok(WorkflowCreated::Created(Json(self.info(w)?)))
+    }
+
+    /// Workflows, newest first (the caller's own; admins see everyone's, or `owner`'s).
+    #[oai(path = "/workflows", method = "get")]
+    async fn list(
+        &self,
+        caller: Caller,
+        owner: Query<Option<String>>,
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "1"), maximum(value = "1000"))
+        )]
+        limit: Query<u32>,
+        #[oai(default)] offset: Query<u32>,
+    ) -> ApiResult<Json<WorkflowList>> {
+        require(&caller, Action::Read, "read workflows")?;
+        let owner = caller.owner_filter().or(owner.0);
+        let rows = self
+            .runner
+            .store
+            .workflows(owner.as_deref(), limit.0, offset.0)
+            .map_err(internal)?;
+        let workflows = rows
+            .into_iter()
+            .map(|w| self.info(w))
+            .collect::<ApiResult<_>>()?;
+        Ok(Json(WorkflowList { workflows }))
+    }
+
+    /// One workflow: its status and every job's name, id, status, exit code and dependencies.
+    #[oai(path = "/workflows/:id", method = "get")]
+    async fn get(&self, caller: Caller, id: Path<String>) -> ApiResult<Json<WorkflowInfo>> {
+        let w = self.visible(&caller, &id)?;
+        Ok(Json(self.info(w)?))
+    }
+
+    /// Cancel a workflow: its running (and queued) jobs are stopped, its waiting jobs skipped.
+    #[oai(path = "/workflows/:id/cancel", method = "post")]
+    async fn cancel(&self, caller: Caller, id: Path<String>) -> ApiResult<WorkflowCancelled> {
+        require(&caller, Action::Cancel, "cancel workflows")?;
+        let w = self.visible(&caller, &id)?;
+        self.runner
+            .store
+            .set_workflow_cancelled(&w.id)
+            .map_err(internal)?;
+        // Skips every waiting job; after it, no job of the workflow starts any more.
+        self.runner.advance(&w.id);
+        let jobs = self.runner.store.workflow_jobs(&w.id).map_err(internal)?;
+        let mut stopping = 0;
+        for j in jobs.iter().filter(|j| !super::queue::row_is_final(j)) {
+            if self.runner.cancel(&j.id) {
+                stopping += 1;
+            }
+        }
+        self.runner.store.audit(
+            &caller.user,
+            "workflow.cancel",
+            Some(&w.id),
+            Some(&format!("stopping={stopping}")),
+        );
+        let w = self.visible(&caller, &id)?;
+        Ok(WorkflowCancelled::Accepted(Json(self.info(w)?)))
+    }
+}
+
+fn default_limit() -> u32 {
+    100
+}
