@@ -2,7 +2,7 @@
 // /v1 API as everyone else, with the token kept in sessionStorage (gone when the tab closes).
 "use strict";
 
-const FINAL = ["completed", "failed", "stopped", "timed_out", "oom_killed", "limit_exceeded"];
+const FINAL = ["completed", "failed", "stopped", "timed_out", "oom_killed", "limit_exceeded", "skipped"];
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem("jobpack-token");
 let poller = null;      // the current view's refresh timer

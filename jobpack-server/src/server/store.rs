@@ -57,16 +57,9 @@ pub struct JobRow {
     pub requires_json: Option<String>,
 }
 
-/// Statuses a job cannot leave.
-pub const FINAL: &[&str] = &[
-    "completed",
-    "failed",
-    "stopped",
-    "timed_out",
-    "oom_killed",
-    "limit_exceeded",
-    "skipped",
-];
+/// Statuses a job cannot leave: a run's final statuses, and `skipped` (a workflow's job whose
+/// requirements can no longer be met), as the library's workflows know them.
+pub const FINAL: &[&str] = jobpack_core::workflow::FINAL;
 
 pub fn is_final(status: &str, run: bool) -> bool {
     FINAL.contains(&status) || (!run && status == "packed")

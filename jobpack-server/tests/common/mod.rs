@@ -52,6 +52,7 @@ pub const FINAL: &[&str] = &[
     "timed_out",
     "oom_killed",
     "limit_exceeded",
+    "skipped",
 ];
 
 pub struct Server {
