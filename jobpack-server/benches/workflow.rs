@@ -38,18 +38,21 @@ async fn until_ended(c: &reqwest::Client, url: &str) -> Value {
     }
 }
 
-async fn run_workflow(c: &reqwest::Client, url: &str, yaml: String) -> (Value, f64) {
-    let t0 = Instant::now();
-    let w: Value = c
-        .post(format!("{url}/v1/workflows"))
-        .header("content-type", "application/yaml")
-        .body(yaml)
+async fn post_json(c: &reqwest::Client, url: &str, content_type: &str, body: String) -> Value {
+    c.post(url)
+        .header("content-type", content_type)
+        .body(body)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn run_workflow(c: &reqwest::Client, url: &str, yaml: String) -> (Value, f64) {
+    let t0 = Instant::now();
+    let w = post_json(c, &format!("{url}/v1/workflows"), "application/yaml", yaml).await;
     let id = w["workflow_id"].as_str().expect("created").to_owned();
     let w = until_ended(c, &format!("{url}/v1/workflows/{id}")).await;
     assert_eq!(w["status"], "completed", "{w:#}");
@@ -107,15 +110,8 @@ async fn main() {
         .map(|_| serde_json::json!({"command": "true"}))
         .collect();
     let t0 = Instant::now();
-    let b: Value = c
-        .post(format!("{url}/v1/batches"))
-        .json(&serde_json::json!({"jobs": jobs}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = serde_json::json!({"jobs": jobs}).to_string();
+    let b = post_json(&c, &format!("{url}/v1/batches"), "application/json", body).await;
     let bid = b["batch_id"].as_str().expect("created");
     let b = until_ended(&c, &format!("{url}/v1/batches/{bid}?limit=0")).await;
     assert_eq!(b["status"], "completed", "{b}");

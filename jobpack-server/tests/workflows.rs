@@ -27,6 +27,10 @@ async fn get(s: &Server, path: &str) -> Value {
     v
 }
 
+async fn post(s: &Server, path: &str) -> (u16, Value) {
+    common::call(&reqwest::Client::new(), s, "POST", path, None, None).await
+}
+
 async fn started(s: &Server, yaml: &str) -> String {
     let (st, w) = submit(s, yaml).await;
     assert_eq!(st, 201, "{w}");
@@ -299,15 +303,7 @@ jobs:
         .as_str()
         .unwrap()
         .to_owned();
-    let (st, v) = common::call(
-        &reqwest::Client::new(),
-        &s,
-        "POST",
-        &format!("/v1/jobs/{one}/cancel"),
-        None,
-        None,
-    )
-    .await;
+    let (st, v) = post(&s, &format!("/v1/jobs/{one}/cancel")).await;
     assert_eq!(st, 202, "{v}");
     let w = wait_for(&s, &id, "after-that skipped", |w| {
         job_status(w, "after-that") == "skipped"
@@ -316,15 +312,7 @@ jobs:
     assert_eq!(job_status(&w, "waiting-cancelled"), "stopped");
     assert_eq!(job_status(&w, "long"), "running", "the rest goes on");
 
-    let (st, v) = common::call(
-        &reqwest::Client::new(),
-        &s,
-        "POST",
-        &format!("/v1/workflows/{id}/cancel"),
-        None,
-        None,
-    )
-    .await;
+    let (st, v) = post(&s, &format!("/v1/workflows/{id}/cancel")).await;
     assert_eq!(st, 202, "{v}");
     assert!(v["cancelled_at"].is_string(), "{v}");
     let t0 = Instant::now();
@@ -339,15 +327,7 @@ jobs:
         assert_eq!(j["reason"], "the workflow was cancelled");
     }
     // Cancelling again changes nothing.
-    let (st, _) = common::call(
-        &reqwest::Client::new(),
-        &s,
-        "POST",
-        &format!("/v1/workflows/{id}/cancel"),
-        None,
-        None,
-    )
-    .await;
+    let (st, _) = post(&s, &format!("/v1/workflows/{id}/cancel")).await;
     assert_eq!(st, 202);
 }
 
