@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub use crate::archive::ArchiveError;
 pub use crate::fetch::FetchError;
 pub use crate::render::RenderError;
+pub use crate::runtime::RuntimeError;
 pub use crate::source::git::GitError;
 pub use crate::spec::SpecError;
 
@@ -20,6 +21,10 @@ pub enum Error {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Render(#[from] RenderError),
+    /// A marker file of the code (apt.txt, ...) cannot be used, or the runtime the spec asks
+    /// for does not match the code.
+    #[error("runtime: {0}")]
+    Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     /// The spec is valid but asks for something this packager's policy forbids.

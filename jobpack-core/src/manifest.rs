@@ -29,10 +29,25 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceRecord>,
     pub data: Vec<Downloaded>,
-    /// The mtime of every archive entry (seconds since the epoch).
+    /// The image the Dockerfile builds from, and whether it is pinned by digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_image: Option<BaseImageRecord>,
+    /// The install step and how it was chosen (detected from which files, or the spec's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<crate::runtime::Runtime>,
+    /// The mtime of every archive entry (seconds since the epoch); the Dockerfile's
+    /// `SOURCE_DATE_EPOCH`.
     pub mtime: u64,
     /// Every entry of the archive except this manifest, sorted by path.
     pub files: Vec<FileEntry>,
+}
+
+/// The base image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseImageRecord {
+    pub reference: String,
+    /// `name[:tag]@sha256:<digest>`: the same bytes on every build. Unpinned tags move.
+    pub pinned: bool,
 }
 
 /// The code's origin.

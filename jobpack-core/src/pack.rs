@@ -19,7 +19,9 @@ use crate::error::{Error, Result, io_err};
 use crate::fetch::{self, DownloadOptions, Downloaded};
 use crate::manifest::{self, MANIFEST_FORMAT, MANIFEST_NAME, Manifest, SourceRecord};
 use crate::progress::{self, Progress, ProgressFn, Stage};
-use crate::render::{CommandContext, DataContext, EnvVar, RenderContext, Templates};
+use crate::render::{
+    CommandContext, DataContext, EnvVar, RenderContext, RuntimeContext, Templates,
+};
 use crate::source::git::{self, Checkout, GitOptions};
 use crate::spec::{Job, JobSpec};
 
@@ -200,6 +202,12 @@ impl Packager {
         });
         let spec = job.normalised_spec(checkout.as_ref().map(|c| c.commit.as_str()));
         let spec_digest = manifest::spec_digest(&spec);
+        let mtime = cfg
+            .source_date_epoch
+            .or_else(|| checkout.as_ref().map(|c| c.commit_time.max(0) as u64))
+            .unwrap_or(0);
+        let runtime =
+            crate::runtime::detect(&root.join("code"), job.runtime, job.install.as_deref())?;
         let rendered = self.templates.render(&RenderContext {
             version: env!("CARGO_PKG_VERSION"),
             name: job.name.clone(),
@@ -224,10 +232,19 @@ impl Packager {
                     sha256: d.sha256.clone(),
                 })
                 .collect(),
+            source_date_epoch: mtime,
+            runtime: RuntimeContext::from(&runtime),
         })?;
+        // The repository's own Dockerfile is used as is (its context is code/).
+        let dockerfile = if runtime.kind == crate::runtime::RuntimeKind::Dockerfile {
+            let p = root.join("code/Dockerfile");
+            fs::read_to_string(&p).map_err(io_err("read", &p))?
+        } else {
+            rendered.dockerfile
+        };
         for (name, text, mode) in [
             ("run.sh", &rendered.run_sh, 0o755),
-            ("Dockerfile", &rendered.dockerfile, 0o644),
+            ("Dockerfile", &dockerfile, 0o644),
         ] {
             let p = root.join(name);
             fs::write(&p, text).map_err(io_err("write", &p))?;
@@ -238,10 +255,6 @@ impl Packager {
         (self.progress)(Progress::Stage {
             stage: Stage::Archiving,
         });
-        let mtime = cfg
-            .source_date_epoch
-            .or_else(|| checkout.as_ref().map(|c| c.commit_time.max(0) as u64))
-            .unwrap_or(0);
         let out = match out {
             Some(p) => p.to_path_buf(),
             None => {
@@ -259,6 +272,10 @@ impl Packager {
             }),
             _ => None,
         };
+        let base_image = manifest::BaseImageRecord {
+            pinned: crate::runtime::is_pinned(&job.base_image),
+            reference: job.base_image.clone(),
+        };
         let progress = self.progress.clone();
         let (manifest, written) = tokio::task::spawn_blocking(move || {
             let files = archive::scan(&root)?;
@@ -269,6 +286,8 @@ impl Packager {
                 spec_digest,
                 source,
                 data: downloads,
+                base_image: Some(base_image),
+                runtime: Some(runtime),
                 mtime,
                 files,
             };

@@ -66,6 +66,45 @@ pub struct RenderContext {
     pub command: CommandContext,
     pub env: Vec<EnvVar>,
     pub data: Vec<DataContext>,
+    /// The archive's mtime, passed to the build as `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: u64,
+    pub runtime: RuntimeContext,
+}
+
+/// The install step. Every command is one string rendered with `json_encode` into
+/// `RUN ["/bin/sh", "-c", ...]` (exec form: the builder substitutes nothing in it).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RuntimeContext {
+    /// `python`, `conda`, `node`, `rust`, `dockerfile`, `none`.
+    pub kind: String,
+    /// The apt-get command for `apt.txt`'s packages, first of all.
+    pub apt: Option<String>,
+    /// Files of `code/` copied before the install commands.
+    pub copy_first: Vec<String>,
+    /// Whether the install commands run before the code is copied (else after).
+    pub install_before_code: bool,
+    pub install: Vec<String>,
+}
+
+impl From<&crate::runtime::Runtime> for RuntimeContext {
+    fn from(r: &crate::runtime::Runtime) -> Self {
+        RuntimeContext {
+            kind: serde_json::to_value(r.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            apt: (!r.apt_packages.is_empty()).then(|| {
+                format!(
+                    "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+                     --no-install-recommends {} && rm -rf /var/lib/apt/lists/*",
+                    r.apt_packages.join(" ")
+                )
+            }),
+            copy_first: r.copy_first.clone(),
+            install_before_code: r.install_before_code,
+            install: r.install.clone(),
+        }
+    }
 }
 
 /// `shell` is set for a string command, `argv` for an array.
@@ -239,7 +278,44 @@ mod tests {
                 })
                 .collect(),
             data: vec![],
+            source_date_epoch: 1_700_000_000,
+            runtime: RuntimeContext {
+                kind: "none".into(),
+                ..RuntimeContext::default()
+            },
         }
+    }
+
+    #[test]
+    fn install_steps_come_before_the_code_and_stay_literal() {
+        let mut c = ctx(Command::Shell("python main.py".into()), &[]);
+        c.runtime = RuntimeContext {
+            kind: "python".into(),
+            apt: Some("apt-get install -y curl".into()),
+            copy_first: vec!["requirements.txt".into()],
+            install_before_code: true,
+            install: vec![
+                "python3 -m pip install -r requirements.txt".into(),
+                HOSTILE.into(),
+            ],
+        };
+        let r = Templates::embedded().render(&c).unwrap();
+        insta::assert_snapshot!("dockerfile_python", r.dockerfile);
+        let at = |needle: &str| r.dockerfile.find(needle).unwrap();
+        assert!(at("COPY [\"code/requirements.txt\"") < at("pip install"));
+        assert!(at("pip install") < at("COPY code/ /job/code/"));
+        assert!(r.dockerfile.contains("ARG SOURCE_DATE_EPOCH=1700000000\n"));
+        // The hostile command is one JSON string: parse it back from its RUN line.
+        let line = r.dockerfile.lines().find(|l| l.contains("pwned")).unwrap();
+        let argv: Vec<String> = serde_json::from_str(line.trim_start_matches("RUN ")).unwrap();
+        assert_eq!(argv, ["/bin/sh", "-c", HOSTILE]);
+        // Install commands that need the whole code run after it is copied.
+        c.runtime.install_before_code = false;
+        c.runtime.copy_first.clear();
+        let r = Templates::embedded().render(&c).unwrap();
+        assert!(
+            r.dockerfile.find("COPY code/").unwrap() < r.dockerfile.find("pip install").unwrap()
+        );
     }
 
     #[test]

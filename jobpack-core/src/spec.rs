@@ -13,6 +13,8 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
+use crate::runtime::RuntimeKind;
+
 /// The base image used when a spec names none. It has `bash` and `python`, which is what most
 /// research jobs need; pin your own with `base_image` for full reproducibility.
 pub const DEFAULT_BASE_IMAGE: &str = "python:3.12-slim-bookworm";
@@ -51,9 +53,18 @@ pub struct JobSpec {
     /// Environment variables exported by `run.sh`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// The image the Dockerfile builds `FROM` (a build arg can still override it).
+    /// The image the Dockerfile builds `FROM` (a build arg can still override it); pin it with
+    /// `name:tag@sha256:<digest>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_image: Option<String>,
+    /// The install step: `auto` (default: detected from the code's files), `python`, `conda`,
+    /// `node`, `rust`, `dockerfile` (the repository's own) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// Shell commands replacing the detected install step (run in the image, in `/job/code`,
+    /// after the code is copied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install: Option<Vec<String>>,
 }
 
 /// One data file: where to get it, optionally its expected sha256 and where to put it under `data/`.
@@ -267,6 +278,17 @@ impl JobSpec {
             }
             None => DEFAULT_BASE_IMAGE.to_owned(),
         };
+        let runtime = match self.runtime.as_deref().map(RuntimeKind::parse) {
+            None => None,
+            Some(Ok(k)) => k,
+            Some(Err(e)) => {
+                errs.push("runtime", e);
+                None
+            }
+        };
+        if let Some(cmds) = &self.install {
+            check_install(cmds, &mut errs);
+        }
 
         if !errs.0.is_empty() {
             return Err(SpecError::Invalid(errs.0));
@@ -278,6 +300,8 @@ impl JobSpec {
             command: command.unwrap_or_else(|| self.command.clone()),
             env: self.env.clone(),
             base_image,
+            runtime,
+            install: self.install.clone(),
         })
     }
 }
@@ -292,6 +316,10 @@ pub struct Job {
     pub command: Command,
     pub env: BTreeMap<String, String>,
     pub base_image: String,
+    /// The runtime the spec asks for (`None`: detect it).
+    pub runtime: Option<RuntimeKind>,
+    /// Install commands replacing the detected ones.
+    pub install: Option<Vec<String>>,
 }
 
 /// A repository and the commit to take from it.
@@ -352,6 +380,13 @@ impl Job {
             command: self.command.clone(),
             env: self.env.clone(),
             base_image: Some(self.base_image.clone()),
+            runtime: self.runtime.map(|k| {
+                serde_json::to_value(k)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }),
+            install: self.install.clone(),
         }
     }
 }
@@ -705,6 +740,25 @@ fn check_env(env: &BTreeMap<String, String>, errs: &mut Errors) {
 }
 
 /// A container image reference: `[registry/]name[:tag][@sha256:digest]`.
+/// Install commands: each a non-empty shell command line without NUL (it is rendered into the
+/// Dockerfile as one JSON string, so newlines and quotes are safe).
+fn check_install(cmds: &[String], errs: &mut Errors) {
+    if cmds.is_empty() || cmds.len() > 64 {
+        errs.push(
+            "install",
+            "give 1 to 64 commands, or leave install out".to_owned(),
+        );
+    }
+    for (i, c) in cmds.iter().enumerate() {
+        if c.trim().is_empty() || c.contains('\0') || c.len() > 8192 {
+            errs.push(
+                format!("install[{i}]"),
+                "a command is non-empty, at most 8192 bytes, without NUL".to_owned(),
+            );
+        }
+    }
+}
+
 fn check_image(img: &str, errs: &mut Errors) {
     let ok = !img.is_empty()
         && img.len() <= 512

@@ -488,6 +488,7 @@ fn error_code(e: &jobpack_core::Error) -> &'static str {
         E::Fetch(jobpack_core::FetchError::HashMismatch { .. }) => "data_hash_mismatch",
         E::Fetch(_) => "download_failed",
         E::Policy(_) => "forbidden",
+        E::Runtime(_) => "invalid_runtime",
         _ => "pack_failed",
     }
 }
