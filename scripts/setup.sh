@@ -6,12 +6,14 @@
 #     util-linux (unshare) used by jobs inside the sandbox tests
 #   - benchmarks: curl, bc, python3
 #   - with --tests (scripts/test.sh passes it): chromium and chromium-driver for the dashboard
-#     test (headless Chromium driven over WebDriver); running the server does not need them
+#     test (headless Chromium driven over WebDriver); buildah, podman, runc and debootstrap for
+#     the OCI stage (a base image made from Debian's packages, artifacts built and run with
+#     buildah); running the server does not need them
 set -euo pipefail
 
 packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3 procps util-linux)
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(chromium chromium-driver)
+  packages+=(chromium chromium-driver buildah podman runc debootstrap)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -30,6 +30,7 @@
 //! [`exec::Executor`] trait and the Linux sandbox behind [`exec::LocalExecutor`].
 
 pub mod archive;
+pub mod container;
 mod error;
 pub mod exec;
 pub mod fetch;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin_cmd;
+mod build_cmd;
 mod client;
 mod pack_cmd;
 mod run_cmd;
@@ -24,8 +25,11 @@ struct Cli {
 enum Commands {
     /// Pack a spec (JSON or YAML) into a byte-reproducible .tar.gz Docker build context.
     Pack(pack_cmd::PackArgs),
-    /// Run a spec or an artifact in the local sandbox, streaming its log; exits with its exit code.
+    /// Run a spec or an artifact in the local sandbox (or, with --container, as an image),
+    /// streaming its log; exits with its exit code.
     Run(run_cmd::RunArgs),
+    /// Build an artifact into an OCI image with docker, podman or buildah; prints the image id.
+    Build(build_cmd::BuildArgs),
     /// Serve the HTTP API (jobs, logs, downloads) with an embedded SQLite database.
     Serve(server::ServeArgs),
     /// Manage users, API tokens, quotas; read the audit log (on the server's database).
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Commands::Pack(args) => pack_cmd::run(args),
         Commands::Run(args) => run_cmd::run(args),
+        Commands::Build(args) => build_cmd::run(args),
         Commands::Serve(args) => server::run(args),
         Commands::Admin(args) => admin_cmd::run(args),
         Commands::Submit(a) => return client::block_on(client::run_submit(a)),

@@ -14,6 +14,10 @@ use jobpack_core::{JobSpec, Packager, PackagerConfig, Progress, Stage};
 pub struct PackArgs {
     /// The job spec: a .json or .yaml file.
     spec: PathBuf,
+    /// Take the code from this local directory instead of the spec's git_url (copied as is,
+    /// without .git).
+    #[arg(long)]
+    code: Option<PathBuf>,
     /// Where to write the artifact [default: ./<name>-<spec digest>.tar.gz].
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -69,7 +73,11 @@ pub fn run(args: PackArgs) -> anyhow::Result<ExitCode> {
     let bars = Bars::new(!args.json);
     let packager = Packager::new(config)?.with_progress(bars.sink());
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let artifact = rt.block_on(packager.pack_job(&job, args.output.as_deref()));
+    let inputs = jobpack_core::PackInputs {
+        code_dir: args.code.clone(),
+        data_dir: None,
+    };
+    let artifact = rt.block_on(packager.pack_job_with(&job, &inputs, args.output.as_deref()));
     bars.finish();
     let artifact = artifact.with_context(|| format!("cannot pack {}", args.spec.display()))?;
 

@@ -48,6 +48,13 @@ pub struct RunArgs {
     /// Print the outcome as JSON on stdout (the log goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Build the artifact into an image (`jobpack build`) and run that instead of the sandbox.
+    #[arg(long)]
+    container: bool,
+    /// With --container: the builder (default: docker if its engine answers, else podman, else
+    /// buildah).
+    #[arg(long, value_enum, env = "JOBPACK_BUILDER")]
+    builder: Option<crate::build_cmd::BuilderFlag>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -131,6 +138,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot pack {}", args.input.display()))?;
             out
         };
+        let network = match args.network {
+            Network::None => NetworkPolicy::None,
+            Network::Host => NetworkPolicy::Host,
+        };
+        let limits = Limits {
+            timeout,
+            memory_bytes: args.limits.memory_bytes(),
+            cpu_percent: args.limits.cpu,
+            pids: args.limits.pids,
+            io_bps: args.io_bps,
+            log_bytes: args.max_log_mb.map(|m| m.saturating_mul(1 << 20)),
+            ..Limits::default()
+        };
+        if args.container {
+            if !env.is_empty() || !secret_env.is_empty() {
+                bail!("--env and --secret-env are for the sandbox; a container takes the spec's env");
+            }
+            let builder = jobpack_core::container::Builder::detect(args.builder.map(Into::into))?;
+            let art = artifact.clone();
+            let code = tokio::task::spawn_blocking(move || {
+                crate::build_cmd::run_container(&builder, &art, &limits, network)
+            })
+            .await??;
+            eprintln!("jobpack: the container exited with {code}");
+            return Ok(ExitCode::from(code));
+        }
         let job_dir = work.join("job");
         std::fs::create_dir_all(&job_dir)
             .with_context(|| format!("cannot create {}", job_dir.display()))?;
@@ -156,19 +189,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut req = RunRequest::new(&job_dir, work.join("job.log"));
         req.env = env;
         req.secret_env = secret_env;
-        req.network = match args.network {
-            Network::None => NetworkPolicy::None,
-            Network::Host => NetworkPolicy::Host,
-        };
-        req.limits = Limits {
-            timeout,
-            memory_bytes: args.limits.memory_bytes(),
-            cpu_percent: args.limits.cpu,
-            pids: args.limits.pids,
-            io_bps: args.io_bps,
-            log_bytes: args.max_log_mb.map(|m| m.saturating_mul(1 << 20)),
-            ..Limits::default()
-        };
+        req.network = network;
+        req.limits = limits;
         let handle = executor.start(req).await.context("cannot start the job")?;
 
         // The log, to stdout (stderr with --json), until the job's output ends.
