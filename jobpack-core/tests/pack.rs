@@ -600,3 +600,56 @@ async fn smart_http_depth_one_and_auth_required() {
     assert!(err.to_string().contains("requires authentication"), "{err}");
     assert_no_leftovers(&e);
 }
+
+/// The install step is detected from the packed code, recorded in the manifest with the base
+/// image's pinning, and rendered into the Dockerfile before the code is copied; a bad apt.txt
+/// fails the pack and leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runtime_and_a_pinned_base_are_recorded() {
+    let e = env();
+    let code = e.root.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("requirements.txt"), "numpy==2.0\n").unwrap();
+    std::fs::write(code.join("package.json"), "{}").unwrap();
+    std::fs::write(code.join("apt.txt"), "libgomp1\n").unwrap();
+    let pinned = format!("debian:bookworm@sha256:{}", "0".repeat(64));
+    let s = spec(serde_json::json!({"command": "python3 x.py", "base_image": pinned}));
+    let inputs = jobpack_core::PackInputs {
+        code_dir: Some(code.clone()),
+        data_dir: None,
+    };
+    let job = s.validate().unwrap();
+    let p = Packager::new(config(&e)).unwrap();
+    let art = p.pack_job_with(&job, &inputs, None).await.unwrap();
+    let m = &art.manifest;
+    let base = m.base_image.as_ref().unwrap();
+    assert!(base.pinned && base.reference == pinned, "{base:?}");
+    let rt = m.runtime.as_ref().unwrap();
+    assert_eq!(rt.kind, jobpack_core::RuntimeKind::Python);
+    assert_eq!(rt.markers, ["apt.txt", "requirements.txt"]);
+    assert_eq!(rt.ignored, ["package.json"]);
+    assert_eq!(rt.apt_packages, ["libgomp1"]);
+    let dir = tempfile::tempdir().unwrap();
+    jobpack_core::archive::unpack(&art.path, dir.path(), Default::default()).unwrap();
+    let df = std::fs::read_to_string(dir.path().join("Dockerfile")).unwrap();
+    let pos = |s: &str| df.find(s).unwrap_or_else(|| panic!("{s} not in {df}"));
+    assert!(pos("apt-get install") < pos("COPY [\"code/requirements.txt\""));
+    assert!(pos("pip install") < pos("COPY code/ /job/code/"));
+    assert!(df.contains(&format!("ARG BASE_IMAGE=\"{pinned}\"")), "{df}");
+
+    // The spec overrides detection; an unusable apt.txt fails the pack cleanly.
+    let job = spec(serde_json::json!({"command": "x", "runtime": "node"}))
+        .validate()
+        .unwrap();
+    let art = p.pack_job_with(&job, &inputs, None).await.unwrap();
+    let rt = art.manifest.runtime.unwrap();
+    assert_eq!(
+        (rt.kind, rt.chosen_by.as_str()),
+        (jobpack_core::RuntimeKind::Node, "spec")
+    );
+    std::fs::write(code.join("apt.txt"), "curl && rm -rf /\n").unwrap();
+    let err = p.pack_job_with(&job, &inputs, None).await.unwrap_err();
+    assert!(matches!(err, Error::Runtime(_)), "{err}");
+    assert!(err.to_string().contains("apt.txt: line 1"), "{err}");
+    assert_no_leftovers(&e);
+}
