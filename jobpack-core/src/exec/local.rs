@@ -135,16 +135,8 @@ impl RunHandle for LocalHandle {
                     return o;
                 }
                 if rx.changed().await.is_err() {
-                    return rx.borrow().clone().unwrap_or_else(|| Outcome {
-                        status: RunStatus::Failed,
-                        exit_code: None,
-                        signal: None,
-                        reason: Some("the job's supervisor ended without an outcome".into()),
-                        wall_time_secs: 0.0,
-                        cpu_time_secs: None,
-                        peak_memory_bytes: None,
-                        log_bytes: 0,
-                        isolation: IsolationReport::default(),
+                    return rx.borrow().clone().unwrap_or_else(|| {
+                        Outcome::failed("the job's supervisor ended without an outcome")
                     });
                 }
             }
@@ -884,6 +876,7 @@ impl Supervisor {
                 .and_then(|u| u.memory_peak)
                 .or_else(|| rusage.map(|r| r.ru_maxrss as u64 * 1024)),
             log_bytes: self.writer.len(),
+            queued_secs: None,
             isolation: self.report.clone(),
         };
         let _ = outcome.send(Some(o));

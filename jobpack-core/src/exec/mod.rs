@@ -20,9 +20,11 @@ mod local;
 pub mod logs;
 #[cfg(target_os = "linux")]
 mod sandbox;
+mod slurm;
 
 pub use local::{LocalExecutor, LocalExecutorConfig};
 pub use logs::{LogReader, LogStream};
+pub use slurm::{SlurmConfig, SlurmExecutor};
 
 /// Resource limits of one run. `None` means "no limit of this kind".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -230,7 +232,28 @@ pub struct Outcome {
     pub peak_memory_bytes: Option<u64>,
     /// Log bytes captured (after masking).
     pub log_bytes: u64,
+    /// Seconds the job waited in a cluster scheduler's queue before it ran (cluster backends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_secs: Option<f64>,
     pub isolation: IsolationReport,
+}
+
+impl Outcome {
+    /// A run that ended without a real outcome (its supervisor died).
+    pub fn failed(reason: &str) -> Outcome {
+        Outcome {
+            status: RunStatus::Failed,
+            exit_code: None,
+            signal: None,
+            reason: Some(reason.into()),
+            wall_time_secs: 0.0,
+            cpu_time_secs: None,
+            peak_memory_bytes: None,
+            log_bytes: 0,
+            queued_secs: None,
+            isolation: IsolationReport::default(),
+        }
+    }
 }
 
 /// Why a run could not start or be supervised.
@@ -261,6 +284,9 @@ pub enum ExecError {
     Io(#[from] IoError),
     #[error("running jobs in a sandbox needs Linux (this is {0})")]
     Unsupported(&'static str),
+    /// The cluster scheduler cannot be used (its commands are missing, its controller is down).
+    #[error("the scheduler is not available: {what}")]
+    Unavailable { what: String },
 }
 
 /// A running job.
@@ -288,5 +314,16 @@ pub trait Executor: Send + Sync {
     fn reap(&self, run_id: &str) -> Result<bool, ExecError> {
         let _ = run_id;
         Ok(false)
+    }
+
+    /// Finds run `req.run_id` again after its supervisor restarted (a cluster job outlives the
+    /// server): a handle that follows it to its end, as `start`'s would. `None`: nothing to
+    /// attach to (the local sandbox's jobs die with their supervisor).
+    fn attach(
+        &self,
+        req: RunRequest,
+    ) -> futures_util::future::BoxFuture<'_, Result<Option<Box<dyn RunHandle>>, ExecError>> {
+        let _ = req;
+        Box::pin(async { Ok(None) })
     }
 }
