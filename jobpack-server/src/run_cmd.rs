@@ -17,7 +17,8 @@ use jobpack_core::{JobSpec, Packager, PackagerConfig, UnpackLimits};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// A job spec (.json/.yaml, packed first) or an artifact (.tar.gz) made by `jobpack pack`.
+    /// A job spec (.json/.yaml, packed first), an artifact (.tar.gz) made by `jobpack pack`, or
+    /// an unpacked artifact (a directory with run.sh, run in place).
     input: PathBuf,
     #[command(flatten)]
     limits: LimitFlags,
@@ -123,7 +124,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
-        let artifact = if is_artifact(&args.input) {
+        let in_place = args.input.is_dir();
+        let artifact = if in_place || is_artifact(&args.input) {
             args.input.clone()
         } else {
             let job = JobSpec::from_path(&args.input)?.validate()?;
@@ -164,19 +166,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("jobpack: the container exited with {code}");
             return Ok(ExitCode::from(code));
         }
-        let job_dir = work.join("job");
-        std::fs::create_dir_all(&job_dir)
-            .with_context(|| format!("cannot create {}", job_dir.display()))?;
-        if std::fs::read_dir(&job_dir)?.next().is_some() {
-            bail!("{} is not empty: give --keep an empty or new directory", job_dir.display());
-        }
-        let src = artifact.clone();
-        let dest = job_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            jobpack_core::archive::unpack(&src, &dest, UnpackLimits::default())
-        })
-        .await?
-        .with_context(|| format!("cannot unpack {}", artifact.display()))?;
+        // An unpacked artifact (a directory with run.sh) runs where it is.
+        let job_dir = if in_place {
+            args.input.clone()
+        } else {
+            let job_dir = work.join("job");
+            std::fs::create_dir_all(&job_dir)
+                .with_context(|| format!("cannot create {}", job_dir.display()))?;
+            if std::fs::read_dir(&job_dir)?.next().is_some() {
+                bail!("{} is not empty: give --keep an empty or new directory", job_dir.display());
+            }
+            let src = artifact.clone();
+            let dest = job_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                jobpack_core::archive::unpack(&src, &dest, UnpackLimits::default())
+            })
+            .await?
+            .with_context(|| format!("cannot unpack {}", artifact.display()))?;
+            job_dir
+        };
 
         let executor = LocalExecutor::new(LocalExecutorConfig {
             mode: if args.permissive {

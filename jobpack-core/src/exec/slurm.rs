@@ -102,8 +102,11 @@ async fn slurm(
     c.args(args).envs(&cfg.env).stdin(std::process::Stdio::null());
     if !job_env.is_empty() {
         // sbatch passes its own environment to the job (--export=ALL): only what the job gets.
+        // Slurm's own settings (SLURM_CONF, ...) stay: sbatch needs them to find the cluster.
+        let slurm_vars = std::env::vars().filter(|(k, _)| k.starts_with("SLURM_"));
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(slurm_vars)
             .envs(&cfg.env)
             .envs(job_env);
     }

@@ -25,7 +25,9 @@ pub mod tls;
 mod workflow_api;
 pub mod workflows;
 
-use jobpack_core::exec::{IsolationMode, LocalExecutor, LocalExecutorConfig};
+use jobpack_core::exec::{
+    Executor, IsolationMode, LocalExecutor, LocalExecutorConfig, SlurmConfig, SlurmExecutor,
+};
 use jobpack_core::{Packager, PackagerConfig};
 
 /// Options of `jobpack serve`. Each flag can also come from its `JOBPACK_*` variable or from the
@@ -34,7 +36,7 @@ use jobpack_core::{Packager, PackagerConfig};
 pub struct ServeArgs {
     /// A TOML file with any of: listen, data_dir, max_concurrent, max_queued, max_body_mb, grace,
     /// permissive, allow_file_urls, auth, insecure_public, tls_cert, tls_key, tls_client_ca,
-    /// tls_require_client_cert.
+    /// tls_require_client_cert, executor, shared_dir, partition, account, slurm_sandbox.
     #[arg(long, env = "JOBPACK_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on (port 0: any free port, printed at start).
@@ -85,6 +87,31 @@ pub struct ServeArgs {
         requires = "tls_client_ca"
     )]
     tls_require_client_cert: bool,
+    /// Where jobs run: `local` (this machine's sandbox) or `slurm` (a Slurm cluster: sbatch,
+    /// squeue, scancel; needs --shared-dir).
+    #[arg(long, env = "JOBPACK_EXECUTOR", value_enum, default_value = "local")]
+    executor: ExecutorKind,
+    /// With --executor slurm: a directory every node sees at the same path; job working
+    /// directories and Slurm's run files go there.
+    #[arg(long, env = "JOBPACK_SHARED_DIR")]
+    shared_dir: Option<PathBuf>,
+    /// With --executor slurm: the partition to submit to (default: the cluster's).
+    #[arg(long, env = "JOBPACK_PARTITION")]
+    partition: Option<String>,
+    /// With --executor slurm: the account to charge.
+    #[arg(long, env = "JOBPACK_ACCOUNT")]
+    account: Option<String>,
+    /// With --executor slurm: run each job inside jobpack's local sandbox on its node, with this
+    /// `jobpack` binary (it must exist at this path on the nodes).
+    #[arg(long, env = "JOBPACK_SLURM_SANDBOX")]
+    slurm_sandbox: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
 }
 
 /// The config file's keys (all optional; unknown keys are an error).
@@ -105,6 +132,11 @@ struct ConfigFile {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     tls_require_client_cert: Option<bool>,
+    executor: Option<ExecutorKind>,
+    shared_dir: Option<PathBuf>,
+    partition: Option<String>,
+    account: Option<String>,
+    slurm_sandbox: Option<PathBuf>,
 }
 
 /// If `jobpack serve` is given a config file (`--config FILE`, `--config=FILE` or
@@ -129,7 +161,7 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 14] = [
+    let pairs: [(&str, Option<String>); 19] = [
         ("JOBPACK_LISTEN", c.listen),
         (
             "JOBPACK_DATA_DIR",
@@ -168,6 +200,20 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
             "JOBPACK_TLS_REQUIRE_CLIENT_CERT",
             c.tls_require_client_cert.map(|v| v.to_string()),
         ),
+        (
+            "JOBPACK_EXECUTOR",
+            c.executor.map(|e| {
+                match e {
+                    ExecutorKind::Local => "local",
+                    ExecutorKind::Slurm => "slurm",
+                }
+                .to_owned()
+            }),
+        ),
+        ("JOBPACK_SHARED_DIR", path_str(c.shared_dir)),
+        ("JOBPACK_PARTITION", c.partition),
+        ("JOBPACK_ACCOUNT", c.account),
+        ("JOBPACK_SLURM_SANDBOX", path_str(c.slurm_sandbox)),
     ];
     for (k, v) in pairs {
         if let Some(v) = v
@@ -389,15 +435,40 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         allow_file_urls: args.allow_file_urls,
         ..PackagerConfig::default()
     })?;
-    let executor = LocalExecutor::new(LocalExecutorConfig {
-        mode: if args.permissive {
-            IsolationMode::Permissive
-        } else {
-            IsolationMode::Strict
-        },
-        runtime_dir: data.join("run"),
-        ..LocalExecutorConfig::default()
-    });
+    let (executor, work_root): (Arc<dyn Executor>, Option<PathBuf>) = match args.executor {
+        ExecutorKind::Local => (
+            Arc::new(LocalExecutor::new(LocalExecutorConfig {
+                mode: if args.permissive {
+                    IsolationMode::Permissive
+                } else {
+                    IsolationMode::Strict
+                },
+                runtime_dir: data.join("run"),
+                ..LocalExecutorConfig::default()
+            })),
+            None,
+        ),
+        ExecutorKind::Slurm => {
+            let shared = args
+                .shared_dir
+                .clone()
+                .context("--executor slurm needs --shared-dir (a directory all nodes see)")?;
+            std::fs::create_dir_all(&shared)
+                .with_context(|| format!("cannot create {}", shared.display()))?;
+            let shared = shared
+                .canonicalize()
+                .with_context(|| format!("cannot resolve {}", shared.display()))?;
+            let mut cfg = SlurmConfig::new(&shared);
+            cfg.partition = args.partition.clone();
+            cfg.account = args.account.clone();
+            cfg.sandbox = args.slurm_sandbox.clone();
+            let slurm = SlurmExecutor::connect(cfg)
+                .await
+                .context("cannot use Slurm")?;
+            eprintln!("jobpack: running jobs on Slurm (shared directory {})", shared.display());
+            (Arc::new(slurm), Some(shared))
+        }
+    };
     if !(args.grace.is_finite() && args.grace >= 0.0) {
         anyhow::bail!("--grace must be a non-negative number of seconds");
     }
@@ -428,13 +499,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runner = queue::Runner::new(
         store,
         packager,
-        Arc::new(executor),
+        executor,
         data.clone(),
+        work_root,
         args.max_concurrent,
         Duration::from_secs_f64(args.grace),
     );
     runner
         .recover()
+        .await
         .context("cannot resume the jobs of the previous run")?;
 
     let api = OpenApiService::new(

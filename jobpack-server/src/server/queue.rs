@@ -44,6 +44,8 @@ pub struct Runner {
     packager: Packager,
     executor: Arc<dyn Executor>,
     data_dir: PathBuf,
+    /// Where job working directories go: the data directory, or a cluster's shared directory.
+    work_root: PathBuf,
     slots: Arc<Semaphore>,
     live: Mutex<HashMap<String, Live>>,
     waiting: AtomicUsize,
@@ -61,6 +63,7 @@ impl Runner {
         packager: Packager,
         executor: Arc<dyn Executor>,
         data_dir: PathBuf,
+        work_root: Option<PathBuf>,
         max_concurrent: usize,
         grace: Duration,
     ) -> Arc<Runner> {
@@ -68,6 +71,7 @@ impl Runner {
             store,
             packager,
             executor,
+            work_root: work_root.unwrap_or_else(|| data_dir.clone()),
             data_dir,
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
             live: Mutex::new(HashMap::new()),
@@ -94,7 +98,7 @@ impl Runner {
     }
 
     pub fn work_dir(&self, id: &str) -> PathBuf {
-        self.job_dir(id).join("work")
+        self.work_root.join("jobs").join(id).join("work")
     }
 
     pub fn log_path(&self, id: &str) -> PathBuf {
@@ -113,8 +117,23 @@ impl Runner {
     /// After a restart: jobs that were running are failed (their process is gone) except a
     /// workflow's, which run again (the workflow resumes); jobs that were queued, packing or
     /// packed-to-run are started again, and workflows decide their waiting jobs.
-    pub fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
+    pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
         for id in self.store.ids_with_status("running")? {
+            // A cluster job outlives the server: follow it again.
+            if let Some(row) = self.store.get(&id)?
+                && let Ok(sub) = serde_json::from_str::<Submission>(&row.request_json)
+            {
+                let req = self.run_request(&id, &sub);
+                match self.executor.attach(req).await {
+                    Ok(Some(handle)) => {
+                        eprintln!("jobpack: job {id}: attached again to its run");
+                        self.spawn_supervisor(id.clone(), Arc::from(handle), row);
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => eprintln!("jobpack: job {id}: cannot attach to its run: {e}"),
+                }
+            }
             // Whatever the dead server's sandbox left running goes first.
             let reaped = self.executor.reap(&id);
             if let Err(e) = reaped {
@@ -367,10 +386,7 @@ impl Runner {
         {
             return self.fail(id, "unpack_failed", &format!("{e:#}"));
         }
-        let mut req = RunRequest::new(&work, self.log_path(id));
-        req.run_id = Some(id.to_owned());
-        req.limits = sub.limits.clone();
-        req.network = sub.network;
+        let mut req = self.run_request(id, &sub);
         match self.dependency_dirs(&row) {
             Ok(deps) => {
                 req.mounts = deps
@@ -417,6 +433,53 @@ impl Runner {
             Ok(h) => Arc::from(h),
             Err(e) => return self.fail(id, "run_failed", &format!("{:#}", anyhow::Error::new(e))),
         };
+        self.supervise(id, handle, &row, cancel).await;
+    }
+
+    /// The request of a job's run (the same at start and when attaching again).
+    fn run_request(&self, id: &str, sub: &Submission) -> RunRequest {
+        let mut req = RunRequest::new(self.work_dir(id), self.log_path(id));
+        req.run_id = Some(id.to_owned());
+        req.limits = sub.limits.clone();
+        req.network = sub.network;
+        req
+    }
+
+    /// Follows a job that an executor has running (started now, or found again after a
+    /// restart) with its own task and cancel switch, as `spawn` does for a new job.
+    fn spawn_supervisor(self: &Arc<Self>, id: String, handle: Arc<dyn RunHandle>, row: JobRow) {
+        let (tx, rx) = watch::channel(false);
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(
+                id.clone(),
+                Live {
+                    cancel: tx,
+                    log: None,
+                },
+            );
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.supervise(&id, handle, &row, rx).await;
+            if let Ok(mut live) = me.live.lock() {
+                live.remove(&id);
+            }
+            if !me.closing.load(Ordering::SeqCst)
+                && let Some(w) = row.workflow_id
+            {
+                me.advance(&w);
+            }
+        });
+    }
+
+    /// Waits for a started run to end (cancelling it when asked) and records its outcome.
+    async fn supervise(
+        &self,
+        id: &str,
+        handle: Arc<dyn RunHandle>,
+        row: &JobRow,
+        mut cancel: watch::Receiver<bool>,
+    ) {
         if let Ok(mut live) = self.live.lock()
             && let Some(l) = live.get_mut(id)
         {
