@@ -8,12 +8,13 @@
 #   - with --tests (scripts/test.sh passes it): chromium and chromium-driver for the dashboard
 #     test (headless Chromium driven over WebDriver); buildah, podman, runc and debootstrap for
 #     the OCI stage (a base image made from Debian's packages, artifacts built and run with
-#     buildah); running the server does not need them
+#     buildah); slurm-wlm and munge for the Slurm stage (a one-node cluster on loopback,
+#     scripts/slurm-up.sh); running the server does not need them
 set -euo pipefail
 
 packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3 procps util-linux)
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(chromium chromium-driver buildah podman runc debootstrap)
+  packages+=(chromium chromium-driver buildah podman runc debootstrap slurm-wlm munge)
 fi
 missing=()
 for p in "${packages[@]}"; do

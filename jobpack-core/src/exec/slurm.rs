@@ -99,7 +99,9 @@ async fn slurm(
     job_env: &BTreeMap<String, String>,
 ) -> Result<String, ExecError> {
     let mut c = tokio::process::Command::new(program);
-    c.args(args).envs(&cfg.env).stdin(std::process::Stdio::null());
+    c.args(args)
+        .envs(&cfg.env)
+        .stdin(std::process::Stdio::null());
     if !job_env.is_empty() {
         // sbatch passes its own environment to the job (--export=ALL): only what the job gets.
         // Slurm's own settings (SLURM_CONF, ...) stay: sbatch needs them to find the cluster.
@@ -270,8 +272,10 @@ impl Executor for SlurmExecutor {
             }
             let id_file = dir.join("slurm_job_id");
             std::fs::write(&id_file, &job_id).map_err(io_err("write", &id_file))?;
-            Ok(Box::new(SlurmHandle::spawn(self.cfg.clone(), req, dir, job_id)?)
-                as Box<dyn RunHandle>)
+            Ok(
+                Box::new(SlurmHandle::spawn(self.cfg.clone(), req, dir, job_id)?)
+                    as Box<dyn RunHandle>,
+            )
         }
         .boxed()
     }
@@ -386,19 +390,15 @@ impl SlurmHandle {
             .values()
             .map(|v| v.as_bytes().to_vec())
             .collect();
-        tokio::spawn(follow(cfg, req, dir, job_id, writer, secrets, cancelled, tx));
+        tokio::spawn(follow(
+            cfg, req, dir, job_id, writer, secrets, cancelled, tx,
+        ));
         Ok(h)
     }
 }
 
 /// Appends what is new in Slurm's output file to the log; false once the log cap is hit.
-fn pump(
-    out: &Path,
-    offset: &mut u64,
-    masker: &mut Masker,
-    writer: &LogWriter,
-    last: bool,
-) -> bool {
+fn pump(out: &Path, offset: &mut u64, masker: &mut Masker, writer: &LogWriter, last: bool) -> bool {
     use std::io::{Read, Seek, SeekFrom};
     let mut buf = Vec::new();
     if let Ok(mut f) = std::fs::File::open(out)
@@ -611,16 +611,31 @@ mod tests {
         let s = |i: JobInfo, exit: Option<i32>, cancelled: bool| {
             outcome_of(Some(&i), exit, cancelled, false, true).0
         };
-        assert_eq!(s(info("COMPLETED", 0), Some(0), false), RunStatus::Completed);
+        assert_eq!(
+            s(info("COMPLETED", 0), Some(0), false),
+            RunStatus::Completed
+        );
         assert_eq!(s(info("FAILED", 3), Some(3), false), RunStatus::Failed);
-        assert_eq!(outcome_of(Some(&info("FAILED", 3)), Some(3), false, false, true).1, Some(3));
-        assert_eq!(s(info("OUT_OF_MEMORY", 0), None, false), RunStatus::OomKilled);
+        assert_eq!(
+            outcome_of(Some(&info("FAILED", 3)), Some(3), false, false, true).1,
+            Some(3)
+        );
+        assert_eq!(
+            s(info("OUT_OF_MEMORY", 0), None, false),
+            RunStatus::OomKilled
+        );
         assert_eq!(s(info("TIMEOUT", 0), None, false), RunStatus::TimedOut);
-        assert_eq!(s(info("FAILED", 124), Some(124), false), RunStatus::TimedOut);
+        assert_eq!(
+            s(info("FAILED", 124), Some(124), false),
+            RunStatus::TimedOut
+        );
         assert_eq!(s(info("CANCELLED", 0), None, false), RunStatus::Stopped);
         assert_eq!(s(info("COMPLETED", 0), Some(143), true), RunStatus::Stopped);
         assert_eq!(s(info("NODE_FAIL", 0), None, false), RunStatus::Failed);
-        assert_eq!(outcome_of(None, None, false, false, false).0, RunStatus::Failed);
+        assert_eq!(
+            outcome_of(None, None, false, false, false).0,
+            RunStatus::Failed
+        );
     }
 
     #[test]
@@ -632,8 +647,14 @@ mod tests {
         req.limits.memory_bytes = Some(64 << 20);
         req.limits.cpu_percent = Some(150);
         req.argv = vec!["./run.sh".into(), "it's".into()];
-        let s = batch_script(&cfg, &req, "r1", Path::new("/shared/slurm/r1"), Duration::from_secs(5))
-            .unwrap();
+        let s = batch_script(
+            &cfg,
+            &req,
+            "r1",
+            Path::new("/shared/slurm/r1"),
+            Duration::from_secs(5),
+        )
+        .unwrap();
         for line in [
             "#SBATCH --time=3\n",
             "#SBATCH --mem=64M\n",

@@ -465,7 +465,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let slurm = SlurmExecutor::connect(cfg)
                 .await
                 .context("cannot use Slurm")?;
-            eprintln!("jobpack: running jobs on Slurm (shared directory {})", shared.display());
+            eprintln!(
+                "jobpack: running jobs on Slurm (shared directory {})",
+                shared.display()
+            );
             (Arc::new(slurm), Some(shared))
         }
     };
