@@ -264,9 +264,42 @@ async fn jobs_run_through_slurm() {
     assert_eq!(log, "before\nafter-restart\n");
     drop(s);
 
+    // --slurm-sandbox: on the node, the job runs inside jobpack's own sandbox.
+    let bin = env!("CARGO_BIN_EXE_jobpack");
+    let s = Server::launch(
+        &tmp.path().join("data-sandbox"),
+        Launch {
+            args: &[
+                "--auth",
+                "none",
+                "--executor",
+                "slurm",
+                "--shared-dir",
+                shared.to_str().unwrap(),
+                "--slurm-sandbox",
+                bin,
+            ],
+            env: &[("SLURM_CONF", &conf)],
+            capture_stderr: false,
+        },
+    );
+    let id = submit(&s, json!({"command": "id -u; hostname"})).await;
+    let j = wait_for(&s, &id, &["completed", "failed"]).await;
+    assert_eq!(j["status"], "completed", "{j:#}");
+    let log = reqwest::get(s.u(&format!("/v1/jobs/{id}/logs")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        log.starts_with("1000\njobpack\n"),
+        "not in the sandbox: {log}"
+    );
+    drop(s);
+
     // Clear errors: a controller that is down, and no Slurm commands at all.
     drop(cluster);
-    let bin = env!("CARGO_BIN_EXE_jobpack");
     let shared_s = shared.to_str().unwrap();
     let down = Command::new(bin)
         .args([
