@@ -70,24 +70,35 @@ impl Drop for Cluster {
     }
 }
 
-fn server(data: &Path, shared: &Path, conf: &str) -> Server {
+fn server(data: &Path, shared: &Path, conf: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--auth",
+        "none",
+        "--executor",
+        "slurm",
+        "--shared-dir",
+        shared.to_str().unwrap(),
+        "--max-concurrent",
+        "8",
+    ];
+    args.extend_from_slice(extra);
     Server::launch(
         data,
         Launch {
-            args: &[
-                "--auth",
-                "none",
-                "--executor",
-                "slurm",
-                "--shared-dir",
-                shared.to_str().unwrap(),
-                "--max-concurrent",
-                "8",
-            ],
+            args: &args,
             env: &[("SLURM_CONF", conf)],
             capture_stderr: false,
         },
     )
+}
+
+async fn log(s: &Server, id: &str) -> String {
+    reqwest::get(s.u(&format!("/v1/jobs/{id}/logs")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 async fn submit(s: &Server, body: Value) -> String {
@@ -151,7 +162,7 @@ async fn jobs_run_through_slurm() {
     let conf = cluster.conf.clone();
     let data = tmp.path().join("data");
     let shared = tmp.path().join("shared");
-    let s = server(&data, &shared, &conf);
+    let s = server(&data, &shared, &conf, &[]);
 
     // A job completes, its log streamed (the CLI follows the SSE stream) and the exit code kept.
     let spec = tmp.path().join("hello.yaml");
@@ -252,49 +263,27 @@ async fn jobs_run_through_slurm() {
         squeue(&conf).contains(&format!("jobpack-{long}")),
         "the job outlives the server"
     );
-    let s = server(&data, &shared, &conf);
+    let s = server(&data, &shared, &conf, &[]);
     let j = wait_for(&s, &long, &["completed", "failed"]).await;
     assert_eq!(j["status"], "completed", "{j:#}");
-    let log = reqwest::get(s.u(&format!("/v1/jobs/{long}/logs")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(log, "before\nafter-restart\n");
+    assert_eq!(log(&s, &long).await, "before\nafter-restart\n");
     drop(s);
 
     // --slurm-sandbox: on the node, the job runs inside jobpack's own sandbox.
     let bin = env!("CARGO_BIN_EXE_jobpack");
-    let s = Server::launch(
+    let s = server(
         &tmp.path().join("data-sandbox"),
-        Launch {
-            args: &[
-                "--auth",
-                "none",
-                "--executor",
-                "slurm",
-                "--shared-dir",
-                shared.to_str().unwrap(),
-                "--slurm-sandbox",
-                bin,
-            ],
-            env: &[("SLURM_CONF", &conf)],
-            capture_stderr: false,
-        },
+        &shared,
+        &conf,
+        &["--slurm-sandbox", bin],
     );
     let id = submit(&s, json!({"command": "id -u; hostname"})).await;
     let j = wait_for(&s, &id, &["completed", "failed"]).await;
     assert_eq!(j["status"], "completed", "{j:#}");
-    let log = reqwest::get(s.u(&format!("/v1/jobs/{id}/logs")))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = log(&s, &id).await;
     assert!(
-        log.starts_with("1000\njobpack\n"),
-        "not in the sandbox: {log}"
+        text.starts_with("1000\njobpack\n"),
+        "not in the sandbox: {text}"
     );
     drop(s);
 

@@ -301,6 +301,24 @@ pub trait RunHandle: Send + Sync {
     fn cancel(&self, grace: Duration);
 }
 
+/// `RunHandle::wait` of a handle whose follower task sends the outcome on a watch channel.
+pub(crate) fn wait_for_outcome(
+    mut rx: tokio::sync::watch::Receiver<Option<Outcome>>,
+) -> futures_util::future::BoxFuture<'static, Outcome> {
+    Box::pin(async move {
+        loop {
+            if let Some(o) = rx.borrow_and_update().clone() {
+                return o;
+            }
+            if rx.changed().await.is_err() {
+                return rx.borrow().clone().unwrap_or_else(|| {
+                    Outcome::failed("the job's supervisor ended without an outcome")
+                });
+            }
+        }
+    })
+}
+
 /// Something that runs jobs: the local sandbox, or a cluster backend.
 pub trait Executor: Send + Sync {
     /// Starts a run. Errors here mean the job never started.

@@ -567,20 +567,7 @@ impl RunHandle for SlurmHandle {
     }
 
     fn wait(&self) -> BoxFuture<'static, Outcome> {
-        let mut rx = self.outcome.clone();
-        async move {
-            loop {
-                if let Some(o) = rx.borrow_and_update().clone() {
-                    return o;
-                }
-                if rx.changed().await.is_err() {
-                    return rx.borrow().clone().unwrap_or_else(|| {
-                        Outcome::failed("the Slurm follower ended without an outcome")
-                    });
-                }
-            }
-        }
-        .boxed()
+        super::wait_for_outcome(self.outcome.clone())
     }
 
     fn cancel(&self, grace: Duration) {

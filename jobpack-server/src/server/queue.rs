@@ -127,7 +127,7 @@ impl Runner {
                 match self.executor.attach(req).await {
                     Ok(Some(handle)) => {
                         eprintln!("jobpack: job {id}: attached again to its run");
-                        self.spawn_supervisor(id.clone(), Arc::from(handle), row);
+                        self.task(id.clone(), Some((Arc::from(handle), row)));
                         continue;
                     }
                     Ok(None) => {}
@@ -191,6 +191,12 @@ impl Runner {
 
     /// Starts the task of an accepted (stored, `queued`) job.
     pub fn spawn(self: &Arc<Self>, id: String) {
+        self.task(id, None);
+    }
+
+    /// The task of a job (with its cancel switch): from its queue slot on, or, for a run an
+    /// executor already has (found again after a restart), from its supervision on.
+    fn task(self: &Arc<Self>, id: String, attached: Option<(Arc<dyn RunHandle>, JobRow)>) {
         let (tx, rx) = watch::channel(false);
         if let Ok(mut live) = self.live.lock() {
             live.insert(
@@ -203,7 +209,10 @@ impl Runner {
         }
         let me = self.clone();
         tokio::spawn(async move {
-            me.process(&id, rx).await;
+            match attached {
+                None => me.process(&id, rx).await,
+                Some((handle, row)) => me.supervise(&id, handle, &row, rx).await,
+            }
             if let Ok(mut live) = me.live.lock() {
                 live.remove(&id);
             }
@@ -443,33 +452,6 @@ impl Runner {
         req.limits = sub.limits.clone();
         req.network = sub.network;
         req
-    }
-
-    /// Follows a job that an executor has running (started now, or found again after a
-    /// restart) with its own task and cancel switch, as `spawn` does for a new job.
-    fn spawn_supervisor(self: &Arc<Self>, id: String, handle: Arc<dyn RunHandle>, row: JobRow) {
-        let (tx, rx) = watch::channel(false);
-        if let Ok(mut live) = self.live.lock() {
-            live.insert(
-                id.clone(),
-                Live {
-                    cancel: tx,
-                    log: None,
-                },
-            );
-        }
-        let me = self.clone();
-        tokio::spawn(async move {
-            me.supervise(&id, handle, &row, rx).await;
-            if let Ok(mut live) = me.live.lock() {
-                live.remove(&id);
-            }
-            if !me.closing.load(Ordering::SeqCst)
-                && let Some(w) = row.workflow_id
-            {
-                me.advance(&w);
-            }
-        });
     }
 
     /// Waits for a started run to end (cancelling it when asked) and records its outcome.
