@@ -317,6 +317,37 @@ struct JobInfo {
     state: String,
     /// `ExitCode=N:S`: the batch script's exit code and signal.
     exit: Option<(i32, i32)>,
+    /// Seconds from submission to start, and of running, as Slurm recorded them (scontrol).
+    queued_secs: Option<f64>,
+    run_secs: Option<f64>,
+}
+
+/// Seconds since the epoch of a Slurm timestamp (`2026-11-23T16:50:01`, the controller's local
+/// time: only differences between two of them are used).
+fn slurm_time(t: &str) -> Option<i64> {
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut hms = time.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (hms.next()??, hms.next()??, hms.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// `RunTime=[D-]HH:MM:SS` in seconds.
+fn slurm_duration(t: &str) -> Option<f64> {
+    let (days, hms) = match t.split_once('-') {
+        Some((d, rest)) => (d.parse::<f64>().ok()?, rest),
+        None => (0.0, t),
+    };
+    let mut p = hms.split(':').map(|x| x.parse::<f64>().ok());
+    let (h, m, s) = (p.next()??, p.next()??, p.next()??);
+    Some(days * 86_400.0 + h * 3600.0 + m * 60.0 + s)
 }
 
 async fn job_info(cfg: &SlurmConfig, job_id: &str) -> Option<JobInfo> {
@@ -333,7 +364,18 @@ async fn job_info(cfg: &SlurmConfig, job_id: &str) -> Option<JobInfo> {
                 let (c, s) = e.split_once(':')?;
                 Some((c.parse().ok()?, s.parse().ok()?))
             });
-            return Some(JobInfo { state, exit });
+            let time = |k: &str| field(k).and_then(|t| slurm_time(&t));
+            let queued_secs = match (time("SubmitTime="), time("StartTime=")) {
+                (Some(a), Some(b)) if b >= a => Some((b - a) as f64),
+                _ => None,
+            };
+            let run_secs = field("RunTime=").and_then(|t| slurm_duration(&t));
+            return Some(JobInfo {
+                state,
+                exit,
+                queued_secs,
+                run_secs,
+            });
         }
     }
     let out = slurm(
@@ -352,6 +394,8 @@ async fn job_info(cfg: &SlurmConfig, job_id: &str) -> Option<JobInfo> {
     Some(JobInfo {
         state: state.split_whitespace().next()?.to_owned(),
         exit,
+        queued_secs: None,
+        run_secs: None,
     })
 }
 
@@ -473,8 +517,14 @@ async fn follow(
     let exit_status: Option<i32> = std::fs::read_to_string(dir.join("exit_status"))
         .ok()
         .and_then(|s| s.trim().parse().ok());
-    let wall = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    let queued = started.map(|s| (s - submitted).as_secs_f64());
+    // What the poll saw, else (a job shorter than a poll) what Slurm recorded, to the second.
+    let wall = started
+        .map(|s| s.elapsed().as_secs_f64())
+        .or_else(|| info.as_ref().and_then(|i| i.run_secs))
+        .unwrap_or(0.0);
+    let queued = started
+        .map(|s| (s - submitted).as_secs_f64())
+        .or_else(|| info.as_ref().and_then(|i| i.queued_secs));
     let (status, exit_code, signal, reason) = outcome_of(
         info.as_ref(),
         exit_status,
@@ -590,7 +640,23 @@ mod tests {
         JobInfo {
             state: state.into(),
             exit: Some((code, 0)),
+            queued_secs: None,
+            run_secs: None,
         }
+    }
+
+    #[test]
+    fn slurm_times_and_durations_parse() {
+        let a = slurm_time("2026-11-23T16:50:01").unwrap();
+        assert_eq!(
+            slurm_time("2026-11-24T00:00:02").unwrap() - a,
+            7 * 3600 + 9 * 60 + 61
+        );
+        assert_eq!(slurm_time("1970-01-01T00:00:00"), Some(0));
+        assert_eq!(slurm_time("2000-03-01T00:00:00"), Some(951_868_800));
+        assert_eq!(slurm_time("Unknown"), None);
+        assert_eq!(slurm_duration("00:01:24"), Some(84.0));
+        assert_eq!(slurm_duration("1-02:00:00"), Some(93_600.0));
     }
 
     #[test]
