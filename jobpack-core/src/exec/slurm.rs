@@ -491,10 +491,25 @@ async fn follow(
             }
             _ => {
                 // Gone from the queue (or squeue failed): ask for the final state.
-                if let Some(i) = job_info(&cfg, &job_id).await
-                    && !ACTIVE.contains(&i.state.as_str())
-                {
-                    break Some(i);
+                match job_info(&cfg, &job_id).await {
+                    Some(i) if !ACTIVE.contains(&i.state.as_str()) => break Some(i),
+                    Some(_) => {}
+                    None => {
+                        // Forgotten by Slurm (MinJobAge passed while the server was down, no
+                        // accounting): the exit status the script wrote still says how it ended.
+                        if let Some(code) = std::fs::read_to_string(dir.join("exit_status"))
+                            .ok()
+                            .and_then(|s| s.trim().parse::<i32>().ok())
+                        {
+                            let state = if code == 0 { "COMPLETED" } else { "FAILED" };
+                            break Some(JobInfo {
+                                state: state.into(),
+                                exit: Some((code, 0)),
+                                queued_secs: None,
+                                run_secs: None,
+                            });
+                        }
+                    }
                 }
                 misses += 1;
                 if misses > 120 {
