@@ -209,6 +209,19 @@ async fn jobs_run_through_slurm() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Deleting it removes its files in the shared directory too.
+    let (st, _) = common::call(
+        &reqwest::Client::new(),
+        &s,
+        "DELETE",
+        &format!("/v1/jobs/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    assert!(!shared.join("jobs").join(id).exists());
+    assert!(!shared.join("slurm").join(id).exists());
 
     // Several at once: a failure, memory and time limits, a cancel.
     let failing = submit(&s, json!({"command": "echo failing; exit 3"})).await;

@@ -280,6 +280,24 @@ impl Executor for SlurmExecutor {
         .boxed()
     }
 
+    /// Cancels the run's Slurm job if it is still there and removes its run directory.
+    fn reap(&self, run_id: &str) -> Result<bool, ExecError> {
+        let dir = self.run_dir(run_id);
+        if !dir.exists() {
+            return Ok(false);
+        }
+        if let Ok(job_id) = std::fs::read_to_string(dir.join("slurm_job_id")) {
+            let _ = std::process::Command::new("scancel")
+                .arg(job_id.trim())
+                .envs(&self.cfg.env)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+        Ok(true)
+    }
+
     fn attach(
         &self,
         req: RunRequest,

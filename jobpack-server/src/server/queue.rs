@@ -504,11 +504,17 @@ impl Runner {
 
     /// Removes a job's files.
     pub fn remove_files(&self, id: &str) -> std::io::Result<()> {
-        let dir = self.job_dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        // And whatever the executor keeps of its run (a cluster's run directory).
+        if let Err(e) = self.executor.reap(id) {
+            eprintln!("jobpack: job {id}: cannot remove what its run left: {e}");
         }
+        for dir in [self.job_dir(id), self.work_root.join("jobs").join(id)] {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
