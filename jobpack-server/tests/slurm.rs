@@ -302,43 +302,25 @@ async fn jobs_run_through_slurm() {
 
     // Clear errors: a controller that is down, and no Slurm commands at all.
     drop(cluster);
-    let shared_s = shared.to_str().unwrap();
-    let down = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
-            "--executor",
-            "slurm",
-        ])
-        .args(["--shared-dir", shared_s, "--data-dir"])
-        .arg(tmp.path().join("data2"))
-        .env("SLURM_CONF", &conf)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&down.stderr);
-    assert!(!down.status.success(), "{err}");
+    // `serve` with Slurm, which must refuse to start: its stderr.
+    let refused = |data: &str, env: (&str, &str)| {
+        let out = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--auth", "none"])
+            .args(["--executor", "slurm", "--shared-dir"])
+            .arg(&shared)
+            .arg("--data-dir")
+            .arg(tmp.path().join(data))
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused("data2", ("SLURM_CONF", &conf));
     assert!(
         err.contains("cannot use Slurm") && err.contains("slurmctld running"),
         "{err}"
     );
-    let missing = Command::new(bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "none",
-            "--executor",
-            "slurm",
-        ])
-        .args(["--shared-dir", shared_s, "--data-dir"])
-        .arg(tmp.path().join("data3"))
-        .env("PATH", "/nonexistent")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&missing.stderr);
+    let err = refused("data3", ("PATH", "/nonexistent"));
     assert!(err.contains("sinfo is not installed"), "{err}");
 }
