@@ -359,5 +359,27 @@ async fn the_dashboard_in_headless_chromium() {
     .await;
     assert!(text_of(&c, "#batches").await.contains("nightly"));
     println!("batch progress bar values seen: {:?}", seen.lock().unwrap());
+
+    // A workflow shows its jobs in order with their statuses; a skipped one says so.
+    let (st, _) = api(
+        &s,
+        "POST",
+        "/v1/workflows",
+        Some(json!({"name": "pipe", "jobs": {
+            "fetch": {"command": "exit 2"},
+            "report": {"command": "echo never", "requires": ["fetch"]},
+        }})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    until(60, "the workflow's final badges", || async {
+        let t = text_of(&c, "#workflows").await;
+        (t.contains("pipe") && t.contains("fetch: failed (2)") && t.contains("report: skipped"))
+            .then_some(())
+    })
+    .await;
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-jobs-page.png");
+    std::fs::write(&shot, c.screenshot().await.unwrap()).unwrap();
+    println!("screenshot of the jobs page: {}", shot.display());
     c.close().await.unwrap();
 }

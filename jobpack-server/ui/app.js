@@ -122,9 +122,36 @@ async function refreshBatches() {
   }));
 }
 
+// Workflows: each job as a badge in the file's order, with what it requires; click one to open it.
+async function refreshWorkflows() {
+  const mine = view;
+  let list;
+  try { list = await api("GET", "/v1/workflows?limit=20"); } catch (_) { return; }
+  if (mine !== view) return;
+  $("workflows-box").hidden = list.workflows.length === 0;
+  $("workflows").tBodies[0].replaceChildren(...list.workflows.map((w) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = w.workflow_id;
+    const jobs = document.createElement("td");
+    for (const j of w.jobs) {
+      const b = statusBadge(j.status);
+      b.textContent = j.name + ": " + j.status + (j.exit_code == null ? "" : " (" + j.exit_code + ")");
+      b.title = (j.dependencies.length ? "requires " + j.dependencies.map((d) => d.job + ":" + d.status).join(", ") : "requires nothing") +
+        (j.reason ? "\n" + j.reason : "");
+      b.classList.add("wf-job");
+      b.addEventListener("click", () => { location.hash = "#/jobs/" + j.job_id; });
+      jobs.append(b, " ");
+    }
+    const st = document.createElement("td");
+    st.append(statusBadge(w.status));
+    tr.append(text("td", w.workflow_id.slice(0, 8)), text("td", w.name), text("td", w.owner), jobs, st);
+    return tr;
+  }));
+}
+
 function jobsView() {
   show("jobs-view");
-  const tick = () => { refreshJobs(); refreshBatches(); };
+  const tick = () => { refreshJobs(); refreshBatches(); refreshWorkflows(); };
   tick();
   poller = setInterval(tick, 1500);
 }
