@@ -508,7 +508,7 @@ async fn follow(
                 }
             }
             _ => {
-                // Gone from the queue (or squeue failed): ask for the final state.
+                // Gone from the queue (or the controller did not answer): the final state?
                 match job_info(&cfg, &job_id).await {
                     Some(i) if !ACTIVE.contains(&i.state.as_str()) => break Some(i),
                     Some(_) => {}
@@ -529,9 +529,13 @@ async fn follow(
                         }
                     }
                 }
-                misses += 1;
-                if misses > 120 {
-                    break None;
+                // Only a controller that answers but no longer knows the job counts towards
+                // giving up; while it does not answer at all, the job may well still run.
+                if state.is_ok() {
+                    misses += 1;
+                    if misses > 120 {
+                        break None;
+                    }
                 }
             }
         }
