@@ -482,7 +482,7 @@ impl JobsApi {
         if let Some(max) = quota.max_concurrent
             && self.runner.store.active_count(&owner).map_err(internal)? >= max
         {
-            return Err(too_many_jobs(&owner, max));
+            return Err(insert_failed(&owner, InsertError::TooManyActive(max)));
         }
         let source = match upload {
             Some(up) => {
@@ -498,10 +498,7 @@ impl JobsApi {
             .insert(&row, secret_json.as_deref(), quota.max_concurrent);
         if let Err(e) = inserted {
             let _ = self.runner.remove_files(&id);
-            return Err(match e {
-                InsertError::TooManyActive(max) => too_many_jobs(&owner, max),
-                InsertError::Db(e) => internal(e),
-            });
+            return Err(insert_failed(&owner, e));
         }
         let detail = match (&row.name, owner != caller.user) {
             (Some(n), true) => format!("name={n} owner={owner}"),
@@ -888,14 +885,47 @@ fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> 
         .ok_or_else(|| not_found(id))
 }
 
-pub(super) fn too_many_jobs(owner: &str, max: u64) -> ApiError {
-    ApiError::TooManyJobs(problem(
-        429,
-        "quota_exceeded",
-        format!(
-            "{owner} already has {max} unfinished jobs, the most their quota allows; wait for one to end"
-        ),
-    ))
+/// The answer to a failed insert: the owner's quota of unfinished jobs is full (429), or the
+/// database failed.
+pub(super) fn insert_failed(owner: &str, e: InsertError) -> ApiError {
+    match e {
+        InsertError::TooManyActive(max) => ApiError::TooManyJobs(problem(
+            429,
+            "quota_exceeded",
+            format!(
+                "{owner} already has {max} unfinished jobs, the most their quota allows; wait for one to end"
+            ),
+        )),
+        InsertError::Db(e) => internal(e),
+    }
+}
+
+/// The 503 for a batch or workflow (`what`) whose `adding` jobs would put more than
+/// `max_queued` in the queue.
+pub(super) fn group_busy(
+    runner: &Runner,
+    max_queued: usize,
+    adding: usize,
+    what: &str,
+) -> Option<Json<Problem>> {
+    let depth = runner.queue_depth();
+    (depth + adding > max_queued).then(|| {
+        problem(
+            503,
+            "busy",
+            format!(
+                "{depth} jobs are already waiting and this {what} adds {adding}; try again later"
+            ),
+        )
+    })
+}
+
+/// The audit detail of a submitted batch or workflow: `jobs=N[ name=NAME]`.
+pub(super) fn group_detail(jobs: usize, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("jobs={jobs} name={n}"),
+        None => format!("jobs={jobs}"),
+    }
 }
 
 impl JobsApi {

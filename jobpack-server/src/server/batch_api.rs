@@ -8,13 +8,13 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::api::{
-    ApiError, ApiResult, JobInfo, Problem, apply_quota, internal, new_job_row, owner_and_quota,
-    parse_submission, problem, require, rfc3339, too_many_jobs,
+    ApiError, ApiResult, JobInfo, Problem, apply_quota, group_busy, group_detail, insert_failed,
+    internal, new_job_row, owner_and_quota, parse_submission, problem, require, rfc3339,
 };
 use super::auth::{Action, Caller};
 use super::batches::{BatchRow, Counters};
 use super::queue::Runner;
-use super::store::{Group, InsertError, ListFilter, now};
+use super::store::{Group, ListFilter, now};
 
 #[derive(Tags)]
 enum BatchTags {
@@ -182,16 +182,8 @@ impl BatchesApi {
                 jobs.len()
             )));
         }
-        if self.runner.queue_depth() + jobs.len() > self.max_queued {
-            return Ok(BatchCreated::Busy(problem(
-                503,
-                "busy",
-                format!(
-                    "{} jobs are already waiting and this batch adds {}; try again later",
-                    self.runner.queue_depth(),
-                    jobs.len()
-                ),
-            )));
+        if let Some(p) = group_busy(&self.runner, self.max_queued, jobs.len(), "batch") {
+            return Ok(BatchCreated::Busy(p));
         }
         let (owner, quota) = owner_and_quota(&self.runner.store, &caller, owner)?;
         let batch = BatchRow {
@@ -224,23 +216,11 @@ impl BatchesApi {
             )?);
         }
         let n = rows.len();
-        match self
-            .runner
+        self.runner
             .store
             .insert_all(Group::Batch(&batch), &rows, quota.max_concurrent)
-        {
-            Ok(()) => {}
-            Err(InsertError::TooManyActive(max)) => return Err(too_many_jobs(&owner, max)),
-            Err(InsertError::Db(e)) => return Err(internal(e)),
-        }
-        let detail = format!(
-            "jobs={n}{}",
-            batch
-                .name
-                .as_ref()
-                .map(|n| format!(" name={n}"))
-                .unwrap_or_default()
-        );
+            .map_err(|e| insert_failed(&owner, e))?;
+        let detail = group_detail(n, batch.name.as_deref());
         self.runner
             .store
             .audit(&caller.user, "batch.submit", Some(&batch.id), Some(&detail));

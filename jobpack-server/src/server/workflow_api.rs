@@ -10,12 +10,12 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::api::{
-    ApiError, ApiResult, Problem, apply_quota, internal, new_job_row, owner_and_quota,
-    parse_submission, problem, require, rfc3339, too_many_jobs,
+    ApiError, ApiResult, Problem, apply_quota, group_busy, group_detail, insert_failed, internal,
+    new_job_row, owner_and_quota, parse_submission, problem, require, rfc3339,
 };
 use super::auth::{Action, Caller};
 use super::queue::Runner;
-use super::store::{Group, InsertError, JobRow, now};
+use super::store::{Group, JobRow, now};
 use super::workflows::{WorkflowRow, requirements, status};
 
 #[derive(Tags)]
@@ -201,16 +201,8 @@ impl WorkflowsApi {
                 ),
             ));
         }
-        if self.runner.queue_depth() + wf.jobs.len() > self.max_queued {
-            return Ok(WorkflowCreated::Busy(problem(
-                503,
-                "busy",
-                format!(
-                    "{} jobs are already waiting and this workflow adds {}; try again later",
-                    self.runner.queue_depth(),
-                    wf.jobs.len()
-                ),
-            )));
+        if let Some(p) = group_busy(&self.runner, self.max_queued, wf.jobs.len(), "workflow") {
+            return Ok(WorkflowCreated::Busy(p));
         }
         let (owner, quota) = owner_and_quota(&self.runner.store, &caller, None)?;
         let w = WorkflowRow {
@@ -275,23 +267,11 @@ impl WorkflowsApi {
             Ok(())
         })
         .map_err(|e| bad("invalid_workflow", e.to_string()))?;
-        match self
-            .runner
+        self.runner
             .store
             .insert_all(Group::Workflow(&w), &rows, quota.max_concurrent)
-        {
-            Ok(()) => {}
-            Err(InsertError::TooManyActive(max)) => return Err(too_many_jobs(&owner, max)),
-            Err(InsertError::Db(e)) => return Err(internal(e)),
-        }
-        let detail = format!(
-            "jobs={}{}",
-            rows.len(),
-            w.name
-                .as_ref()
-                .map(|n| format!(" name={n}"))
-                .unwrap_or_default()
-        );
+            .map_err(|e| insert_failed(&owner, e))?;
+        let detail = group_detail(rows.len(), w.name.as_deref());
         self.runner
             .store
             .audit(&caller.user, "workflow.submit", Some(&w.id), Some(&detail));
