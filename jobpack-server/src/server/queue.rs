@@ -119,10 +119,11 @@ impl Runner {
     /// packed-to-run are started again, and workflows decide their waiting jobs.
     pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
         for id in self.store.ids_with_status("running")? {
+            let Some(row) = self.store.get(&id)? else {
+                continue;
+            };
             // A cluster job outlives the server: follow it again.
-            if let Some(row) = self.store.get(&id)?
-                && let Ok(sub) = serde_json::from_str::<Submission>(&row.request_json)
-            {
+            if let Ok(sub) = serde_json::from_str::<Submission>(&row.request_json) {
                 let req = self.run_request(&id, &sub);
                 match self.executor.attach(req).await {
                     Ok(Some(handle)) => {
@@ -139,11 +140,7 @@ impl Runner {
             if let Err(e) = reaped {
                 eprintln!("jobpack: could not clean up job {id} of the previous run: {e}");
             }
-            let in_workflow = self
-                .store
-                .get(&id)?
-                .is_some_and(|r| r.workflow_id.is_some());
-            if in_workflow {
+            if row.workflow_id.is_some() {
                 self.store.set_status(&id, "queued")?;
             } else {
                 self.store.finish(

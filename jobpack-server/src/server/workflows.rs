@@ -190,9 +190,11 @@ impl Runner {
             .iter()
             .filter_map(|j| Some((j.name.clone()?, j.status.clone())))
             .collect();
+        // Each job's requirements, read once for all the rounds below.
+        let requires: Vec<Vec<Requirement>> = jobs.iter().map(requirements).collect();
         loop {
             let mut changed = false;
-            for j in &jobs {
+            for (j, requires) in jobs.iter().zip(&requires) {
                 let Some(name) = &j.name else { continue };
                 if status.get(name).map(String::as_str) != Some("waiting") {
                     continue;
@@ -200,7 +202,7 @@ impl Runner {
                 let decision = if wf.cancelled_at.is_some() {
                     Readiness::Unmeetable("the workflow was cancelled".into())
                 } else {
-                    readiness(&requirements(j), |n| status.get(n).map(String::as_str))
+                    readiness(requires, |n| status.get(n).map(String::as_str))
                 };
                 match decision {
                     Readiness::Waiting => {}
