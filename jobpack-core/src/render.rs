@@ -89,10 +89,7 @@ pub struct RuntimeContext {
 impl From<&crate::runtime::Runtime> for RuntimeContext {
     fn from(r: &crate::runtime::Runtime) -> Self {
         RuntimeContext {
-            kind: serde_json::to_value(r.kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            kind: r.kind.as_str().to_owned(),
             apt: (!r.apt_packages.is_empty()).then(|| {
                 format!(
                     "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \

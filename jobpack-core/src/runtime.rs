@@ -32,33 +32,43 @@ pub enum RuntimeKind {
 }
 
 impl RuntimeKind {
-    pub const NAMES: &'static [&'static str] = &[
-        "auto",
-        "dockerfile",
-        "conda",
-        "python",
-        "node",
-        "rust",
-        "none",
+    pub const ALL: [RuntimeKind; 6] = [
+        RuntimeKind::Dockerfile,
+        RuntimeKind::Conda,
+        RuntimeKind::Python,
+        RuntimeKind::Node,
+        RuntimeKind::Rust,
+        RuntimeKind::None,
     ];
+
+    /// Its name in specs, manifests and the Dockerfile's label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Dockerfile => "dockerfile",
+            RuntimeKind::Conda => "conda",
+            RuntimeKind::Python => "python",
+            RuntimeKind::Node => "node",
+            RuntimeKind::Rust => "rust",
+            RuntimeKind::None => "none",
+        }
+    }
 
     /// `auto` is `None` (detect); an unknown name is an error.
     pub fn parse(s: &str) -> Result<Option<RuntimeKind>, String> {
-        Ok(Some(match s {
-            "auto" => return Ok(None),
-            "dockerfile" => RuntimeKind::Dockerfile,
-            "conda" => RuntimeKind::Conda,
-            "python" => RuntimeKind::Python,
-            "node" => RuntimeKind::Node,
-            "rust" => RuntimeKind::Rust,
-            "none" => RuntimeKind::None,
-            other => {
-                return Err(format!(
-                    "unknown runtime {other:?}: expected one of {}",
-                    Self::NAMES.join(", ")
-                ));
-            }
-        }))
+        if s == "auto" {
+            return Ok(None);
+        }
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .map(Some)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown runtime {s:?}: expected one of auto, {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -430,6 +440,14 @@ mod tests {
             RuntimeKind::None
         );
         assert_eq!(RuntimeKind::parse("auto"), Ok(None));
+        for k in RuntimeKind::ALL {
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                k.as_str(),
+                "serde and as_str agree"
+            );
+            assert_eq!(RuntimeKind::parse(k.as_str()), Ok(Some(k)));
+        }
         assert!(RuntimeKind::parse("java").is_err());
     }
 

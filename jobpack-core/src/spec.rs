@@ -380,12 +380,7 @@ impl Job {
             command: self.command.clone(),
             env: self.env.clone(),
             base_image: Some(self.base_image.clone()),
-            runtime: self.runtime.map(|k| {
-                serde_json::to_value(k)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            }),
+            runtime: self.runtime.map(|k| k.as_str().to_owned()),
             install: self.install.clone(),
         }
     }
