@@ -109,11 +109,12 @@ impl Builder {
         if self.kind != BuilderKind::Docker {
             // Every timestamp in the image (config and layers) from the artifact, so the same
             // artifact can give the same image.
-            c.arg("--timestamp").arg(ctx.source_date_epoch.to_string());
+            c.arg("--timestamp")
+                .arg(ctx.source_date_epoch().to_string());
         }
         c.arg("--build-arg")
-            .arg(format!("SOURCE_DATE_EPOCH={}", ctx.source_date_epoch))
-            .env("SOURCE_DATE_EPOCH", ctx.source_date_epoch.to_string())
+            .arg(format!("SOURCE_DATE_EPOCH={}", ctx.source_date_epoch()))
+            .env("SOURCE_DATE_EPOCH", ctx.source_date_epoch().to_string())
             .arg("--iidfile")
             .arg(iidfile)
             .arg("-t")
@@ -170,17 +171,21 @@ impl Builder {
     }
 }
 
-/// What to build: the context directory, its Dockerfile, and the artifact's timestamp.
+/// What to build: the context directory, its Dockerfile, and the artifact's manifest.
 #[derive(Debug, Clone)]
 pub struct BuildContext {
     pub context: PathBuf,
     pub dockerfile: PathBuf,
-    pub source_date_epoch: u64,
-    /// The artifact's runtime (`dockerfile`: the repository's own, whose context is `code/`).
-    pub runtime: Option<RuntimeKind>,
+    /// The artifact's manifest (its runtime, name, spec digest, timestamp).
+    pub manifest: Manifest,
 }
 
 impl BuildContext {
+    /// The artifact's timestamp (every entry's mtime), the build's `SOURCE_DATE_EPOCH`.
+    pub fn source_date_epoch(&self) -> u64 {
+        self.manifest.mtime
+    }
+
     /// The build of an unpacked artifact: its root, or `code/` for a repository's own Dockerfile.
     pub fn of_artifact(dir: &Path) -> Result<BuildContext, ContainerError> {
         let not = |reason: String| ContainerError::NotAnArtifact {
@@ -191,8 +196,11 @@ impl BuildContext {
             .map_err(|e| not(format!("cannot read {MANIFEST_NAME}: {e}")))?;
         let m: Manifest = serde_json::from_str(&text)
             .map_err(|e| not(format!("{MANIFEST_NAME} is invalid: {e}")))?;
-        let runtime = m.runtime.as_ref().map(|r| r.kind);
-        let context = if runtime == Some(RuntimeKind::Dockerfile) {
+        let own_dockerfile = m
+            .runtime
+            .as_ref()
+            .is_some_and(|r| r.kind == RuntimeKind::Dockerfile);
+        let context = if own_dockerfile {
             dir.join("code")
         } else {
             dir.to_path_buf()
@@ -200,8 +208,7 @@ impl BuildContext {
         Ok(BuildContext {
             context,
             dockerfile: dir.join("Dockerfile"),
-            source_date_epoch: m.mtime,
-            runtime,
+            manifest: m,
         })
     }
 }

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, bail};
+use jobpack_core::UnpackLimits;
 use jobpack_core::container::{BuildContext, Builder, BuilderKind};
 use jobpack_core::exec::{Limits, NetworkPolicy};
-use jobpack_core::{Manifest, UnpackLimits};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum BuilderFlag {
@@ -66,13 +66,6 @@ pub fn unpacked(artifact: &Path) -> anyhow::Result<Unpacked> {
     })
 }
 
-fn manifest(dir: &Path) -> anyhow::Result<Manifest> {
-    let p = dir.join(jobpack_core::manifest::MANIFEST_NAME);
-    let text =
-        std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is invalid", p.display()))
-}
-
 /// A command's stdout sent to our stderr: stdout stays for what `jobpack` itself prints.
 fn to_stderr(c: &mut Command) -> anyhow::Result<&mut Command> {
     let fd = std::io::stderr().as_fd().try_clone_to_owned()?;
@@ -94,7 +87,7 @@ pub fn build_image(builder: &Builder, dir: &Path, tag: Option<&str>) -> anyhow::
     let tag = match tag {
         Some(t) => t.to_owned(),
         None => {
-            let m = manifest(dir)?;
+            let m = &ctx.manifest;
             let name = m.spec.name.as_deref().unwrap_or("job").to_ascii_lowercase();
             let digest = m.spec_digest.trim_start_matches("sha256:");
             format!(
@@ -107,7 +100,7 @@ pub fn build_image(builder: &Builder, dir: &Path, tag: Option<&str>) -> anyhow::
     eprintln!(
         "jobpack: building {tag} with {} (SOURCE_DATE_EPOCH={})",
         builder.kind.program(),
-        ctx.source_date_epoch
+        ctx.source_date_epoch()
     );
     let mut cmd = builder.build(&ctx, &tag, iid.path());
     let status = status_of(to_stderr(&mut cmd)?, "the builder")?;
