@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{is_root, jobpack_in};
+use common::{is_root, jobpack_in, missing_tool, script};
 
 const BASE: &str = "localhost/jobpack-base:bookworm";
 
@@ -22,16 +22,10 @@ impl Oci {
         if !is_root() {
             return Err("building images with buildah needs root (CI runs as root)".into());
         }
-        for tool in ["buildah", "podman", "debootstrap"] {
-            let found = std::process::Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !found {
-                return Err(format!(
-                    "{tool} is not installed (scripts/setup.sh --tests installs it)"
-                ));
-            }
+        if let Some(tool) = missing_tool(&["buildah", "podman", "debootstrap"]) {
+            return Err(format!(
+                "{tool} is not installed (scripts/setup.sh --tests installs it)"
+            ));
         }
         let tmp = tempfile::tempdir().unwrap();
         let t = tmp.path();
@@ -59,8 +53,7 @@ impl Oci {
             ),
             ("JOBPACK_BUILDER".into(), "buildah".into()),
         ];
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/oci-base.sh");
-        let out = std::process::Command::new(&script)
+        let out = std::process::Command::new(script("oci-base.sh"))
             .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();

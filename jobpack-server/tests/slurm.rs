@@ -9,14 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Launch, Server, is_root, jobpack_in};
+use common::{Launch, Server, is_root, jobpack_in, missing_tool, script};
 use serde_json::{Value, json};
-
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scripts")
-        .join(name)
-}
 
 /// A running one-node cluster, stopped on drop.
 struct Cluster {
@@ -29,16 +23,10 @@ impl Cluster {
         if !is_root() {
             return Err("starting slurmctld and slurmd needs root (CI runs as root)".into());
         }
-        for tool in ["sbatch", "slurmctld", "slurmd", "munged"] {
-            let found = Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !found {
-                return Err(format!(
-                    "{tool} is not installed (scripts/setup.sh --tests installs slurm-wlm and munge)"
-                ));
-            }
+        if let Some(tool) = missing_tool(&["sbatch", "slurmctld", "slurmd", "munged"]) {
+            return Err(format!(
+                "{tool} is not installed (scripts/setup.sh --tests installs slurm-wlm and munge)"
+            ));
         }
         let out = Command::new(script("slurm-up.sh"))
             .arg(dir)

@@ -57,6 +57,23 @@ pub struct Server {
     pub stderr: Option<ChildStderr>,
 }
 
+/// The first of `tools` that is not on PATH, if any (for a stage's printed skip reason).
+pub fn missing_tool<'a>(tools: &[&'a str]) -> Option<&'a str> {
+    tools.iter().copied().find(|tool| {
+        !Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// A script of the project's `scripts/`.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(name)
+}
+
 pub fn is_root() -> bool {
     // SAFETY: a plain id query.
     unsafe { libc::geteuid() == 0 }
