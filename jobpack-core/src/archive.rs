@@ -322,6 +322,135 @@ pub fn tar_gz_dir(root: &Path, dest: &Path) -> Result<Written, ArchiveError> {
     write_tar_gz(root, &entries, 0, dest, &crate::progress::ignore())
 }
 
+/// Why [`tar_gz_tree`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeArchiveError {
+    /// The tree holds more file bytes than the caller allows in one archive.
+    #[error("the directory holds more than {max} bytes of files; download single files instead")]
+    TooLarge { max: u64 },
+    /// The caller asked to stop (the client went away, the server is shutting down).
+    #[error("stopped")]
+    Stopped,
+    #[error(transparent)]
+    Tree(#[from] crate::tree::TreeError),
+    /// Writing the output failed (typically: the receiver went away).
+    #[error("cannot write the archive")]
+    Write(#[source] io::Error),
+}
+
+/// Streams a `.tar.gz` of a tree that may be changing while it is read (a job's working
+/// directory) into `out`: every entry is opened through [`crate::tree::Tree`] (no link followed,
+/// links stored as links), each file contributes exactly the size its open file had (padded with
+/// zeros if it shrinks, cut if it grows), at most `max_bytes` of file contents in all, and
+/// `stop()` is asked between every 1 MiB. Returns the bytes of file contents archived.
+pub fn tar_gz_tree(
+    tree: &crate::tree::Tree,
+    out: impl Write,
+    max_bytes: u64,
+    stop: &dyn Fn() -> bool,
+) -> Result<u64, TreeArchiveError> {
+    use crate::tree::EntryKind as K;
+    let gz = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(out, Compression::new(1));
+    let mut tar = tar::Builder::new(gz);
+    let mut total = 0u64;
+    let mut failed: Option<TreeArchiveError> = None;
+    let walked = tree.walk(&mut |e| {
+        if stop() {
+            failed = Some(TreeArchiveError::Stopped);
+            return Ok(false);
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        let r = match e.kind {
+            K::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                tar.append_data(&mut h, format!("{}/", e.path), io::empty())
+            }
+            K::Link(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                let target = String::from_utf8_lossy(&target).into_owned();
+                tar.append_link(&mut h, &e.path, target)
+            }
+            K::File(f) => {
+                total = total.saturating_add(f.size);
+                if total > max_bytes {
+                    failed = Some(TreeArchiveError::TooLarge { max: max_bytes });
+                    return Ok(false);
+                }
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(if f.mode & 0o111 != 0 { 0o755 } else { 0o644 });
+                h.set_size(f.size);
+                let mut r = StoppableExact {
+                    inner: f.file,
+                    left: f.size,
+                    since_check: 0,
+                    stop,
+                };
+                tar.append_data(&mut h, &e.path, &mut r)
+            }
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(err) => {
+                failed = Some(if stop() {
+                    TreeArchiveError::Stopped
+                } else {
+                    TreeArchiveError::Write(err)
+                });
+                Ok(false)
+            }
+        }
+    });
+    if let Some(f) = failed {
+        return Err(f);
+    }
+    walked?;
+    let gz = tar.into_inner().map_err(TreeArchiveError::Write)?;
+    gz.finish().map_err(TreeArchiveError::Write)?;
+    Ok(total)
+}
+
+/// Gives exactly `left` bytes of `inner` (zeros after an early end) and fails once `stop()` says
+/// so, checked every 1 MiB.
+struct StoppableExact<'a, R> {
+    inner: R,
+    left: u64,
+    since_check: u64,
+    stop: &'a dyn Fn() -> bool,
+}
+
+impl<R: Read> Read for StoppableExact<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        if self.since_check >= 1 << 20 {
+            self.since_check = 0;
+            if (self.stop)() {
+                return Err(io::Error::other("stopped"));
+            }
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let mut n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            buf[..want].fill(0);
+            n = want;
+        }
+        self.left -= n as u64;
+        self.since_check += n as u64;
+        Ok(n)
+    }
+}
+
 /// Why an archive was refused while unpacking.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {

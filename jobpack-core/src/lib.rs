@@ -41,9 +41,10 @@ pub mod render;
 pub mod runtime;
 pub mod source;
 pub mod spec;
+pub mod tree;
 pub mod workflow;
 
-pub use archive::{ArchiveError, EntryKind, FileEntry, UnpackError, UnpackLimits};
+pub use archive::{ArchiveError, TreeArchiveError, EntryKind, FileEntry, UnpackError, UnpackLimits};
 pub use error::{Error, IoError, Result};
 pub use fetch::{DownloadOptions, FetchError};
 pub use manifest::Manifest;

@@ -69,6 +69,9 @@ struct QuotaArgs {
     /// Largest process limit.
     #[arg(long)]
     max_pids: Option<u64>,
+    /// Let the user run jobs with `"network": "host"`.
+    #[arg(long)]
+    allow_host_network: bool,
 }
 
 impl QuotaArgs {
@@ -87,6 +90,7 @@ impl QuotaArgs {
                 .transpose()?,
             max_cpu_percent: self.max_cpu,
             max_pids: self.max_pids,
+            allow_host_network: self.allow_host_network.then_some(true),
         })
     }
 }

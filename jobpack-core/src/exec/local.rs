@@ -21,7 +21,7 @@ use super::cgroup::{self, Cgroup};
 use super::logs::{LogStream, LogWriter};
 use super::{
     ExecError, Executor, IsolationMode, IsolationReport, NetworkPolicy, Outcome, RunHandle,
-    RunRequest, RunStatus,
+    Limits, RunRequest, RunStatus,
 };
 use crate::error::io_err;
 
@@ -385,6 +385,8 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
         writer,
         threads: vec![t_out, t_err],
         timeout: req.limits.timeout,
+        limits: req.limits.clone(),
+        job_dir: req.job_dir.clone(),
         started,
         report,
     };
@@ -667,6 +669,8 @@ struct Supervisor {
     writer: LogWriter,
     threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
     timeout: Option<Duration>,
+    limits: Limits,
+    job_dir: PathBuf,
     started: Instant,
     report: IsolationReport,
 }
@@ -675,22 +679,27 @@ struct Supervisor {
 struct Exit {
     /// The job's wait status (from pid 1's report in the sandbox, or wait4 in the fallback).
     status: Option<i32>,
+    /// A process of the job was killed for writing past RLIMIT_FSIZE.
+    file_too_big: bool,
     rusage: libc::rusage,
 }
 
-/// The next message from pid 1: `Some(Some(status))` for the job's exit, `Some(None)` for
-/// anything else, `None` at the end.
+/// The next message from pid 1: `Some(Some((status, file_too_big)))` for the job's exit,
+/// `Some(None)` for anything else, `None` at the end.
 #[cfg(target_os = "linux")]
-fn next_report(f: &mut File) -> Option<Option<i32>> {
+fn next_report(f: &mut File) -> Option<Option<(i32, bool)>> {
     use super::sandbox::Report;
     Report::read(f).map(|r| match r {
-        Report::Exited { status } => Some(status),
+        Report::Exited {
+            status,
+            file_too_big,
+        } => Some((status, file_too_big)),
         _ => None,
     })
 }
 
 #[cfg(not(target_os = "linux"))]
-fn next_report(_f: &mut File) -> Option<Option<i32>> {
+fn next_report(_f: &mut File) -> Option<Option<(i32, bool)>> {
     None
 }
 
@@ -714,8 +723,14 @@ fn wait_exit(proc_: Proc) -> Exit {
         }
     }
     // In the sandbox, pid 1's own status is not the job's: without a report, pid 1 was killed.
-    let status = job_status.or(Some(status));
-    Exit { status, rusage }
+    let file_too_big = job_status.is_some_and(|(_, f)| f)
+        || (libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGXFSZ);
+    let status = job_status.map(|(s, _)| s).or(Some(status));
+    Exit {
+        status,
+        file_too_big,
+        rusage,
+    }
 }
 
 impl Supervisor {
@@ -742,6 +757,11 @@ impl Supervisor {
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut kill_at: Option<tokio::time::Instant> = None;
         let mut why: Option<RunStatus> = None;
+        // Which limit a `limit_exceeded` ran into, said as the reason.
+        let mut exceeded: Option<String> = None;
+        let mut disk_tick = tokio::time::interval(super::DISK_CHECK_INTERVAL);
+        disk_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let disk_limit = self.limits.disk_bytes;
         let far = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 86400);
 
         let exited = loop {
@@ -761,7 +781,39 @@ impl Supervisor {
                 }
                 _ = cap_hit.notified(), if why.is_none() => {
                     why = Some(RunStatus::LimitExceeded);
+                    exceeded = Some(format!(
+                        "limits.log_bytes: wrote more than {} bytes of log",
+                        self.limits.log_bytes.unwrap_or_default()
+                    ));
                     kill_at = Some(tokio::time::Instant::now());
+                }
+                _ = disk_tick.tick(), if disk_limit.is_some() && why.is_none() => {
+                    let max = disk_limit.unwrap_or(u64::MAX);
+                    let dir = self.job_dir.clone();
+                    let used = tokio::task::spawn_blocking(move || {
+                        crate::tree::Tree::open(&dir)?.usage(max, super::MAX_DISK_ENTRIES)
+                    })
+                    .await;
+                    let over = match used {
+                        Ok(Ok(u)) if u.bytes > max => Some(format!(
+                            "limits.disk_bytes: its directory used more than {max} bytes of disk"
+                        )),
+                        Ok(Ok(u)) if u.entries > super::MAX_DISK_ENTRIES => Some(format!(
+                            "limits.disk_bytes: its directory holds more than {} files",
+                            super::MAX_DISK_ENTRIES
+                        )),
+                        Ok(Err(crate::tree::TreeError::TooDeep { .. })) => Some(format!(
+                            "limits.disk_bytes: its directory nests more than {} levels deep",
+                            crate::tree::MAX_DEPTH
+                        )),
+                        // Unmeasurable this time (a directory vanished mid-walk): next tick.
+                        _ => None,
+                    };
+                    if over.is_some() {
+                        why = Some(RunStatus::LimitExceeded);
+                        exceeded = over;
+                        kill_at = Some(tokio::time::Instant::now());
+                    }
                 }
                 _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
                     kill_at = None;
@@ -800,10 +852,17 @@ impl Supervisor {
             let _ = std::fs::remove_dir_all(d);
         }
 
-        let (wait_status, rusage) = match exited {
-            Some(e) => (e.status, Some(e.rusage)),
-            None => (None, None),
+        let (wait_status, rusage, file_too_big) = match exited {
+            Some(e) => (e.status, Some(e.rusage), e.file_too_big),
+            None => (None, None, false),
         };
+        if why.is_none() && file_too_big {
+            why = Some(RunStatus::LimitExceeded);
+            exceeded = Some(format!(
+                "limits.file_size_bytes: a process wrote past {} bytes in one file (SIGXFSZ)",
+                self.limits.file_size_bytes.unwrap_or_default()
+            ));
+        }
         let (exit_code, sig) = match wait_status {
             Some(s) if libc::WIFEXITED(s) => (Some(libc::WEXITSTATUS(s)), None),
             Some(s) if libc::WIFSIGNALED(s) => (None, Some(libc::WTERMSIG(s))),
@@ -829,7 +888,11 @@ impl Supervisor {
                 self.timeout.unwrap_or_default().as_secs_f64()
             )),
             RunStatus::OomKilled => Some("killed for using more memory than its limit".into()),
-            RunStatus::LimitExceeded => Some("wrote more log than its limit".into()),
+            RunStatus::LimitExceeded => Some(
+                exceeded
+                    .take()
+                    .unwrap_or_else(|| "wrote more log than its limit".into()),
+            ),
         };
         if let Some(u) = usage
             && u.pids_refused > 0
@@ -837,8 +900,9 @@ impl Supervisor {
         {
             let r = reason.get_or_insert_default();
             r.push_str(&format!(
-                " ({} forks refused by the pids limit)",
-                u.pids_refused
+                " ({} forks refused by the pids limit, limits.pids={})",
+                u.pids_refused,
+                self.limits.pids.unwrap_or_default()
             ));
         }
         if !cleanup_errors.is_empty() {

@@ -54,7 +54,19 @@ pub struct Limits {
     /// Log bytes captured before the job is stopped (`limit_exceeded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_bytes: Option<u64>,
+    /// Disk the job directory may use (allocated blocks, so a sparse file counts what it really
+    /// takes), checked every [`DISK_CHECK_INTERVAL`]; over it the job is stopped
+    /// (`limit_exceeded`). The local sandbox enforces it; so does a file count of
+    /// [`MAX_DISK_ENTRIES`] (each file costs an inode and a check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
 }
+
+/// How often the disk use of a job with `limits.disk_bytes` is measured.
+pub const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Most files and directories a job with `limits.disk_bytes` may have in its directory.
+pub const MAX_DISK_ENTRIES: u64 = 200_000;
 
 impl Limits {
     /// Whether any of these limits needs a cgroup (memory, CPU, pids, IO).

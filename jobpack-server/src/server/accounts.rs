@@ -76,6 +76,10 @@ pub struct Quota {
     /// Largest `limits.pids`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pids: Option<u64>,
+    /// Whether the user may ask for `"network": "host"` (the host's network, loopback services
+    /// included). Off unless an admin grants it; admins always may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_host_network: Option<bool>,
 }
 
 #[derive(Debug, Clone)]

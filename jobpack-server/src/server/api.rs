@@ -16,7 +16,7 @@ use poem_openapi::{ApiRequest, ApiResponse, Multipart, Object, OpenApi, Tags};
 
 use super::accounts::Quota;
 use super::auth::{Action, Caller};
-use super::queue::{Runner, Submission, resolve_inside, row_is_final};
+use super::queue::{Runner, Submission, row_is_final};
 use super::store::{InsertError, JobRow, ListFilter, now};
 use jobpack_core::JobSpec;
 use jobpack_core::exec::{Limits, NetworkPolicy};
@@ -400,9 +400,29 @@ pub(super) fn parse_submission(
 /// What secret values are replaced with wherever the API shows them.
 pub(super) const MASK: &str = "***";
 
-/// Checks the job's limits against the owner's quota: a limit above a cap is refused, a limit not
-/// given gets the cap.
-pub(super) fn apply_quota(limits: &mut Limits, q: &Quota) -> ApiResult<()> {
+/// Checks a submission against the owner's quota and the server's limits: a limit above a cap
+/// or the server's maximum is refused, a limit not given gets the cap, else the server's
+/// default; `"network": "host"` needs the owner's grant (403 otherwise).
+pub(super) fn apply_quota(
+    sub: &mut Submission,
+    q: &Quota,
+    server: &super::limits::ServerLimits,
+) -> ApiResult<()> {
+    if sub.network == NetworkPolicy::Host && q.allow_host_network != Some(true) {
+        return Err(ApiError::Forbidden(problem(
+            403,
+            "network_forbidden",
+            "network: \"host\" needs a grant from an admin (quota allow_host_network); \
+             jobs get a private network by default",
+        )));
+    }
+    apply_user_quota(&mut sub.limits, q)?;
+    server
+        .apply(&mut sub.limits)
+        .map_err(|m| ApiError::OverQuota(problem(422, "over_quota", m)))
+}
+
+fn apply_user_quota(limits: &mut Limits, q: &Quota) -> ApiResult<()> {
     fn cap<T: PartialOrd + Copy + std::fmt::Display>(
         field: &str,
         asked: &mut Option<T>,
@@ -476,7 +496,7 @@ impl JobsApi {
             owner,
         } = parsed;
         let (owner, quota) = owner_and_quota(&self.runner.store, &caller, owner)?;
-        apply_quota(&mut sub.limits, &quota)?;
+        apply_quota(&mut sub, &quota, &self.runner.limits)?;
         // Checked here too (a quick answer before an upload is stored); the insert re-checks it
         // atomically.
         if let Some(max) = quota.max_concurrent
@@ -778,27 +798,40 @@ impl JobsApi {
 }
 
 /// A file of a job's working directory (shared by the OpenAPI operation and the wildcard route).
+///
+/// The job may be running and changing its tree while this reads it: the file is opened through
+/// [`jobpack_core::tree::Tree`] (relative to a handle of the working directory, no symlink
+/// followed anywhere on the way, never a FIFO or device), so whatever the job swaps in, only a
+/// regular file inside its own tree is ever served.
 pub async fn file_download(
     runner: &Runner,
     caller: &Caller,
     id: &str,
     path: &str,
 ) -> ApiResult<Download> {
+    use jobpack_core::tree::{Tree, TreeError};
     visible_row(runner, caller, id)?;
-    let Some(p) = resolve_inside(&runner.work_dir(id), path) else {
-        return Err(ApiError::NotFound(problem(
-            404,
-            "not_found",
-            format!("job {id} has no file {path:?}"),
-        )));
+    let work = runner.work_dir(id);
+    let rel = path.to_owned();
+    let opened = tokio::task::spawn_blocking(move || Tree::open(&work)?.open_file(&rel))
+        .await
+        .map_err(internal)?;
+    let f = match opened {
+        Ok(f) => f,
+        Err(e @ TreeError::Io { .. }) => return Err(internal(e)),
+        Err(e) => {
+            return Err(ApiError::NotFound(problem(
+                404,
+                "not_found",
+                format!("job {id} has no file {path:?}: {e}"),
+            )));
+        }
     };
-    let f = tokio::fs::File::open(&p).await.map_err(internal)?;
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+    // Exactly the size the open file had: a file that grows while it is sent is cut there.
+    let body = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(f.file), f.size);
     Ok(Download::Ok(
-        Attachment::new(Body::from_async_read(f)).filename(name),
+        Attachment::new(Body::from_async_read(body)).filename(name),
         None,
     ))
 }
@@ -828,7 +861,15 @@ pub(super) fn owner_and_quota(
             format!("owner: user {owner} is disabled"),
         )));
     }
-    Ok((owner, owner_row.map(|u| u.quota).unwrap_or_default()))
+    let is_admin = owner_row
+        .as_ref()
+        .is_some_and(|u| u.role == super::accounts::Role::Admin)
+        || (owner == caller.user && caller.may(Action::Administer));
+    let mut quota = owner_row.map(|u| u.quota).unwrap_or_default();
+    if is_admin {
+        quota.allow_host_network = Some(true);
+    }
+    Ok((owner, quota))
 }
 
 /// The row of a new, queued job and its secrets as stored (only for jobs that will run).
@@ -933,31 +974,64 @@ impl JobsApi {
         visible_row(&self.runner, caller, id)
     }
 
+    /// The working directory as a `.tar.gz`, streamed as it is made (nothing is staged on disk):
+    /// read through [`jobpack_core::tree::Tree`] like single files, at most
+    /// `tarball_max_bytes` of file contents, stopped when the client goes away or the server
+    /// shuts down.
     async fn tarball(&self, caller: &Caller, id: &str) -> ApiResult<Download> {
+        use jobpack_core::tree::Tree;
         let r = self.row(caller, id)?;
         let work = self.runner.work_dir(id);
-        if !work.is_dir() {
-            return Err(ApiError::Conflict(problem(
-                409,
-                "no_workdir",
-                format!("job {} has not run ({})", r.id, r.status),
-            )));
-        }
-        let tmp = tempfile::Builder::new()
-            .prefix("tarball-")
-            .tempdir_in(self.runner.job_dir(id))
-            .map_err(internal)?;
-        let out = tmp.path().join("work.tar.gz");
-        let out2 = out.clone();
-        tokio::task::spawn_blocking(move || jobpack_core::archive::tar_gz_dir(&work, &out2))
+        let tree = match tokio::task::spawn_blocking(move || Tree::open(&work))
             .await
             .map_err(internal)?
-            .map_err(|e| ApiError::Conflict(problem(409, "cannot_archive", e.to_string())))?;
-        let f = tokio::fs::File::open(&out).await.map_err(internal)?;
-        // The open file outlives the directory entry: remove the temp dir now.
-        drop(tmp);
+        {
+            Ok(t) => t,
+            Err(_) => {
+                return Err(ApiError::Conflict(problem(
+                    409,
+                    "no_workdir",
+                    format!("job {} has not run ({})", r.id, r.status),
+                )));
+            }
+        };
+        let max = self.runner.limits.tarball_max_bytes;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+        let runner = self.runner.clone();
+        tokio::task::spawn_blocking(move || {
+            let closed = tx.clone();
+            let stop = move || closed.is_closed() || runner.is_closing();
+            let mut out = ChannelWriter {
+                tx,
+                buf: Vec::with_capacity(CHUNK),
+                first: Some(first_tx),
+            };
+            let r = jobpack_core::archive::tar_gz_tree(&tree, &mut out, max, &stop);
+            match r {
+                Ok(_) => {
+                    if let Err(e) = std::io::Write::flush(&mut out) {
+                        out.fail(e.to_string());
+                    }
+                }
+                Err(e) => out.fail(e.to_string()),
+            }
+        });
+        // The first chunk (or the error that came before any byte) decides the status.
+        match first_rx.await {
+            Ok(Err(message)) => {
+                return Err(ApiError::Conflict(problem(409, "cannot_archive", message)));
+            }
+            Ok(Ok(())) | Err(_) => {}
+        }
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
+        });
         Ok(Download::Ok(
-            Attachment::new(Body::from_async_read(f)).filename(format!("{}-work.tar.gz", r.id)),
+            Attachment::new(Body::from_bytes_stream(stream))
+                .filename(format!("{}-work.tar.gz", r.id)),
             None,
         ))
     }
@@ -1024,6 +1098,57 @@ impl JobsApi {
             let _ = self.runner.remove_files(id);
         }
         result
+    }
+}
+
+const CHUNK: usize = 256 * 1024;
+
+/// The blocking side of a streamed download: buffers writes into chunks for a bounded channel
+/// (so a slow client holds at most 8 chunks in memory) and reports, once, whether the stream
+/// started or failed before its first byte.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    buf: Vec<u8>,
+    first: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(f) = self.first.take() {
+            // The receiver may be gone (the request was dropped); the send below then fails.
+            f.send(Ok(())).ok();
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))
+    }
+
+    /// Ends the stream with an error: a status if nothing was sent yet, else a cut body.
+    fn fail(&mut self, message: String) {
+        match self.first.take() {
+            Some(f) => {
+                f.send(Err(message)).ok();
+            }
+            None => eprintln!("jobpack: a streamed download stopped: {message}"),
+        }
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
     }
 }
 

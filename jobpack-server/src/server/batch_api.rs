@@ -204,7 +204,7 @@ impl BatchesApi {
                     bad("owner: every job of a batch belongs to the batch's owner".into()),
                 ));
             }
-            apply_quota(&mut p.sub.limits, &quota).map_err(|e| at(i, e))?;
+            apply_quota(&mut p.sub, &quota, &self.runner.limits).map_err(|e| at(i, e))?;
             let id = uuid::Uuid::new_v4().to_string();
             rows.push(new_job_row(
                 &id,

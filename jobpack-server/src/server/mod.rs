@@ -19,6 +19,7 @@ mod api;
 pub mod auth;
 mod batch_api;
 pub mod batches;
+pub mod limits;
 pub mod queue;
 pub mod store;
 pub mod tls;
@@ -105,6 +106,25 @@ pub struct ServeArgs {
     /// `jobpack` binary (it must exist at this path on the nodes).
     #[arg(long, env = "JOBPACK_SLURM_SANDBOX")]
     slurm_sandbox: Option<PathBuf>,
+    /// A limit every job gets unless it asks for another: NAME=VALUE (repeatable or
+    /// comma-separated; `none` removes the default). Names: timeout, memory_bytes, cpu_percent,
+    /// pids, io_bps, nofile, file_size_bytes, log_bytes, disk_bytes; sizes take K/M/G/T,
+    /// timeout s/m/h/d. Built-in: timeout=1h, memory_bytes=2G, pids=512, nofile=4096,
+    /// file_size_bytes=4G, log_bytes=256M, disk_bytes=8G.
+    #[arg(long = "default-limit", env = "JOBPACK_DEFAULT_LIMITS", value_delimiter = ',')]
+    default_limits: Vec<String>,
+    /// The most a job may ask for: NAME=VALUE as for --default-limit. Built-in: timeout=7d,
+    /// pids=32768, nofile=65536, file_size_bytes=64G, log_bytes=4G, disk_bytes=64G.
+    #[arg(long = "max-limit", env = "JOBPACK_MAX_LIMITS", value_delimiter = ',')]
+    max_limits: Vec<String>,
+    /// Most bytes of files one working-directory tarball may hold.
+    #[arg(long, env = "JOBPACK_TARBALL_MAX_MB", default_value_t = 8192)]
+    tarball_max_mb: u64,
+    /// Let the server fetch data and git repositories from these destinations, which it refuses
+    /// by default (loopback, private, link-local, ...): a CIDR (`10.0.0.0/8`, `127.0.0.1/32`) or
+    /// a host name. Repeatable.
+    #[arg(long = "allow-fetch-from", env = "JOBPACK_ALLOW_FETCH_FROM", value_delimiter = ',')]
+    allow_fetch_from: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -137,6 +157,26 @@ struct ConfigFile {
     partition: Option<String>,
     account: Option<String>,
     slurm_sandbox: Option<PathBuf>,
+    /// `{pids = 512, memory_bytes = "2G"}`
+    default_limits: Option<toml::Table>,
+    max_limits: Option<toml::Table>,
+    tarball_max_mb: Option<u64>,
+    allow_fetch_from: Option<Vec<String>>,
+}
+
+/// A config file's limits table as `NAME=VALUE,...`.
+fn limit_pairs(t: Option<toml::Table>) -> Option<String> {
+    t.map(|t| {
+        t.iter()
+            .map(|(k, v)| match v {
+                toml::Value::String(s) => format!("{k}={s}"),
+                toml::Value::Integer(i) => format!("{k}={i}"),
+                toml::Value::Float(f) => format!("{k}={f}"),
+                other => format!("{k}={other:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    })
 }
 
 /// If `jobpack serve` is given a config file (`--config FILE`, `--config=FILE` or
@@ -161,7 +201,11 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 19] = [
+    let pairs: [(&str, Option<String>); 23] = [
+        ("JOBPACK_DEFAULT_LIMITS", limit_pairs(c.default_limits)),
+        ("JOBPACK_MAX_LIMITS", limit_pairs(c.max_limits)),
+        ("JOBPACK_TARBALL_MAX_MB", c.tarball_max_mb.map(|v| v.to_string())),
+        ("JOBPACK_ALLOW_FETCH_FROM", c.allow_fetch_from.map(|v| v.join(","))),
         ("JOBPACK_LISTEN", c.listen),
         (
             "JOBPACK_DATA_DIR",
@@ -472,6 +516,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (Arc::new(slurm), Some(shared))
         }
     };
+    let server_limits = {
+        let base = limits::ServerLimits::default();
+        let defaults = limits::parse_pairs(&base.defaults, &args.default_limits)
+            .map_err(|e| anyhow::anyhow!("--default-limit: {e}"))?;
+        let max = limits::parse_pairs(&base.max, &args.max_limits)
+            .map_err(|e| anyhow::anyhow!("--max-limit: {e}"))?;
+        limits::ServerLimits {
+            defaults,
+            max,
+            tarball_max_bytes: args.tarball_max_mb.saturating_mul(1 << 20),
+        }
+    };
     if !(args.grace.is_finite() && args.grace >= 0.0) {
         anyhow::bail!("--grace must be a non-negative number of seconds");
     }
@@ -507,6 +563,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         work_root,
         args.max_concurrent,
         Duration::from_secs_f64(args.grace),
+        server_limits,
     );
     runner
         .recover()

@@ -4,7 +4,7 @@
 //! sequences the library's calls and keeps what the API needs (cancel switches, live logs).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,6 +41,8 @@ struct Live {
 
 pub struct Runner {
     pub store: Store,
+    /// The server's default and maximum job limits.
+    pub limits: super::limits::ServerLimits,
     packager: Packager,
     executor: Arc<dyn Executor>,
     data_dir: PathBuf,
@@ -66,9 +68,11 @@ impl Runner {
         work_root: Option<PathBuf>,
         max_concurrent: usize,
         grace: Duration,
+        limits: super::limits::ServerLimits,
     ) -> Arc<Runner> {
         Arc::new(Runner {
             store,
+            limits,
             packager,
             executor,
             work_root: work_root.unwrap_or_else(|| data_dir.clone()),
@@ -253,6 +257,11 @@ impl Runner {
         while self.running_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Whether the server is shutting down (long downloads stop).
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Whether the job still has a task.
@@ -544,12 +553,4 @@ fn error_code(e: &jobpack_core::Error) -> &'static str {
 /// A job row's final-or-not state, for the API.
 pub fn row_is_final(r: &JobRow) -> bool {
     is_final(&r.status, r.run)
-}
-
-/// Checks that `p` is inside `root` after resolving links (for file downloads).
-pub fn resolve_inside(root: &Path, rel: &str) -> Option<PathBuf> {
-    let rel = jobpack_core::spec::normalise_rel_path(rel).ok()?;
-    let root = root.canonicalize().ok()?;
-    let p = root.join(rel).canonicalize().ok()?;
-    (p.starts_with(&root) && p.is_file()).then_some(p)
 }

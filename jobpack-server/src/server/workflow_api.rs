@@ -251,7 +251,7 @@ impl WorkflowsApi {
                     "a workflow's jobs run (leave run out)".into(),
                 )]);
             }
-            apply_quota(&mut p.sub.limits, &quota)
+            apply_quota(&mut p.sub, &quota, &self.runner.limits)
                 .map_err(|e| vec![(String::new(), message(e))])?;
             let id = uuid::Uuid::new_v4().to_string();
             let (mut row, secrets) = new_job_row(&id, &p.sub, &p.secrets, &owner, "spec", None)

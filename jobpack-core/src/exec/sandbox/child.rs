@@ -12,6 +12,8 @@ pub(crate) const MSG_SETUP: u8 = b'E';
 pub(crate) const MSG_EXEC: u8 = b'X';
 pub(crate) const MSG_RUNNING: u8 = b'R';
 pub(crate) const MSG_EXITED: u8 = b'S';
+/// Flag in `MSG_EXITED`'s first word: a process of the job died of SIGXFSZ.
+pub(crate) const EXIT_FILE_TOO_BIG: u32 = 1;
 
 /// Stage numbers of the mount steps start here (stage = OP_BASE + index into `Plan::ops`).
 pub(crate) const OP_BASE: u32 = 1000;
@@ -410,6 +412,7 @@ pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
 
         // Init loop: reap everything, forward termination signals to every process, and end when
         // the job's main process ends (taking every other process in the namespace with it).
+        let mut flags = 0u32;
         loop {
             let mut info: libc::siginfo_t = std::mem::zeroed();
             let sig = libc::sigwaitinfo(&set, &mut info);
@@ -420,9 +423,12 @@ pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
                     if r <= 0 {
                         break;
                     }
+                    if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGXFSZ {
+                        flags |= EXIT_FILE_TOO_BIG;
+                    }
                     if r == job {
                         libc::kill(-1, libc::SIGKILL);
-                        send(MSG_EXITED, 0, status);
+                        send(MSG_EXITED, flags, status);
                         libc::_exit(0);
                     }
                 }

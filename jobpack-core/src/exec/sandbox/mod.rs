@@ -409,10 +409,9 @@ pub(crate) enum Report {
         errno: i32,
     },
     Running,
-    /// The job's main process ended with this wait status.
-    Exited {
-        status: i32,
-    },
+    /// The job's main process ended with this wait status; `file_too_big`: some process of the
+    /// job was killed by SIGXFSZ (it wrote past RLIMIT_FSIZE).
+    Exited { status: i32, file_too_big: bool },
 }
 
 impl Report {
@@ -443,7 +442,10 @@ impl Report {
             child::MSG_SETUP => Report::SetupFailed { stage: a, errno: v },
             child::MSG_EXEC => Report::ExecFailed { errno: v },
             child::MSG_RUNNING => Report::Running,
-            _ => Report::Exited { status: v },
+            _ => Report::Exited {
+                status: v,
+                file_too_big: a & child::EXIT_FILE_TOO_BIG != 0,
+            },
         })
     }
 }
