@@ -352,12 +352,17 @@ impl Store {
         };
         let at = now();
         if t.last_used_at.is_none_or(|l| at - l > 60.0) {
-            self.with(|c| {
+            // Bookkeeping only: a failed write (a full disk) must never deny a valid token. It is
+            // reported, and tried again on the token's next use.
+            let r = self.with(|c| {
                 c.execute(
                     "UPDATE tokens SET last_used_at = ?2 WHERE id = ?1",
                     params![t.id, at],
                 )
-            })?;
+            });
+            if let Err(e) = r {
+                eprintln!("jobpack: cannot record the last use of token {}: {e:#}", t.id);
+            }
         }
         Ok(Some((t, u)))
     }

@@ -10,7 +10,7 @@ use futures_util::stream::BoxStream;
 use poem::Body;
 use poem::web::sse::Event;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::{Attachment, EventStream, Json, PlainText};
+use poem_openapi::payload::{Attachment, Binary, EventStream, Json};
 use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiRequest, ApiResponse, Multipart, Object, OpenApi, Tags};
 
@@ -65,6 +65,9 @@ pub enum ApiError {
     /// The server failed; the message says what.
     #[oai(status = 500)]
     Internal(Json<Problem>),
+    /// The server's disk is full: nothing was stored; try again once space is freed.
+    #[oai(status = 507)]
+    InsufficientStorage(Json<Problem>),
 }
 
 pub(super) fn problem(status: u16, code: &str, message: impl Into<String>) -> Json<Problem> {
@@ -79,8 +82,35 @@ pub fn bad_request(err: poem::Error) -> ApiError {
     ApiError::BadRequest(problem(400, "bad_request", err.to_string()))
 }
 
-pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(problem(500, "internal", e.to_string()))
+/// The answer to a failure of the server itself: 507 when the disk (or SQLite's) is full, else
+/// 500.
+pub(super) fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+    let e: anyhow::Error = e.into();
+    if is_disk_full(&e) {
+        return ApiError::InsufficientStorage(problem(
+            507,
+            "insufficient_storage",
+            format!("the server's disk is full; try again later ({e:#})"),
+        ));
+    }
+    ApiError::Internal(problem(500, "internal", format!("{e:#}")))
+}
+
+/// Whether an error comes from a full disk: SQLite's SQLITE_FULL or ENOSPC/EDQUOT anywhere in
+/// its chain.
+pub(super) fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        if let Some(s) = c.downcast_ref::<rusqlite::Error>() {
+            return s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            );
+        }
+        false
+    })
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -247,6 +277,13 @@ pub enum Accepted {
     /// The job is being stopped.
     #[oai(status = 202)]
     Accepted(Json<JobStatus>),
+}
+
+#[derive(ApiResponse)]
+pub enum LogText {
+    /// The log bytes (UTF-8 as the job wrote it).
+    #[oai(status = 200, content_type = "text/plain; charset=utf-8")]
+    Ok(Binary<Body>),
 }
 
 #[derive(ApiResponse)]
@@ -611,7 +648,8 @@ impl JobsApi {
         }))
     }
 
-    /// The log so far, as plain text: from byte `offset`, or the last `tail` bytes.
+    /// The log so far, as plain text: from byte `offset`, or the last `tail` bytes. Streamed
+    /// from the file (seek, then read only what is returned), so a huge log costs no memory.
     #[oai(path = "/jobs/:id/logs", method = "get")]
     async fn logs(
         &self,
@@ -619,23 +657,28 @@ impl JobsApi {
         id: Path<String>,
         offset: Query<Option<u64>>,
         tail: Query<Option<u64>>,
-    ) -> ApiResult<PlainText<String>> {
+    ) -> ApiResult<LogText> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
         self.row(&caller, &id)?;
         let path = self.runner.log_path(&id);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        let mut f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LogText::Ok(Binary(Body::empty())));
+            }
             Err(e) => return Err(internal(e)),
         };
-        let len = bytes.len() as u64;
+        // The length now: a log still growing is answered up to here.
+        let len = f.metadata().await.map_err(internal)?.len();
         let start = match (offset.0, tail.0) {
             (Some(o), _) => o.min(len),
             (None, Some(t)) => len.saturating_sub(t),
             (None, None) => 0,
         };
-        Ok(PlainText(
-            String::from_utf8_lossy(&bytes[start as usize..]).into_owned(),
-        ))
+        f.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(internal)?;
+        Ok(LogText::Ok(Binary(Body::from_async_read(f.take(len - start)))))
     }
 
     /// The log as Server-Sent Events: history then live, each event's id its byte offset

@@ -285,17 +285,57 @@ impl Runner {
         path.exists().then(|| LogStream::finished(path))
     }
 
-    fn fail(&self, id: &str, code: &str, reason: &str) {
-        let _ = self
-            .store
-            .finish(id, &Finish::early("failed", reason, Some(code)));
+    async fn fail(&self, id: &str, code: &str, reason: &str) {
+        self.record(id, "failed", || {
+            self.store
+                .finish(id, &Finish::early("failed", reason, Some(code)))
+        })
+        .await;
+    }
+
+    /// Runs a state change until the store has it: a full disk or a locked database delays it,
+    /// never drops it (the job's row, its quota slot and its streams all wait on it). Failures
+    /// are reported on stderr, the first and then every minute. At shutdown it gives up after
+    /// a few tries; the next start then recovers the job from the state that was recorded.
+    async fn record(&self, id: &str, what: &str, mut f: impl FnMut() -> anyhow::Result<()>) {
+        let mut delay = Duration::from_millis(50);
+        let mut tries = 0u32;
+        let mut last_report: Option<tokio::time::Instant> = None;
+        loop {
+            match f() {
+                Ok(()) => {
+                    if tries > 0 {
+                        eprintln!("jobpack: job {id}: {what} recorded after {tries} failed tries");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tries += 1;
+                    if last_report.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        last_report = Some(tokio::time::Instant::now());
+                        eprintln!("jobpack: job {id}: cannot record {what} yet (retrying): {e:#}");
+                    }
+                    if self.closing.load(Ordering::SeqCst) && tries >= 5 {
+                        eprintln!(
+                            "jobpack: job {id}: {what} not recorded before shutdown: {e:#}"
+                        );
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
     }
 
     async fn process(&self, id: &str, mut cancel: watch::Receiver<bool>) {
-        let stopped = |me: &Self| {
-            let _ = me
-                .store
-                .finish(id, &Finish::early("stopped", "cancelled", None));
+        let me = self;
+        let stopped = move |_: &Self| async move {
+            me.record(id, "stopped", || {
+                me.store
+                    .finish(id, &Finish::early("stopped", "cancelled", None))
+            })
+            .await;
         };
         // Wait for a slot (or a cancel).
         self.waiting.fetch_add(1, Ordering::Relaxed);
@@ -305,7 +345,7 @@ impl Runner {
         };
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         let Some(_permit) = permit else {
-            stopped(self);
+            stopped(self).await;
             return;
         };
         if self.closing.load(Ordering::SeqCst) {
@@ -322,23 +362,24 @@ impl Runner {
                     id,
                     "bad_request",
                     &format!("stored request unreadable: {e}"),
-                );
+                ).await;
             }
         };
         let job = match sub.spec.validate() {
             Ok(j) => j,
-            Err(e) => return self.fail(id, "invalid_spec", &e.to_string()),
+            Err(e) => return self.fail(id, "invalid_spec", &e.to_string()).await,
         };
 
         // Pack.
-        let _ = self.store.set_status(id, "packing");
+        self.record(id, "packing", || self.store.set_status(id, "packing"))
+            .await;
         let dir = self.job_dir(id);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             return self.fail(
                 id,
                 "internal",
                 &format!("cannot create {}: {e}", dir.display()),
-            );
+            ).await;
         }
         let upload = dir.join("upload");
         let code_dir = upload.join("code");
@@ -350,7 +391,7 @@ impl Runner {
         let art = self.artifact_path(id);
         let packed = tokio::select! {
             r = self.packager.pack_job_with(&job, &inputs, Some(&art)) => r,
-            _ = cancelled(&mut cancel) => return stopped(self),
+            _ = cancelled(&mut cancel) => return stopped(self).await,
         };
         let artifact = match packed {
             Ok(a) => a,
@@ -359,7 +400,7 @@ impl Runner {
                     id,
                     error_code(&e),
                     &format!("{e:#}", e = anyhow::Error::new(e)),
-                );
+                ).await;
             }
         };
         // The manifest beside the artifact, for the API (the artifact holds the same bytes).
@@ -367,20 +408,23 @@ impl Runner {
             .map_err(std::io::Error::other)
             .and_then(|b| std::fs::write(self.manifest_path(id), b))
         {
-            return self.fail(id, "internal", &format!("cannot save the manifest: {e}"));
+            return self.fail(id, "internal", &format!("cannot save the manifest: {e}")).await;
         }
-        let _ = self.store.set_packed(
-            id,
-            &artifact.sha256,
-            artifact.size,
-            artifact.commit.as_deref(),
-        );
+        self.record(id, "packed", || {
+            self.store.set_packed(
+                id,
+                &artifact.sha256,
+                artifact.size,
+                artifact.commit.as_deref(),
+            )
+        })
+        .await;
         if !sub.run || self.closing.load(Ordering::SeqCst) {
             // Pack-only jobs end here; at shutdown a packed job waits for the next start.
             return;
         }
         if *cancel.borrow() {
-            return stopped(self);
+            return stopped(self).await;
         }
 
         // Unpack and run.
@@ -399,7 +443,7 @@ impl Runner {
             .map_err(anyhow::Error::new)
             .and_then(|r| r.map(drop))
         {
-            return self.fail(id, "unpack_failed", &format!("{e:#}"));
+            return self.fail(id, "unpack_failed", &format!("{e:#}")).await;
         }
         let mut req = self.run_request(id, &sub);
         match self.dependency_dirs(&row) {
@@ -418,7 +462,7 @@ impl Runner {
                     id,
                     "internal",
                     &format!("cannot find the work of the jobs it requires: {e:#}"),
-                );
+                ).await;
             }
         }
         if !sub.secret_env.is_empty() {
@@ -430,23 +474,28 @@ impl Runner {
                         id,
                         "secrets_lost",
                         "the job's secret_env values are no longer stored; submit it again",
-                    );
+                    )
+                    .await;
                 }
                 Ok(Some(Err(e))) => {
-                    return self.fail(id, "internal", &format!("stored secrets unreadable: {e}"));
+                    return self.fail(id, "internal", &format!("stored secrets unreadable: {e}")).await;
                 }
                 Err(e) => {
                     return self.fail(
                         id,
                         "internal",
                         &format!("cannot read the job's secrets: {e:#}"),
-                    );
+                    ).await;
                 }
             }
         }
         let handle: Arc<dyn RunHandle> = match self.executor.start(req).await {
             Ok(h) => Arc::from(h),
-            Err(e) => return self.fail(id, "run_failed", &format!("{:#}", anyhow::Error::new(e))),
+            Err(e) => {
+                return self
+                    .fail(id, "run_failed", &format!("{:#}", anyhow::Error::new(e)))
+                    .await;
+            }
         };
         self.supervise(id, handle, &row, cancel).await;
     }
@@ -473,7 +522,8 @@ impl Runner {
         {
             l.log = Some(handle.logs());
         }
-        let _ = self.store.set_status(id, "running");
+        self.record(id, "running", || self.store.set_status(id, "running"))
+            .await;
         self.running.fetch_add(1, Ordering::Relaxed);
         let mut wait = handle.wait();
         let outcome = tokio::select! {
@@ -490,22 +540,22 @@ impl Runner {
         {
             // Stopped by the shutdown, not by a user: a workflow's job runs again at the next
             // start, so the workflow resumes where it was.
-            let _ = self.store.set_status(id, "queued");
+            self.record(id, "queued", || self.store.set_status(id, "queued"))
+                .await;
             return;
         }
         let outcome_json = serde_json::to_string(&outcome).ok();
-        let _ = self.store.finish(
-            id,
-            &Finish {
-                status: outcome.status.as_str(),
-                exit_code: outcome.exit_code,
-                signal: outcome.signal,
-                reason: outcome.reason.as_deref(),
-                error_code: None,
-                outcome_json: outcome_json.as_deref(),
-                cpu_seconds: outcome.cpu_time_secs,
-            },
-        );
+        let end = Finish {
+            status: outcome.status.as_str(),
+            exit_code: outcome.exit_code,
+            signal: outcome.signal,
+            reason: outcome.reason.as_deref(),
+            error_code: None,
+            outcome_json: outcome_json.as_deref(),
+            cpu_seconds: outcome.cpu_time_secs,
+        };
+        self.record(id, outcome.status.as_str(), || self.store.finish(id, &end))
+            .await;
     }
 
     /// Removes a job's files.

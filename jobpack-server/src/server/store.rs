@@ -143,6 +143,12 @@ pub struct ListFilter {
     pub offset: u32,
 }
 
+/// After secrets were deleted: copies the WAL into the database (where `secure_delete` has
+/// zeroed them) and truncates the WAL to nothing, so no frame that held a secret stays on disk.
+fn forget_wal(c: &Connection) -> rusqlite::Result<()> {
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+}
+
 impl Store {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
@@ -368,16 +374,23 @@ impl Store {
                     end.cpu_seconds
                 ],
             )?;
-            tx.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])?;
-            tx.commit()
+            let had_secrets = tx.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])? > 0;
+            tx.commit()?;
+            if had_secrets {
+                forget_wal(c)?;
+            }
+            Ok(())
         })
     }
 
     pub fn delete(&self, id: &str) -> anyhow::Result<bool> {
         self.with(|c| {
-            c.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])?;
-            c.execute("DELETE FROM jobs WHERE id = ?1", [id])
-                .map(|n| n > 0)
+            let had_secrets = c.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])? > 0;
+            let n = c.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
+            if had_secrets {
+                forget_wal(c)?;
+            }
+            Ok(n > 0)
         })
     }
 
