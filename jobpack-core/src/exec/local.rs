@@ -362,19 +362,19 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
         }
     };
 
-    let secrets: Arc<Vec<Vec<u8>>> = Arc::new(
-        req.secret_env
-            .values()
-            .map(|v| v.as_bytes().to_vec())
-            .collect(),
-    );
+    let secrets: Vec<Vec<u8>> = req
+        .secret_env
+        .values()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    writer.set_secrets(&secrets);
     let cap_hit = Arc::new(Notify::new());
     let on_cap: Arc<dyn Fn() + Send + Sync> = {
         let n = cap_hit.clone();
         Arc::new(move || n.notify_one())
     };
-    let t_out = writer.capture(stdout, secrets.clone(), on_cap.clone());
-    let t_err = writer.capture(stderr, secrets, on_cap);
+    let t_out = writer.capture(stdout, on_cap.clone());
+    let t_err = writer.capture(stderr, on_cap);
 
     let (outcome_tx, outcome_rx) = watch::channel(None);
     let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();

@@ -165,6 +165,10 @@ struct WriterState {
     cap: Option<u64>,
     exceeded: bool,
     open_streams: usize,
+    /// One masker for the merged log: a secret split between stdout and stderr is still whole
+    /// in the log, so it must be masked there, not per stream.
+    masker: Masker,
+    scratch: Vec<u8>,
 }
 
 impl LogWriter {
@@ -183,6 +187,8 @@ impl LogWriter {
                 cap,
                 exceeded: false,
                 open_streams: 0,
+                masker: Masker::new(&[]),
+                scratch: Vec::new(),
             })),
         };
         Ok((
@@ -194,9 +200,45 @@ impl LogWriter {
         ))
     }
 
+    /// Sets the secrets masked in everything appended after this.
+    pub(crate) fn set_secrets(&self, secrets: &[Vec<u8>]) {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.masker = Masker::new(secrets);
+    }
+
+    /// Appends through the masker (bytes that may begin a secret wait for the next append, from
+    /// either stream); returns `false` once the log cap is reached.
+    pub(crate) fn append_masked(&self, data: &[u8]) -> io::Result<bool> {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if s.masker.is_noop() {
+            return Self::append_locked(&mut s, data);
+        }
+        let mut out = std::mem::take(&mut s.scratch);
+        out.clear();
+        s.masker.push(data, &mut out);
+        let r = Self::append_locked(&mut s, &out);
+        s.scratch = out;
+        r
+    }
+
+    /// Writes what the masker still holds back (at the end of the output).
+    fn flush_masker(&self) -> io::Result<bool> {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        s.masker.finish(&mut out);
+        if out.is_empty() {
+            return Ok(!s.exceeded);
+        }
+        Self::append_locked(&mut s, &out)
+    }
+
     /// Appends; returns `false` once the log cap is reached (the rest is dropped).
     pub(crate) fn append(&self, data: &[u8]) -> io::Result<bool> {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        Self::append_locked(&mut s, data)
+    }
+
+    fn append_locked(s: &mut WriterState, data: &[u8]) -> io::Result<bool> {
         if s.exceeded {
             return Ok(false);
         }
@@ -226,12 +268,12 @@ impl LogWriter {
         s.tx.send_modify(|c| c.closed = true);
     }
 
-    /// Starts a thread that copies `src` (a pipe) into the log through a masker until EOF.
-    /// `on_cap` is called once if the log cap is hit. Returns the thread's handle.
+    /// Starts a thread that copies `src` (a pipe) into the log through the log's masker (see
+    /// [`LogWriter::set_secrets`]) until EOF. `on_cap` is called once if the log cap is hit.
+    /// Returns the thread's handle.
     pub(crate) fn capture(
         &self,
         mut src: File,
-        secrets: Arc<Vec<Vec<u8>>>,
         on_cap: Arc<dyn Fn() + Send + Sync>,
     ) -> std::thread::JoinHandle<io::Result<()>> {
         let w = self.clone();
@@ -242,7 +284,6 @@ impl LogWriter {
         std::thread::Builder::new()
             .name("jobpack-log".into())
             .spawn(move || {
-                let mut masker = Masker::new(&secrets);
                 // A bigger pipe means fewer wake-ups of the job and of this thread.
                 {
                     use std::os::fd::AsRawFd;
@@ -250,7 +291,6 @@ impl LogWriter {
                     unsafe { libc::fcntl(src.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
                 }
                 let mut buf = vec![0u8; 1 << 20];
-                let mut out = Vec::with_capacity(64 * 1024);
                 let mut capped = false;
                 let result = loop {
                     let n = match src.read(&mut buf) {
@@ -263,14 +303,7 @@ impl LogWriter {
                         // Keep draining so the job never blocks on a full pipe before it is killed.
                         continue;
                     }
-                    let data = if masker.is_noop() {
-                        &buf[..n]
-                    } else {
-                        out.clear();
-                        masker.push(&buf[..n], &mut out);
-                        &out[..]
-                    };
-                    match w.append(data) {
+                    match w.append_masked(&buf[..n]) {
                         Ok(true) => {}
                         Ok(false) => {
                             capped = true;
@@ -279,11 +312,6 @@ impl LogWriter {
                         Err(e) => break Err(e),
                     }
                 };
-                out.clear();
-                masker.finish(&mut out);
-                if !capped && !out.is_empty() && !w.append(&out).unwrap_or(false) {
-                    on_cap();
-                }
                 let last = w
                     .inner
                     .lock()
@@ -293,6 +321,9 @@ impl LogWriter {
                     })
                     .unwrap_or(true);
                 if last {
+                    if !capped && !w.flush_masker().unwrap_or(false) {
+                        on_cap();
+                    }
                     w.close();
                 }
                 result
@@ -414,6 +445,18 @@ mod tests {
         assert_eq!(resumed.read_to_end().await.unwrap(), b"two three");
         let mut after = LogStream::finished(dir.path().join("log")).reader();
         assert_eq!(after.read_to_end().await.unwrap(), b"one two three");
+    }
+
+    #[test]
+    fn a_secret_split_between_the_streams_is_masked_in_the_merged_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _s) = LogWriter::create(&dir.path().join("log"), None).unwrap();
+        w.set_secrets(&[b"hunter2".to_vec()]);
+        // stderr's first byte, then stdout's rest: "hunter2" whole in the file.
+        w.append_masked(b"pw=h").unwrap();
+        w.append_masked(b"unter2\n").unwrap();
+        w.flush_masker().unwrap();
+        assert_eq!(std::fs::read(dir.path().join("log")).unwrap(), b"pw=***\n");
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod api;
 pub mod auth;
 mod batch_api;
 pub mod batches;
+mod conn;
 pub mod limits;
 pub mod queue;
 pub mod store;
@@ -125,6 +126,15 @@ pub struct ServeArgs {
     /// a host name. Repeatable.
     #[arg(long = "allow-fetch-from", env = "JOBPACK_ALLOW_FETCH_FROM", value_delimiter = ',')]
     allow_fetch_from: Vec<String>,
+    /// Connections at once; one more is closed at accept.
+    #[arg(long, env = "JOBPACK_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds a new connection has to send its first request head.
+    #[arg(long, env = "JOBPACK_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a connection may stay idle before it is closed.
+    #[arg(long, env = "JOBPACK_IDLE_TIMEOUT", default_value_t = 60)]
+    idle_timeout: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -162,6 +172,9 @@ struct ConfigFile {
     max_limits: Option<toml::Table>,
     tarball_max_mb: Option<u64>,
     allow_fetch_from: Option<Vec<String>>,
+    max_connections: Option<u64>,
+    header_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
 }
 
 /// A config file's limits table as `NAME=VALUE,...`.
@@ -201,7 +214,10 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 23] = [
+    let pairs: [(&str, Option<String>); 26] = [
+        ("JOBPACK_MAX_CONNECTIONS", c.max_connections.map(|v| v.to_string())),
+        ("JOBPACK_HEADER_TIMEOUT", c.header_timeout.map(|v| v.to_string())),
+        ("JOBPACK_IDLE_TIMEOUT", c.idle_timeout.map(|v| v.to_string())),
         ("JOBPACK_DEFAULT_LIMITS", limit_pairs(c.default_limits)),
         ("JOBPACK_MAX_LIMITS", limit_pairs(c.max_limits)),
         ("JOBPACK_TARBALL_MAX_MB", c.tarball_max_mb.map(|v| v.to_string())),
@@ -602,7 +618,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .at("/v1/jobs/:id/files/*path", poem::get(file_wildcard))
         .nest("/v1", api)
         .at("/openapi.json", spec)
-        .nest("/docs", docs)
+        .nest(
+            "/docs",
+            // Swagger UI is one page with its script, style and the spec inline: nothing else
+            // may load, nothing may frame it.
+            docs.with(
+                poem::middleware::SetHeader::new()
+                    .overriding(
+                        "Content-Security-Policy",
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src \
+                         'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+                         frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+                    )
+                    .overriding("X-Frame-Options", "DENY")
+                    .overriding("X-Content-Type-Options", "nosniff"),
+            ),
+        )
         .at("/metrics", poem::get(metrics))
         .at("/", poem::get(ui))
         .at("/ui/app.js", poem::get(ui))
@@ -633,11 +664,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .first()
         .and_then(|a| a.as_socket_addr().copied())
         .context("the listener has no address")?;
+    let nofile = conn::raise_nofile();
+    if (args.max_connections as u64).saturating_add(256) > nofile {
+        eprintln!(
+            "jobpack: warning: --max-connections {} is close to the open-file limit {nofile}",
+            args.max_connections
+        );
+    }
+    let acceptor = conn::Guarded::new(
+        acceptor,
+        args.max_connections,
+        Duration::from_secs(args.header_timeout.max(1)),
+    );
     // The first line on stdout, for scripts and tests that started us on port 0.
     println!("jobpack listening on {scheme}://{addr}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
     poem::Server::new_with_acceptor(acceptor)
+        .idle_timeout(Duration::from_secs(args.idle_timeout.max(1)))
         .run_with_graceful_shutdown(
             app,
             async move {

@@ -276,6 +276,21 @@ unsafe fn install_seccomp(plan: &Plan) {
     }
 }
 
+/// Shows the sandbox's pid 1 as `jobpack-sandbox-init` (its argv strings, our copy of them after
+/// clone, are overwritten in place; the kernel reads `cmdline` from there) and names the thread.
+unsafe fn set_title(plan: &Plan) {
+    unsafe {
+        let (start, len) = plan.argv_area;
+        if start != 0 && len > 1 {
+            let p = start as *mut u8;
+            std::ptr::write_bytes(p, 0, len);
+            let t = plan.title.as_bytes();
+            std::ptr::copy_nonoverlapping(t.as_ptr(), p, t.len().min(len - 1));
+        }
+        libc::prctl(libc::PR_SET_NAME, c"jobpack-init".as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
+}
+
 /// pid 1 of the sandbox.
 ///
 /// # Safety
@@ -283,6 +298,7 @@ unsafe fn install_seccomp(plan: &Plan) {
 pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
     unsafe {
         arrange_fds(fds);
+        set_title(plan);
         // Wait until the parent has written our uid/gid maps and moved us into the cgroup.
         let mut b = [0u8; 1];
         if libc::read(SYNC_FD, b.as_mut_ptr().cast(), 1) != 1 {

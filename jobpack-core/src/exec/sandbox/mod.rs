@@ -64,6 +64,11 @@ pub(crate) struct Plan {
     pub last_cap: u32,
     pub filters: Vec<seccompiler::BpfProgram>,
     pub exe: CString,
+    /// The process's argv strings (`arg_start`, length), overwritten in the child with `title`
+    /// so that `/proc/1/cmdline` inside and `ps` outside show a sandbox init, not the server's
+    /// command line. `(0, 0)` when unknown.
+    pub argv_area: (usize, usize),
+    pub title: CString,
     // The pointer arrays point into these; they must stay alive and unmoved.
     _argv: Vec<CString>,
     _envp: Vec<CString>,
@@ -100,6 +105,26 @@ fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString, ExecError> {
 fn path_c(p: &Path) -> Result<CString, ExecError> {
     use std::os::unix::ffi::OsStrExt;
     cstr(p.as_os_str().as_bytes(), &p.display().to_string())
+}
+
+/// Where this process's argv strings are (fields 48 and 49 of `/proc/self/stat`).
+fn argv_area() -> (usize, usize) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0, 0);
+    };
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return (0, 0);
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3.
+    let (Some(start), Some(end)) = (
+        f.get(48 - 3).and_then(|v| v.parse::<usize>().ok()),
+        f.get(49 - 3).and_then(|v| v.parse::<usize>().ok()),
+    ) else {
+        return (0, 0);
+    };
+    if end > start { (start, end - start) } else { (0, 0) }
 }
 
 /// Mount flags of the mount `path` is on that a bind remount in a user namespace must keep.
@@ -342,6 +367,8 @@ impl Plan {
             last_cap,
             filters,
             exe: cstr(exe, "program")?,
+            argv_area: argv_area(),
+            title: cstr("jobpack-sandbox-init", "title")?,
             _argv: argv,
             _envp: envp,
             argv_ptrs,
