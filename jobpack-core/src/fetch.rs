@@ -42,6 +42,8 @@ pub struct DownloadOptions {
     pub concurrency: usize,
     /// Keep pinned files here by sha256 (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
+    /// Where downloads may connect (checked after DNS resolution and on every redirect).
+    pub destinations: std::sync::Arc<crate::egress::Destinations>,
 }
 
 impl Default for DownloadOptions {
@@ -55,6 +57,7 @@ impl Default for DownloadOptions {
             backoff: Duration::from_millis(500),
             concurrency: 4,
             cache_dir: None,
+            destinations: std::sync::Arc::new(crate::egress::Destinations::any()),
         }
     }
 }
@@ -108,6 +111,12 @@ pub enum FetchError {
         #[source]
         last: Box<FetchError>,
     },
+    #[error("cannot download {url}: {source}")]
+    Forbidden {
+        url: String,
+        #[source]
+        source: crate::egress::Forbidden,
+    },
     #[error("cannot set up the HTTP client")]
     Client(#[source] reqwest::Error),
     #[error(transparent)]
@@ -127,11 +136,35 @@ impl FetchError {
 
 /// Builds the HTTP client the data stage uses.
 pub fn client(opts: &DownloadOptions) -> Result<reqwest::Client, FetchError> {
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
         .connect_timeout(opts.connect_timeout)
-        .user_agent(concat!("jobpack/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(FetchError::Client)
+        .user_agent(concat!("jobpack/", env!("CARGO_PKG_VERSION")));
+    if opts.destinations.is_restricted() {
+        // Every connection resolves through the policy; a proxy from the environment would
+        // make the proxy, not the destination, the thing checked.
+        b = b
+            .dns_resolver(opts.destinations.resolver())
+            .redirect(opts.destinations.redirect_policy())
+            .no_proxy();
+    }
+    b.build().map_err(FetchError::Client)
+}
+
+/// The policy refusal inside a transfer error, if that is what it is.
+fn forbidden_in(e: &(dyn std::error::Error + 'static)) -> Option<crate::egress::Forbidden> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(f) = c.downcast_ref::<crate::egress::Forbidden>() {
+            return Some(f.clone());
+        }
+        if let Some(crate::egress::ResolveError::Forbidden(f)) =
+            c.downcast_ref::<crate::egress::ResolveError>()
+        {
+            return Some(f.clone());
+        }
+        cur = c.source();
+    }
+    None
 }
 
 /// Downloads every item into `data_dir` (at `item.path`), concurrently; returns them in spec order.
@@ -279,10 +312,23 @@ async fn attempt_once(
         url: url.to_owned(),
         what,
     };
-    let transfer = |source| FetchError::Transfer {
-        url: url.to_owned(),
-        source,
+    let transfer = |source: reqwest::Error| match forbidden_in(&source) {
+        Some(f) => FetchError::Forbidden {
+            url: url.to_owned(),
+            source: f,
+        },
+        None => FetchError::Transfer {
+            url: url.to_owned(),
+            source,
+        },
     };
+    opts.destinations
+        .check_url(&item.url)
+        .await
+        .map_err(|f| FetchError::Forbidden {
+            url: url.to_owned(),
+            source: f,
+        })?;
 
     let resp = timeout(opts.idle_timeout, client.get(item.url.clone()).send())
         .await

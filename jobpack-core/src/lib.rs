@@ -31,6 +31,7 @@
 
 pub mod archive;
 pub mod container;
+pub mod egress;
 mod error;
 pub mod exec;
 pub mod fetch;

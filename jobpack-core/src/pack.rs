@@ -101,6 +101,8 @@ pub struct Packager {
     templates: Arc<Templates>,
     client: reqwest::Client,
     progress: ProgressFn,
+    /// The git proxy of a restricted destination policy, started at the first http(s) fetch.
+    proxy: Arc<tokio::sync::OnceCell<crate::egress::EgressProxy>>,
 }
 
 impl std::fmt::Debug for Packager {
@@ -124,6 +126,7 @@ impl Packager {
             templates: Arc::new(templates),
             client,
             progress: progress::ignore(),
+            proxy: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -333,8 +336,25 @@ impl Packager {
     async fn fetch(&self, job: &Job, root: &Path) -> Result<(Option<Checkout>, Vec<Downloaded>)> {
         let cfg = &*self.config;
         let cancel = Arc::new(AtomicBool::new(false));
+        let dests = cfg.download.destinations.clone();
+        let proxy = match &job.source {
+            Some(src)
+                if dests.is_restricted()
+                    && (src.url.starts_with("http://") || src.url.starts_with("https://")) =>
+            {
+                let p = self
+                    .proxy
+                    .get_or_try_init(|| crate::egress::EgressProxy::start(dests.clone()))
+                    .await
+                    .map_err(io_err("start the git egress proxy on", Path::new("127.0.0.1")))?;
+                Some(p.url().to_owned())
+            }
+            _ => None,
+        };
         let git_task = job.source.clone().map(|src| {
             let opts = GitOptions {
+                destinations: dests.clone(),
+                proxy: proxy.clone(),
                 cache_dir: cfg.cache_dir.clone(),
                 scratch_dir: cfg.work_dir.clone(),
                 allow_file_urls: cfg.allow_file_urls,

@@ -44,6 +44,11 @@ pub struct GitOptions {
     pub max_submodule_depth: usize,
     /// Set to `true` to stop a fetch or checkout in progress (it then fails with `Cancelled`).
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Where fetches may connect: every remote's host (submodules too) is checked before the
+    /// fetch, and http(s) goes through `proxy`, which checks each connection.
+    pub destinations: Arc<crate::egress::Destinations>,
+    /// An HTTP proxy for http(s) remotes (the packager's [`crate::egress::EgressProxy`]).
+    pub proxy: Option<String>,
 }
 
 /// What the source stage produced.
@@ -104,6 +109,12 @@ pub enum GitError {
     Sha256Unsupported { commit: String },
     #[error("file:// repositories are not allowed here: {url}")]
     LocalUrlForbidden { url: String },
+    #[error("cannot fetch {url}: {source}")]
+    Forbidden {
+        url: String,
+        #[source]
+        source: crate::egress::Forbidden,
+    },
     #[error("invalid submodule URL {url:?} for {path}: {message}")]
     BadSubmoduleUrl {
         path: String,
@@ -189,6 +200,11 @@ fn checkout_at(
             url: src.url.clone(),
         });
     }
+    check_remote(&src.url, &opts.destinations)?;
+    let proxy = opts
+        .proxy
+        .as_deref()
+        .filter(|_| src.url.starts_with("http://") || src.url.starts_with("https://"));
     if src.commit.as_str().len() == 64 {
         return Err(GitError::Sha256Unsupported {
             commit: src.commit.as_str().to_owned(),
@@ -233,12 +249,12 @@ fn checkout_at(
         CommitRef::Full(hex) => {
             let oid = Oid::from_str(hex).map_err(other)?;
             if repo.find_commit(oid).is_err() {
-                shallow = fetch_commit(&repo, &src.url, oid, progress, &opts.cancel)?;
+                shallow = fetch_commit(&repo, &src.url, oid, progress, &opts.cancel, proxy)?;
             }
             oid
         }
         CommitRef::Abbreviated(prefix) => {
-            fetch_all(&repo, &src.url, progress, &opts.cancel)?;
+            fetch_all(&repo, &src.url, progress, &opts.cancel, proxy)?;
             resolve_prefix(&repo, &src.url, prefix)?
         }
     };
@@ -361,6 +377,43 @@ fn callbacks<'a>(
     cb
 }
 
+/// Refuses a remote whose host resolves only to forbidden addresses (blocking resolution).
+fn check_remote(url: &str, d: &crate::egress::Destinations) -> Result<(), GitError> {
+    if !d.is_restricted() {
+        return Ok(());
+    }
+    let Some((host, port)) = crate::egress::remote_host(url) else {
+        return Ok(());
+    };
+    let forbidden = |source| GitError::Forbidden {
+        url: url.to_owned(),
+        source,
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return d.check(&host, ip).map_err(forbidden);
+    }
+    use std::net::ToSocketAddrs;
+    // Unresolvable: the fetch itself says so.
+    let Ok(addrs) = (bare, port).to_socket_addrs() else {
+        return Ok(());
+    };
+    let mut first = None;
+    let mut any_ok = false;
+    for a in addrs {
+        match d.check(&host, a.ip()) {
+            Ok(()) => any_ok = true,
+            Err(f) => {
+                first.get_or_insert(f);
+            }
+        }
+    }
+    match (any_ok, first) {
+        (false, Some(f)) => Err(forbidden(f)),
+        _ => Ok(()),
+    }
+}
+
 fn is_cancelled(cancel: &Option<Arc<AtomicBool>>) -> bool {
     cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
 }
@@ -369,8 +422,14 @@ fn fetch_options<'a>(
     progress: &'a ProgressFn,
     cancel: &'a Option<Arc<AtomicBool>>,
     depth: i32,
+    proxy: Option<&str>,
 ) -> FetchOptions<'a> {
     let mut fo = FetchOptions::new();
+    if let Some(p) = proxy {
+        let mut po = git2::ProxyOptions::new();
+        po.url(p);
+        fo.proxy_options(po);
+    }
     fo.remote_callbacks(callbacks(progress, cancel));
     fo.download_tags(AutotagOption::None);
     fo.depth(depth);
@@ -385,6 +444,7 @@ fn fetch_commit(
     oid: Oid,
     progress: &ProgressFn,
     cancel: &Option<Arc<AtomicBool>>,
+    proxy: Option<&str>,
 ) -> Result<bool, GitError> {
     // libgit2's local transport cannot fetch shallow; go straight to the full fetch.
     if !url.starts_with("file:") {
@@ -392,7 +452,7 @@ fn fetch_commit(
         let refspec = format!("+{oid}:refs/jobpack/commits/{oid}");
         match remote.fetch(
             &[&refspec],
-            Some(&mut fetch_options(progress, cancel, 1)),
+            Some(&mut fetch_options(progress, cancel, 1, proxy)),
             None,
         ) {
             Ok(()) if repo.find_commit(oid).is_ok() => return Ok(true),
@@ -410,7 +470,7 @@ fn fetch_commit(
             }
         }
     }
-    fetch_all(repo, url, progress, cancel)?;
+    fetch_all(repo, url, progress, cancel, proxy)?;
     Ok(false)
 }
 
@@ -420,6 +480,7 @@ fn fetch_all(
     url: &str,
     progress: &ProgressFn,
     cancel: &Option<Arc<AtomicBool>>,
+    proxy: Option<&str>,
 ) -> Result<(), GitError> {
     let mut remote = repo.remote_anonymous(url).map_err(|e| classify(url, e))?;
     let refspecs = [
@@ -429,7 +490,7 @@ fn fetch_all(
     remote
         .fetch(
             &refspecs,
-            Some(&mut fetch_options(progress, cancel, 0)),
+            Some(&mut fetch_options(progress, cancel, 0, proxy)),
             None,
         )
         .map_err(|e| classify(url, e))

@@ -459,6 +459,23 @@ pub(super) fn apply_quota(
         .map_err(|m| ApiError::OverQuota(problem(422, "over_quota", m)))
 }
 
+/// Refuses a submission that names a destination the server may not fetch from (loopback,
+/// private, link-local, ... unless allowed with --allow-fetch-from): 400 `forbidden_destination`.
+/// The fetch checks again at every connection and redirect.
+pub(super) async fn check_destinations(runner: &Runner, spec: &JobSpec) -> ApiResult<()> {
+    let Ok(job) = spec.validate() else {
+        return Ok(());
+    };
+    runner
+        .limits
+        .destinations
+        .check_job(&job)
+        .await
+        .map_err(|(field, f)| {
+            ApiError::BadRequest(problem(400, "forbidden_destination", format!("{field}: {f}")))
+        })
+}
+
 fn apply_user_quota(limits: &mut Limits, q: &Quota) -> ApiResult<()> {
     fn cap<T: PartialOrd + Copy + std::fmt::Display>(
         field: &str,
@@ -534,6 +551,7 @@ impl JobsApi {
         } = parsed;
         let (owner, quota) = owner_and_quota(&self.runner.store, &caller, owner)?;
         apply_quota(&mut sub, &quota, &self.runner.limits)?;
+        check_destinations(&self.runner, &sub.spec).await?;
         // Checked here too (a quick answer before an upload is stored); the insert re-checks it
         // atomically.
         if let Some(max) = quota.max_concurrent

@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::api::{
-    ApiError, ApiResult, JobInfo, Problem, apply_quota, group_busy, group_detail, insert_failed,
+    ApiError, ApiResult, JobInfo, Problem, apply_quota, check_destinations, group_busy, group_detail, insert_failed,
     internal, new_job_row, owner_and_quota, parse_submission, problem, require, rfc3339,
 };
 use super::auth::{Action, Caller};
@@ -205,6 +205,9 @@ impl BatchesApi {
                 ));
             }
             apply_quota(&mut p.sub, &quota, &self.runner.limits).map_err(|e| at(i, e))?;
+            check_destinations(&self.runner, &p.sub.spec)
+                .await
+                .map_err(|e| at(i, e))?;
             let id = uuid::Uuid::new_v4().to_string();
             rows.push(new_job_row(
                 &id,

@@ -15,6 +15,9 @@ pub struct ServerLimits {
     pub max: Limits,
     /// Most file bytes one `/tarball` download may hold.
     pub tarball_max_bytes: u64,
+    /// Where the server may fetch data and git repositories for its callers.
+    #[serde(skip)]
+    pub destinations: std::sync::Arc<jobpack_core::egress::Destinations>,
 }
 
 const GIB: u64 = 1 << 30;
@@ -60,6 +63,9 @@ impl Default for ServerLimits {
                 disk_bytes: Some(64 * GIB),
             },
             tarball_max_bytes: 8 * GIB,
+            destinations: std::sync::Arc::new(
+                jobpack_core::egress::Destinations::public(&[]).unwrap_or_default(),
+            ),
         }
     }
 }

@@ -488,11 +488,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let store = store::Store::open(&data.join("jobpack.db"))
         .with_context(|| format!("cannot open the database in {}", data.display()))?;
+    let destinations = Arc::new(
+        jobpack_core::egress::Destinations::public(&args.allow_fetch_from)
+            .map_err(|e| anyhow::anyhow!("--allow-fetch-from: {e}"))?,
+    );
     let packager = Packager::new(PackagerConfig {
         work_dir: data.join("work"),
         out_dir: data.join("jobs"),
         cache_dir: Some(data.join("cache")),
         allow_file_urls: args.allow_file_urls,
+        download: jobpack_core::DownloadOptions {
+            destinations: destinations.clone(),
+            ..jobpack_core::DownloadOptions::default()
+        },
         ..PackagerConfig::default()
     })?;
     let (executor, work_root): (Arc<dyn Executor>, Option<PathBuf>) = match args.executor {
@@ -542,6 +550,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             defaults,
             max,
             tarball_max_bytes: args.tarball_max_mb.saturating_mul(1 << 20),
+            destinations: destinations.clone(),
         }
     };
     if !(args.grace.is_finite() && args.grace >= 0.0) {

@@ -10,7 +10,7 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::api::{
-    ApiError, ApiResult, Problem, apply_quota, group_busy, group_detail, insert_failed, internal,
+    ApiError, ApiResult, Problem, apply_quota, check_destinations, group_busy, group_detail, insert_failed, internal,
     new_job_row, owner_and_quota, parse_submission, problem, require, rfc3339,
 };
 use super::auth::{Action, Caller};
@@ -215,6 +215,7 @@ impl WorkflowsApi {
         };
         // Every job is checked (all problems reported at once) before anything is stored.
         let mut rows = Vec::with_capacity(wf.jobs.len());
+        let mut specs = Vec::with_capacity(wf.jobs.len());
         let message = |e: ApiError| match e {
             ApiError::BadRequest(p) | ApiError::OverQuota(p) | ApiError::Forbidden(p) => {
                 p.0.message
@@ -263,10 +264,19 @@ impl WorkflowsApi {
                 serde_json::to_string(&j.requires)
                     .map_err(|e| vec![(String::new(), e.to_string())])?,
             );
+            specs.push((j.name.clone(), p.sub.spec.clone()));
             rows.push((row, secrets));
             Ok(())
         })
         .map_err(|e| bad("invalid_workflow", e.to_string()))?;
+        for (name, spec) in &specs {
+            check_destinations(&self.runner, spec).await.map_err(|e| {
+                bad(
+                    "forbidden_destination",
+                    format!("jobs.{name}.{}", message(e)),
+                )
+            })?;
+        }
         self.runner
             .store
             .insert_all(Group::Workflow(&w), &rows, quota.max_concurrent)
