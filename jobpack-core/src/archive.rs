@@ -635,11 +635,17 @@ fn make_file(src: &mut impl Read, target: &Path, shown: &str) -> Result<(), Unpa
 
 /// Extracts an uploaded archive (`.zip` by its name, else `.tar`/`.tar.gz` by content) into
 /// `dest` with the upload rules: no `..`, no absolute paths, no special files, no symlink that
-/// points outside, at most 100,000 entries and 16 GiB.
-pub fn unpack_upload(src: &Path, name: &str, dest: &Path) -> Result<u64, UnpackError> {
+/// points outside, at most 100,000 entries and `max_bytes` (at most 16 GiB; a service passes the
+/// job's disk quota, so an archive bomb stops at what the job could have written itself).
+pub fn unpack_upload(
+    src: &Path,
+    name: &str,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<u64, UnpackError> {
     let limits = UnpackLimits {
         max_entries: 100_000,
-        max_total_bytes: 16 << 30,
+        max_total_bytes: max_bytes.min(16 << 30),
         contained_links: true,
     };
     if name.to_ascii_lowercase().ends_with(".zip") {

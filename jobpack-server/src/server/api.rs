@@ -2,6 +2,8 @@
 //! HTTP status and a JSON problem body. Nothing else: work is the runner's and the library's.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -231,6 +233,10 @@ pub struct JobList {
 pub struct Health {
     pub status: String,
     pub version: String,
+    /// The limits a job gets when it asks for none (`defaults`) and the most it may ask for
+    /// (`max`), before any per-user quota; `tarball_max_bytes` bounds one working-directory
+    /// download.
+    pub limits: serde_json::Value,
 }
 
 /// Uploads: `spec` (JSON), and `code_files`/`input_files` or one `archive`.
@@ -572,7 +578,9 @@ impl JobsApi {
             .store
             .insert(&row, secret_json.as_deref(), quota.max_concurrent);
         if let Err(e) = inserted {
-            let _ = self.runner.remove_files(&id);
+            if let Err(rm) = self.runner.remove_files(&id) {
+                eprintln!("jobpack: job {id}: cannot remove the files of a refused job: {rm}");
+            }
             return Err(insert_failed(&owner, e));
         }
         let detail = match (&row.name, owner != caller.user) {
@@ -854,6 +862,7 @@ impl JobsApi {
         Json(Health {
             status: "ok".into(),
             version: env!("CARGO_PKG_VERSION").into(),
+            limits: serde_json::to_value(&self.runner.limits).unwrap_or_default(),
         })
     }
 }
@@ -1109,7 +1118,11 @@ impl JobsApi {
             return Err(bad("give either code_files or one archive, not both".into()));
         }
         let base = self.runner.job_dir(id).join("upload");
+        // What one submission may unpack: the job's disk quota (its working directory will hold
+        // the same files).
+        let max_bytes = sub.limits.disk_bytes.unwrap_or(u64::MAX);
         let result = async {
+            let mut total = 0u64;
             for (field, files, sub) in [
                 ("code_files", up.code_files, "code"),
                 ("input_files", up.input_files, "data"),
@@ -1123,40 +1136,66 @@ impl JobsApi {
                     let name = safe_upload_name(f.file_name())
                         .map_err(|m| bad(format!("{field}: {m}")))?;
                     let p = dir.join(&name);
-                    if p.exists() {
-                        return Err(bad(format!("{field}: {name:?} uploaded twice")));
+                    total = total.saturating_add(f.size() as u64);
+                    if total > max_bytes {
+                        return Err(bad(format!(
+                            "{field}: the uploads hold more than the job's disk quota \
+                             (limits.disk_bytes = {max_bytes})"
+                        )));
                     }
-                    let bytes = f
-                        .into_vec()
+                    // Streamed from poem's spool file: never whole in memory.
+                    let mut out = tokio::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&p)
                         .await
-                        .map_err(|e| bad(format!("{field}: {e}")))?;
-                    tokio::fs::write(&p, bytes).await.map_err(internal)?;
+                        .map_err(|e| match e.kind() {
+                            std::io::ErrorKind::AlreadyExists => {
+                                bad(format!("{field}: {name:?} uploaded twice"))
+                            }
+                            _ => internal(e),
+                        })?;
+                    let mut src = f.into_async_read();
+                    tokio::io::copy(&mut src, &mut out)
+                        .await
+                        .map_err(internal)?;
+                    out.sync_all().await.map_err(internal)?;
                 }
             }
             if let Some(a) = up.archive {
                 let name = a.file_name().unwrap_or("archive").to_owned();
                 let dir = base.join("code");
                 tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
-                let raw = base.join("archive.upload");
-                let bytes = a
-                    .into_vec()
-                    .await
-                    .map_err(|e| bad(format!("archive: {e}")))?;
-                tokio::fs::write(&raw, bytes).await.map_err(internal)?;
-                let (raw2, dir2) = (raw.clone(), dir.clone());
+                // poem keeps the part in an unnamed spool file; unpack straight from it.
+                let raw = a.into_file().into_std().await;
+                let dir2 = dir.clone();
                 let r = tokio::task::spawn_blocking(move || {
-                    jobpack_core::archive::unpack_upload(&raw2, &name, &dir2)
+                    let path = PathBuf::from(format!("/proc/self/fd/{}", raw.as_raw_fd()));
+                    let r = jobpack_core::archive::unpack_upload(&path, &name, &dir2, max_bytes);
+                    drop(raw);
+                    r
                 })
                 .await
                 .map_err(internal)?;
-                let _ = tokio::fs::remove_file(&raw).await;
-                r.map_err(|e| bad(format!("archive: {e}")))?;
+                r.map_err(|e| match e {
+                    jobpack_core::UnpackError::Io { ref source, .. }
+                        if matches!(
+                            source.kind(),
+                            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                        ) =>
+                    {
+                        internal(e)
+                    }
+                    e => bad(format!("archive: {e}")),
+                })?;
             }
             Ok(())
         }
         .await;
-        if result.is_err() {
-            let _ = self.runner.remove_files(id);
+        if result.is_err()
+            && let Err(e) = self.runner.remove_files(id)
+        {
+            eprintln!("jobpack: job {id}: cannot remove a refused upload: {e}");
         }
         result
     }

@@ -126,6 +126,9 @@ pub struct ServeArgs {
     /// a host name. Repeatable.
     #[arg(long = "allow-fetch-from", env = "JOBPACK_ALLOW_FETCH_FROM", value_delimiter = ',')]
     allow_fetch_from: Vec<String>,
+    /// Multipart uploads received at once (each is spooled to disk); more wait, then get 503.
+    #[arg(long, env = "JOBPACK_MAX_UPLOADS", default_value_t = 4)]
+    max_uploads: usize,
     /// Connections at once; one more is closed at accept.
     #[arg(long, env = "JOBPACK_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
@@ -173,6 +176,7 @@ struct ConfigFile {
     tarball_max_mb: Option<u64>,
     allow_fetch_from: Option<Vec<String>>,
     max_connections: Option<u64>,
+    max_uploads: Option<u64>,
     header_timeout: Option<u64>,
     idle_timeout: Option<u64>,
 }
@@ -214,7 +218,8 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 26] = [
+    let pairs: [(&str, Option<String>); 27] = [
+        ("JOBPACK_MAX_UPLOADS", c.max_uploads.map(|v| v.to_string())),
         ("JOBPACK_MAX_CONNECTIONS", c.max_connections.map(|v| v.to_string())),
         ("JOBPACK_HEADER_TIMEOUT", c.header_timeout.map(|v| v.to_string())),
         ("JOBPACK_IDLE_TIMEOUT", c.idle_timeout.map(|v| v.to_string())),
@@ -325,6 +330,8 @@ fn problem_response(status: StatusCode, message: String) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => "too_large",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "busy",
+        StatusCode::INSUFFICIENT_STORAGE => "insufficient_storage",
         s if s.is_client_error() => "bad_request",
         _ => "internal",
     };
@@ -342,7 +349,27 @@ async fn edge<E: poem::Endpoint>(
     ep: E,
     mut req: poem::Request,
     max_body: u64,
+    uploads: Arc<tokio::sync::Semaphore>,
 ) -> poem::Result<Response> {
+    // Uploads are spooled to disk part by part before a handler runs; only so many at once.
+    let is_upload = req
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/"));
+    let _upload_slot = if is_upload {
+        match tokio::time::timeout(Duration::from_secs(30), uploads.acquire_owned()).await {
+            Ok(Ok(p)) => Some(p),
+            _ => {
+                return Ok(problem_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many uploads are in progress; try again later".into(),
+                ));
+            }
+        }
+    } else {
+        None
+    };
     let declared = req
         .headers()
         .get(poem::http::header::CONTENT_LENGTH)
@@ -621,6 +648,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .server("/v1");
     let max_body = (args.max_body_mb as u64).saturating_mul(1 << 20);
+    let uploads = Arc::new(tokio::sync::Semaphore::new(args.max_uploads.max(1)));
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let app = Route::new()
@@ -649,7 +677,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .at("/ui/app.css", poem::get(ui))
         .data(runner.clone())
         .around(move |ep, req| auth::authenticate(ep, req, authenticator.clone()))
-        .around(move |ep, req| edge(ep, req, max_body));
+        .around(move |ep, req| edge(ep, req, max_body, uploads.clone()));
 
     let (acceptor, scheme) = match tls {
         Some(cfg) => (

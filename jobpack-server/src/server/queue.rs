@@ -445,6 +445,14 @@ impl Runner {
         {
             return self.fail(id, "unpack_failed", &format!("{e:#}")).await;
         }
+        // The uploaded files are in the artifact and now in the working directory: the upload's
+        // own copy goes (one copy of an upload on disk, not three).
+        match std::fs::remove_dir_all(dir.join("upload")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                eprintln!("jobpack: job {id}: cannot remove its upload directory: {e}");
+            }
+            _ => {}
+        }
         let mut req = self.run_request(id, &sub);
         match self.dependency_dirs(&row) {
             Ok(deps) => {

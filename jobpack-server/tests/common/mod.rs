@@ -129,6 +129,9 @@ impl Server {
             .args(["--grace", "0.5"])
             .args(l.args)
             .env_remove("JOBPACK_ADMIN_TOKEN")
+            // The fixture repositories and data servers are on loopback, which a server refuses
+            // to fetch from by default; the SSRF tests set this back to nothing.
+            .env("JOBPACK_ALLOW_FETCH_FROM", "127.0.0.0/8")
             .envs(l.env.iter().copied())
             .env("XDG_CACHE_HOME", data.join("xdg"))
             .stdout(Stdio::piped())
