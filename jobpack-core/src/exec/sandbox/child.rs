@@ -84,34 +84,43 @@ macro_rules! check {
     };
 }
 
-/// Moves the five fds to 0..=4 and closes every other fd (the parent's sockets, other jobs'
-/// pipes) so nothing leaks into the sandbox.
-unsafe fn arrange_fds(fds: Fds) {
+/// Most directories one run may have mounted from the host (each holds an fd until mounted).
+pub(crate) const MAX_MOUNT_FDS: usize = 256;
+
+/// First fd of the mount sources after `arrange_fds`.
+pub(crate) const MOUNT_FD_BASE: i32 = 5;
+
+/// Moves the five fds to 0..=4 and the mount sources to 5.. (close-on-exec: the job never gets
+/// them), and closes every other fd (the parent's sockets, other jobs' pipes) so nothing leaks
+/// into the sandbox.
+unsafe fn arrange_fds(fds: Fds, mount_fds: &[i32]) {
     unsafe {
-        // First out of the way (>= 10), so the dup2s below cannot clobber each other.
-        let mut high = [0i32; 5];
-        for (i, fd) in [fds.stdin, fds.stdout, fds.stderr, fds.sync, fds.report]
-            .into_iter()
-            .enumerate()
-        {
-            high[i] = libc::fcntl(fd, libc::F_DUPFD, 10);
+        let n = 5 + mount_fds.len().min(MAX_MOUNT_FDS);
+        // First out of the way (>= 10 + n), so the dup2s below cannot clobber each other.
+        let mut high = [0i32; 5 + MAX_MOUNT_FDS];
+        let std_fds = [fds.stdin, fds.stdout, fds.stderr, fds.sync, fds.report];
+        for i in 0..n {
+            let fd = if i < 5 { std_fds[i] } else { mount_fds[i - 5] };
+            high[i] = libc::fcntl(fd, libc::F_DUPFD, 10 + n as i32);
             if high[i] < 0 {
                 libc::_exit(125);
             }
         }
-        for (i, fd) in high.into_iter().enumerate() {
-            if libc::dup2(fd, i as i32) < 0 {
+        for (i, fd) in high.iter().take(n).enumerate() {
+            if libc::dup2(*fd, i as i32) < 0 {
                 libc::_exit(125);
             }
         }
-        if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) < 0 {
-            for fd in 5..65536 {
+        if libc::syscall(libc::SYS_close_range, n as u32, u32::MAX, 0u32) < 0 {
+            for fd in n as i32..65536 {
                 libc::close(fd);
             }
         }
-        // The report pipe must not survive exec in the job.
-        if libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
-            fail(ST_FDS);
+        // The report pipe and the mount sources must not survive exec in the job.
+        for fd in REPORT_FD..n as i32 {
+            if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
+                fail(ST_FDS);
+            }
         }
     }
 }
@@ -297,7 +306,7 @@ unsafe fn set_title(plan: &Plan) {
 /// Only in the child of the fork-like `clone()` in [`super::spawn`].
 pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
     unsafe {
-        arrange_fds(fds);
+        arrange_fds(fds, &plan.mount_fd_nums);
         set_title(plan);
         // Wait until the parent has written our uid/gid maps and moved us into the cgroup.
         let mut b = [0u8; 1];
@@ -332,6 +341,10 @@ pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
         );
         for (i, op) in plan.ops.iter().enumerate() {
             mount_op(op, OP_BASE + i as u32);
+        }
+        // The mount sources are mounted: pid 1 needs their fds no more.
+        for i in 0..plan.mount_fd_nums.len().min(MAX_MOUNT_FDS) {
+            libc::close(MOUNT_FD_BASE + i as i32);
         }
         check!(ST_PIVOT, libc::chdir(plan.root.as_ptr()));
         check!(
