@@ -515,7 +515,10 @@ async fn secrets_are_masked_also_when_split_across_writes() {
     let (o, log) = run_req(req).await;
     assert_eq!(o.status, RunStatus::Completed);
     assert!(!log.contains("s3cret-v4lue"), "{log}");
-    assert!(log.contains("a=***\n") && log.contains("b=***\n") && log.contains("s3cr3t-not"));
+    assert!(
+        log.contains("a=***\n") && log.contains("b=***\n") && log.contains("s3cr3t-not"),
+        "{log:?}"
+    );
     assert!(!std::fs::read_to_string(&j.log).unwrap().contains("s3cret"));
 }
 

@@ -268,9 +268,10 @@ impl LogWriter {
         s.tx.send_modify(|c| c.closed = true);
     }
 
-    /// Starts a thread that copies `src` (a pipe) into the log through the log's masker (see
-    /// [`LogWriter::set_secrets`]) until EOF. `on_cap` is called once if the log cap is hit.
-    /// Returns the thread's handle.
+    /// Starts a thread that copies `src` (a pipe) into the log until EOF, through two maskers:
+    /// its own stream's (a secret split across two writes of one stream) and then the log's (a
+    /// secret split between stdout and stderr, see [`LogWriter::set_secrets`]). `on_cap` is called
+    /// once if the log cap is hit. Returns the thread's handle.
     pub(crate) fn capture(
         &self,
         mut src: File,
@@ -284,6 +285,13 @@ impl LogWriter {
         std::thread::Builder::new()
             .name("jobpack-log".into())
             .spawn(move || {
+                let secrets = w
+                    .inner
+                    .lock()
+                    .map(|s| s.masker.secrets.clone())
+                    .unwrap_or_default();
+                let mut own = Masker::new(&secrets);
+                let mut out = Vec::with_capacity(64 * 1024);
                 // A bigger pipe means fewer wake-ups of the job and of this thread.
                 {
                     use std::os::fd::AsRawFd;
@@ -303,7 +311,14 @@ impl LogWriter {
                         // Keep draining so the job never blocks on a full pipe before it is killed.
                         continue;
                     }
-                    match w.append_masked(&buf[..n]) {
+                    let data = if own.is_noop() {
+                        &buf[..n]
+                    } else {
+                        out.clear();
+                        own.push(&buf[..n], &mut out);
+                        &out[..]
+                    };
+                    match w.append_masked(data) {
                         Ok(true) => {}
                         Ok(false) => {
                             capped = true;
@@ -312,6 +327,12 @@ impl LogWriter {
                         Err(e) => break Err(e),
                     }
                 };
+                out.clear();
+                own.finish(&mut out);
+                if !capped && !out.is_empty() && !w.append_masked(&out).unwrap_or(false) {
+                    capped = true;
+                    on_cap();
+                }
                 let last = w
                     .inner
                     .lock()

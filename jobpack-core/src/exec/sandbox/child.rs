@@ -56,6 +56,9 @@ pub(crate) struct Fds {
 // After `arrange_fds`: 0..2 are stdio, 3 the sync pipe, 4 the report pipe.
 const SYNC_FD: i32 = 3;
 const REPORT_FD: i32 = 4;
+/// Where `BindNoFollow` keeps the source it opened, for the moment of the mount.
+const MOUNT_FD: i32 = 5;
+const MOUNT_FD_PATH: &std::ffi::CStr = c"/proc/self/fd/5";
 
 unsafe fn errno() -> i32 {
     unsafe { *libc::__errno_location() }
@@ -84,43 +87,34 @@ macro_rules! check {
     };
 }
 
-/// Most directories one run may have mounted from the host (each holds an fd until mounted).
-pub(crate) const MAX_MOUNT_FDS: usize = 256;
-
-/// First fd of the mount sources after `arrange_fds`.
-pub(crate) const MOUNT_FD_BASE: i32 = 5;
-
-/// Moves the five fds to 0..=4 and the mount sources to 5.. (close-on-exec: the job never gets
-/// them), and closes every other fd (the parent's sockets, other jobs' pipes) so nothing leaks
-/// into the sandbox.
-unsafe fn arrange_fds(fds: Fds, mount_fds: &[i32]) {
+/// Moves the five fds to 0..=4 and closes every other fd (the parent's sockets, other jobs'
+/// pipes) so nothing leaks into the sandbox.
+unsafe fn arrange_fds(fds: Fds) {
     unsafe {
-        let n = 5 + mount_fds.len().min(MAX_MOUNT_FDS);
-        // First out of the way (>= 10 + n), so the dup2s below cannot clobber each other.
-        let mut high = [0i32; 5 + MAX_MOUNT_FDS];
-        let std_fds = [fds.stdin, fds.stdout, fds.stderr, fds.sync, fds.report];
-        for i in 0..n {
-            let fd = if i < 5 { std_fds[i] } else { mount_fds[i - 5] };
-            high[i] = libc::fcntl(fd, libc::F_DUPFD, 10 + n as i32);
+        // First out of the way (>= 10), so the dup2s below cannot clobber each other.
+        let mut high = [0i32; 5];
+        for (i, fd) in [fds.stdin, fds.stdout, fds.stderr, fds.sync, fds.report]
+            .into_iter()
+            .enumerate()
+        {
+            high[i] = libc::fcntl(fd, libc::F_DUPFD, 10);
             if high[i] < 0 {
                 libc::_exit(125);
             }
         }
-        for (i, fd) in high.iter().take(n).enumerate() {
-            if libc::dup2(*fd, i as i32) < 0 {
+        for (i, fd) in high.into_iter().enumerate() {
+            if libc::dup2(fd, i as i32) < 0 {
                 libc::_exit(125);
             }
         }
-        if libc::syscall(libc::SYS_close_range, n as u32, u32::MAX, 0u32) < 0 {
-            for fd in n as i32..65536 {
+        if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) < 0 {
+            for fd in 5..65536 {
                 libc::close(fd);
             }
         }
-        // The report pipe and the mount sources must not survive exec in the job.
-        for fd in REPORT_FD..n as i32 {
-            if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
-                fail(ST_FDS);
-            }
+        // The report pipe must not survive exec in the job.
+        if libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
+            fail(ST_FDS);
         }
     }
 }
@@ -140,6 +134,38 @@ unsafe fn mount_op(op: &MountOp, stage: u32) {
                         std::ptr::null()
                     )
                 );
+                check!(
+                    stage,
+                    libc::mount(
+                        null,
+                        dst.as_ptr(),
+                        null,
+                        libc::MS_BIND | libc::MS_REMOUNT | flags,
+                        std::ptr::null()
+                    )
+                );
+            }
+            MountOp::BindNoFollow { src, dst, flags } => {
+                let fd = libc::open(
+                    src.as_ptr(),
+                    libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                );
+                check!(stage, fd);
+                check!(stage, libc::dup2(fd, MOUNT_FD));
+                if fd != MOUNT_FD {
+                    libc::close(fd);
+                }
+                check!(
+                    stage,
+                    libc::mount(
+                        MOUNT_FD_PATH.as_ptr(),
+                        dst.as_ptr(),
+                        null,
+                        libc::MS_BIND | libc::MS_REC,
+                        std::ptr::null()
+                    )
+                );
+                libc::close(MOUNT_FD);
                 check!(
                     stage,
                     libc::mount(
@@ -306,7 +332,7 @@ unsafe fn set_title(plan: &Plan) {
 /// Only in the child of the fork-like `clone()` in [`super::spawn`].
 pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
     unsafe {
-        arrange_fds(fds, &plan.mount_fd_nums);
+        arrange_fds(fds);
         set_title(plan);
         // Wait until the parent has written our uid/gid maps and moved us into the cgroup.
         let mut b = [0u8; 1];
@@ -341,10 +367,6 @@ pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
         );
         for (i, op) in plan.ops.iter().enumerate() {
             mount_op(op, OP_BASE + i as u32);
-        }
-        // The mount sources are mounted: pid 1 needs their fds no more.
-        for i in 0..plan.mount_fd_nums.len().min(MAX_MOUNT_FDS) {
-            libc::close(MOUNT_FD_BASE + i as i32);
         }
         check!(ST_PIVOT, libc::chdir(plan.root.as_ptr()));
         check!(

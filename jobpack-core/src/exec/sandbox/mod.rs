@@ -39,6 +39,14 @@ pub(crate) enum MountOp {
         dst: CString,
         flags: libc::c_ulong,
     },
+    /// Like `Bind`, for a source the job side may have changed (a required job's working
+    /// directory): the child opens `src` with `O_PATH | O_NOFOLLOW | O_DIRECTORY` (a symlink there
+    /// is refused) and binds the directory it opened, through `/proc/self/fd`.
+    BindNoFollow {
+        src: CString,
+        dst: CString,
+        flags: libc::c_ulong,
+    },
     Tmpfs {
         dst: CString,
         data: CString,
@@ -68,12 +76,6 @@ pub(crate) struct Plan {
     /// so that `/proc/1/cmdline` inside and `ps` outside show a sandbox init, not the server's
     /// command line. `(0, 0)` when unknown.
     pub argv_area: (usize, usize),
-    /// Open (`O_PATH`) directories of the host mounts, in `ops` order: a mount's source is
-    /// opened once here, without following a link, and bound from `/proc/self/fd/N`, so a job
-    /// that could change the source's path (a required job's working directory) cannot redirect
-    /// the mount. `mount_fd_nums` are their numbers, read by the child.
-    pub _mount_fds: Vec<std::os::fd::OwnedFd>,
-    pub mount_fd_nums: Vec<i32>,
     pub title: CString,
     // The pointer arrays point into these; they must stay alive and unmoved.
     _argv: Vec<CString>,
@@ -224,27 +226,7 @@ impl Plan {
         );
 
         // Directories shown inside it (a workflow job's deps), after it, so on top of it.
-        if input.mounts.len() > child::MAX_MOUNT_FDS {
-            return Err(ExecError::Invalid(format!(
-                "at most {} mounts per run, got {}",
-                child::MAX_MOUNT_FDS,
-                input.mounts.len()
-            )));
-        }
-        let mut mount_fds = Vec::with_capacity(input.mounts.len());
         for m in input.mounts {
-            use rustix::fs::{Mode, OFlags};
-            let fd = rustix::fs::open(
-                &m.source,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| ExecError::Invalid(format!(
-                "mount source {} must be a real directory (no symlink): {e}",
-                m.source.display()
-            )))?;
-            let src = format!("/proc/self/fd/{}", child::MOUNT_FD_BASE + mount_fds.len() as i32);
-            mount_fds.push(fd);
             let rel = crate::spec::normalise_rel_path(&m.target)
                 .map_err(|e| ExecError::Invalid(format!("mount target {:?}: {e}", m.target)))?;
             let mut flags = libc::MS_NOSUID | libc::MS_NODEV | locked_flags(&m.source);
@@ -252,8 +234,8 @@ impl Plan {
                 flags |= libc::MS_RDONLY;
             }
             push(
-                MountOp::Bind {
-                    src: cstr(&src, "mount source")?,
+                MountOp::BindNoFollow {
+                    src: path_c(&m.source)?,
                     dst: path_c(&job.join(&rel))?,
                     flags,
                 },
@@ -394,11 +376,6 @@ impl Plan {
             filters,
             exe: cstr(exe, "program")?,
             argv_area: argv_area(),
-            mount_fd_nums: {
-                use std::os::fd::AsRawFd;
-                mount_fds.iter().map(|f| f.as_raw_fd()).collect()
-            },
-            _mount_fds: mount_fds,
             title: cstr("jobpack-sandbox-init", "title")?,
             _argv: argv,
             _envp: envp,
