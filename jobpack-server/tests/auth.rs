@@ -939,13 +939,16 @@ async fn quotas_refuse_what_is_over_the_cap() {
         assert_eq!(v["code"], "over_quota");
         assert!(v["message"].as_str().unwrap().contains(field), "{v}");
     }
-    // Nothing asked: the caps apply (and are shown); within the caps: accepted.
+    // Nothing asked: the caps apply (and are shown), and the server's defaults fill the limits
+    // the quota does not cap; within the caps: accepted.
     let burn = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo burnt; sleep 20";
     let id = submit(&s, &q, json!({"command": burn})).await;
     let v = api(&s, "GET", &format!("/v1/jobs/{id}"), &q, None).await;
     assert_eq!(
         v["request"]["limits"],
-        json!({"timeout": 60.0, "memory_bytes": 268435456u64, "cpu_percent": 100, "pids": 64})
+        json!({"timeout": 60.0, "memory_bytes": 268435456u64, "cpu_percent": 100, "pids": 64,
+               "nofile": 4096, "file_size_bytes": 4294967296u64, "log_bytes": 268435456u64,
+               "disk_bytes": 8589934592u64})
     );
     // One unfinished job is the most quinn may have: the next waits for it (429).
     let small = json!({"command": "true", "limits": {"memory_bytes": 134217728u64}});

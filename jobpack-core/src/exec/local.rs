@@ -856,18 +856,23 @@ impl Supervisor {
             Some(e) => (e.status, Some(e.rusage), e.file_too_big),
             None => (None, None, false),
         };
-        if why.is_none() && file_too_big {
+        let (exit_code, sig) = match wait_status {
+            Some(s) if libc::WIFEXITED(s) => (Some(libc::WEXITSTATUS(s)), None),
+            Some(s) if libc::WIFSIGNALED(s) => (None, Some(libc::WTERMSIG(s))),
+            _ => (None, None),
+        };
+        // SIGXFSZ is how RLIMIT_FSIZE stops a process: seen by pid 1 for an orphan, as the
+        // job's own signal, or as a shell's `128 + SIGXFSZ` for a command it ran.
+        let xfsz = file_too_big
+            || sig == Some(libc::SIGXFSZ)
+            || exit_code == Some(128 + libc::SIGXFSZ);
+        if why.is_none() && xfsz && self.limits.file_size_bytes.is_some() {
             why = Some(RunStatus::LimitExceeded);
             exceeded = Some(format!(
                 "limits.file_size_bytes: a process wrote past {} bytes in one file (SIGXFSZ)",
                 self.limits.file_size_bytes.unwrap_or_default()
             ));
         }
-        let (exit_code, sig) = match wait_status {
-            Some(s) if libc::WIFEXITED(s) => (Some(libc::WEXITSTATUS(s)), None),
-            Some(s) if libc::WIFSIGNALED(s) => (None, Some(libc::WTERMSIG(s))),
-            _ => (None, None),
-        };
         let oom = usage.is_some_and(|u| u.oom_kills > 0);
         let status = match why {
             Some(w) => w,
@@ -927,6 +932,10 @@ impl Supervisor {
                 .and_then(|u| u.memory_peak)
                 .or_else(|| rusage.map(|r| r.ru_maxrss as u64 * 1024)),
             log_bytes: self.writer.len(),
+            log_error: self
+                .writer
+                .lost()
+                .map(|(n, e)| format!("{n} bytes of output were lost: {e}")),
             queued_secs: None,
             isolation: self.report.clone(),
         };

@@ -169,6 +169,9 @@ struct WriterState {
     /// in the log, so it must be masked there, not per stream.
     masker: Masker,
     scratch: Vec<u8>,
+    /// Output dropped because the file could not be written, and why.
+    lost: u64,
+    write_error: Option<String>,
 }
 
 impl LogWriter {
@@ -189,6 +192,8 @@ impl LogWriter {
                 open_streams: 0,
                 masker: Masker::new(&[]),
                 scratch: Vec::new(),
+                lost: 0,
+                write_error: None,
             })),
         };
         Ok((
@@ -250,11 +255,29 @@ impl LogWriter {
                 s.exceeded = true;
             }
         }
-        s.file.write_all(&data[..take])?;
+        if let Err(e) = s.file.write_all(&data[..take]) {
+            // A write that failed part way (a full disk) is undone, so the file keeps matching
+            // the published length; the bytes are counted as lost and the job goes on.
+            use std::io::Seek;
+            let len = s.len;
+            let undone = s.file.set_len(len).and_then(|_| s.file.seek(io::SeekFrom::Start(len)));
+            s.lost += take as u64;
+            s.write_error = Some(match undone {
+                Ok(_) => e.to_string(),
+                Err(u) => format!("{e}; and the log could not be cut back: {u}"),
+            });
+            return Ok(!s.exceeded);
+        }
         s.len += take as u64;
         let len = s.len;
         s.tx.send_modify(|c| c.len = len);
         Ok(!s.exceeded)
+    }
+
+    /// Bytes of output that could not be written (the disk was full) and the last error.
+    pub(crate) fn lost(&self) -> Option<(u64, String)> {
+        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.write_error.clone().map(|e| (s.lost, e))
     }
 
     pub(crate) fn len(&self) -> u64 {

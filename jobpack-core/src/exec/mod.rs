@@ -244,6 +244,9 @@ pub struct Outcome {
     pub peak_memory_bytes: Option<u64>,
     /// Log bytes captured (after masking).
     pub log_bytes: u64,
+    /// Output that could not be written to the log (a full disk), and why: the job went on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_error: Option<String>,
     /// Seconds the job waited in a cluster scheduler's queue before it ran (cluster backends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_secs: Option<f64>,
@@ -262,6 +265,7 @@ impl Outcome {
             cpu_time_secs: None,
             peak_memory_bytes: None,
             log_bytes: 0,
+            log_error: None,
             queued_secs: None,
             isolation: IsolationReport::default(),
         }

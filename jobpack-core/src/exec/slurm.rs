@@ -578,6 +578,9 @@ async fn follow(
         cpu_time_secs: None,
         peak_memory_bytes: None,
         log_bytes: writer.len(),
+        log_error: writer
+            .lost()
+            .map(|(n, e)| format!("{n} bytes of output were lost: {e}")),
         queued_secs: queued,
         isolation: IsolationReport {
             level: format!("slurm job {job_id}"),

@@ -185,6 +185,8 @@ pub enum Route {
     Stall { len: u64 },
     /// `fails` answers of 503, then 200 with these bytes.
     Flaky { fails: usize, body: Arc<Vec<u8>> },
+    /// 302 to this URL.
+    Redirect(String),
 }
 
 /// A small HTTP/1.1 server on 127.0.0.1 (one request per connection). Paths under `/git/` are
@@ -296,6 +298,12 @@ async fn serve(
     match route {
         None => sock.write_all(header(404, 0).as_bytes()).await?,
         Some(Route::Status(s)) => sock.write_all(header(s, 0).as_bytes()).await?,
+        Some(Route::Redirect(to)) => {
+            let h = format!(
+                "HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            sock.write_all(h.as_bytes()).await?;
+        }
         Some(Route::Bytes(b)) => {
             sock.write_all(header(200, b.len() as u64).as_bytes())
                 .await?;
