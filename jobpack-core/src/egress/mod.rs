@@ -24,7 +24,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 mod proxy;
-pub use proxy::EgressProxy;
+pub use proxy::{EgressProxy, http_via};
 
 /// A refused destination.
 #[derive(Debug, Clone, thiserror::Error)]

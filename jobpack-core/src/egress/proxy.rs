@@ -5,8 +5,12 @@
 //! connected (DNS rebinding) cannot slip through.
 //!
 //! It takes `CONNECT host:port` (https; the TLS session is end to end between libgit2 and the
-//! remote) and absolute-form requests (`GET http://host/path HTTP/1.1`; rewritten to origin form
-//! with `Connection: close`, so each request is checked on its own connection). It listens on
+//! remote), absolute-form requests (`GET http://host/path HTTP/1.1`), and, for plain http
+//! remotes, origin-form requests under [`HTTP_PREFIX`] (`GET /.jobpack-http/host:port/path`):
+//! libgit2 does not send plain http through a proxy (it connects to the remote and only writes
+//! the request in proxy form), so the packager points such a remote at this proxy instead (see
+//! [`EgressProxy::http_url`]). Forwarded requests get `Connection: close`, so each is checked on
+//! its own connection. It listens on
 //! 127.0.0.1 only. A job with the host network could reach it too, and gain nothing: it forwards
 //! only to destinations the policy allows, which that job reaches directly anyway.
 
@@ -62,7 +66,34 @@ impl EgressProxy {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// The URL through which libgit2 reaches the plain-http remote `remote`: see [`http_via`].
+    pub fn http_url(&self, remote: &str) -> Option<String> {
+        http_via(&self.url, remote)
+    }
 }
+
+/// The URL through which libgit2 reaches the plain-http remote `remote` via the proxy at `proxy`
+/// (as if the proxy were the server); `None` for anything but an `http://` URL without
+/// credentials.
+pub fn http_via(proxy: &str, remote: &str) -> Option<String> {
+    {
+        let u = url::Url::parse(remote).ok()?;
+        if u.scheme() != "http" || !u.username().is_empty() || u.password().is_some() {
+            return None;
+        }
+        let host = u.host_str()?;
+        let port = u.port_or_known_default()?;
+        let mut path = u.path().to_owned();
+        if let Some(q) = u.query() {
+            path = format!("{path}?{q}");
+        }
+        Some(format!("{proxy}{HTTP_PREFIX}{host}:{port}{path}"))
+    }
+}
+
+/// The path prefix of plain-http remotes reached through the proxy.
+pub const HTTP_PREFIX: &str = "/.jobpack-http/";
 
 async fn reply(sock: &mut TcpStream, status: &str, why: &str) {
     let body = format!("{why}\n");
@@ -131,29 +162,50 @@ async fn serve(mut sock: TcpStream, dests: &Destinations) {
         }
         return;
     }
-    // Absolute form: http://host[:port]/path
-    let Ok(url) = url::Url::parse(target) else {
-        return reply(&mut sock, "400 Bad Request", "expected an absolute http:// URL").await;
+    // Origin form under the prefix (`/.jobpack-http/host:port/path`), or absolute form
+    // (`http://host[:port]/path`).
+    let (host, port, path) = if let Some(rest) = target.strip_prefix(HTTP_PREFIX) {
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let Some((host, port)) = authority
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+        else {
+            return reply(&mut sock, "400 Bad Request", "expected host:port after the prefix").await;
+        };
+        (host, port, path.to_owned())
+    } else {
+        let Ok(url) = url::Url::parse(target) else {
+            return reply(&mut sock, "400 Bad Request", "expected an absolute http:// URL").await;
+        };
+        if url.scheme() != "http" {
+            return reply(&mut sock, "400 Bad Request", "only http:// is proxied in the clear")
+                .await;
+        }
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        (
+            url.host_str().unwrap_or_default().to_owned(),
+            url.port_or_known_default().unwrap_or(80),
+            path,
+        )
     };
-    if url.scheme() != "http" {
-        return reply(&mut sock, "400 Bad Request", "only http:// is proxied in the clear").await;
-    }
-    let host = url.host_str().unwrap_or_default().to_owned();
-    let port = url.port_or_known_default().unwrap_or(80);
     let mut up = match connect_checked(dests, &host, port).await {
         Ok(s) => s,
         Err((status, why)) => return reply(&mut sock, status, &why).await,
     };
-    let path = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_owned(),
-    };
     let mut out = format!("{method} {path} {version}\r\n");
+    out.push_str(&format!("Host: {host}:{port}\r\n"));
     for h in headers {
         let name = h.split_once(':').map(|(k, _)| k.trim()).unwrap_or(h);
         if name.eq_ignore_ascii_case("proxy-authorization")
             || name.eq_ignore_ascii_case("proxy-connection")
             || name.eq_ignore_ascii_case("connection")
+            || name.eq_ignore_ascii_case("host")
         {
             continue;
         }

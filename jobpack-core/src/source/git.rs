@@ -201,10 +201,26 @@ fn checkout_at(
         });
     }
     check_remote(&src.url, &opts.destinations)?;
-    let proxy = opts
-        .proxy
-        .as_deref()
-        .filter(|_| src.url.starts_with("http://") || src.url.starts_with("https://"));
+    // Through the egress proxy: https by CONNECT (libgit2's proxy option), plain http by
+    // pointing libgit2 at the proxy as the server (libgit2 does not proxy plain http).
+    let (proxy, fetch_url) = match opts.proxy.as_deref() {
+        Some(p) if src.url.starts_with("https://") => (Some(p), src.url.clone()),
+        Some(p) if src.url.starts_with("http://") => match crate::egress::http_via(p, &src.url) {
+            Some(u) => (None, u),
+            None => {
+                return Err(GitError::Forbidden {
+                    url: src.url.clone(),
+                    source: crate::egress::Forbidden {
+                        host: src.url.clone(),
+                        addr: "-".into(),
+                        why: "plain http with credentials in the URL cannot be checked",
+                    },
+                });
+            }
+        },
+        _ => (None, src.url.clone()),
+    };
+    let restricted = opts.destinations.is_restricted();
     if src.commit.as_str().len() == 64 {
         return Err(GitError::Sha256Unsupported {
             commit: src.commit.as_str().to_owned(),
@@ -249,12 +265,12 @@ fn checkout_at(
         CommitRef::Full(hex) => {
             let oid = Oid::from_str(hex).map_err(other)?;
             if repo.find_commit(oid).is_err() {
-                shallow = fetch_commit(&repo, &src.url, oid, progress, &opts.cancel, proxy)?;
+                shallow = fetch_commit(&repo, &fetch_url, oid, progress, &opts.cancel, proxy, restricted)?;
             }
             oid
         }
         CommitRef::Abbreviated(prefix) => {
-            fetch_all(&repo, &src.url, progress, &opts.cancel, proxy)?;
+            fetch_all(&repo, &fetch_url, progress, &opts.cancel, proxy, restricted)?;
             resolve_prefix(&repo, &src.url, prefix)?
         }
     };
@@ -423,12 +439,17 @@ fn fetch_options<'a>(
     cancel: &'a Option<Arc<AtomicBool>>,
     depth: i32,
     proxy: Option<&str>,
+    restricted: bool,
 ) -> FetchOptions<'a> {
     let mut fo = FetchOptions::new();
     if let Some(p) = proxy {
         let mut po = git2::ProxyOptions::new();
         po.url(p);
         fo.proxy_options(po);
+    }
+    if restricted {
+        // A redirect to another host would be followed by libgit2 itself, around the policy.
+        fo.follow_redirects(git2::RemoteRedirect::None);
     }
     fo.remote_callbacks(callbacks(progress, cancel));
     fo.download_tags(AutotagOption::None);
@@ -445,6 +466,7 @@ fn fetch_commit(
     progress: &ProgressFn,
     cancel: &Option<Arc<AtomicBool>>,
     proxy: Option<&str>,
+    restricted: bool,
 ) -> Result<bool, GitError> {
     // libgit2's local transport cannot fetch shallow; go straight to the full fetch.
     if !url.starts_with("file:") {
@@ -452,7 +474,7 @@ fn fetch_commit(
         let refspec = format!("+{oid}:refs/jobpack/commits/{oid}");
         match remote.fetch(
             &[&refspec],
-            Some(&mut fetch_options(progress, cancel, 1, proxy)),
+            Some(&mut fetch_options(progress, cancel, 1, proxy, restricted)),
             None,
         ) {
             Ok(()) if repo.find_commit(oid).is_ok() => return Ok(true),
@@ -470,7 +492,7 @@ fn fetch_commit(
             }
         }
     }
-    fetch_all(repo, url, progress, cancel, proxy)?;
+    fetch_all(repo, url, progress, cancel, proxy, restricted)?;
     Ok(false)
 }
 
@@ -481,6 +503,7 @@ fn fetch_all(
     progress: &ProgressFn,
     cancel: &Option<Arc<AtomicBool>>,
     proxy: Option<&str>,
+    restricted: bool,
 ) -> Result<(), GitError> {
     let mut remote = repo.remote_anonymous(url).map_err(|e| classify(url, e))?;
     let refspecs = [
@@ -490,7 +513,7 @@ fn fetch_all(
     remote
         .fetch(
             &refspecs,
-            Some(&mut fetch_options(progress, cancel, 0, proxy)),
+            Some(&mut fetch_options(progress, cancel, 0, proxy, restricted)),
             None,
         )
         .map_err(|e| classify(url, e))
