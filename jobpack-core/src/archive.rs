@@ -439,7 +439,9 @@ impl<R: Read> Read for StoppableExact<'_, R> {
                 return Err(io::Error::other("stopped"));
             }
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let mut n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             buf[..want].fill(0);

@@ -45,7 +45,9 @@ pub mod spec;
 pub mod tree;
 pub mod workflow;
 
-pub use archive::{ArchiveError, TreeArchiveError, EntryKind, FileEntry, UnpackError, UnpackLimits};
+pub use archive::{
+    ArchiveError, EntryKind, FileEntry, TreeArchiveError, UnpackError, UnpackLimits,
+};
 pub use error::{Error, IoError, Result};
 pub use fetch::{DownloadOptions, FetchError};
 pub use manifest::Manifest;

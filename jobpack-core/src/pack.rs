@@ -346,7 +346,10 @@ impl Packager {
                     .proxy
                     .get_or_try_init(|| crate::egress::EgressProxy::start(dests.clone()))
                     .await
-                    .map_err(io_err("start the git egress proxy on", Path::new("127.0.0.1")))?;
+                    .map_err(io_err(
+                        "start the git egress proxy on",
+                        Path::new("127.0.0.1"),
+                    ))?;
                 Some(p.url().to_owned())
             }
             _ => None,

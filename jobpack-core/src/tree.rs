@@ -187,14 +187,18 @@ fn du_dir(
             Err(e) => return Err(TreeError::from_errno(shown, e)),
         };
         u.entries += 1;
-        u.bytes = u.bytes.saturating_add((st.st_blocks as u64).saturating_mul(512));
+        u.bytes = u
+            .bytes
+            .saturating_add((st.st_blocks as u64).saturating_mul(512));
         if u.bytes > stop_bytes || u.entries > stop_entries {
             return Ok(());
         }
         if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
             let fd = match rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
                 Ok(fd) => fd,
-                Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT) => {
+                Err(
+                    rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT,
+                ) => {
                     continue;
                 }
                 Err(e) => return Err(TreeError::from_errno(shown, e)),
@@ -234,7 +238,10 @@ fn check_rel(rel: &str) -> Result<String, TreeError> {
     if rel.starts_with('/') {
         return Err(bad("it is absolute"));
     }
-    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     if parts.contains(&"..") {
         return Err(bad("it contains '..'"));
     }
@@ -245,7 +252,11 @@ fn check_rel(rel: &str) -> Result<String, TreeError> {
 }
 
 /// Opens `rel` (clean components) under `dir`, following no link on the way.
-fn open_beneath(dir: std::os::fd::BorrowedFd<'_>, rel: &str, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+fn open_beneath(
+    dir: std::os::fd::BorrowedFd<'_>,
+    rel: &str,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
     #[cfg(target_os = "linux")]
     {
         use rustix::fs::ResolveFlags;
@@ -264,7 +275,12 @@ fn open_beneath(dir: std::os::fd::BorrowedFd<'_>, rel: &str, flags: OFlags) -> r
     for (i, part) in parts.iter().enumerate() {
         let at = cur.as_ref().map(|f| f.as_fd()).unwrap_or(dir);
         let last = i + 1 == parts.len();
-        let next = rustix::fs::openat(at, *part, if last { flags } else { DIR_FLAGS }, Mode::empty())?;
+        let next = rustix::fs::openat(
+            at,
+            *part,
+            if last { flags } else { DIR_FLAGS },
+            Mode::empty(),
+        )?;
         cur = Some(next);
     }
     cur.ok_or(rustix::io::Errno::INVAL)
@@ -314,7 +330,11 @@ fn walk_dir(
                 let fd = match rustix::fs::openat(dir, name.as_slice(), DIR_FLAGS, Mode::empty()) {
                     Ok(fd) => fd,
                     // Replaced by a link or removed after the stat: not followed, not listed.
-                    Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT) => continue,
+                    Err(
+                        rustix::io::Errno::LOOP
+                        | rustix::io::Errno::NOTDIR
+                        | rustix::io::Errno::NOENT,
+                    ) => continue,
                     Err(e) => return Err(TreeError::from_errno(&path, e)),
                 };
                 if !visit(Entry {
@@ -381,11 +401,20 @@ mod tests {
         for p in ["etc/passwd", "pw", "a/inner/f.txt"] {
             assert!(matches!(t.open_file(p), Err(TreeError::Link { .. })), "{p}");
         }
-        assert!(matches!(t.open_file("fifo"), Err(TreeError::NotAFile { .. })));
+        assert!(matches!(
+            t.open_file("fifo"),
+            Err(TreeError::NotAFile { .. })
+        ));
         assert!(matches!(t.open_file("a"), Err(TreeError::NotAFile { .. })));
-        assert!(matches!(t.open_file("nope"), Err(TreeError::NotFound { .. })));
+        assert!(matches!(
+            t.open_file("nope"),
+            Err(TreeError::NotFound { .. })
+        ));
         for p in ["../x", "a/../../x", "/etc/passwd", ""] {
-            assert!(matches!(t.open_file(p), Err(TreeError::BadPath { .. })), "{p}");
+            assert!(
+                matches!(t.open_file(p), Err(TreeError::BadPath { .. })),
+                "{p}"
+            );
         }
         let mut seen = Vec::new();
         t.walk(&mut |e| {
@@ -399,7 +428,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             seen,
-            ["a/", "a/b/", "a/b/f.txt 5", "a/inner -> b", "etc -> /etc", "pw -> /etc/passwd"]
+            [
+                "a/",
+                "a/b/",
+                "a/b/f.txt 5",
+                "a/inner -> b",
+                "etc -> /etc",
+                "pw -> /etc/passwd"
+            ]
         );
         let u = t.usage(u64::MAX, u64::MAX).unwrap();
         assert_eq!(u.entries, 7);

@@ -55,14 +55,20 @@ async fn loopback_downloads_are_refused_by_name_by_literal_and_after_a_redirect(
         );
         assert!(err.to_string().contains("not allowed"), "{err}");
     }
-    assert_eq!(data.hits("/secret"), 0, "nothing reached the internal server");
+    assert_eq!(
+        data.hits("/secret"),
+        0,
+        "nothing reached the internal server"
+    );
 
     // Allowed by name only: the name passes, a redirect to a literal loopback address does not.
     let to = data.route("/redirect", Route::Redirect(url.clone()));
     let by_name = to.replace("127.0.0.1", "localhost");
     let p = packager(tmp.path(), &["localhost"]);
     let err = p
-        .pack(&spec(serde_json::json!({"command": "x", "data_url": by_name})))
+        .pack(&spec(
+            serde_json::json!({"command": "x", "data_url": by_name}),
+        ))
         .await
         .unwrap_err();
     assert!(

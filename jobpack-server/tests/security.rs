@@ -55,7 +55,15 @@ async fn submit(s: &Server, token: &str, body: Value) -> String {
 }
 
 async fn job(s: &Server, token: &str, id: &str) -> Value {
-    let (st, v) = call(&client(), s, "GET", &format!("/v1/jobs/{id}"), Some(token), None).await;
+    let (st, v) = call(
+        &client(),
+        s,
+        "GET",
+        &format!("/v1/jobs/{id}"),
+        Some(token),
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "{v}");
     v
 }
@@ -164,7 +172,10 @@ async fn files_and_tarball_never_follow_a_link_swapped_in_by_the_job() {
             .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        assert!(!text.contains("HOST-SECRET"), "a host file was served: {text}");
+        assert!(
+            !text.contains("HOST-SECRET"),
+            "a host file was served: {text}"
+        );
         match status {
             200 => {
                 assert_eq!(text, decoy);
@@ -174,7 +185,10 @@ async fn files_and_tarball_never_follow_a_link_swapped_in_by_the_job() {
             other => panic!("unexpected {other}: {text}"),
         }
     }
-    assert!(served > 0 && refused > 0, "served {served}, refused {refused}");
+    assert!(
+        served > 0 && refused > 0,
+        "served {served}, refused {refused}"
+    );
 
     let mut links = 0;
     for _ in 0..40 {
@@ -196,11 +210,22 @@ async fn files_and_tarball_never_follow_a_link_swapped_in_by_the_job() {
             }
             let mut content = String::new();
             e.read_to_string(&mut content).ok();
-            assert!(!content.contains("HOST-SECRET"), "a host file came back in the tarball");
+            assert!(
+                !content.contains("HOST-SECRET"),
+                "a host file came back in the tarball"
+            );
         }
     }
     assert!(links > 0, "the swapped link never showed in a tarball");
-    call(&client(), &s, "POST", &format!("/v1/jobs/{id}/cancel"), None, None).await;
+    call(
+        &client(),
+        &s,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        None,
+        None,
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,7 +300,12 @@ async fn a_job_without_limits_is_stopped_by_the_defaults() {
     // The disk default is lowered so that filling it takes a second, not 8 GiB.
     let s = Server::start(
         &tmp.path().join("data"),
-        &["--default-limit", "disk_bytes=64M", "--default-limit", "timeout=40s"],
+        &[
+            "--default-limit",
+            "disk_bytes=64M",
+            "--default-limit",
+            "timeout=40s",
+        ],
     );
     let (_, h) = call(&client(), &s, "GET", "/v1/health", None, None).await;
     assert_eq!(h["limits"]["defaults"]["pids"], 512, "{h}");
@@ -290,7 +320,11 @@ async fn a_job_without_limits_is_stopped_by_the_defaults() {
             "limits.pids",
         ),
         ("log", "yes", "limits.log_bytes"),
-        ("sparse", "truncate -s 15T big && echo made", "limits.file_size_bytes"),
+        (
+            "sparse",
+            "truncate -s 15T big && echo made",
+            "limits.file_size_bytes",
+        ),
         (
             "disk",
             "i=0; while [ $i -lt 100 ]; do head -c 4M /dev/urandom > f$i; i=$((i+1)); done; \
@@ -353,7 +387,15 @@ async fn downloads_of_a_huge_sparse_file_are_bounded_and_stop_with_their_client(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Over the tarball bound: refused before a byte is sent.
-    let (st, v) = call(&client(), &s, "GET", &format!("/v1/jobs/{id}/tarball"), None, None).await;
+    let (st, v) = call(
+        &client(),
+        &s,
+        "GET",
+        &format!("/v1/jobs/{id}/tarball"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(st, 409, "{v}");
     assert!(v["message"].as_str().unwrap().contains("1073741824"), "{v}");
 
@@ -374,7 +416,10 @@ async fn downloads_of_a_huge_sparse_file_are_bounded_and_stop_with_their_client(
     let c0 = cpu_secs(pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let used = cpu_secs(pid) - c0;
-    assert!(used < 0.3, "the server kept working for a client that left: {used} s");
+    assert!(
+        used < 0.3,
+        "the server kept working for a client that left: {used} s"
+    );
 
     // SIGTERM with a download in flight (a client that reads slowly) ends within the grace.
     let mut slow = client()
@@ -391,7 +436,10 @@ async fn downloads_of_a_huge_sparse_file_are_bounded_and_stop_with_their_client(
         if s.child.try_wait().unwrap().is_some() {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(20), "the server did not stop");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the server did not stop"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(slow);
@@ -537,7 +585,11 @@ async fn the_server_refuses_to_fetch_from_internal_destinations() {
     )
     .await;
     assert_eq!(st, 400, "{v}");
-    assert_eq!(data.hits("/internal"), 0, "the server fetched an internal URL");
+    assert_eq!(
+        data.hits("/internal"),
+        0,
+        "the server fetched an internal URL"
+    );
     drop(s);
 
     // Allowed by name only, a redirect to a literal loopback address fails the job.
@@ -648,7 +700,9 @@ async fn uploads_are_bounded_by_the_disk_quota_and_kept_once() {
     assert_eq!(status, 400, "{v}");
     assert!(v["message"].as_str().unwrap().contains("8388608"), "{v}");
     // Nothing of it stays on disk.
-    let jobs: Vec<_> = std::fs::read_dir(tmp.path().join("data/jobs")).unwrap().collect();
+    let jobs: Vec<_> = std::fs::read_dir(tmp.path().join("data/jobs"))
+        .unwrap()
+        .collect();
     assert!(jobs.is_empty(), "{jobs:?}");
 
     // A normal upload: after the run, one copy (the artifact and the working directory, no
@@ -747,7 +801,8 @@ async fn half_sent_requests_neither_starve_the_server_nor_stay_open() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let mut closed = 0;
     for c in &mut held {
-        c.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let mut b = [0u8; 64];
         if matches!(c.read(&mut b), Ok(0) | Err(_)) {
             closed += 1;
@@ -785,7 +840,15 @@ async fn a_secret_split_between_stderr_and_stdout_is_masked_and_leaves_no_trace_
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, log) = call(&client(), &s, "GET", &format!("/v1/jobs/{id}/logs"), None, None).await;
+    let (_, log) = call(
+        &client(),
+        &s,
+        "GET",
+        &format!("/v1/jobs/{id}/logs"),
+        None,
+        None,
+    )
+    .await;
     let log = log.as_str().unwrap().to_owned();
     assert!(!log.contains(&secret), "{log}");
     assert!(log.contains("***"), "{log}");
@@ -834,7 +897,10 @@ async fn io_uring_is_refused_and_the_sandbox_init_says_what_it_is() {
     // On the host, the running sandbox shows as what it is, not as `jobpack serve`.
     let deadline = Instant::now() + Duration::from_secs(30);
     while host_procs_with("jobpack-sandbox-init").is_empty() {
-        assert!(Instant::now() < deadline, "no jobpack-sandbox-init process on the host");
+        assert!(
+            Instant::now() < deadline,
+            "no jobpack-sandbox-init process on the host"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -847,7 +913,15 @@ async fn io_uring_is_refused_and_the_sandbox_init_says_what_it_is() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, log) = call(&client(), &s, "GET", &format!("/v1/jobs/{id}/logs"), None, None).await;
+    let (_, log) = call(
+        &client(),
+        &s,
+        "GET",
+        &format!("/v1/jobs/{id}/logs"),
+        None,
+        None,
+    )
+    .await;
     let log = log.as_str().unwrap();
     assert!(log.contains("io_uring_setup -1 errno 1\n"), "{log}");
     assert!(log.contains("pid1=jobpack-sandbox-init"), "{log}");

@@ -87,7 +87,7 @@ impl Destinations {
 
     fn host_allowed(&self, host: &str) -> bool {
         let h = host.trim_end_matches('.').to_ascii_lowercase();
-        self.allow_hosts.iter().any(|a| *a == h)
+        self.allow_hosts.contains(&h)
     }
 
     /// Checks one resolved address of `host`.
@@ -346,8 +346,15 @@ mod tests {
         let d = Destinations::public(&["127.0.0.0/8".into(), "files.internal".into()]).unwrap();
         assert!(d.check("x", "127.0.0.1".parse().unwrap()).is_ok());
         assert!(d.check("x", "10.0.0.1".parse().unwrap()).is_err());
-        assert!(d.check("FILES.internal", "10.0.0.1".parse().unwrap()).is_ok());
-        assert!(Destinations::any().check("x", "127.0.0.1".parse().unwrap()).is_ok());
+        assert!(
+            d.check("FILES.internal", "10.0.0.1".parse().unwrap())
+                .is_ok()
+        );
+        assert!(
+            Destinations::any()
+                .check("x", "127.0.0.1".parse().unwrap())
+                .is_ok()
+        );
         assert!(Destinations::public(&["not a host!".into()]).is_err());
     }
 

@@ -125,11 +125,21 @@ async fn serve(mut sock: TcpStream, dests: &Destinations) {
     })
     .await;
     let Ok(Some(end)) = read else {
-        return reply(&mut sock, "400 Bad Request", "incomplete or oversized request head").await;
+        return reply(
+            &mut sock,
+            "400 Bad Request",
+            "incomplete or oversized request head",
+        )
+        .await;
     };
     let rest = head.split_off(end);
     let Ok(text) = std::str::from_utf8(&head) else {
-        return reply(&mut sock, "400 Bad Request", "the request head is not UTF-8").await;
+        return reply(
+            &mut sock,
+            "400 Bad Request",
+            "the request head is not UTF-8",
+        )
+        .await;
     };
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
@@ -173,16 +183,30 @@ async fn serve(mut sock: TcpStream, dests: &Destinations) {
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
         else {
-            return reply(&mut sock, "400 Bad Request", "expected host:port after the prefix").await;
+            return reply(
+                &mut sock,
+                "400 Bad Request",
+                "expected host:port after the prefix",
+            )
+            .await;
         };
         (host, port, path.to_owned())
     } else {
         let Ok(url) = url::Url::parse(target) else {
-            return reply(&mut sock, "400 Bad Request", "expected an absolute http:// URL").await;
+            return reply(
+                &mut sock,
+                "400 Bad Request",
+                "expected an absolute http:// URL",
+            )
+            .await;
         };
         if url.scheme() != "http" {
-            return reply(&mut sock, "400 Bad Request", "only http:// is proxied in the clear")
-                .await;
+            return reply(
+                &mut sock,
+                "400 Bad Request",
+                "only http:// is proxied in the clear",
+            )
+            .await;
         }
         let path = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
@@ -240,5 +264,8 @@ async fn connect_checked(
             Err(_) => last = format!("connecting to {a} timed out"),
         }
     }
-    Err(("502 Bad Gateway", format!("cannot connect to {host}:{port}: {last}")))
+    Err((
+        "502 Bad Gateway",
+        format!("cannot connect to {host}:{port}: {last}"),
+    ))
 }

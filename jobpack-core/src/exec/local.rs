@@ -20,8 +20,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::cgroup::{self, Cgroup};
 use super::logs::{LogStream, LogWriter};
 use super::{
-    ExecError, Executor, IsolationMode, IsolationReport, NetworkPolicy, Outcome, RunHandle,
-    Limits, RunRequest, RunStatus,
+    ExecError, Executor, IsolationMode, IsolationReport, Limits, NetworkPolicy, Outcome, RunHandle,
+    RunRequest, RunStatus,
 };
 use crate::error::io_err;
 
@@ -863,9 +863,8 @@ impl Supervisor {
         };
         // SIGXFSZ is how RLIMIT_FSIZE stops a process: seen by pid 1 for an orphan, as the
         // job's own signal, or as a shell's `128 + SIGXFSZ` for a command it ran.
-        let xfsz = file_too_big
-            || sig == Some(libc::SIGXFSZ)
-            || exit_code == Some(128 + libc::SIGXFSZ);
+        let xfsz =
+            file_too_big || sig == Some(libc::SIGXFSZ) || exit_code == Some(128 + libc::SIGXFSZ);
         if why.is_none() && xfsz && self.limits.file_size_bytes.is_some() {
             why = Some(RunStatus::LimitExceeded);
             exceeded = Some(format!(

@@ -260,7 +260,10 @@ impl LogWriter {
             // the published length; the bytes are counted as lost and the job goes on.
             use std::io::Seek;
             let len = s.len;
-            let undone = s.file.set_len(len).and_then(|_| s.file.seek(io::SeekFrom::Start(len)));
+            let undone = s
+                .file
+                .set_len(len)
+                .and_then(|_| s.file.seek(io::SeekFrom::Start(len)));
             s.lost += take as u64;
             s.write_error = Some(match undone {
                 Ok(_) => e.to_string(),

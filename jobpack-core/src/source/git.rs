@@ -265,7 +265,15 @@ fn checkout_at(
         CommitRef::Full(hex) => {
             let oid = Oid::from_str(hex).map_err(other)?;
             if repo.find_commit(oid).is_err() {
-                shallow = fetch_commit(&repo, &fetch_url, oid, progress, &opts.cancel, proxy, restricted)?;
+                shallow = fetch_commit(
+                    &repo,
+                    &fetch_url,
+                    oid,
+                    progress,
+                    &opts.cancel,
+                    proxy,
+                    restricted,
+                )?;
             }
             oid
         }

@@ -361,7 +361,10 @@ impl Store {
                 )
             });
             if let Err(e) = r {
-                eprintln!("jobpack: cannot record the last use of token {}: {e:#}", t.id);
+                eprintln!(
+                    "jobpack: cannot record the last use of token {}: {e:#}",
+                    t.id
+                );
             }
         }
         Ok(Some((t, u)))

@@ -478,7 +478,11 @@ pub(super) async fn check_destinations(runner: &Runner, spec: &JobSpec) -> ApiRe
         .check_job(&job)
         .await
         .map_err(|(field, f)| {
-            ApiError::BadRequest(problem(400, "forbidden_destination", format!("{field}: {f}")))
+            ApiError::BadRequest(problem(
+                400,
+                "forbidden_destination",
+                format!("{field}: {f}"),
+            ))
         })
 }
 
@@ -704,7 +708,9 @@ impl JobsApi {
         f.seek(std::io::SeekFrom::Start(start))
             .await
             .map_err(internal)?;
-        Ok(LogText::Ok(Binary(Body::from_async_read(f.take(len - start)))))
+        Ok(LogText::Ok(Binary(Body::from_async_read(
+            f.take(len - start),
+        ))))
     }
 
     /// The log as Server-Sent Events: history then live, each event's id its byte offset
@@ -1088,11 +1094,8 @@ impl JobsApi {
             }
         });
         // The first chunk (or the error that came before any byte) decides the status.
-        match first_rx.await {
-            Ok(Err(message)) => {
-                return Err(ApiError::Conflict(problem(409, "cannot_archive", message)));
-            }
-            Ok(Ok(())) | Err(_) => {}
+        if let Ok(Err(message)) = first_rx.await {
+            return Err(ApiError::Conflict(problem(409, "cannot_archive", message)));
         }
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv()

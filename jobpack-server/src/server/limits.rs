@@ -81,7 +81,11 @@ fn to_map(l: &Limits) -> Map<String, Value> {
 /// on top of `base`. Sizes take K, M, G, T (powers of 1024); `timeout` takes s, m, h, d.
 pub fn parse_pairs(base: &Limits, pairs: &[String]) -> Result<Limits, String> {
     let mut m = to_map(base);
-    for pair in pairs.iter().flat_map(|p| p.split(',')).filter(|p| !p.trim().is_empty()) {
+    for pair in pairs
+        .iter()
+        .flat_map(|p| p.split(','))
+        .filter(|p| !p.trim().is_empty())
+    {
         let (k, v) = pair
             .split_once('=')
             .ok_or_else(|| format!("{pair:?}: expected NAME=VALUE"))?;
@@ -103,8 +107,14 @@ pub fn parse_pairs(base: &Limits, pairs: &[String]) -> Result<Limits, String> {
 }
 
 fn parse_number(name: &str, v: &str) -> Result<Value, String> {
-    let bad = || format!("{name}={v}: expected a number (sizes may end in K, M, G or T; timeout in s, m, h or d)");
-    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let bad = || {
+        format!(
+            "{name}={v}: expected a number (sizes may end in K, M, G or T; timeout in s, m, h or d)"
+        )
+    };
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let x: f64 = num.parse().map_err(|_| bad())?;
     let mult = if name == "timeout" {
@@ -193,14 +203,21 @@ mod tests {
             ..Limits::default()
         };
         let e = s.apply(&mut l).unwrap_err();
-        assert!(e.contains("limits.pids is 1000000; this server allows at most 32768"), "{e}");
+        assert!(
+            e.contains("limits.pids is 1000000; this server allows at most 32768"),
+            "{e}"
+        );
     }
 
     #[test]
     fn pairs_parse_units_and_none() {
         let l = parse_pairs(
             &ServerLimits::default().defaults,
-            &["pids=64,memory_bytes=512M".into(), "timeout=2m".into(), "disk_bytes=none".into()],
+            &[
+                "pids=64,memory_bytes=512M".into(),
+                "timeout=2m".into(),
+                "disk_bytes=none".into(),
+            ],
         )
         .unwrap();
         assert_eq!(l.pids, Some(64));

@@ -112,7 +112,11 @@ pub struct ServeArgs {
     /// pids, io_bps, nofile, file_size_bytes, log_bytes, disk_bytes; sizes take K/M/G/T,
     /// timeout s/m/h/d. Built-in: timeout=1h, memory_bytes=2G, pids=512, nofile=4096,
     /// file_size_bytes=4G, log_bytes=256M, disk_bytes=8G.
-    #[arg(long = "default-limit", env = "JOBPACK_DEFAULT_LIMITS", value_delimiter = ',')]
+    #[arg(
+        long = "default-limit",
+        env = "JOBPACK_DEFAULT_LIMITS",
+        value_delimiter = ','
+    )]
     default_limits: Vec<String>,
     /// The most a job may ask for: NAME=VALUE as for --default-limit. Built-in: timeout=7d,
     /// pids=32768, nofile=65536, file_size_bytes=64G, log_bytes=4G, disk_bytes=64G.
@@ -124,7 +128,11 @@ pub struct ServeArgs {
     /// Let the server fetch data and git repositories from these destinations, which it refuses
     /// by default (loopback, private, link-local, ...): a CIDR (`10.0.0.0/8`, `127.0.0.1/32`) or
     /// a host name. Repeatable.
-    #[arg(long = "allow-fetch-from", env = "JOBPACK_ALLOW_FETCH_FROM", value_delimiter = ',')]
+    #[arg(
+        long = "allow-fetch-from",
+        env = "JOBPACK_ALLOW_FETCH_FROM",
+        value_delimiter = ','
+    )]
     allow_fetch_from: Vec<String>,
     /// Multipart uploads received at once (each is spooled to disk); more wait, then get 503.
     #[arg(long, env = "JOBPACK_MAX_UPLOADS", default_value_t = 4)]
@@ -220,13 +228,28 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
     let pairs: [(&str, Option<String>); 27] = [
         ("JOBPACK_MAX_UPLOADS", c.max_uploads.map(|v| v.to_string())),
-        ("JOBPACK_MAX_CONNECTIONS", c.max_connections.map(|v| v.to_string())),
-        ("JOBPACK_HEADER_TIMEOUT", c.header_timeout.map(|v| v.to_string())),
-        ("JOBPACK_IDLE_TIMEOUT", c.idle_timeout.map(|v| v.to_string())),
+        (
+            "JOBPACK_MAX_CONNECTIONS",
+            c.max_connections.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_HEADER_TIMEOUT",
+            c.header_timeout.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_IDLE_TIMEOUT",
+            c.idle_timeout.map(|v| v.to_string()),
+        ),
         ("JOBPACK_DEFAULT_LIMITS", limit_pairs(c.default_limits)),
         ("JOBPACK_MAX_LIMITS", limit_pairs(c.max_limits)),
-        ("JOBPACK_TARBALL_MAX_MB", c.tarball_max_mb.map(|v| v.to_string())),
-        ("JOBPACK_ALLOW_FETCH_FROM", c.allow_fetch_from.map(|v| v.join(","))),
+        (
+            "JOBPACK_TARBALL_MAX_MB",
+            c.tarball_max_mb.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_ALLOW_FETCH_FROM",
+            c.allow_fetch_from.map(|v| v.join(",")),
+        ),
         ("JOBPACK_LISTEN", c.listen),
         (
             "JOBPACK_DATA_DIR",
@@ -613,9 +636,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         executor,
         data.clone(),
         work_root,
-        args.max_concurrent,
-        Duration::from_secs_f64(args.grace),
-        server_limits,
+        queue::RunnerOptions {
+            max_concurrent: args.max_concurrent,
+            grace: Duration::from_secs_f64(args.grace),
+            limits: server_limits,
+        },
     );
     runner
         .recover()

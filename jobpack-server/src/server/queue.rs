@@ -39,6 +39,14 @@ struct Live {
     log: Option<LogStream>,
 }
 
+/// How many jobs run at once, how long a cancelled one gets, and the limits every job gets.
+pub struct RunnerOptions {
+    pub max_concurrent: usize,
+    /// Between SIGTERM and SIGKILL when a job is cancelled.
+    pub grace: Duration,
+    pub limits: super::limits::ServerLimits,
+}
+
 pub struct Runner {
     pub store: Store,
     /// The server's default and maximum job limits.
@@ -66,10 +74,13 @@ impl Runner {
         executor: Arc<dyn Executor>,
         data_dir: PathBuf,
         work_root: Option<PathBuf>,
-        max_concurrent: usize,
-        grace: Duration,
-        limits: super::limits::ServerLimits,
+        opts: RunnerOptions,
     ) -> Arc<Runner> {
+        let RunnerOptions {
+            max_concurrent,
+            grace,
+            limits,
+        } = opts;
         Arc::new(Runner {
             store,
             limits,
@@ -316,9 +327,7 @@ impl Runner {
                         eprintln!("jobpack: job {id}: cannot record {what} yet (retrying): {e:#}");
                     }
                     if self.closing.load(Ordering::SeqCst) && tries >= 5 {
-                        eprintln!(
-                            "jobpack: job {id}: {what} not recorded before shutdown: {e:#}"
-                        );
+                        eprintln!("jobpack: job {id}: {what} not recorded before shutdown: {e:#}");
                         return;
                     }
                 }
@@ -358,11 +367,13 @@ impl Runner {
         let sub: Submission = match serde_json::from_str(&row.request_json) {
             Ok(s) => s,
             Err(e) => {
-                return self.fail(
-                    id,
-                    "bad_request",
-                    &format!("stored request unreadable: {e}"),
-                ).await;
+                return self
+                    .fail(
+                        id,
+                        "bad_request",
+                        &format!("stored request unreadable: {e}"),
+                    )
+                    .await;
             }
         };
         let job = match sub.spec.validate() {
@@ -375,11 +386,13 @@ impl Runner {
             .await;
         let dir = self.job_dir(id);
         if let Err(e) = std::fs::create_dir_all(&dir) {
-            return self.fail(
-                id,
-                "internal",
-                &format!("cannot create {}: {e}", dir.display()),
-            ).await;
+            return self
+                .fail(
+                    id,
+                    "internal",
+                    &format!("cannot create {}: {e}", dir.display()),
+                )
+                .await;
         }
         let upload = dir.join("upload");
         let code_dir = upload.join("code");
@@ -396,11 +409,13 @@ impl Runner {
         let artifact = match packed {
             Ok(a) => a,
             Err(e) => {
-                return self.fail(
-                    id,
-                    error_code(&e),
-                    &format!("{e:#}", e = anyhow::Error::new(e)),
-                ).await;
+                return self
+                    .fail(
+                        id,
+                        error_code(&e),
+                        &format!("{e:#}", e = anyhow::Error::new(e)),
+                    )
+                    .await;
             }
         };
         // The manifest beside the artifact, for the API (the artifact holds the same bytes).
@@ -408,7 +423,9 @@ impl Runner {
             .map_err(std::io::Error::other)
             .and_then(|b| std::fs::write(self.manifest_path(id), b))
         {
-            return self.fail(id, "internal", &format!("cannot save the manifest: {e}")).await;
+            return self
+                .fail(id, "internal", &format!("cannot save the manifest: {e}"))
+                .await;
         }
         self.record(id, "packed", || {
             self.store.set_packed(
@@ -466,11 +483,13 @@ impl Runner {
                     .collect();
             }
             Err(e) => {
-                return self.fail(
-                    id,
-                    "internal",
-                    &format!("cannot find the work of the jobs it requires: {e:#}"),
-                ).await;
+                return self
+                    .fail(
+                        id,
+                        "internal",
+                        &format!("cannot find the work of the jobs it requires: {e:#}"),
+                    )
+                    .await;
             }
         }
         if !sub.secret_env.is_empty() {
@@ -478,22 +497,27 @@ impl Runner {
             match stored.map(|s| s.map(|s| serde_json::from_str::<BTreeMap<String, String>>(&s))) {
                 Ok(Some(Ok(secrets))) => req.secret_env = secrets,
                 Ok(None) => {
-                    return self.fail(
-                        id,
-                        "secrets_lost",
-                        "the job's secret_env values are no longer stored; submit it again",
-                    )
-                    .await;
+                    return self
+                        .fail(
+                            id,
+                            "secrets_lost",
+                            "the job's secret_env values are no longer stored; submit it again",
+                        )
+                        .await;
                 }
                 Ok(Some(Err(e))) => {
-                    return self.fail(id, "internal", &format!("stored secrets unreadable: {e}")).await;
+                    return self
+                        .fail(id, "internal", &format!("stored secrets unreadable: {e}"))
+                        .await;
                 }
                 Err(e) => {
-                    return self.fail(
-                        id,
-                        "internal",
-                        &format!("cannot read the job's secrets: {e:#}"),
-                    ).await;
+                    return self
+                        .fail(
+                            id,
+                            "internal",
+                            &format!("cannot read the job's secrets: {e:#}"),
+                        )
+                        .await;
                 }
             }
         }

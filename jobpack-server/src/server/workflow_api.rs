@@ -10,8 +10,9 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::api::{
-    ApiError, ApiResult, Problem, apply_quota, check_destinations, group_busy, group_detail, insert_failed, internal,
-    new_job_row, owner_and_quota, parse_submission, problem, require, rfc3339,
+    ApiError, ApiResult, Problem, apply_quota, check_destinations, group_busy, group_detail,
+    insert_failed, internal, new_job_row, owner_and_quota, parse_submission, problem, require,
+    rfc3339,
 };
 use super::auth::{Action, Caller};
 use super::queue::Runner;

@@ -322,7 +322,13 @@ unsafe fn set_title(plan: &Plan) {
             let t = plan.title.as_bytes();
             std::ptr::copy_nonoverlapping(t.as_ptr(), p, t.len().min(len - 1));
         }
-        libc::prctl(libc::PR_SET_NAME, c"jobpack-init".as_ptr() as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_NAME,
+            c"jobpack-init".as_ptr() as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
 }
 

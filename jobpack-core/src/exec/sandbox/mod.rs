@@ -132,7 +132,11 @@ fn argv_area() -> (usize, usize) {
     ) else {
         return (0, 0);
     };
-    if end > start { (start, end - start) } else { (0, 0) }
+    if end > start {
+        (start, end - start)
+    } else {
+        (0, 0)
+    }
 }
 
 /// Mount flags of the mount `path` is on that a bind remount in a user namespace must keep.
@@ -446,7 +450,10 @@ pub(crate) enum Report {
     Running,
     /// The job's main process ended with this wait status; `file_too_big`: some process of the
     /// job was killed by SIGXFSZ (it wrote past RLIMIT_FSIZE).
-    Exited { status: i32, file_too_big: bool },
+    Exited {
+        status: i32,
+        file_too_big: bool,
+    },
 }
 
 impl Report {
