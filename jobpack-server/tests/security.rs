@@ -54,21 +54,14 @@ async fn submit(s: &Server, token: &str, body: Value) -> String {
     v["job_id"].as_str().unwrap().to_owned()
 }
 
-async fn job(s: &Server, token: &str, id: &str) -> Value {
-    let (st, v) = call(
-        &client(),
-        s,
-        "GET",
-        &format!("/v1/jobs/{id}"),
-        Some(token),
-        None,
-    )
-    .await;
+async fn job(s: &Server, token: Option<&str>, id: &str) -> Value {
+    let (st, v) = call(&client(), s, "GET", &format!("/v1/jobs/{id}"), token, None).await;
     assert_eq!(st, 200, "{v}");
     v
 }
 
-async fn wait_for(s: &Server, token: &str, id: &str, want: &[&str], secs: u64) -> Value {
+/// Waits for job `id` to reach one of `want` (failing on any other final status).
+async fn wait_for(s: &Server, token: Option<&str>, id: &str, want: &[&str], secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let v = job(s, token, id).await;
@@ -241,16 +234,7 @@ async fn a_tail_of_a_huge_log_reads_only_the_tail() {
     let (st, v) = call(&client(), &s, "POST", "/v1/jobs", None, Some(&body)).await;
     assert_eq!(st, 201, "{v}");
     let id = v["job_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, v) = call(&client(), &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-        if v["status"] == "completed" {
-            break;
-        }
-        assert!(!FINAL.contains(&v["status"].as_str().unwrap()), "{v}");
-        assert!(Instant::now() < deadline, "{v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(&s, None, &id, &["completed"], 300).await;
     let pid = s.child.id();
     let before = peak_rss(pid);
     let reads = (0..4).map(|_| {
@@ -347,15 +331,7 @@ async fn a_job_without_limits_is_stopped_by_the_defaults() {
         ids.push(v["job_id"].as_str().unwrap().to_owned());
     }
     for ((name, _, limit), id) in cases.iter().zip(&ids) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let v = loop {
-            let (_, v) = call(&client(), &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-            if FINAL.contains(&v["status"].as_str().unwrap()) {
-                break v;
-            }
-            assert!(Instant::now() < deadline, "{name}: {v}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let v = wait_for(&s, None, id, FINAL, 120).await;
         let reason = v["reason"].as_str().unwrap_or_default();
         assert!(reason.contains(limit), "{name}: {v}");
         if *name != "fork" {
@@ -376,16 +352,7 @@ async fn downloads_of_a_huge_sparse_file_are_bounded_and_stop_with_their_client(
     let (st, v) = call(&client(), &s, "POST", "/v1/jobs", None, Some(&body)).await;
     assert_eq!(st, 201, "{v}");
     let id = v["job_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (_, v) = call(&client(), &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-        if v["status"] == "completed" {
-            break;
-        }
-        assert!(!FINAL.contains(&v["status"].as_str().unwrap()), "{v}");
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(&s, None, &id, &["completed"], 90).await;
     // Over the tarball bound: refused before a byte is sent.
     let (st, v) = call(
         &client(),
@@ -478,7 +445,7 @@ async fn a_full_disk_answers_507_keeps_tokens_working_and_loses_no_state_change(
     let user = add_user(&s, "dora", "submitter", json!({})).await;
     let fresh = add_user(&s, "fred", "submitter", json!({})).await;
     let running = submit(&s, &user, json!({"command": "sleep 3; echo done"})).await;
-    wait_for(&s, &user, &running, &["running"], 60).await;
+    wait_for(&s, Some(&user), &running, &["running"], 60).await;
 
     // Fill the disk.
     let fill = data.join("fill");
@@ -520,16 +487,16 @@ async fn a_full_disk_answers_507_keeps_tokens_working_and_loses_no_state_change(
     // Space comes back: the job that ended meanwhile is recorded, nothing is stuck.
     tokio::time::sleep(Duration::from_secs(4)).await;
     std::fs::remove_file(&fill).unwrap();
-    let v = wait_for(&s, &user, &running, &["completed"], 60).await;
+    let v = wait_for(&s, Some(&user), &running, &["completed"], 60).await;
     assert_eq!(v["exit_code"], 0, "{v}");
     let (st, v) = call(&client(), &s, "GET", "/v1/jobs", Some(ADMIN), None).await;
     assert_eq!(st, 200);
     for j in v["jobs"].as_array().unwrap() {
         let id = j["job_id"].as_str().unwrap();
-        wait_for(&s, ADMIN, id, FINAL, 60).await;
+        wait_for(&s, Some(ADMIN), id, FINAL, 60).await;
     }
     let again = submit(&s, &user, json!({"command": "echo after"})).await;
-    wait_for(&s, &user, &again, &["completed"], 60).await;
+    wait_for(&s, Some(&user), &again, &["completed"], 60).await;
     drop(s);
 }
 
@@ -606,15 +573,7 @@ async fn the_server_refuses_to_fetch_from_internal_destinations() {
     let (st, v) = call(&client(), &s, "POST", "/v1/jobs", None, Some(&body)).await;
     assert_eq!(st, 201, "{v}");
     let id = v["job_id"].as_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let v = loop {
-        let (_, v) = call(&client(), &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-        if FINAL.contains(&v["status"].as_str().unwrap()) {
-            break v;
-        }
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let v = wait_for(&s, None, id, FINAL, 60).await;
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(v["error_code"], "forbidden_destination", "{v}");
     assert_eq!(data.hits("/internal"), 0, "the redirect was followed");
@@ -722,16 +681,7 @@ async fn uploads_are_bounded_by_the_disk_quota_and_kept_once() {
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     let id = v["job_id"].as_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, v) = call(&client(), &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-        if v["status"] == "completed" {
-            break;
-        }
-        assert!(!FINAL.contains(&v["status"].as_str().unwrap()), "{v}");
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(&s, None, id, &["completed"], 60).await;
     let dir = tmp.path().join("data/jobs").join(id);
     assert!(!dir.join("upload").exists());
     assert!(dir.join("work/code/in.txt").exists());
@@ -830,16 +780,7 @@ async fn a_secret_split_between_stderr_and_stdout_is_masked_and_leaves_no_trace_
     let (st, v) = call(&client(), &s, "POST", "/v1/jobs", None, Some(&body)).await;
     assert_eq!(st, 201, "{v}");
     let id = v["job_id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, v) = call(&client(), &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-        if v["status"] == "completed" {
-            break;
-        }
-        assert!(!FINAL.contains(&v["status"].as_str().unwrap()), "{v}");
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(&s, None, &id, &["completed"], 60).await;
     let (_, log) = call(
         &client(),
         &s,
@@ -903,16 +844,7 @@ async fn io_uring_is_refused_and_the_sandbox_init_says_what_it_is() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, v) = call(&client(), &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-        if v["status"] == "completed" {
-            break;
-        }
-        assert!(!FINAL.contains(&v["status"].as_str().unwrap()), "{v}");
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(&s, None, &id, &["completed"], 60).await;
     let (_, log) = call(
         &client(),
         &s,
