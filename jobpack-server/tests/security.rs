@@ -44,11 +44,12 @@ fn token_server(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     )
 }
 
-async fn post(s: &Server, token: &str, body: &Value) -> (u16, Value) {
-    call(&client(), s, "POST", "/v1/jobs", Some(token), Some(body)).await
+async fn post(s: &Server, token: Option<&str>, body: &Value) -> (u16, Value) {
+    call(&client(), s, "POST", "/v1/jobs", token, Some(body)).await
 }
 
-async fn submit(s: &Server, token: &str, body: Value) -> String {
+/// Submits a job (201 expected) and returns its id.
+async fn submit(s: &Server, token: Option<&str>, body: Value) -> String {
     let (st, v) = post(s, token, &body).await;
     assert_eq!(st, 201, "{v}");
     v["job_id"].as_str().unwrap().to_owned()
@@ -144,9 +145,7 @@ async fn files_and_tarball_never_follow_a_link_swapped_in_by_the_job() {
     );
     let body = json!({"command": ["sh", "-c", format!("cat > swap.py <<'EOF'\n{SWAPPER}\nEOF\n{script}")],
                       "limits": {"timeout": 60}});
-    let (st, v) = call(&client(), &s, "POST", "/v1/jobs", None, Some(&body)).await;
-    assert_eq!(st, 201, "{v}");
-    let id = v["job_id"].as_str().unwrap().to_owned();
+    let id = submit(&s, None, body).await;
     // Wait until the swapping has begun.
     let ready = format!("/v1/jobs/{id}/files/code/ready");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -231,9 +230,7 @@ async fn a_tail_of_a_huge_log_reads_only_the_tail() {
     let body = json!({
         "command": "head -c 1500000000 /dev/zero | tr '\\0' x; echo; echo THE-END",
         "limits": {"log_bytes": 2_000_000_000u64, "timeout": 300}});
-    let (st, v) = call(&client(), &s, "POST", "/v1/jobs", None, Some(&body)).await;
-    assert_eq!(st, 201, "{v}");
-    let id = v["job_id"].as_str().unwrap().to_owned();
+    let id = submit(&s, None, body).await;
     wait_for(&s, None, &id, &["completed"], 300).await;
     let pid = s.child.id();
     let before = peak_rss(pid);
@@ -349,9 +346,7 @@ async fn downloads_of_a_huge_sparse_file_are_bounded_and_stop_with_their_client(
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), &["--tarball-max-mb", "1024"]);
     let body = json!({"command": "truncate -s 3G big && truncate -s 900M mid && echo ok"});
-    let (st, v) = call(&client(), &s, "POST", "/v1/jobs", None, Some(&body)).await;
-    assert_eq!(st, 201, "{v}");
-    let id = v["job_id"].as_str().unwrap().to_owned();
+    let id = submit(&s, None, body).await;
     wait_for(&s, None, &id, &["completed"], 90).await;
     // Over the tarball bound: refused before a byte is sent.
     let (st, v) = call(
@@ -444,7 +439,7 @@ async fn a_full_disk_answers_507_keeps_tokens_working_and_loses_no_state_change(
     let s = token_server(&data, &[], &[]);
     let user = add_user(&s, "dora", "submitter", json!({})).await;
     let fresh = add_user(&s, "fred", "submitter", json!({})).await;
-    let running = submit(&s, &user, json!({"command": "sleep 3; echo done"})).await;
+    let running = submit(&s, Some(&user), json!({"command": "sleep 3; echo done"})).await;
     wait_for(&s, Some(&user), &running, &["running"], 60).await;
 
     // Fill the disk.
@@ -475,7 +470,7 @@ async fn a_full_disk_answers_507_keeps_tokens_working_and_loses_no_state_change(
     assert_eq!(status, 507, "{v}");
     assert_eq!(v["code"], "insufficient_storage", "{v}");
     // A JSON submission is stored or refused with 507, never a 500.
-    let (st, v) = post(&s, &user, &json!({"command": "true"})).await;
+    let (st, v) = post(&s, Some(&user), &json!({"command": "true"})).await;
     assert!(st == 201 || st == 507, "{st} {v}");
     // Valid tokens keep working, also one whose first use cannot be recorded.
     for t in [&user, &fresh, &user.to_string()] {
@@ -495,7 +490,7 @@ async fn a_full_disk_answers_507_keeps_tokens_working_and_loses_no_state_change(
         let id = j["job_id"].as_str().unwrap();
         wait_for(&s, Some(ADMIN), id, FINAL, 60).await;
     }
-    let again = submit(&s, &user, json!({"command": "echo after"})).await;
+    let again = submit(&s, Some(&user), json!({"command": "echo after"})).await;
     wait_for(&s, Some(&user), &again, &["completed"], 60).await;
     drop(s);
 }
@@ -570,10 +565,8 @@ async fn the_server_refuses_to_fetch_from_internal_destinations() {
         },
     );
     let body = json!({"command": "x", "data_url": redirect.replace("127.0.0.1", "localhost")});
-    let (st, v) = call(&client(), &s, "POST", "/v1/jobs", None, Some(&body)).await;
-    assert_eq!(st, 201, "{v}");
-    let id = v["job_id"].as_str().unwrap();
-    let v = wait_for(&s, None, id, FINAL, 60).await;
+    let id = submit(&s, None, body).await;
+    let v = wait_for(&s, None, &id, FINAL, 60).await;
     assert_eq!(v["status"], "failed", "{v}");
     assert_eq!(v["error_code"], "forbidden_destination", "{v}");
     assert_eq!(data.hits("/internal"), 0, "the redirect was followed");
@@ -588,7 +581,7 @@ async fn host_networking_is_a_grant() {
     let s = token_server(&tmp.path().join("data"), &[], &[]);
     let sub = add_user(&s, "sam", "submitter", json!({})).await;
     let body = json!({"command": "true", "network": "host", "run": false});
-    let (st, v) = post(&s, &sub, &body).await;
+    let (st, v) = post(&s, Some(&sub), &body).await;
     assert_eq!(st, 403, "{v}");
     assert_eq!(v["code"], "network_forbidden");
     // Batches and workflows too.
@@ -603,7 +596,7 @@ async fn host_networking_is_a_grant() {
     .await;
     assert_eq!(st, 403);
     // An admin may; an admin may grant it.
-    let (st, v) = post(&s, ADMIN, &body).await;
+    let (st, v) = post(&s, Some(ADMIN), &body).await;
     assert_eq!(st, 201, "{v}");
     let (st, v) = call(
         &client(),
@@ -615,7 +608,7 @@ async fn host_networking_is_a_grant() {
     )
     .await;
     assert!((200..300).contains(&st), "{v}");
-    let (st, v) = post(&s, &sub, &body).await;
+    let (st, v) = post(&s, Some(&sub), &body).await;
     assert_eq!(st, 201, "{v}");
 }
 
@@ -777,9 +770,7 @@ async fn a_secret_split_between_stderr_and_stdout_is_masked_and_leaves_no_trace_
         "printf '{first}' >&2; exec 2>&-; sleep 0.3; printf '{rest}\\n'; echo \"again=$TOKEN\""
     );
     let body = json!({"command": cmd, "secret_env": {"TOKEN": secret}});
-    let (st, v) = call(&client(), &s, "POST", "/v1/jobs", None, Some(&body)).await;
-    assert_eq!(st, 201, "{v}");
-    let id = v["job_id"].as_str().unwrap().to_owned();
+    let id = submit(&s, None, body).await;
     wait_for(&s, None, &id, &["completed"], 60).await;
     let (_, log) = call(
         &client(),
@@ -832,9 +823,7 @@ async fn io_uring_is_refused_and_the_sandbox_init_says_what_it_is() {
         "python3 -c \"{py}\"; printf 'pid1='; tr '\\0' ' ' < /proc/1/cmdline; echo; sleep 2"
     );
     let body = json!({"command": cmd});
-    let (st, v) = call(&client(), &s, "POST", "/v1/jobs", None, Some(&body)).await;
-    assert_eq!(st, 201, "{v}");
-    let id = v["job_id"].as_str().unwrap().to_owned();
+    let id = submit(&s, None, body).await;
     // On the host, the running sandbox shows as what it is, not as `jobpack serve`.
     let deadline = Instant::now() + Duration::from_secs(30);
     while host_procs_with("jobpack-sandbox-init").is_empty() {

@@ -119,32 +119,37 @@ unsafe fn arrange_fds(fds: Fds) {
     }
 }
 
-unsafe fn mount_op(op: &MountOp, stage: u32) {
+/// Binds `src` onto `dst` (recursively), then remounts the bind with `flags`.
+unsafe fn bind(src: *const c_char, dst: *const c_char, flags: libc::c_ulong, stage: u32) {
     let null = std::ptr::null::<c_char>();
     unsafe {
+        check!(
+            stage,
+            libc::mount(
+                src,
+                dst,
+                null,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null()
+            )
+        );
+        check!(
+            stage,
+            libc::mount(
+                null,
+                dst,
+                null,
+                libc::MS_BIND | libc::MS_REMOUNT | flags,
+                std::ptr::null()
+            )
+        );
+    }
+}
+
+unsafe fn mount_op(op: &MountOp, stage: u32) {
+    unsafe {
         match op {
-            MountOp::Bind { src, dst, flags } => {
-                check!(
-                    stage,
-                    libc::mount(
-                        src.as_ptr(),
-                        dst.as_ptr(),
-                        null,
-                        libc::MS_BIND | libc::MS_REC,
-                        std::ptr::null()
-                    )
-                );
-                check!(
-                    stage,
-                    libc::mount(
-                        null,
-                        dst.as_ptr(),
-                        null,
-                        libc::MS_BIND | libc::MS_REMOUNT | flags,
-                        std::ptr::null()
-                    )
-                );
-            }
+            MountOp::Bind { src, dst, flags } => bind(src.as_ptr(), dst.as_ptr(), *flags, stage),
             MountOp::BindNoFollow { src, dst, flags } => {
                 let fd = libc::open(
                     src.as_ptr(),
@@ -155,27 +160,8 @@ unsafe fn mount_op(op: &MountOp, stage: u32) {
                 if fd != MOUNT_FD {
                     libc::close(fd);
                 }
-                check!(
-                    stage,
-                    libc::mount(
-                        MOUNT_FD_PATH.as_ptr(),
-                        dst.as_ptr(),
-                        null,
-                        libc::MS_BIND | libc::MS_REC,
-                        std::ptr::null()
-                    )
-                );
+                bind(MOUNT_FD_PATH.as_ptr(), dst.as_ptr(), *flags, stage);
                 libc::close(MOUNT_FD);
-                check!(
-                    stage,
-                    libc::mount(
-                        null,
-                        dst.as_ptr(),
-                        null,
-                        libc::MS_BIND | libc::MS_REMOUNT | flags,
-                        std::ptr::null()
-                    )
-                );
             }
             MountOp::Tmpfs { dst, data } => {
                 check!(
