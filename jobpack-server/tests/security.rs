@@ -263,6 +263,7 @@ async fn a_tail_of_a_huge_log_reads_only_the_tail() {
     }
     assert_eq!(n, 1_500_000_000 + 1 + 8);
     let after = peak_rss(pid);
+    println!("peak RSS of the server: {before} bytes before the reads, {after} after");
     assert!(
         after < before + (64 << 20),
         "the server's peak memory grew from {before} to {after} bytes"
@@ -378,6 +379,7 @@ async fn downloads_of_a_huge_sparse_file_are_bounded_and_stop_with_their_client(
     let c0 = cpu_secs(pid);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let used = cpu_secs(pid) - c0;
+    println!("server CPU in the 2 s after the client left: {used:.2} s");
     assert!(
         used < 0.3,
         "the server kept working for a client that left: {used} s"
@@ -710,6 +712,7 @@ async fn four_big_uploads_at_once_stay_out_of_memory() {
         assert_eq!(st, 201, "{text}");
     }
     let after = peak_rss(pid);
+    println!("peak RSS of the server: {before} bytes before four 200 MB uploads, {after} after");
     assert!(
         after < before + (96 << 20),
         "four 200 MB uploads took the server's peak memory from {before} to {after} bytes"
