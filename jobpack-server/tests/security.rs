@@ -177,6 +177,7 @@ async fn files_and_tarball_never_follow_a_link_swapped_in_by_the_job() {
             other => panic!("unexpected {other}: {text}"),
         }
     }
+    println!("during the swap: {served} decoys served, {refused} refused, no host byte");
     assert!(
         served > 0 && refused > 0,
         "served {served}, refused {refused}"
