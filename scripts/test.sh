@@ -6,3 +6,12 @@ scripts/setup.sh --tests
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# Every process a test starts is ended by a guard (also on panic); anything still running now is a
+# leak: git daemons, servers or browsers of a test's temporary directory, or a sandbox.
+left=$(pgrep -af -- 'git-daemon .*--base-path=/tmp/|jobpack serve .*--data-dir /tmp/|jobpack-sandbox-init|chromedriver --port=' || true)
+if [ -n "$left" ]; then
+  echo "test.sh: the tests left processes running:" >&2
+  echo "$left" >&2
+  exit 1
+fi
+echo "test.sh: no test process is left running"

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,10 +20,13 @@ const ADMIN: &str = "jp_dashboard-test-admin-token-0123";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const DRIVER: &str = "/usr/bin/chromedriver";
 
+/// chromedriver and the browsers it starts, in a process group of their own, ended whole.
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // SAFETY: a signal to the process group chromedriver leads.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -35,6 +39,7 @@ fn start_driver() -> (Driver, u16) {
         .unwrap()
         .port();
     let child = Command::new(DRIVER)
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -119,9 +119,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A child process in a process group of its own, ended with the whole group (SIGKILL) when
+/// dropped, also on a panic: `git daemon`, for one, forks `git-daemon`, which killing only the
+/// `git` process would leave behind.
+pub struct GroupChild(pub Child);
+
+impl GroupChild {
+    /// Spawns `cmd` as the leader of a new process group.
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<GroupChild> {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0).spawn().map(GroupChild)
+    }
+
+    /// Ends the group and reaps the leader.
+    pub fn stop(&mut self) {
+        // SAFETY: a signal to the process group this child leads (its pid is the group id).
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// `git daemon` serving every repository under a directory on 127.0.0.1.
 pub struct GitDaemon {
-    child: Child,
+    child: GroupChild,
     pub port: u16,
 }
 
@@ -129,46 +156,39 @@ impl GitDaemon {
     pub fn start(base: &Path) -> GitDaemon {
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new("git")
-                .args([
-                    "daemon",
-                    "--reuseaddr",
-                    "--listen=127.0.0.1",
-                    &format!("--port={port}"),
-                    &format!("--base-path={}", base.display()),
-                    "--export-all",
-                    "--informative-errors",
-                    base.to_str().unwrap(),
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("git daemon starts");
+            let mut child = GroupChild::spawn(
+                Command::new("git")
+                    .args([
+                        "daemon",
+                        "--reuseaddr",
+                        "--listen=127.0.0.1",
+                        &format!("--port={port}"),
+                        &format!("--base-path={}", base.display()),
+                        "--export-all",
+                        "--informative-errors",
+                        base.to_str().unwrap(),
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+            .expect("git daemon starts");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return GitDaemon { child, port };
                 }
-                if child.try_wait().unwrap().is_some() {
+                if child.0.try_wait().unwrap().is_some() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            child.stop();
         }
         panic!("git daemon did not start");
     }
 
     pub fn url(&self, repo: &str) -> String {
         format!("git://127.0.0.1:{}/{repo}", self.port)
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

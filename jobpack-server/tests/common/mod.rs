@@ -144,6 +144,8 @@ impl Server {
             println!("note: not root, so the server runs jobs with --permissive (no sandbox)");
             cmd.arg("--permissive");
         }
+        // Its own process group, ended whole when the test ends (see `Drop`).
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -163,9 +165,16 @@ impl Server {
     }
 
     pub fn kill(mut self) -> PathBuf {
+        self.stop();
+        self.data.clone()
+    }
+
+    /// SIGKILL to the server and everything in its process group (a sandbox's pid 1 with it).
+    fn stop(&mut self) {
+        // SAFETY: a signal to the process group the server leads.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.data.clone()
     }
 
     pub fn u(&self, path: &str) -> String {
@@ -175,8 +184,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
