@@ -34,7 +34,7 @@ pub struct SubmitArgs {
     #[arg(long)]
     no_run: bool,
     #[command(flatten)]
-    limits: crate::run_cmd::LimitFlags,
+    limits: crate::cli::run::LimitFlags,
     /// Give the job the host's network (default: none).
     #[arg(long)]
     network_host: bool,

@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// With --container: the builder (default: docker if its engine answers, else podman, else
     /// buildah).
     #[arg(long, value_enum, env = "JOBPACK_BUILDER")]
-    builder: Option<crate::build_cmd::BuilderFlag>,
+    builder: Option<crate::cli::build::BuilderFlag>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -130,7 +130,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         } else {
             let job = JobSpec::from_path(&args.input)?.validate()?;
             let config = PackagerConfig {
-                cache_dir: crate::pack_cmd::default_cache_dir(),
+                cache_dir: crate::cli::pack::default_cache_dir(),
                 ..PackagerConfig::default()
             };
             let out = work.join("artifact.tar.gz");
@@ -160,7 +160,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let builder = jobpack_core::container::Builder::detect(args.builder.map(Into::into))?;
             let art = artifact.clone();
             let code = tokio::task::spawn_blocking(move || {
-                crate::build_cmd::run_container(&builder, &art, &limits, network)
+                crate::cli::build::run_container(&builder, &art, &limits, network)
             })
             .await??;
             eprintln!("jobpack: the container exited with {code}");
