@@ -8,8 +8,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::accounts::{AccountError, Quota, Role, TokenRow, UserRow};
-use super::api::{ApiError, ApiResult, internal, problem, require, rfc3339};
+use super::api::rfc3339;
 use super::auth::{Action, Caller};
+use super::problem::{ApiError, ApiResult, internal, problem, require};
 use super::store::Store;
 
 #[derive(Tags)]

@@ -1,7 +1,6 @@
 //! The `/v1` API (poem-openapi): request and response types and the mapping of every outcome to an
 //! HTTP status and a JSON problem body. Nothing else: work is the runner's and the library's.
 
-use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,12 +15,12 @@ use poem_openapi::payload::{Attachment, Binary, EventStream, Json};
 use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiRequest, ApiResponse, Multipart, Object, OpenApi, Tags};
 
-use super::accounts::Quota;
 use super::auth::{Action, Caller};
+pub use super::problem::{ApiError, Problem};
+use super::problem::{ApiResult, internal, problem, require};
 use super::queue::{Runner, Submission, row_is_final};
-use super::store::{InsertError, JobRow, ListFilter, now};
-use jobpack_core::JobSpec;
-use jobpack_core::exec::{Limits, NetworkPolicy};
+use super::store::{Group, InsertError, JobRow, ListFilter, now};
+use super::submit::{Submitter, insert_failed, parse_submission};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -31,106 +30,8 @@ enum ApiTags {
     Service,
 }
 
-/// A problem: a stable machine-readable `code`, a human `message`, the HTTP `status`.
-#[derive(Debug, Object)]
-pub struct Problem {
-    pub code: String,
-    pub message: String,
-    pub status: u16,
-}
-
-/// Every error an operation can answer with.
-#[derive(Debug, ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum ApiError {
-    /// The request is malformed or the spec is invalid.
-    #[oai(status = 400)]
-    BadRequest(Json<Problem>),
-    /// No or invalid credentials (a token, or a client certificate).
-    #[oai(status = 401)]
-    Unauthorized(Json<Problem>),
-    /// The caller's role may not do this.
-    #[oai(status = 403)]
-    Forbidden(Json<Problem>),
-    /// No such job (or one of another user).
-    #[oai(status = 404)]
-    NotFound(Json<Problem>),
-    /// The job is not in a state that allows this.
-    #[oai(status = 409)]
-    Conflict(Json<Problem>),
-    /// The request asks for more than the caller's quota allows.
-    #[oai(status = 422)]
-    OverQuota(Json<Problem>),
-    /// The caller has as many unfinished jobs as their quota allows; try again later.
-    #[oai(status = 429)]
-    TooManyJobs(Json<Problem>),
-    /// The server failed; the message says what.
-    #[oai(status = 500)]
-    Internal(Json<Problem>),
-    /// The server's disk is full: nothing was stored; try again once space is freed.
-    #[oai(status = 507)]
-    InsufficientStorage(Json<Problem>),
-}
-
-pub(super) fn problem(status: u16, code: &str, message: impl Into<String>) -> Json<Problem> {
-    Json(Problem {
-        code: code.into(),
-        message: message.into(),
-        status,
-    })
-}
-
-pub fn bad_request(err: poem::Error) -> ApiError {
-    ApiError::BadRequest(problem(400, "bad_request", err.to_string()))
-}
-
-/// The answer to a failure of the server itself: 507 when the disk (or SQLite's) is full, else
-/// 500.
-pub(super) fn internal(e: impl Into<anyhow::Error>) -> ApiError {
-    let e: anyhow::Error = e.into();
-    if is_disk_full(&e) {
-        return ApiError::InsufficientStorage(problem(
-            507,
-            "insufficient_storage",
-            format!("the server's disk is full; try again later ({e:#})"),
-        ));
-    }
-    ApiError::Internal(problem(500, "internal", format!("{e:#}")))
-}
-
-/// Whether an error comes from a full disk: SQLite's SQLITE_FULL or ENOSPC/EDQUOT anywhere in
-/// its chain.
-pub(super) fn is_disk_full(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        if let Some(s) = c.downcast_ref::<rusqlite::Error>() {
-            return s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
-        }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            );
-        }
-        false
-    })
-}
-
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(problem(404, "not_found", format!("no job {id}")))
-}
-
-pub(super) type ApiResult<T> = Result<T, ApiError>;
-
-/// 403 unless the caller's role allows `action`.
-pub(super) fn require(caller: &Caller, action: Action, what: &str) -> ApiResult<()> {
-    if caller.may(action) {
-        return Ok(());
-    }
-    Err(ApiError::Forbidden(problem(
-        403,
-        "forbidden",
-        format!("role {} may not {what}", caller.role),
-    )))
 }
 
 pub(super) fn rfc3339(t: f64) -> String {
@@ -324,197 +225,6 @@ pub struct JobsApi {
     pub allow_file_urls: bool,
 }
 
-/// A submission split into what is stored with the job and what is kept apart.
-pub(super) struct Parsed {
-    pub sub: Submission,
-    /// `secret_env` values: stored apart and only until the job ends.
-    pub secrets: BTreeMap<String, String>,
-    /// `owner`: an admin submitting for another user.
-    pub owner: Option<String>,
-}
-
-/// Largest secret value, and most secrets per job.
-const MAX_SECRET_BYTES: usize = 64 * 1024;
-const MAX_SECRETS: usize = 256;
-
-fn parse_secrets(v: serde_json::Value) -> Result<BTreeMap<String, String>, String> {
-    let map: BTreeMap<String, String> = serde_json::from_value(v)
-        .map_err(|e| format!("secret_env: expected an object of strings: {e}"))?;
-    if map.len() > MAX_SECRETS {
-        return Err(format!("secret_env: at most {MAX_SECRETS} secrets"));
-    }
-    for (k, v) in &map {
-        jobpack_core::spec::check_env_name(k).map_err(|e| format!("secret_env: {e}"))?;
-        if v.contains('\0') || v.len() > MAX_SECRET_BYTES {
-            return Err(format!(
-                "secret_env.{k}: values must be under {MAX_SECRET_BYTES} bytes without NUL"
-            ));
-        }
-    }
-    Ok(map)
-}
-
-/// Splits a submission object into the spec and the service's own keys.
-pub(super) fn parse_submission(
-    mut v: serde_json::Value,
-    allow_file_urls: bool,
-) -> ApiResult<Parsed> {
-    let obj = v.as_object_mut().ok_or_else(|| {
-        ApiError::BadRequest(problem(
-            400,
-            "bad_request",
-            "the body must be a JSON object",
-        ))
-    })?;
-    let bad = |code: &str, m: String| ApiError::BadRequest(problem(400, code, m));
-    let run = match obj.remove("run") {
-        None => true,
-        Some(serde_json::Value::Bool(b)) => b,
-        Some(other) => {
-            return Err(bad(
-                "bad_request",
-                format!("run: expected true or false, got {other}"),
-            ));
-        }
-    };
-    let limits: Limits = match obj.remove("limits") {
-        None => Limits::default(),
-        Some(l) => {
-            serde_json::from_value(l).map_err(|e| bad("bad_request", format!("limits: {e}")))?
-        }
-    };
-    let network: NetworkPolicy = match obj.remove("network") {
-        None => NetworkPolicy::default(),
-        Some(n) => {
-            serde_json::from_value(n).map_err(|e| bad("bad_request", format!("network: {e}")))?
-        }
-    };
-    let secrets = match obj.remove("secret_env") {
-        None => BTreeMap::new(),
-        Some(s) => parse_secrets(s).map_err(|m| bad("bad_request", m))?,
-    };
-    let owner = match obj.remove("owner") {
-        None => None,
-        Some(serde_json::Value::String(o)) => {
-            super::accounts::check_user_name(&o)
-                .map_err(|m| bad("bad_request", format!("owner: {m}")))?;
-            Some(o)
-        }
-        Some(other) => {
-            return Err(bad(
-                "bad_request",
-                format!("owner: expected a user name, got {other}"),
-            ));
-        }
-    };
-    let spec: JobSpec = serde_json::from_value(v)
-        .map_err(|e| bad("invalid_spec", format!("invalid job spec: {e}")))?;
-    let job = spec
-        .validate()
-        .map_err(|e| bad("invalid_spec", e.to_string()))?;
-    if let Some(src) = &job.source
-        && src.url.starts_with("file:")
-        && !allow_file_urls
-    {
-        return Err(bad(
-            "forbidden_url",
-            format!(
-                "git_url: file:// URLs are not allowed on this server: {}",
-                src.url
-            ),
-        ));
-    }
-    Ok(Parsed {
-        sub: Submission {
-            spec,
-            limits,
-            network,
-            run,
-            secret_env: secrets
-                .keys()
-                .map(|k| (k.clone(), MASK.to_owned()))
-                .collect(),
-        },
-        secrets,
-        owner,
-    })
-}
-
-/// What secret values are replaced with wherever the API shows them.
-pub(super) const MASK: &str = "***";
-
-/// Checks a submission against the owner's quota and the server's limits: a limit above a cap
-/// or the server's maximum is refused, a limit not given gets the cap, else the server's
-/// default; `"network": "host"` needs the owner's grant (403 otherwise).
-pub(super) fn apply_quota(
-    sub: &mut Submission,
-    q: &Quota,
-    server: &super::limits::ServerLimits,
-) -> ApiResult<()> {
-    if sub.network == NetworkPolicy::Host && q.allow_host_network != Some(true) {
-        return Err(ApiError::Forbidden(problem(
-            403,
-            "network_forbidden",
-            "network: \"host\" needs a grant from an admin (quota allow_host_network); \
-             jobs get a private network by default",
-        )));
-    }
-    apply_user_quota(&mut sub.limits, q)?;
-    server
-        .apply(&mut sub.limits)
-        .map_err(|m| ApiError::OverQuota(problem(422, "over_quota", m)))
-}
-
-/// Refuses a submission that names a destination the server may not fetch from (loopback,
-/// private, link-local, ... unless allowed with --allow-fetch-from): 400 `forbidden_destination`.
-/// The fetch checks again at every connection and redirect.
-pub(super) async fn check_destinations(runner: &Runner, spec: &JobSpec) -> ApiResult<()> {
-    let Ok(job) = spec.validate() else {
-        return Ok(());
-    };
-    runner
-        .limits
-        .destinations
-        .check_job(&job)
-        .await
-        .map_err(|(field, f)| {
-            ApiError::BadRequest(problem(
-                400,
-                "forbidden_destination",
-                format!("{field}: {f}"),
-            ))
-        })
-}
-
-fn apply_user_quota(limits: &mut Limits, q: &Quota) -> ApiResult<()> {
-    fn cap<T: PartialOrd + Copy + std::fmt::Display>(
-        field: &str,
-        asked: &mut Option<T>,
-        max: Option<T>,
-    ) -> ApiResult<()> {
-        let Some(max) = max else { return Ok(()) };
-        match *asked {
-            Some(a) if a > max => Err(ApiError::OverQuota(problem(
-                422,
-                "over_quota",
-                format!("limits.{field} is {a}; your quota allows at most {max}"),
-            ))),
-            Some(_) => Ok(()),
-            None => {
-                *asked = Some(max);
-                Ok(())
-            }
-        }
-    }
-    let mut timeout = limits.timeout.map(|d| d.as_secs_f64());
-    cap("timeout", &mut timeout, q.max_timeout_secs)?;
-    limits.timeout = timeout.map(Duration::from_secs_f64);
-    cap("memory_bytes", &mut limits.memory_bytes, q.max_memory_bytes)?;
-    cap("cpu_percent", &mut limits.cpu_percent, q.max_cpu_percent)?;
-    cap("pids", &mut limits.pids, q.max_pids)?;
-    Ok(())
-}
-
 fn safe_upload_name(name: Option<&str>) -> Result<String, String> {
     let name = name.ok_or("an uploaded file has no file name")?;
     let n = jobpack_core::spec::normalise_rel_path(name)?;
@@ -541,7 +251,7 @@ impl JobsApi {
             )));
         }
         let id = uuid::Uuid::new_v4().to_string();
-        let (parsed, upload) = match body {
+        let (mut parsed, upload) = match body {
             CreateJob::Json(Json(v)) => (parse_submission(v, self.allow_file_urls)?, None),
             CreateJob::Multipart(up) => {
                 let v: serde_json::Value = serde_json::from_str(&up.spec).map_err(|e| {
@@ -554,51 +264,42 @@ impl JobsApi {
                 (parse_submission(v, self.allow_file_urls)?, Some(up))
             }
         };
-        let Parsed {
-            mut sub,
-            secrets,
-            owner,
-        } = parsed;
-        let (owner, quota) = owner_and_quota(&self.runner.store, &caller, owner)?;
-        apply_quota(&mut sub, &quota, &self.runner.limits)?;
-        check_destinations(&self.runner, &sub.spec).await?;
+        let submitter = Submitter::new(
+            &self.runner,
+            &caller,
+            parsed.owner.clone(),
+            self.allow_file_urls,
+        )?;
+        submitter.check(&mut parsed).await?;
+        let owner = submitter.owner.clone();
         // Checked here too (a quick answer before an upload is stored); the insert re-checks it
         // atomically.
-        if let Some(max) = quota.max_concurrent
+        if let Some(max) = submitter.quota.max_concurrent
             && self.runner.store.active_count(&owner).map_err(internal)? >= max
         {
             return Err(insert_failed(&owner, InsertError::TooManyActive(max)));
         }
         let source = match upload {
             Some(up) => {
-                self.store_uploads(&id, &sub, up).await?;
+                self.store_uploads(&id, &parsed.sub, up).await?;
                 "upload"
             }
             None => "spec",
         };
-        let (row, secret_json) = new_job_row(&id, &sub, &secrets, &owner, source, None)?;
-        let inserted = self
-            .runner
-            .store
-            .insert(&row, secret_json.as_deref(), quota.max_concurrent);
-        if let Err(e) = inserted {
-            if let Err(rm) = self.runner.remove_files(&id) {
-                eprintln!("jobpack: job {id}: cannot remove the files of a refused job: {rm}");
-            }
-            return Err(insert_failed(&owner, e));
-        }
-        let detail = match (&row.name, owner != caller.user) {
+        let row = submitter.row(&id, &parsed, source, None)?;
+        let detail = match (&row.0.name, owner != caller.user) {
             (Some(n), true) => format!("name={n} owner={owner}"),
             (Some(n), false) => format!("name={n}"),
             (None, true) => format!("owner={owner}"),
             (None, false) => String::new(),
         };
-        self.runner.store.audit(
-            &caller.user,
-            "job.submit",
-            Some(&id),
-            Some(&detail).filter(|d| !d.is_empty()).map(|d| d.as_str()),
-        );
+        let detail = Some(detail.as_str()).filter(|d| !d.is_empty());
+        if let Err(e) = submitter.store(Group::None, &[row], "job.submit", &id, detail) {
+            if let Err(rm) = self.runner.remove_files(&id) {
+                eprintln!("jobpack: job {id}: cannot remove the files of a refused job: {rm}");
+            }
+            return Err(e);
+        }
         self.runner.spawn(id.clone());
         Ok(CreateResponse::Created(Json(Created {
             job_id: id,
@@ -916,81 +617,6 @@ fn default_limit() -> u32 {
     100
 }
 
-/// The owner of a submission (the caller, or for admins whoever `owner` names) and their quota.
-pub(super) fn owner_and_quota(
-    store: &super::store::Store,
-    caller: &Caller,
-    owner: Option<String>,
-) -> ApiResult<(String, Quota)> {
-    let owner = match owner {
-        Some(o) if o != caller.user => {
-            require(caller, Action::Administer, "submit jobs for another user")?;
-            o
-        }
-        _ => caller.user.clone(),
-    };
-    let owner_row = store.user(&owner).map_err(internal)?;
-    if owner_row.as_ref().is_some_and(|u| u.disabled) {
-        return Err(ApiError::BadRequest(problem(
-            400,
-            "bad_request",
-            format!("owner: user {owner} is disabled"),
-        )));
-    }
-    let is_admin = owner_row
-        .as_ref()
-        .is_some_and(|u| u.role == super::accounts::Role::Admin)
-        || (owner == caller.user && caller.may(Action::Administer));
-    let mut quota = owner_row.map(|u| u.quota).unwrap_or_default();
-    if is_admin {
-        quota.allow_host_network = Some(true);
-    }
-    Ok((owner, quota))
-}
-
-/// The row of a new, queued job and its secrets as stored (only for jobs that will run).
-pub(super) fn new_job_row(
-    id: &str,
-    sub: &Submission,
-    secrets: &BTreeMap<String, String>,
-    owner: &str,
-    source: &str,
-    batch_id: Option<&str>,
-) -> ApiResult<(JobRow, Option<String>)> {
-    let row = JobRow {
-        id: id.to_owned(),
-        name: sub.spec.name.clone(),
-        status: "queued".into(),
-        source: source.into(),
-        request_json: serde_json::to_string(sub).map_err(internal)?,
-        run: sub.run,
-        created_at: now(),
-        updated_at: now(),
-        started_at: None,
-        finished_at: None,
-        exit_code: None,
-        signal: None,
-        reason: None,
-        error_code: None,
-        artifact_sha256: None,
-        artifact_size: None,
-        commit_id: None,
-        outcome_json: None,
-        owner: owner.to_owned(),
-        cpu_seconds: None,
-        batch_id: batch_id.map(str::to_owned),
-        workflow_id: None,
-        workflow_pos: None,
-        requires_json: None,
-    };
-    let secret_json = if secrets.is_empty() || !sub.run {
-        None
-    } else {
-        Some(serde_json::to_string(secrets).map_err(internal)?)
-    };
-    Ok((row, secret_json))
-}
-
 /// The job `id` if `caller` may read it; another user's job is "not found", as a missing one.
 fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> {
     require(caller, Action::Read, "read jobs")?;
@@ -1000,49 +626,6 @@ fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> 
         .map_err(internal)?
         .filter(|r| caller.sees(&r.owner))
         .ok_or_else(|| not_found(id))
-}
-
-/// The answer to a failed insert: the owner's quota of unfinished jobs is full (429), or the
-/// database failed.
-pub(super) fn insert_failed(owner: &str, e: InsertError) -> ApiError {
-    match e {
-        InsertError::TooManyActive(max) => ApiError::TooManyJobs(problem(
-            429,
-            "quota_exceeded",
-            format!(
-                "{owner} already has {max} unfinished jobs, the most their quota allows; wait for one to end"
-            ),
-        )),
-        InsertError::Db(e) => internal(e),
-    }
-}
-
-/// The 503 for a batch or workflow (`what`) whose `adding` jobs would put more than
-/// `max_queued` in the queue.
-pub(super) fn group_busy(
-    runner: &Runner,
-    max_queued: usize,
-    adding: usize,
-    what: &str,
-) -> Option<Json<Problem>> {
-    let depth = runner.queue_depth();
-    (depth + adding > max_queued).then(|| {
-        problem(
-            503,
-            "busy",
-            format!(
-                "{depth} jobs are already waiting and this {what} adds {adding}; try again later"
-            ),
-        )
-    })
-}
-
-/// The audit detail of a submitted batch or workflow: `jobs=N[ name=NAME]`.
-pub(super) fn group_detail(jobs: usize, name: Option<&str>) -> String {
-    match name {
-        Some(n) => format!("jobs={jobs} name={n}"),
-        None => format!("jobs={jobs}"),
-    }
 }
 
 impl JobsApi {

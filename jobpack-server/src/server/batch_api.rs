@@ -7,15 +7,13 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use super::api::{
-    ApiError, ApiResult, JobInfo, Problem, apply_quota, check_destinations, group_busy,
-    group_detail, insert_failed, internal, new_job_row, owner_and_quota, parse_submission, problem,
-    require, rfc3339,
-};
+use super::api::{JobInfo, rfc3339};
 use super::auth::{Action, Caller};
 use super::batches::{BatchRow, Counters};
+use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
 use super::queue::Runner;
 use super::store::{Group, ListFilter, now};
+use super::submit::{Submitter, group_busy, group_detail};
 
 #[derive(Tags)]
 enum BatchTags {
@@ -186,7 +184,8 @@ impl BatchesApi {
         if let Some(p) = group_busy(&self.runner, self.max_queued, jobs.len(), "batch") {
             return Ok(BatchCreated::Busy(p));
         }
-        let (owner, quota) = owner_and_quota(&self.runner.store, &caller, owner)?;
+        let submitter = Submitter::new(&self.runner, &caller, owner, self.allow_file_urls)?;
+        let owner = submitter.owner.clone();
         let batch = BatchRow {
             id: uuid::Uuid::new_v4().to_string(),
             name,
@@ -198,36 +197,25 @@ impl BatchesApi {
         // Everything is checked before anything is stored.
         let mut rows = Vec::with_capacity(jobs.len());
         for (i, v) in jobs.into_iter().enumerate() {
-            let mut p = parse_submission(v, self.allow_file_urls).map_err(|e| at(i, e))?;
+            let mut p = submitter.parse(v).map_err(|e| at(i, e))?;
             if p.owner.as_ref().is_some_and(|o| *o != owner) {
                 return Err(at(
                     i,
                     bad("owner: every job of a batch belongs to the batch's owner".into()),
                 ));
             }
-            apply_quota(&mut p.sub, &quota, &self.runner.limits).map_err(|e| at(i, e))?;
-            check_destinations(&self.runner, &p.sub.spec)
-                .await
-                .map_err(|e| at(i, e))?;
+            submitter.check(&mut p).await.map_err(|e| at(i, e))?;
             let id = uuid::Uuid::new_v4().to_string();
-            rows.push(new_job_row(
-                &id,
-                &p.sub,
-                &p.secrets,
-                &owner,
-                "spec",
-                Some(&batch.id),
-            )?);
+            rows.push(submitter.row(&id, &p, "spec", Some(&batch.id))?);
         }
-        let n = rows.len();
-        self.runner
-            .store
-            .insert_all(Group::Batch(&batch), &rows, quota.max_concurrent)
-            .map_err(|e| insert_failed(&owner, e))?;
-        let detail = group_detail(n, batch.name.as_deref());
-        self.runner
-            .store
-            .audit(&caller.user, "batch.submit", Some(&batch.id), Some(&detail));
+        let detail = group_detail(rows.len(), batch.name.as_deref());
+        submitter.store(
+            Group::Batch(&batch),
+            &rows,
+            "batch.submit",
+            &batch.id,
+            Some(&detail),
+        )?;
         for (row, _) in rows {
             self.runner.spawn(row.id);
         }

@@ -9,14 +9,12 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use super::api::{
-    ApiError, ApiResult, Problem, apply_quota, check_destinations, group_busy, group_detail,
-    insert_failed, internal, new_job_row, owner_and_quota, parse_submission, problem, require,
-    rfc3339,
-};
+use super::api::rfc3339;
 use super::auth::{Action, Caller};
+use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
 use super::queue::Runner;
 use super::store::{Group, JobRow, now};
+use super::submit::{Submitter, group_busy, group_detail};
 use super::workflows::{WorkflowRow, requirements, status};
 
 #[derive(Tags)]
@@ -205,7 +203,8 @@ impl WorkflowsApi {
         if let Some(p) = group_busy(&self.runner, self.max_queued, wf.jobs.len(), "workflow") {
             return Ok(WorkflowCreated::Busy(p));
         }
-        let (owner, quota) = owner_and_quota(&self.runner.store, &caller, None)?;
+        let submitter = Submitter::new(&self.runner, &caller, None, self.allow_file_urls)?;
+        let owner = submitter.owner.clone();
         let w = WorkflowRow {
             id: uuid::Uuid::new_v4().to_string(),
             name: wf.name.clone(),
@@ -245,7 +244,8 @@ impl WorkflowsApi {
                     )]);
                 }
             }
-            let mut p = parse_submission(body, self.allow_file_urls)
+            let mut p = submitter
+                .parse(body)
                 .map_err(|e| vec![(String::new(), message(e))])?;
             if !p.sub.run {
                 return Err(vec![(
@@ -253,10 +253,12 @@ impl WorkflowsApi {
                     "a workflow's jobs run (leave run out)".into(),
                 )]);
             }
-            apply_quota(&mut p.sub, &quota, &self.runner.limits)
+            submitter
+                .limit(&mut p)
                 .map_err(|e| vec![(String::new(), message(e))])?;
             let id = uuid::Uuid::new_v4().to_string();
-            let (mut row, secrets) = new_job_row(&id, &p.sub, &p.secrets, &owner, "spec", None)
+            let (mut row, secrets) = submitter
+                .row(&id, &p, "spec", None)
                 .map_err(|e| vec![(String::new(), message(e))])?;
             row.status = "waiting".into();
             row.workflow_id = Some(w.id.clone());
@@ -271,21 +273,21 @@ impl WorkflowsApi {
         })
         .map_err(|e| bad("invalid_workflow", e.to_string()))?;
         for (name, spec) in &specs {
-            check_destinations(&self.runner, spec).await.map_err(|e| {
+            submitter.destinations(spec).await.map_err(|e| {
                 bad(
                     "forbidden_destination",
                     format!("jobs.{name}.{}", message(e)),
                 )
             })?;
         }
-        self.runner
-            .store
-            .insert_all(Group::Workflow(&w), &rows, quota.max_concurrent)
-            .map_err(|e| insert_failed(&owner, e))?;
         let detail = group_detail(rows.len(), w.name.as_deref());
-        self.runner
-            .store
-            .audit(&caller.user, "workflow.submit", Some(&w.id), Some(&detail));
+        submitter.store(
+            Group::Workflow(&w),
+            &rows,
+            "workflow.submit",
+            &w.id,
+            Some(&detail),
+        )?;
         self.runner.advance(&w.id);
         Ok(WorkflowCreated::Created(Json(self.info(w)?)))
     }

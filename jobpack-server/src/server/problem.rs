@@ -1,0 +1,106 @@
+//! The one mapping of every outcome to an HTTP status and a JSON problem body
+//! (`{code, message, status}`), shared by every HTTP operation: `ApiError`, its constructors, and
+//! the permission check that answers 403.
+
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+use super::auth::{Action, Caller};
+
+/// A problem: a stable machine-readable `code`, a human `message`, the HTTP `status`.
+#[derive(Debug, Object)]
+pub struct Problem {
+    pub code: String,
+    pub message: String,
+    pub status: u16,
+}
+
+/// Every error an operation can answer with.
+#[derive(Debug, ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum ApiError {
+    /// The request is malformed or the spec is invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<Problem>),
+    /// No or invalid credentials (a token, or a client certificate).
+    #[oai(status = 401)]
+    Unauthorized(Json<Problem>),
+    /// The caller's role may not do this.
+    #[oai(status = 403)]
+    Forbidden(Json<Problem>),
+    /// No such job (or one of another user).
+    #[oai(status = 404)]
+    NotFound(Json<Problem>),
+    /// The job is not in a state that allows this.
+    #[oai(status = 409)]
+    Conflict(Json<Problem>),
+    /// The request asks for more than the caller's quota allows.
+    #[oai(status = 422)]
+    OverQuota(Json<Problem>),
+    /// The caller has as many unfinished jobs as their quota allows; try again later.
+    #[oai(status = 429)]
+    TooManyJobs(Json<Problem>),
+    /// The server failed; the message says what.
+    #[oai(status = 500)]
+    Internal(Json<Problem>),
+    /// The server's disk is full: nothing was stored; try again once space is freed.
+    #[oai(status = 507)]
+    InsufficientStorage(Json<Problem>),
+}
+
+pub(super) fn problem(status: u16, code: &str, message: impl Into<String>) -> Json<Problem> {
+    Json(Problem {
+        code: code.into(),
+        message: message.into(),
+        status,
+    })
+}
+
+pub fn bad_request(err: poem::Error) -> ApiError {
+    ApiError::BadRequest(problem(400, "bad_request", err.to_string()))
+}
+
+/// The answer to a failure of the server itself: 507 when the disk (or SQLite's) is full, else
+/// 500.
+pub(super) fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+    let e: anyhow::Error = e.into();
+    if is_disk_full(&e) {
+        return ApiError::InsufficientStorage(problem(
+            507,
+            "insufficient_storage",
+            format!("the server's disk is full; try again later ({e:#})"),
+        ));
+    }
+    ApiError::Internal(problem(500, "internal", format!("{e:#}")))
+}
+
+/// Whether an error comes from a full disk: SQLite's SQLITE_FULL or ENOSPC/EDQUOT anywhere in
+/// its chain.
+pub(super) fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        if let Some(s) = c.downcast_ref::<rusqlite::Error>() {
+            return s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            );
+        }
+        false
+    })
+}
+
+pub(super) type ApiResult<T> = Result<T, ApiError>;
+
+/// 403 unless the caller's role allows `action`.
+pub(super) fn require(caller: &Caller, action: Action, what: &str) -> ApiResult<()> {
+    if caller.may(action) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(problem(
+        403,
+        "forbidden",
+        format!("role {} may not {what}", caller.role),
+    )))
+}

@@ -1,0 +1,414 @@
+//! Submissions, whatever the front door: a lone job, a batch or a workflow goes through the same
+//! steps ([`Submitter`]): the caller may submit; the owner (the caller, or whom an admin names) and
+//! their quota; every job checked (spec, owner, limits against the quota and the server's, host
+//! network grant, fetch destinations, secrets) before anything is stored; one transaction for all
+//! of it (the quota of unfinished jobs included); one audit entry. Starting the jobs is the
+//! caller's last step (`Runner::spawn` or a workflow's advance).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem_openapi::payload::Json;
+
+use super::accounts::Quota;
+use super::auth::{Action, Caller};
+use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
+use super::queue::{Runner, Submission};
+use super::store::{Group, InsertError, JobRow, now};
+use jobpack_core::JobSpec;
+use jobpack_core::exec::{Limits, NetworkPolicy};
+
+/// One submission being checked and stored, for its owner.
+pub(super) struct Submitter<'a> {
+    runner: &'a Arc<Runner>,
+    caller: &'a Caller,
+    /// Whom the jobs belong to.
+    pub owner: String,
+    pub quota: Quota,
+    allow_file_urls: bool,
+}
+
+impl<'a> Submitter<'a> {
+    /// 403 unless the caller may submit; the owner (`owner`: an admin's choice) and their quota.
+    pub fn new(
+        runner: &'a Arc<Runner>,
+        caller: &'a Caller,
+        owner: Option<String>,
+        allow_file_urls: bool,
+    ) -> ApiResult<Self> {
+        require(caller, Action::Submit, "submit jobs")?;
+        let (owner, quota) = owner_and_quota(&runner.store, caller, owner)?;
+        Ok(Submitter {
+            runner,
+            caller,
+            owner,
+            quota,
+            allow_file_urls,
+        })
+    }
+
+    /// Parses one job's submission object (spec plus `run`, `limits`, `network`, `secret_env`,
+    /// `owner`).
+    pub fn parse(&self, body: serde_json::Value) -> ApiResult<Parsed> {
+        parse_submission(body, self.allow_file_urls)
+    }
+
+    /// The checks that need no network: the limits (quota, server defaults and maxima) and the
+    /// host-network grant.
+    pub fn limit(&self, p: &mut Parsed) -> ApiResult<()> {
+        apply_quota(&mut p.sub, &self.quota, &self.runner.limits)
+    }
+
+    /// Every check of one job: [`Submitter::limit`], then [`Submitter::destinations`].
+    pub async fn check(&self, p: &mut Parsed) -> ApiResult<()> {
+        self.limit(p)?;
+        self.destinations(&p.sub.spec).await
+    }
+
+    /// The check that resolves names: every destination the spec fetches from is allowed.
+    pub async fn destinations(&self, spec: &JobSpec) -> ApiResult<()> {
+        check_destinations(self.runner, spec).await
+    }
+
+    /// The row of a checked job (`queued`) and its secrets as stored.
+    pub fn row(
+        &self,
+        id: &str,
+        p: &Parsed,
+        source: &str,
+        batch_id: Option<&str>,
+    ) -> ApiResult<(JobRow, Option<String>)> {
+        new_job_row(id, &p.sub, &p.secrets, &self.owner, source, batch_id)
+    }
+
+    /// Stores the jobs (and their batch or workflow) in one transaction, unless the owner's
+    /// unfinished jobs would then be over their quota (429), and audits it as `action` on
+    /// `target`.
+    pub fn store(
+        &self,
+        group: Group<'_>,
+        rows: &[(JobRow, Option<String>)],
+        action: &str,
+        target: &str,
+        detail: Option<&str>,
+    ) -> ApiResult<()> {
+        self.runner
+            .store
+            .insert_all(group, rows, self.quota.max_concurrent)
+            .map_err(|e| insert_failed(&self.owner, e))?;
+        self.runner
+            .store
+            .audit(&self.caller.user, action, Some(target), detail);
+        Ok(())
+    }
+}
+
+/// A submission split into what is stored with the job and what is kept apart.
+pub(super) struct Parsed {
+    pub sub: Submission,
+    /// `secret_env` values: stored apart and only until the job ends.
+    pub secrets: BTreeMap<String, String>,
+    /// `owner`: an admin submitting for another user.
+    pub owner: Option<String>,
+}
+
+/// Largest secret value, and most secrets per job.
+const MAX_SECRET_BYTES: usize = 64 * 1024;
+const MAX_SECRETS: usize = 256;
+
+fn parse_secrets(v: serde_json::Value) -> Result<BTreeMap<String, String>, String> {
+    let map: BTreeMap<String, String> = serde_json::from_value(v)
+        .map_err(|e| format!("secret_env: expected an object of strings: {e}"))?;
+    if map.len() > MAX_SECRETS {
+        return Err(format!("secret_env: at most {MAX_SECRETS} secrets"));
+    }
+    for (k, v) in &map {
+        jobpack_core::spec::check_env_name(k).map_err(|e| format!("secret_env: {e}"))?;
+        if v.contains('\0') || v.len() > MAX_SECRET_BYTES {
+            return Err(format!(
+                "secret_env.{k}: values must be under {MAX_SECRET_BYTES} bytes without NUL"
+            ));
+        }
+    }
+    Ok(map)
+}
+
+/// Splits a submission object into the spec and the service's own keys.
+pub(super) fn parse_submission(
+    mut v: serde_json::Value,
+    allow_file_urls: bool,
+) -> ApiResult<Parsed> {
+    let obj = v.as_object_mut().ok_or_else(|| {
+        ApiError::BadRequest(problem(
+            400,
+            "bad_request",
+            "the body must be a JSON object",
+        ))
+    })?;
+    let bad = |code: &str, m: String| ApiError::BadRequest(problem(400, code, m));
+    let run = match obj.remove("run") {
+        None => true,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(bad(
+                "bad_request",
+                format!("run: expected true or false, got {other}"),
+            ));
+        }
+    };
+    let limits: Limits = match obj.remove("limits") {
+        None => Limits::default(),
+        Some(l) => {
+            serde_json::from_value(l).map_err(|e| bad("bad_request", format!("limits: {e}")))?
+        }
+    };
+    let network: NetworkPolicy = match obj.remove("network") {
+        None => NetworkPolicy::default(),
+        Some(n) => {
+            serde_json::from_value(n).map_err(|e| bad("bad_request", format!("network: {e}")))?
+        }
+    };
+    let secrets = match obj.remove("secret_env") {
+        None => BTreeMap::new(),
+        Some(s) => parse_secrets(s).map_err(|m| bad("bad_request", m))?,
+    };
+    let owner = match obj.remove("owner") {
+        None => None,
+        Some(serde_json::Value::String(o)) => {
+            super::accounts::check_user_name(&o)
+                .map_err(|m| bad("bad_request", format!("owner: {m}")))?;
+            Some(o)
+        }
+        Some(other) => {
+            return Err(bad(
+                "bad_request",
+                format!("owner: expected a user name, got {other}"),
+            ));
+        }
+    };
+    let spec: JobSpec = serde_json::from_value(v)
+        .map_err(|e| bad("invalid_spec", format!("invalid job spec: {e}")))?;
+    let job = spec
+        .validate()
+        .map_err(|e| bad("invalid_spec", e.to_string()))?;
+    if let Some(src) = &job.source
+        && src.url.starts_with("file:")
+        && !allow_file_urls
+    {
+        return Err(bad(
+            "forbidden_url",
+            format!(
+                "git_url: file:// URLs are not allowed on this server: {}",
+                src.url
+            ),
+        ));
+    }
+    Ok(Parsed {
+        sub: Submission {
+            spec,
+            limits,
+            network,
+            run,
+            secret_env: secrets
+                .keys()
+                .map(|k| (k.clone(), MASK.to_owned()))
+                .collect(),
+        },
+        secrets,
+        owner,
+    })
+}
+
+/// What secret values are replaced with wherever the API shows them.
+pub(super) const MASK: &str = "***";
+
+/// Checks a submission against the owner's quota and the server's limits: a limit above a cap
+/// or the server's maximum is refused, a limit not given gets the cap, else the server's
+/// default; `"network": "host"` needs the owner's grant (403 otherwise).
+pub(super) fn apply_quota(
+    sub: &mut Submission,
+    q: &Quota,
+    server: &super::limits::ServerLimits,
+) -> ApiResult<()> {
+    if sub.network == NetworkPolicy::Host && q.allow_host_network != Some(true) {
+        return Err(ApiError::Forbidden(problem(
+            403,
+            "network_forbidden",
+            "network: \"host\" needs a grant from an admin (quota allow_host_network); \
+             jobs get a private network by default",
+        )));
+    }
+    apply_user_quota(&mut sub.limits, q)?;
+    server
+        .apply(&mut sub.limits)
+        .map_err(|m| ApiError::OverQuota(problem(422, "over_quota", m)))
+}
+
+/// Refuses a submission that names a destination the server may not fetch from (loopback,
+/// private, link-local, ... unless allowed with --allow-fetch-from): 400 `forbidden_destination`.
+/// The fetch checks again at every connection and redirect.
+pub(super) async fn check_destinations(runner: &Runner, spec: &JobSpec) -> ApiResult<()> {
+    let Ok(job) = spec.validate() else {
+        return Ok(());
+    };
+    runner
+        .limits
+        .destinations
+        .check_job(&job)
+        .await
+        .map_err(|(field, f)| {
+            ApiError::BadRequest(problem(
+                400,
+                "forbidden_destination",
+                format!("{field}: {f}"),
+            ))
+        })
+}
+
+fn apply_user_quota(limits: &mut Limits, q: &Quota) -> ApiResult<()> {
+    fn cap<T: PartialOrd + Copy + std::fmt::Display>(
+        field: &str,
+        asked: &mut Option<T>,
+        max: Option<T>,
+    ) -> ApiResult<()> {
+        let Some(max) = max else { return Ok(()) };
+        match *asked {
+            Some(a) if a > max => Err(ApiError::OverQuota(problem(
+                422,
+                "over_quota",
+                format!("limits.{field} is {a}; your quota allows at most {max}"),
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                *asked = Some(max);
+                Ok(())
+            }
+        }
+    }
+    let mut timeout = limits.timeout.map(|d| d.as_secs_f64());
+    cap("timeout", &mut timeout, q.max_timeout_secs)?;
+    limits.timeout = timeout.map(Duration::from_secs_f64);
+    cap("memory_bytes", &mut limits.memory_bytes, q.max_memory_bytes)?;
+    cap("cpu_percent", &mut limits.cpu_percent, q.max_cpu_percent)?;
+    cap("pids", &mut limits.pids, q.max_pids)?;
+    Ok(())
+}
+
+/// The owner of a submission (the caller, or for admins whoever `owner` names) and their quota.
+pub(super) fn owner_and_quota(
+    store: &super::store::Store,
+    caller: &Caller,
+    owner: Option<String>,
+) -> ApiResult<(String, Quota)> {
+    let owner = match owner {
+        Some(o) if o != caller.user => {
+            require(caller, Action::Administer, "submit jobs for another user")?;
+            o
+        }
+        _ => caller.user.clone(),
+    };
+    let owner_row = store.user(&owner).map_err(internal)?;
+    if owner_row.as_ref().is_some_and(|u| u.disabled) {
+        return Err(ApiError::BadRequest(problem(
+            400,
+            "bad_request",
+            format!("owner: user {owner} is disabled"),
+        )));
+    }
+    let is_admin = owner_row
+        .as_ref()
+        .is_some_and(|u| u.role == super::accounts::Role::Admin)
+        || (owner == caller.user && caller.may(Action::Administer));
+    let mut quota = owner_row.map(|u| u.quota).unwrap_or_default();
+    if is_admin {
+        quota.allow_host_network = Some(true);
+    }
+    Ok((owner, quota))
+}
+
+/// The row of a new, queued job and its secrets as stored (only for jobs that will run).
+pub(super) fn new_job_row(
+    id: &str,
+    sub: &Submission,
+    secrets: &BTreeMap<String, String>,
+    owner: &str,
+    source: &str,
+    batch_id: Option<&str>,
+) -> ApiResult<(JobRow, Option<String>)> {
+    let row = JobRow {
+        id: id.to_owned(),
+        name: sub.spec.name.clone(),
+        status: "queued".into(),
+        source: source.into(),
+        request_json: serde_json::to_string(sub).map_err(internal)?,
+        run: sub.run,
+        created_at: now(),
+        updated_at: now(),
+        started_at: None,
+        finished_at: None,
+        exit_code: None,
+        signal: None,
+        reason: None,
+        error_code: None,
+        artifact_sha256: None,
+        artifact_size: None,
+        commit_id: None,
+        outcome_json: None,
+        owner: owner.to_owned(),
+        cpu_seconds: None,
+        batch_id: batch_id.map(str::to_owned),
+        workflow_id: None,
+        workflow_pos: None,
+        requires_json: None,
+    };
+    let secret_json = if secrets.is_empty() || !sub.run {
+        None
+    } else {
+        Some(serde_json::to_string(secrets).map_err(internal)?)
+    };
+    Ok((row, secret_json))
+}
+
+/// The answer to a failed insert: the owner's quota of unfinished jobs is full (429), or the
+/// database failed.
+pub(super) fn insert_failed(owner: &str, e: InsertError) -> ApiError {
+    match e {
+        InsertError::TooManyActive(max) => ApiError::TooManyJobs(problem(
+            429,
+            "quota_exceeded",
+            format!(
+                "{owner} already has {max} unfinished jobs, the most their quota allows; wait for one to end"
+            ),
+        )),
+        InsertError::Db(e) => internal(e),
+    }
+}
+
+/// The 503 for a batch or workflow (`what`) whose `adding` jobs would put more than
+/// `max_queued` in the queue.
+pub(super) fn group_busy(
+    runner: &Runner,
+    max_queued: usize,
+    adding: usize,
+    what: &str,
+) -> Option<Json<Problem>> {
+    let depth = runner.queue_depth();
+    (depth + adding > max_queued).then(|| {
+        problem(
+            503,
+            "busy",
+            format!(
+                "{depth} jobs are already waiting and this {what} adds {adding}; try again later"
+            ),
+        )
+    })
+}
+
+/// The audit detail of a submitted batch or workflow: `jobs=N[ name=NAME]`.
+pub(super) fn group_detail(jobs: usize, name: Option<&str>) -> String {
+    match name {
+        Some(n) => format!("jobs={jobs} name={n}"),
+        None => format!("jobs={jobs}"),
+    }
+}
