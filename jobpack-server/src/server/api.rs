@@ -1,26 +1,26 @@
-//! The `/v1` API (poem-openapi): request and response types and the mapping of every outcome to an
-//! HTTP status and a JSON problem body. Nothing else: work is the runner's and the library's.
+//! The `/v1/jobs` operations (poem-openapi) and their response types: thin adapters over the
+//! submission flow (`submit`), the uploads, downloads and logs modules, the store and the runner.
+//! The error mapping is `problem`'s.
 
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use poem::Body;
 use poem::web::sse::Event;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Attachment, Binary, EventStream, Json};
-use poem_openapi::types::multipart::Upload;
-use poem_openapi::{ApiRequest, ApiResponse, Multipart, Object, OpenApi, Tags};
+use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi, Tags};
 
 use super::auth::{Action, Caller};
+use super::downloads::{Download, file_download, tarball};
+use super::logs::{LogText, StreamItem, log_events};
 pub use super::problem::{ApiError, Problem};
-use super::problem::{ApiResult, internal, problem, require};
-use super::queue::{Runner, Submission, row_is_final};
+use super::problem::{ApiResult, internal, problem, require, visible_row};
+use super::queue::{Runner, row_is_final};
 use super::store::{Group, InsertError, JobRow, ListFilter, now};
 use super::submit::{Submitter, insert_failed, parse_submission};
+use super::uploads::{UploadJob, store_uploads};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -28,10 +28,6 @@ enum ApiTags {
     Jobs,
     /// Service health.
     Service,
-}
-
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(problem(404, "not_found", format!("no job {id}")))
 }
 
 pub(super) fn rfc3339(t: f64) -> String {
@@ -140,19 +136,6 @@ pub struct Health {
     pub limits: serde_json::Value,
 }
 
-/// Uploads: `spec` (JSON), and `code_files`/`input_files` or one `archive`.
-#[derive(Debug, Multipart)]
-pub struct UploadJob {
-    /// The job spec as JSON (the same fields as the JSON body; no git_url with uploaded code).
-    spec: String,
-    /// Files placed in `code/` (by their file names).
-    code_files: Vec<Upload>,
-    /// Files placed in `data/` (by their file names).
-    input_files: Vec<Upload>,
-    /// One `.tar`, `.tar.gz` or `.zip` holding the code (placed in `code/`).
-    archive: Option<Upload>,
-}
-
 #[derive(ApiRequest)]
 pub enum CreateJob {
     /// A JSON job spec, plus optional `run` (default true), `limits` and `network`.
@@ -187,51 +170,16 @@ pub enum Accepted {
 }
 
 #[derive(ApiResponse)]
-pub enum LogText {
-    /// The log bytes (UTF-8 as the job wrote it).
-    #[oai(status = 200, content_type = "text/plain; charset=utf-8")]
-    Ok(Binary<Body>),
-}
-
-#[derive(ApiResponse)]
 pub enum Deleted {
     /// The job and its files are gone.
     #[oai(status = 204)]
     Deleted,
 }
 
-#[derive(ApiResponse)]
-pub enum Download {
-    /// The file.
-    #[oai(status = 200)]
-    Ok(Attachment<Body>, #[oai(header = "ETag")] Option<String>),
-}
-
-/// One event of the log stream.
-#[derive(Debug, Object)]
-pub struct StreamItem {
-    /// The byte offset after this event (also its SSE id; send it back as Last-Event-ID).
-    pub offset: u64,
-    /// Log text (invalid UTF-8 replaced), for `message` events.
-    pub text: Option<String>,
-    /// The final status, for the `end` event.
-    pub status: Option<String>,
-    pub exit_code: Option<i32>,
-}
-
 pub struct JobsApi {
     pub runner: Arc<Runner>,
     pub max_queued: usize,
     pub allow_file_urls: bool,
-}
-
-fn safe_upload_name(name: Option<&str>) -> Result<String, String> {
-    let name = name.ok_or("an uploaded file has no file name")?;
-    let n = jobpack_core::spec::normalise_rel_path(name)?;
-    if n.contains('/') {
-        return Err(format!("uploaded file names may not contain '/': {name:?}"));
-    }
-    Ok(n)
 }
 
 #[OpenApi(tag = "ApiTags::Jobs")]
@@ -281,7 +229,7 @@ impl JobsApi {
         }
         let source = match upload {
             Some(up) => {
-                self.store_uploads(&id, &parsed.sub, up).await?;
+                store_uploads(&self.runner, &id, &parsed.sub, up).await?;
                 "upload"
             }
             None => "spec",
@@ -542,13 +490,13 @@ impl JobsApi {
     /// The job's working directory after the run, as `.tar.gz`.
     #[oai(path = "/jobs/:id/tarball", method = "get")]
     async fn tarball_get(&self, caller: Caller, id: Path<String>) -> ApiResult<Download> {
-        self.tarball(&caller, &id).await
+        tarball(&self.runner, &caller, &id).await
     }
 
     /// The job's working directory after the run, as `.tar.gz` (POST, as the job daemon had it).
     #[oai(path = "/jobs/:id/tarball", method = "post")]
     async fn tarball_post(&self, caller: Caller, id: Path<String>) -> ApiResult<Download> {
-        self.tarball(&caller, &id).await
+        tarball(&self.runner, &caller, &id).await
     }
 
     /// One file the job produced: `path` inside its working directory, URL-encoded
@@ -574,377 +522,12 @@ impl JobsApi {
     }
 }
 
-/// A file of a job's working directory (shared by the OpenAPI operation and the wildcard route).
-///
-/// The job may be running and changing its tree while this reads it: the file is opened through
-/// [`jobpack_core::tree::Tree`] (relative to a handle of the working directory, no symlink
-/// followed anywhere on the way, never a FIFO or device), so whatever the job swaps in, only a
-/// regular file inside its own tree is ever served.
-pub async fn file_download(
-    runner: &Runner,
-    caller: &Caller,
-    id: &str,
-    path: &str,
-) -> ApiResult<Download> {
-    use jobpack_core::tree::{Tree, TreeError};
-    visible_row(runner, caller, id)?;
-    let work = runner.work_dir(id);
-    let rel = path.to_owned();
-    let opened = tokio::task::spawn_blocking(move || Tree::open(&work)?.open_file(&rel))
-        .await
-        .map_err(internal)?;
-    let f = match opened {
-        Ok(f) => f,
-        Err(e @ TreeError::Io { .. }) => return Err(internal(e)),
-        Err(e) => {
-            return Err(ApiError::NotFound(problem(
-                404,
-                "not_found",
-                format!("job {id} has no file {path:?}: {e}"),
-            )));
-        }
-    };
-    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-    // Exactly the size the open file had: a file that grows while it is sent is cut there.
-    let body = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(f.file), f.size);
-    Ok(Download::Ok(
-        Attachment::new(Body::from_async_read(body)).filename(name),
-        None,
-    ))
-}
-
 fn default_limit() -> u32 {
     100
-}
-
-/// The job `id` if `caller` may read it; another user's job is "not found", as a missing one.
-fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> {
-    require(caller, Action::Read, "read jobs")?;
-    runner
-        .store
-        .get(id)
-        .map_err(internal)?
-        .filter(|r| caller.sees(&r.owner))
-        .ok_or_else(|| not_found(id))
 }
 
 impl JobsApi {
     fn row(&self, caller: &Caller, id: &str) -> ApiResult<JobRow> {
         visible_row(&self.runner, caller, id)
-    }
-
-    /// The working directory as a `.tar.gz`, streamed as it is made (nothing is staged on disk):
-    /// read through [`jobpack_core::tree::Tree`] like single files, at most
-    /// `tarball_max_bytes` of file contents, stopped when the client goes away or the server
-    /// shuts down.
-    async fn tarball(&self, caller: &Caller, id: &str) -> ApiResult<Download> {
-        use jobpack_core::tree::Tree;
-        let r = self.row(caller, id)?;
-        let work = self.runner.work_dir(id);
-        let tree = match tokio::task::spawn_blocking(move || Tree::open(&work))
-            .await
-            .map_err(internal)?
-        {
-            Ok(t) => t,
-            Err(_) => {
-                return Err(ApiError::Conflict(problem(
-                    409,
-                    "no_workdir",
-                    format!("job {} has not run ({})", r.id, r.status),
-                )));
-            }
-        };
-        let max = self.runner.limits.tarball_max_bytes;
-        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-        let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-        let runner = self.runner.clone();
-        tokio::task::spawn_blocking(move || {
-            let closed = tx.clone();
-            let stop = move || closed.is_closed() || runner.is_closing();
-            let mut out = ChannelWriter {
-                tx,
-                buf: Vec::with_capacity(CHUNK),
-                first: Some(first_tx),
-            };
-            let r = jobpack_core::archive::tar_gz_tree(&tree, &mut out, max, &stop);
-            match r {
-                Ok(_) => {
-                    if let Err(e) = std::io::Write::flush(&mut out) {
-                        out.fail(e.to_string());
-                    }
-                }
-                Err(e) => out.fail(e.to_string()),
-            }
-        });
-        // The first chunk (or the error that came before any byte) decides the status.
-        if let Ok(Err(message)) = first_rx.await {
-            return Err(ApiError::Conflict(problem(409, "cannot_archive", message)));
-        }
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|chunk| (Ok::<_, std::io::Error>(chunk), rx))
-        });
-        Ok(Download::Ok(
-            Attachment::new(Body::from_bytes_stream(stream))
-                .filename(format!("{}-work.tar.gz", r.id)),
-            None,
-        ))
-    }
-
-    async fn store_uploads(&self, id: &str, sub: &Submission, up: UploadJob) -> ApiResult<()> {
-        let bad = |m: String| ApiError::BadRequest(problem(400, "bad_upload", m));
-        let has_code = !up.code_files.is_empty() || up.archive.is_some();
-        if has_code && sub.spec.git_url.is_some() {
-            return Err(bad(
-                "give either git_url or uploaded code (code_files/archive), not both".into(),
-            ));
-        }
-        if !up.code_files.is_empty() && up.archive.is_some() {
-            return Err(bad("give either code_files or one archive, not both".into()));
-        }
-        let base = self.runner.job_dir(id).join("upload");
-        // What one submission may unpack: the job's disk quota (its working directory will hold
-        // the same files).
-        let max_bytes = sub.limits.disk_bytes.unwrap_or(u64::MAX);
-        let result = async {
-            let mut total = 0u64;
-            for (field, files, sub) in [
-                ("code_files", up.code_files, "code"),
-                ("input_files", up.input_files, "data"),
-            ] {
-                if files.is_empty() {
-                    continue;
-                }
-                let dir = base.join(sub);
-                tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
-                for f in files {
-                    let name = safe_upload_name(f.file_name())
-                        .map_err(|m| bad(format!("{field}: {m}")))?;
-                    let p = dir.join(&name);
-                    total = total.saturating_add(f.size() as u64);
-                    if total > max_bytes {
-                        return Err(bad(format!(
-                            "{field}: the uploads hold more than the job's disk quota \
-                             (limits.disk_bytes = {max_bytes})"
-                        )));
-                    }
-                    // Streamed from poem's spool file: never whole in memory.
-                    let mut out = tokio::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&p)
-                        .await
-                        .map_err(|e| match e.kind() {
-                            std::io::ErrorKind::AlreadyExists => {
-                                bad(format!("{field}: {name:?} uploaded twice"))
-                            }
-                            _ => internal(e),
-                        })?;
-                    let mut src = f.into_async_read();
-                    tokio::io::copy(&mut src, &mut out)
-                        .await
-                        .map_err(internal)?;
-                    out.sync_all().await.map_err(internal)?;
-                }
-            }
-            if let Some(a) = up.archive {
-                let name = a.file_name().unwrap_or("archive").to_owned();
-                let dir = base.join("code");
-                tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
-                // poem keeps the part in an unnamed spool file; unpack straight from it.
-                let raw = a.into_file().into_std().await;
-                let dir2 = dir.clone();
-                let r = tokio::task::spawn_blocking(move || {
-                    let path = PathBuf::from(format!("/proc/self/fd/{}", raw.as_raw_fd()));
-                    let r = jobpack_core::archive::unpack_upload(&path, &name, &dir2, max_bytes);
-                    drop(raw);
-                    r
-                })
-                .await
-                .map_err(internal)?;
-                r.map_err(|e| match e {
-                    jobpack_core::UnpackError::Io { ref source, .. }
-                        if matches!(
-                            source.kind(),
-                            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-                        ) =>
-                    {
-                        internal(e)
-                    }
-                    e => bad(format!("archive: {e}")),
-                })?;
-            }
-            Ok(())
-        }
-        .await;
-        if result.is_err()
-            && let Err(e) = self.runner.remove_files(id)
-        {
-            eprintln!("jobpack: job {id}: cannot remove a refused upload: {e}");
-        }
-        result
-    }
-}
-
-const CHUNK: usize = 256 * 1024;
-
-/// The blocking side of a streamed download: buffers writes into chunks for a bounded channel
-/// (so a slow client holds at most 8 chunks in memory) and reports, once, whether the stream
-/// started or failed before its first byte.
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
-    buf: Vec<u8>,
-    first: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        if let Some(f) = self.first.take() {
-            // The receiver may be gone (the request was dropped); the send below then fails.
-            f.send(Ok(())).ok();
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(chunk)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client gone"))
-    }
-
-    /// Ends the stream with an error: a status if nothing was sent yet, else a cut body.
-    fn fail(&mut self, message: String) {
-        match self.first.take() {
-            Some(f) => {
-                f.send(Err(message)).ok();
-            }
-            None => eprintln!("jobpack: a streamed download stopped: {message}"),
-        }
-    }
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
-/// The log of a job as a stream of events, from byte `start`, ending with an `end` event.
-fn log_events(runner: Arc<Runner>, id: String, start: u64) -> BoxStream<'static, StreamItem> {
-    struct St {
-        runner: Arc<Runner>,
-        id: String,
-        reader: Option<jobpack_core::exec::LogReader>,
-        /// Bytes read from the log; `emitted` ≤ `read` (an incomplete UTF-8 tail is held back).
-        emitted: u64,
-        carry: Vec<u8>,
-        done: bool,
-    }
-    let st = St {
-        runner,
-        id,
-        reader: None,
-        emitted: start,
-        carry: Vec::new(),
-        done: false,
-    };
-    futures_util::stream::unfold(st, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        loop {
-            if st.reader.is_none() {
-                if let Some(log) = st.runner.log(&st.id) {
-                    st.reader = Some(log.reader_at(st.emitted));
-                } else {
-                    // Not running yet (queued, packing) or never will (failed before running).
-                    match st.runner.store.get(&st.id) {
-                        Ok(Some(r)) if row_is_final(&r) && !st.runner.is_live(&st.id) => {
-                            st.done = true;
-                            return Some((end_item(&r, st.emitted), st));
-                        }
-                        Ok(Some(_)) => {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                        _ => return None,
-                    }
-                }
-            }
-            let reader = st.reader.as_mut()?;
-            match reader.next_chunk(64 * 1024).await {
-                Ok(Some(chunk)) => {
-                    st.carry.extend_from_slice(&chunk);
-                    let valid = match std::str::from_utf8(&st.carry) {
-                        Ok(_) => st.carry.len(),
-                        // Hold back an incomplete sequence at the end; replace invalid ones.
-                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-                        Err(_) => st.carry.len(),
-                    };
-                    if valid == 0 {
-                        continue;
-                    }
-                    let text = String::from_utf8_lossy(&st.carry[..valid]).into_owned();
-                    st.carry.drain(..valid);
-                    st.emitted += valid as u64;
-                    let item = StreamItem {
-                        offset: st.emitted,
-                        text: Some(text),
-                        status: None,
-                        exit_code: None,
-                    };
-                    return Some((item, st));
-                }
-                Ok(None) | Err(_) => {
-                    if !st.carry.is_empty() {
-                        let text = String::from_utf8_lossy(&st.carry).into_owned();
-                        st.emitted += st.carry.len() as u64;
-                        st.carry.clear();
-                        return Some((
-                            StreamItem {
-                                offset: st.emitted,
-                                text: Some(text),
-                                status: None,
-                                exit_code: None,
-                            },
-                            st,
-                        ));
-                    }
-                    // The output ended; the final status follows shortly.
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-                    loop {
-                        match st.runner.store.get(&st.id) {
-                            Ok(Some(r))
-                                if row_is_final(&r) || tokio::time::Instant::now() > deadline =>
-                            {
-                                st.done = true;
-                                return Some((end_item(&r, st.emitted), st));
-                            }
-                            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
-                            _ => return None,
-                        }
-                    }
-                }
-            }
-        }
-    })
-    .boxed()
-}
-
-fn end_item(r: &JobRow, offset: u64) -> StreamItem {
-    StreamItem {
-        offset,
-        text: None,
-        status: Some(r.status.clone()),
-        exit_code: r.exit_code,
     }
 }

@@ -1,16 +1,22 @@
 //! `jobpack serve`: the HTTP service. A thin layer: poem + poem-openapi for HTTP, SQLite for state,
 //! a queue that calls `jobpack-core` to pack and run. No packing or sandbox logic of its own.
+//!
+//! - ground floor: `store` (jobs), `accounts` (users, tokens, quotas, audit), `batches`,
+//!   `workflows` (their rows and, for now, workflow advancement);
+//! - rules: `auth` (callers, the permission table), `submit` (one submission flow for jobs,
+//!   batches and workflows), `limits` (server-wide defaults and maxima), `queue` (the runner);
+//! - HTTP: `api` (jobs), `batch_api`, `workflow_api`, `admin_api`, with `uploads`, `downloads`
+//!   and `logs`; `problem` (the one error mapping and the 403/404 checks), `edge` (body limits,
+//!   upload slots), `pages` (dashboard, metrics, raw-path downloads), `conn` and `tls` below HTTP;
+//! - `config`: the flags and the config file.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use poem::http::StatusCode;
 use poem::listener::{Acceptor, AcceptorExt, Listener, TcpListener};
-use poem::web::Data;
-use poem::{EndpointExt, IntoResponse, Response, Route, handler};
+use poem::{EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
 pub mod accounts;
@@ -19,13 +25,19 @@ mod api;
 pub mod auth;
 mod batch_api;
 pub mod batches;
+mod config;
 mod conn;
+mod downloads;
+mod edge;
 pub mod limits;
+mod logs;
+mod pages;
 mod problem;
 pub mod queue;
 pub mod store;
 mod submit;
 pub mod tls;
+mod uploads;
 mod workflow_api;
 pub mod workflows;
 
@@ -34,487 +46,7 @@ use jobpack_core::exec::{
 };
 use jobpack_core::{Packager, PackagerConfig};
 
-/// Options of `jobpack serve`. Each flag can also come from its `JOBPACK_*` variable or from the
-/// config file (`--config`); flags win over variables, variables over the file.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// A TOML file with any of: listen, data_dir, max_concurrent, max_queued, max_body_mb, grace,
-    /// permissive, allow_file_urls, auth, insecure_public, tls_cert, tls_key, tls_client_ca,
-    /// tls_require_client_cert, executor, shared_dir, partition, account, slurm_sandbox.
-    #[arg(long, env = "JOBPACK_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to listen on (port 0: any free port, printed at start).
-    #[arg(long, env = "JOBPACK_LISTEN", default_value = "127.0.0.1:8000")]
-    listen: SocketAddr,
-    /// Where the database, artifacts and job directories live (created if missing).
-    #[arg(long, env = "JOBPACK_DATA_DIR", default_value = "./data")]
-    data_dir: PathBuf,
-    /// Jobs packing or running at once.
-    #[arg(long, env = "JOBPACK_MAX_CONCURRENT", default_value_t = 4)]
-    max_concurrent: usize,
-    /// Jobs waiting for a slot before new submissions get 503.
-    #[arg(long, env = "JOBPACK_MAX_QUEUED", default_value_t = 10_000)]
-    max_queued: usize,
-    /// Largest request body (JSON or uploads), in MiB.
-    #[arg(long, env = "JOBPACK_MAX_BODY_MB", default_value_t = 256)]
-    max_body_mb: usize,
-    /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
-    #[arg(long, env = "JOBPACK_GRACE", default_value_t = 5.0)]
-    grace: f64,
-    /// Run jobs without full isolation where the machine cannot provide it (reported per job).
-    #[arg(long, env = "JOBPACK_PERMISSIVE")]
-    permissive: bool,
-    /// Allow file:// git URLs (the server's own file system). Off by default.
-    #[arg(long, env = "JOBPACK_ALLOW_FILE_URLS")]
-    allow_file_urls: bool,
-    /// `token`: API tokens and client certificates; `none`: no authentication (a single-user
-    /// laptop; refused on a non-loopback address without --insecure-public).
-    #[arg(long, env = "JOBPACK_AUTH", value_enum, default_value = "token")]
-    auth: auth::AuthMode,
-    /// Allow `--auth none` on an address other than loopback: anyone who reaches it runs code.
-    #[arg(long, env = "JOBPACK_INSECURE_PUBLIC")]
-    insecure_public: bool,
-    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
-    #[arg(long, env = "JOBPACK_TLS_CERT", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// The PEM private key of --tls-cert.
-    #[arg(long, env = "JOBPACK_TLS_KEY", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Accept client certificates signed by this PEM CA: the certificate's CN is the user, its
-    /// OU the role (admin, submitter, viewer). Tokens keep working beside them.
-    #[arg(long, env = "JOBPACK_TLS_CLIENT_CA", requires = "tls_cert")]
-    tls_client_ca: Option<PathBuf>,
-    /// Refuse TLS connections that present no client certificate.
-    #[arg(
-        long,
-        env = "JOBPACK_TLS_REQUIRE_CLIENT_CERT",
-        requires = "tls_client_ca"
-    )]
-    tls_require_client_cert: bool,
-    /// Where jobs run: `local` (this machine's sandbox) or `slurm` (a Slurm cluster: sbatch,
-    /// squeue, scancel; needs --shared-dir).
-    #[arg(long, env = "JOBPACK_EXECUTOR", value_enum, default_value = "local")]
-    executor: ExecutorKind,
-    /// With --executor slurm: a directory every node sees at the same path; job working
-    /// directories and Slurm's run files go there.
-    #[arg(long, env = "JOBPACK_SHARED_DIR")]
-    shared_dir: Option<PathBuf>,
-    /// With --executor slurm: the partition to submit to (default: the cluster's).
-    #[arg(long, env = "JOBPACK_PARTITION")]
-    partition: Option<String>,
-    /// With --executor slurm: the account to charge.
-    #[arg(long, env = "JOBPACK_ACCOUNT")]
-    account: Option<String>,
-    /// With --executor slurm: run each job inside jobpack's local sandbox on its node, with this
-    /// `jobpack` binary (it must exist at this path on the nodes).
-    #[arg(long, env = "JOBPACK_SLURM_SANDBOX")]
-    slurm_sandbox: Option<PathBuf>,
-    /// A limit every job gets unless it asks for another: NAME=VALUE (repeatable or
-    /// comma-separated; `none` removes the default). Names: timeout, memory_bytes, cpu_percent,
-    /// pids, io_bps, nofile, file_size_bytes, log_bytes, disk_bytes; sizes take K/M/G/T,
-    /// timeout s/m/h/d. Built-in: timeout=1h, memory_bytes=2G, pids=512, nofile=4096,
-    /// file_size_bytes=4G, log_bytes=256M, disk_bytes=8G.
-    #[arg(
-        long = "default-limit",
-        env = "JOBPACK_DEFAULT_LIMITS",
-        value_delimiter = ','
-    )]
-    default_limits: Vec<String>,
-    /// The most a job may ask for: NAME=VALUE as for --default-limit. Built-in: timeout=7d,
-    /// pids=32768, nofile=65536, file_size_bytes=64G, log_bytes=4G, disk_bytes=64G.
-    #[arg(long = "max-limit", env = "JOBPACK_MAX_LIMITS", value_delimiter = ',')]
-    max_limits: Vec<String>,
-    /// Most bytes of files one working-directory tarball may hold.
-    #[arg(long, env = "JOBPACK_TARBALL_MAX_MB", default_value_t = 8192)]
-    tarball_max_mb: u64,
-    /// Let the server fetch data and git repositories from these destinations, which it refuses
-    /// by default (loopback, private, link-local, ...): a CIDR (`10.0.0.0/8`, `127.0.0.1/32`) or
-    /// a host name. Repeatable.
-    #[arg(
-        long = "allow-fetch-from",
-        env = "JOBPACK_ALLOW_FETCH_FROM",
-        value_delimiter = ','
-    )]
-    allow_fetch_from: Vec<String>,
-    /// Multipart uploads received at once (each is spooled to disk); more wait, then get 503.
-    #[arg(long, env = "JOBPACK_MAX_UPLOADS", default_value_t = 4)]
-    max_uploads: usize,
-    /// Connections at once; one more is closed at accept.
-    #[arg(long, env = "JOBPACK_MAX_CONNECTIONS", default_value_t = 4096)]
-    max_connections: usize,
-    /// Seconds a new connection has to send its first request head.
-    #[arg(long, env = "JOBPACK_HEADER_TIMEOUT", default_value_t = 10)]
-    header_timeout: u64,
-    /// Seconds a connection may stay idle before it is closed.
-    #[arg(long, env = "JOBPACK_IDLE_TIMEOUT", default_value_t = 60)]
-    idle_timeout: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExecutorKind {
-    Local,
-    Slurm,
-}
-
-/// The config file's keys (all optional; unknown keys are an error).
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    max_concurrent: Option<u64>,
-    max_queued: Option<u64>,
-    max_body_mb: Option<u64>,
-    grace: Option<f64>,
-    permissive: Option<bool>,
-    allow_file_urls: Option<bool>,
-    auth: Option<auth::AuthMode>,
-    insecure_public: Option<bool>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_client_ca: Option<PathBuf>,
-    tls_require_client_cert: Option<bool>,
-    executor: Option<ExecutorKind>,
-    shared_dir: Option<PathBuf>,
-    partition: Option<String>,
-    account: Option<String>,
-    slurm_sandbox: Option<PathBuf>,
-    /// `{pids = 512, memory_bytes = "2G"}`
-    default_limits: Option<toml::Table>,
-    max_limits: Option<toml::Table>,
-    tarball_max_mb: Option<u64>,
-    allow_fetch_from: Option<Vec<String>>,
-    max_connections: Option<u64>,
-    max_uploads: Option<u64>,
-    header_timeout: Option<u64>,
-    idle_timeout: Option<u64>,
-}
-
-/// A config file's limits table as `NAME=VALUE,...`.
-fn limit_pairs(t: Option<toml::Table>) -> Option<String> {
-    t.map(|t| {
-        t.iter()
-            .map(|(k, v)| match v {
-                toml::Value::String(s) => format!("{k}={s}"),
-                toml::Value::Integer(i) => format!("{k}={i}"),
-                toml::Value::Float(f) => format!("{k}={f}"),
-                other => format!("{k}={other:?}"),
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    })
-}
-
-/// If `jobpack serve` is given a config file (`--config FILE`, `--config=FILE` or
-/// `JOBPACK_CONFIG`), turns its keys into the `JOBPACK_*` variables that are not set yet, so that
-/// clap applies them below flags and real environment variables. Call before any thread starts.
-pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
-    if args.get(1).map(String::as_str) != Some("serve") {
-        return Ok(());
-    }
-    let from_flag = args.iter().enumerate().find_map(|(i, a)| {
-        a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
-            (a == "--config")
-                .then(|| args.get(i + 1).cloned())
-                .flatten()
-        })
-    });
-    let Some(path) = from_flag.or_else(|| std::env::var("JOBPACK_CONFIG").ok()) else {
-        return Ok(());
-    };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the config file {path}"))?;
-    let c: ConfigFile =
-        toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
-    let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 27] = [
-        ("JOBPACK_MAX_UPLOADS", c.max_uploads.map(|v| v.to_string())),
-        (
-            "JOBPACK_MAX_CONNECTIONS",
-            c.max_connections.map(|v| v.to_string()),
-        ),
-        (
-            "JOBPACK_HEADER_TIMEOUT",
-            c.header_timeout.map(|v| v.to_string()),
-        ),
-        (
-            "JOBPACK_IDLE_TIMEOUT",
-            c.idle_timeout.map(|v| v.to_string()),
-        ),
-        ("JOBPACK_DEFAULT_LIMITS", limit_pairs(c.default_limits)),
-        ("JOBPACK_MAX_LIMITS", limit_pairs(c.max_limits)),
-        (
-            "JOBPACK_TARBALL_MAX_MB",
-            c.tarball_max_mb.map(|v| v.to_string()),
-        ),
-        (
-            "JOBPACK_ALLOW_FETCH_FROM",
-            c.allow_fetch_from.map(|v| v.join(",")),
-        ),
-        ("JOBPACK_LISTEN", c.listen),
-        (
-            "JOBPACK_DATA_DIR",
-            c.data_dir.map(|d| d.display().to_string()),
-        ),
-        (
-            "JOBPACK_MAX_CONCURRENT",
-            c.max_concurrent.map(|v| v.to_string()),
-        ),
-        ("JOBPACK_MAX_QUEUED", c.max_queued.map(|v| v.to_string())),
-        ("JOBPACK_MAX_BODY_MB", c.max_body_mb.map(|v| v.to_string())),
-        ("JOBPACK_GRACE", c.grace.map(|v| v.to_string())),
-        ("JOBPACK_PERMISSIVE", c.permissive.map(|v| v.to_string())),
-        (
-            "JOBPACK_ALLOW_FILE_URLS",
-            c.allow_file_urls.map(|v| v.to_string()),
-        ),
-        (
-            "JOBPACK_AUTH",
-            c.auth.map(|a| {
-                match a {
-                    auth::AuthMode::Token => "token",
-                    auth::AuthMode::None => "none",
-                }
-                .to_owned()
-            }),
-        ),
-        (
-            "JOBPACK_INSECURE_PUBLIC",
-            c.insecure_public.map(|v| v.to_string()),
-        ),
-        ("JOBPACK_TLS_CERT", path_str(c.tls_cert)),
-        ("JOBPACK_TLS_KEY", path_str(c.tls_key)),
-        ("JOBPACK_TLS_CLIENT_CA", path_str(c.tls_client_ca)),
-        (
-            "JOBPACK_TLS_REQUIRE_CLIENT_CERT",
-            c.tls_require_client_cert.map(|v| v.to_string()),
-        ),
-        (
-            "JOBPACK_EXECUTOR",
-            c.executor.map(|e| {
-                match e {
-                    ExecutorKind::Local => "local",
-                    ExecutorKind::Slurm => "slurm",
-                }
-                .to_owned()
-            }),
-        ),
-        ("JOBPACK_SHARED_DIR", path_str(c.shared_dir)),
-        ("JOBPACK_PARTITION", c.partition),
-        ("JOBPACK_ACCOUNT", c.account),
-        ("JOBPACK_SLURM_SANDBOX", path_str(c.slurm_sandbox)),
-    ];
-    for (k, v) in pairs {
-        if let Some(v) = v
-            && std::env::var_os(k).is_none()
-        {
-            // SAFETY: called from main before the runtime or any other thread exists.
-            unsafe { std::env::set_var(k, v) };
-        }
-    }
-    Ok(())
-}
-
-/// A request body reader that fails once more than `left` bytes have come (for bodies sent
-/// without a Content-Length).
-struct CappedBody<R> {
-    inner: R,
-    left: u64,
-    max: u64,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CappedBody<R> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = (buf.filled().len() - before) as u64;
-        if n > self.left {
-            let max = self.max;
-            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
-                "the request body is larger than {max} bytes"
-            ))));
-        }
-        self.left -= n;
-        r
-    }
-}
-
-/// Oversized bodies up to this size are read and dropped before the 413 is sent.
-const DRAIN_LIMIT: u64 = 64 << 20;
-
-fn problem_response(status: StatusCode, message: String) -> Response {
-    let code = match status {
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::SERVICE_UNAVAILABLE => "busy",
-        StatusCode::INSUFFICIENT_STORAGE => "insufficient_storage",
-        s if s.is_client_error() => "bad_request",
-        _ => "internal",
-    };
-    let body = serde_json::json!({"code": code, "message": message, "status": status.as_u16()});
-    Response::builder()
-        .status(status)
-        .content_type("application/json")
-        .body(body.to_string())
-}
-
-/// Enforces the body size limit (413 on a declared length over it; a capped reader otherwise) and
-/// gives errors that never reached an operation (unknown route, unreadable body, ...) the same
-/// JSON problem body the operations use.
-async fn edge<E: poem::Endpoint>(
-    ep: E,
-    mut req: poem::Request,
-    max_body: u64,
-    uploads: Arc<tokio::sync::Semaphore>,
-) -> poem::Result<Response> {
-    // Uploads are spooled to disk part by part before a handler runs; only so many at once.
-    let is_upload = req
-        .headers()
-        .get(poem::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/"));
-    let _upload_slot = if is_upload {
-        match tokio::time::timeout(Duration::from_secs(30), uploads.acquire_owned()).await {
-            Ok(Ok(p)) => Some(p),
-            _ => {
-                return Ok(problem_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "too many uploads are in progress; try again later".into(),
-                ));
-            }
-        }
-    } else {
-        None
-    };
-    let declared = req
-        .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > max_body => {
-            // Read (and drop) a bounded amount of the body first: a client still sending would
-            // otherwise see a broken pipe instead of this answer.
-            if n <= DRAIN_LIMIT {
-                let mut body = req.take_body().into_async_read();
-                let _ = tokio::io::copy(&mut body, &mut tokio::io::sink()).await;
-            }
-            return Ok(problem_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is {n} bytes; this server takes at most {max_body}"),
-            ));
-        }
-        Some(_) => {}
-        None => {
-            let body = req.take_body().into_async_read();
-            req.set_body(poem::Body::from_async_read(CappedBody {
-                inner: body,
-                left: max_body,
-                max: max_body,
-            }));
-        }
-    }
-    let resp = match ep.call(req).await {
-        Ok(r) => r.into_response(),
-        Err(e) => e.into_response(),
-    };
-    let status = resp.status();
-    let is_json = resp
-        .headers()
-        .get(poem::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if status.is_success() || status.is_redirection() || is_json {
-        return Ok(resp);
-    }
-    let text = resp.into_body().into_string().await.unwrap_or_default();
-    let message = if text.trim().is_empty() {
-        status.canonical_reason().unwrap_or("error").to_owned()
-    } else {
-        text
-    };
-    Ok(problem_response(status, message))
-}
-
-/// `/v1/jobs/:id/files/*path`: the same as the OpenAPI operation, with raw slashes in the path.
-#[handler]
-async fn file_wildcard(
-    poem::web::Path((id, path)): poem::web::Path<(String, String)>,
-    Data(runner): Data<&Arc<queue::Runner>>,
-    caller: auth::Caller,
-) -> Response {
-    match api::file_download(runner, &caller, &id, &path).await {
-        Ok(d) => d.into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-/// Prometheus metrics of the whole service (admins only: they count every user's jobs).
-/// The dashboard: three files built into the binary (no build step, no CDN), under a strict
-/// Content-Security-Policy. It talks to `/v1` like any client.
-#[handler]
-fn ui(req: &poem::Request) -> Response {
-    let (body, ctype) = match req.uri().path() {
-        "/ui/app.js" => (
-            include_str!("../../ui/app.js"),
-            "text/javascript; charset=utf-8",
-        ),
-        "/ui/app.css" => (include_str!("../../ui/app.css"), "text/css; charset=utf-8"),
-        _ => (
-            include_str!("../../ui/index.html"),
-            "text/html; charset=utf-8",
-        ),
-    };
-    Response::builder()
-        .content_type(ctype)
-        .header(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; frame-ancestors 'none'",
-        )
-        .header("X-Content-Type-Options", "nosniff")
-        .header("Cache-Control", "no-cache")
-        .body(body)
-}
-
-#[handler]
-fn metrics(Data(runner): Data<&Arc<queue::Runner>>, caller: auth::Caller) -> Response {
-    if !caller.may(auth::Action::Administer) {
-        return problem_response(
-            StatusCode::FORBIDDEN,
-            format!("role {} may not read the metrics", caller.role),
-        );
-    }
-    let mut out = String::new();
-    out.push_str("# HELP jobpack_jobs Jobs by status.\n# TYPE jobpack_jobs gauge\n");
-    for (status, n) in runner.store.counts(None).unwrap_or_default() {
-        out.push_str(&format!("jobpack_jobs{{status=\"{status}\"}} {n}\n"));
-    }
-    out.push_str(
-        "# HELP jobpack_queue_depth Jobs waiting for a slot.\n# TYPE jobpack_queue_depth gauge\n",
-    );
-    out.push_str(&format!("jobpack_queue_depth {}\n", runner.queue_depth()));
-    out.push_str("# HELP jobpack_running Jobs running now.\n# TYPE jobpack_running gauge\n");
-    out.push_str(&format!("jobpack_running {}\n", runner.running_count()));
-    let (n, sum) = runner.store.durations().unwrap_or((0, 0.0));
-    out.push_str("# HELP jobpack_job_duration_seconds Submission to end, finished jobs.\n");
-    out.push_str("# TYPE jobpack_job_duration_seconds summary\n");
-    out.push_str(&format!(
-        "jobpack_job_duration_seconds_sum {sum}\njobpack_job_duration_seconds_count {n}\n"
-    ));
-    Response::builder()
-        .content_type("text/plain; version=0.0.4")
-        .body(out)
-}
-
+pub use config::{ExecutorKind, ServeArgs, apply_config_file};
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(serve(args))?;
@@ -679,7 +211,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let app = Route::new()
-        .at("/v1/jobs/:id/files/*path", poem::get(file_wildcard))
+        .at("/v1/jobs/:id/files/*path", poem::get(pages::file_wildcard))
         .nest("/v1", api)
         .at("/openapi.json", spec)
         .nest(
@@ -698,13 +230,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .overriding("X-Content-Type-Options", "nosniff"),
             ),
         )
-        .at("/metrics", poem::get(metrics))
-        .at("/", poem::get(ui))
-        .at("/ui/app.js", poem::get(ui))
-        .at("/ui/app.css", poem::get(ui))
+        .at("/metrics", poem::get(pages::metrics))
+        .at("/", poem::get(pages::ui))
+        .at("/ui/app.js", poem::get(pages::ui))
+        .at("/ui/app.css", poem::get(pages::ui))
         .data(runner.clone())
         .around(move |ep, req| auth::authenticate(ep, req, authenticator.clone()))
-        .around(move |ep, req| edge(ep, req, max_body, uploads.clone()));
+        .around(move |ep, req| edge::edge(ep, req, max_body, uploads.clone()));
 
     let (acceptor, scheme) = match tls {
         Some(cfg) => (

@@ -6,6 +6,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
 use super::auth::{Action, Caller};
+use super::queue::Runner;
+use super::store::JobRow;
 
 /// A problem: a stable machine-readable `code`, a human `message`, the HTTP `status`.
 #[derive(Debug, Object)]
@@ -103,4 +105,19 @@ pub(super) fn require(caller: &Caller, action: Action, what: &str) -> ApiResult<
         "forbidden",
         format!("role {} may not {what}", caller.role),
     )))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound(problem(404, "not_found", format!("no job {id}")))
+}
+
+/// The job `id` if `caller` may read it; another user's job is "not found", as a missing one.
+pub(super) fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> {
+    require(caller, Action::Read, "read jobs")?;
+    runner
+        .store
+        .get(id)
+        .map_err(internal)?
+        .filter(|r| caller.sees(&r.owner))
+        .ok_or_else(|| not_found(id))
 }

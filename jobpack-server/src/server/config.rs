@@ -1,0 +1,291 @@
+//! `jobpack serve`'s options: the flags (`ServeArgs`, each with its `JOBPACK_*` variable) and the
+//! optional TOML config file, whose keys become the variables that are not set yet.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::auth;
+
+/// Options of `jobpack serve`. Each flag can also come from its `JOBPACK_*` variable or from the
+/// config file (`--config`); flags win over variables, variables over the file.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of: listen, data_dir, max_concurrent, max_queued, max_body_mb, grace,
+    /// permissive, allow_file_urls, auth, insecure_public, tls_cert, tls_key, tls_client_ca,
+    /// tls_require_client_cert, executor, shared_dir, partition, account, slurm_sandbox.
+    #[arg(long, env = "JOBPACK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0: any free port, printed at start).
+    #[arg(long, env = "JOBPACK_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Where the database, artifacts and job directories live (created if missing).
+    #[arg(long, env = "JOBPACK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Jobs packing or running at once.
+    #[arg(long, env = "JOBPACK_MAX_CONCURRENT", default_value_t = 4)]
+    pub max_concurrent: usize,
+    /// Jobs waiting for a slot before new submissions get 503.
+    #[arg(long, env = "JOBPACK_MAX_QUEUED", default_value_t = 10_000)]
+    pub max_queued: usize,
+    /// Largest request body (JSON or uploads), in MiB.
+    #[arg(long, env = "JOBPACK_MAX_BODY_MB", default_value_t = 256)]
+    pub max_body_mb: usize,
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
+    #[arg(long, env = "JOBPACK_GRACE", default_value_t = 5.0)]
+    pub grace: f64,
+    /// Run jobs without full isolation where the machine cannot provide it (reported per job).
+    #[arg(long, env = "JOBPACK_PERMISSIVE")]
+    pub permissive: bool,
+    /// Allow file:// git URLs (the server's own file system). Off by default.
+    #[arg(long, env = "JOBPACK_ALLOW_FILE_URLS")]
+    pub allow_file_urls: bool,
+    /// `token`: API tokens and client certificates; `none`: no authentication (a single-user
+    /// laptop; refused on a non-loopback address without --insecure-public).
+    #[arg(long, env = "JOBPACK_AUTH", value_enum, default_value = "token")]
+    pub auth: auth::AuthMode,
+    /// Allow `--auth none` on an address other than loopback: anyone who reaches it runs code.
+    #[arg(long, env = "JOBPACK_INSECURE_PUBLIC")]
+    pub insecure_public: bool,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "JOBPACK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "JOBPACK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Accept client certificates signed by this PEM CA: the certificate's CN is the user, its
+    /// OU the role (admin, submitter, viewer). Tokens keep working beside them.
+    #[arg(long, env = "JOBPACK_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Refuse TLS connections that present no client certificate.
+    #[arg(
+        long,
+        env = "JOBPACK_TLS_REQUIRE_CLIENT_CERT",
+        requires = "tls_client_ca"
+    )]
+    pub tls_require_client_cert: bool,
+    /// Where jobs run: `local` (this machine's sandbox) or `slurm` (a Slurm cluster: sbatch,
+    /// squeue, scancel; needs --shared-dir).
+    #[arg(long, env = "JOBPACK_EXECUTOR", value_enum, default_value = "local")]
+    pub executor: ExecutorKind,
+    /// With --executor slurm: a directory every node sees at the same path; job working
+    /// directories and Slurm's run files go there.
+    #[arg(long, env = "JOBPACK_SHARED_DIR")]
+    pub shared_dir: Option<PathBuf>,
+    /// With --executor slurm: the partition to submit to (default: the cluster's).
+    #[arg(long, env = "JOBPACK_PARTITION")]
+    pub partition: Option<String>,
+    /// With --executor slurm: the account to charge.
+    #[arg(long, env = "JOBPACK_ACCOUNT")]
+    pub account: Option<String>,
+    /// With --executor slurm: run each job inside jobpack's local sandbox on its node, with this
+    /// `jobpack` binary (it must exist at this path on the nodes).
+    #[arg(long, env = "JOBPACK_SLURM_SANDBOX")]
+    pub slurm_sandbox: Option<PathBuf>,
+    /// A limit every job gets unless it asks for another: NAME=VALUE (repeatable or
+    /// comma-separated; `none` removes the default). Names: timeout, memory_bytes, cpu_percent,
+    /// pids, io_bps, nofile, file_size_bytes, log_bytes, disk_bytes; sizes take K/M/G/T,
+    /// timeout s/m/h/d. Built-in: timeout=1h, memory_bytes=2G, pids=512, nofile=4096,
+    /// file_size_bytes=4G, log_bytes=256M, disk_bytes=8G.
+    #[arg(
+        long = "default-limit",
+        env = "JOBPACK_DEFAULT_LIMITS",
+        value_delimiter = ','
+    )]
+    pub default_limits: Vec<String>,
+    /// The most a job may ask for: NAME=VALUE as for --default-limit. Built-in: timeout=7d,
+    /// pids=32768, nofile=65536, file_size_bytes=64G, log_bytes=4G, disk_bytes=64G.
+    #[arg(long = "max-limit", env = "JOBPACK_MAX_LIMITS", value_delimiter = ',')]
+    pub max_limits: Vec<String>,
+    /// Most bytes of files one working-directory tarball may hold.
+    #[arg(long, env = "JOBPACK_TARBALL_MAX_MB", default_value_t = 8192)]
+    pub tarball_max_mb: u64,
+    /// Let the server fetch data and git repositories from these destinations, which it refuses
+    /// by default (loopback, private, link-local, ...): a CIDR (`10.0.0.0/8`, `127.0.0.1/32`) or
+    /// a host name. Repeatable.
+    #[arg(
+        long = "allow-fetch-from",
+        env = "JOBPACK_ALLOW_FETCH_FROM",
+        value_delimiter = ','
+    )]
+    pub allow_fetch_from: Vec<String>,
+    /// Multipart uploads received at once (each is spooled to disk); more wait, then get 503.
+    #[arg(long, env = "JOBPACK_MAX_UPLOADS", default_value_t = 4)]
+    pub max_uploads: usize,
+    /// Connections at once; one more is closed at accept.
+    #[arg(long, env = "JOBPACK_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Seconds a new connection has to send its first request head.
+    #[arg(long, env = "JOBPACK_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a connection may stay idle before it is closed.
+    #[arg(long, env = "JOBPACK_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
+}
+
+/// The config file's keys (all optional; unknown keys are an error).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_concurrent: Option<u64>,
+    max_queued: Option<u64>,
+    max_body_mb: Option<u64>,
+    grace: Option<f64>,
+    permissive: Option<bool>,
+    allow_file_urls: Option<bool>,
+    auth: Option<auth::AuthMode>,
+    insecure_public: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_require_client_cert: Option<bool>,
+    executor: Option<ExecutorKind>,
+    shared_dir: Option<PathBuf>,
+    partition: Option<String>,
+    account: Option<String>,
+    slurm_sandbox: Option<PathBuf>,
+    /// `{pids = 512, memory_bytes = "2G"}`
+    default_limits: Option<toml::Table>,
+    max_limits: Option<toml::Table>,
+    tarball_max_mb: Option<u64>,
+    allow_fetch_from: Option<Vec<String>>,
+    max_connections: Option<u64>,
+    max_uploads: Option<u64>,
+    header_timeout: Option<u64>,
+    idle_timeout: Option<u64>,
+}
+
+/// A config file's limits table as `NAME=VALUE,...`.
+fn limit_pairs(t: Option<toml::Table>) -> Option<String> {
+    t.map(|t| {
+        t.iter()
+            .map(|(k, v)| match v {
+                toml::Value::String(s) => format!("{k}={s}"),
+                toml::Value::Integer(i) => format!("{k}={i}"),
+                toml::Value::Float(f) => format!("{k}={f}"),
+                other => format!("{k}={other:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+/// If `jobpack serve` is given a config file (`--config FILE`, `--config=FILE` or
+/// `JOBPACK_CONFIG`), turns its keys into the `JOBPACK_*` variables that are not set yet, so that
+/// clap applies them below flags and real environment variables. Call before any thread starts.
+pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
+    if args.get(1).map(String::as_str) != Some("serve") {
+        return Ok(());
+    }
+    let from_flag = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--config=").map(str::to_owned).or_else(|| {
+            (a == "--config")
+                .then(|| args.get(i + 1).cloned())
+                .flatten()
+        })
+    });
+    let Some(path) = from_flag.or_else(|| std::env::var("JOBPACK_CONFIG").ok()) else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the config file {path}"))?;
+    let c: ConfigFile =
+        toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
+    let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
+    let pairs: [(&str, Option<String>); 27] = [
+        ("JOBPACK_MAX_UPLOADS", c.max_uploads.map(|v| v.to_string())),
+        (
+            "JOBPACK_MAX_CONNECTIONS",
+            c.max_connections.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_HEADER_TIMEOUT",
+            c.header_timeout.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_IDLE_TIMEOUT",
+            c.idle_timeout.map(|v| v.to_string()),
+        ),
+        ("JOBPACK_DEFAULT_LIMITS", limit_pairs(c.default_limits)),
+        ("JOBPACK_MAX_LIMITS", limit_pairs(c.max_limits)),
+        (
+            "JOBPACK_TARBALL_MAX_MB",
+            c.tarball_max_mb.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_ALLOW_FETCH_FROM",
+            c.allow_fetch_from.map(|v| v.join(",")),
+        ),
+        ("JOBPACK_LISTEN", c.listen),
+        (
+            "JOBPACK_DATA_DIR",
+            c.data_dir.map(|d| d.display().to_string()),
+        ),
+        (
+            "JOBPACK_MAX_CONCURRENT",
+            c.max_concurrent.map(|v| v.to_string()),
+        ),
+        ("JOBPACK_MAX_QUEUED", c.max_queued.map(|v| v.to_string())),
+        ("JOBPACK_MAX_BODY_MB", c.max_body_mb.map(|v| v.to_string())),
+        ("JOBPACK_GRACE", c.grace.map(|v| v.to_string())),
+        ("JOBPACK_PERMISSIVE", c.permissive.map(|v| v.to_string())),
+        (
+            "JOBPACK_ALLOW_FILE_URLS",
+            c.allow_file_urls.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_AUTH",
+            c.auth.map(|a| {
+                match a {
+                    auth::AuthMode::Token => "token",
+                    auth::AuthMode::None => "none",
+                }
+                .to_owned()
+            }),
+        ),
+        (
+            "JOBPACK_INSECURE_PUBLIC",
+            c.insecure_public.map(|v| v.to_string()),
+        ),
+        ("JOBPACK_TLS_CERT", path_str(c.tls_cert)),
+        ("JOBPACK_TLS_KEY", path_str(c.tls_key)),
+        ("JOBPACK_TLS_CLIENT_CA", path_str(c.tls_client_ca)),
+        (
+            "JOBPACK_TLS_REQUIRE_CLIENT_CERT",
+            c.tls_require_client_cert.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_EXECUTOR",
+            c.executor.map(|e| {
+                match e {
+                    ExecutorKind::Local => "local",
+                    ExecutorKind::Slurm => "slurm",
+                }
+                .to_owned()
+            }),
+        ),
+        ("JOBPACK_SHARED_DIR", path_str(c.shared_dir)),
+        ("JOBPACK_PARTITION", c.partition),
+        ("JOBPACK_ACCOUNT", c.account),
+        ("JOBPACK_SLURM_SANDBOX", path_str(c.slurm_sandbox)),
+    ];
+    for (k, v) in pairs {
+        if let Some(v) = v
+            && std::env::var_os(k).is_none()
+        {
+            // SAFETY: called from main before the runtime or any other thread exists.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! A job's log over HTTP: the text (from an offset or the last bytes, seeked and streamed, never
+//! read whole) and the SSE stream of JSON events (history, then live, then `end`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use poem::Body;
+use poem_openapi::payload::Binary;
+use poem_openapi::{ApiResponse, Object};
+
+use super::queue::{Runner, row_is_final};
+use super::store::JobRow;
+
+#[derive(ApiResponse)]
+pub enum LogText {
+    /// The log bytes (UTF-8 as the job wrote it).
+    #[oai(status = 200, content_type = "text/plain; charset=utf-8")]
+    Ok(Binary<Body>),
+}
+
+/// One event of the log stream.
+#[derive(Debug, Object)]
+pub struct StreamItem {
+    /// The byte offset after this event (also its SSE id; send it back as Last-Event-ID).
+    pub offset: u64,
+    /// Log text (invalid UTF-8 replaced), for `message` events.
+    pub text: Option<String>,
+    /// The final status, for the `end` event.
+    pub status: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+/// The log of a job as a stream of events, from byte `start`, ending with an `end` event.
+pub(super) fn log_events(
+    runner: Arc<Runner>,
+    id: String,
+    start: u64,
+) -> BoxStream<'static, StreamItem> {
+    struct St {
+        runner: Arc<Runner>,
+        id: String,
+        reader: Option<jobpack_core::exec::LogReader>,
+        /// Bytes read from the log; `emitted` ≤ `read` (an incomplete UTF-8 tail is held back).
+        emitted: u64,
+        carry: Vec<u8>,
+        done: bool,
+    }
+    let st = St {
+        runner,
+        id,
+        reader: None,
+        emitted: start,
+        carry: Vec::new(),
+        done: false,
+    };
+    futures_util::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            if st.reader.is_none() {
+                if let Some(log) = st.runner.log(&st.id) {
+                    st.reader = Some(log.reader_at(st.emitted));
+                } else {
+                    // Not running yet (queued, packing) or never will (failed before running).
+                    match st.runner.store.get(&st.id) {
+                        Ok(Some(r)) if row_is_final(&r) && !st.runner.is_live(&st.id) => {
+                            st.done = true;
+                            return Some((end_item(&r, st.emitted), st));
+                        }
+                        Ok(Some(_)) => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            let reader = st.reader.as_mut()?;
+            match reader.next_chunk(64 * 1024).await {
+                Ok(Some(chunk)) => {
+                    st.carry.extend_from_slice(&chunk);
+                    let valid = match std::str::from_utf8(&st.carry) {
+                        Ok(_) => st.carry.len(),
+                        // Hold back an incomplete sequence at the end; replace invalid ones.
+                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                        Err(_) => st.carry.len(),
+                    };
+                    if valid == 0 {
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&st.carry[..valid]).into_owned();
+                    st.carry.drain(..valid);
+                    st.emitted += valid as u64;
+                    let item = StreamItem {
+                        offset: st.emitted,
+                        text: Some(text),
+                        status: None,
+                        exit_code: None,
+                    };
+                    return Some((item, st));
+                }
+                Ok(None) | Err(_) => {
+                    if !st.carry.is_empty() {
+                        let text = String::from_utf8_lossy(&st.carry).into_owned();
+                        st.emitted += st.carry.len() as u64;
+                        st.carry.clear();
+                        return Some((
+                            StreamItem {
+                                offset: st.emitted,
+                                text: Some(text),
+                                status: None,
+                                exit_code: None,
+                            },
+                            st,
+                        ));
+                    }
+                    // The output ended; the final status follows shortly.
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                    loop {
+                        match st.runner.store.get(&st.id) {
+                            Ok(Some(r))
+                                if row_is_final(&r) || tokio::time::Instant::now() > deadline =>
+                            {
+                                st.done = true;
+                                return Some((end_item(&r, st.emitted), st));
+                            }
+                            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
+                            _ => return None,
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+fn end_item(r: &JobRow, offset: u64) -> StreamItem {
+    StreamItem {
+        offset,
+        text: None,
+        status: Some(r.status.clone()),
+        exit_code: r.exit_code,
+    }
+}

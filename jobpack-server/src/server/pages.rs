@@ -1,0 +1,81 @@
+//! The routes outside the OpenAPI service: file downloads with raw slashes, the dashboard's three
+//! files, and the Prometheus metrics.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{IntoResponse, Response, handler};
+
+use super::edge::problem_response;
+use super::{auth, downloads, queue};
+
+/// `/v1/jobs/:id/files/*path`: the same as the OpenAPI operation, with raw slashes in the path.
+#[handler]
+pub(super) async fn file_wildcard(
+    poem::web::Path((id, path)): poem::web::Path<(String, String)>,
+    Data(runner): Data<&Arc<queue::Runner>>,
+    caller: auth::Caller,
+) -> Response {
+    match downloads::file_download(runner, &caller, &id, &path).await {
+        Ok(d) => d.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Prometheus metrics of the whole service (admins only: they count every user's jobs).
+/// The dashboard: three files built into the binary (no build step, no CDN), under a strict
+/// Content-Security-Policy. It talks to `/v1` like any client.
+#[handler]
+pub(super) fn ui(req: &poem::Request) -> Response {
+    let (body, ctype) = match req.uri().path() {
+        "/ui/app.js" => (
+            include_str!("../../ui/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "/ui/app.css" => (include_str!("../../ui/app.css"), "text/css; charset=utf-8"),
+        _ => (
+            include_str!("../../ui/index.html"),
+            "text/html; charset=utf-8",
+        ),
+    };
+    Response::builder()
+        .content_type(ctype)
+        .header(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; frame-ancestors 'none'",
+        )
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Cache-Control", "no-cache")
+        .body(body)
+}
+
+#[handler]
+pub(super) fn metrics(Data(runner): Data<&Arc<queue::Runner>>, caller: auth::Caller) -> Response {
+    if !caller.may(auth::Action::Administer) {
+        return problem_response(
+            StatusCode::FORBIDDEN,
+            format!("role {} may not read the metrics", caller.role),
+        );
+    }
+    let mut out = String::new();
+    out.push_str("# HELP jobpack_jobs Jobs by status.\n# TYPE jobpack_jobs gauge\n");
+    for (status, n) in runner.store.counts(None).unwrap_or_default() {
+        out.push_str(&format!("jobpack_jobs{{status=\"{status}\"}} {n}\n"));
+    }
+    out.push_str(
+        "# HELP jobpack_queue_depth Jobs waiting for a slot.\n# TYPE jobpack_queue_depth gauge\n",
+    );
+    out.push_str(&format!("jobpack_queue_depth {}\n", runner.queue_depth()));
+    out.push_str("# HELP jobpack_running Jobs running now.\n# TYPE jobpack_running gauge\n");
+    out.push_str(&format!("jobpack_running {}\n", runner.running_count()));
+    let (n, sum) = runner.store.durations().unwrap_or((0, 0.0));
+    out.push_str("# HELP jobpack_job_duration_seconds Submission to end, finished jobs.\n");
+    out.push_str("# TYPE jobpack_job_duration_seconds summary\n");
+    out.push_str(&format!(
+        "jobpack_job_duration_seconds_sum {sum}\njobpack_job_duration_seconds_count {n}\n"
+    ));
+    Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}
