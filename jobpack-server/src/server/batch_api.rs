@@ -9,9 +9,9 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::api::{JobInfo, rfc3339};
 use super::auth::{Action, Caller};
-use super::batches::{BatchRow, Counters};
 use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
 use super::queue::Runner;
+use super::store::batches::{BatchRow, Counters};
 use super::store::{Group, ListFilter, now};
 use super::submit::{Submitter, group_busy, group_detail};
 

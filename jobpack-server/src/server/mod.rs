@@ -24,7 +24,6 @@ mod admin_api;
 mod api;
 pub mod auth;
 mod batch_api;
-pub mod batches;
 mod config;
 mod conn;
 mod downloads;

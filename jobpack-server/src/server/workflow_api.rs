@@ -13,9 +13,9 @@ use super::api::rfc3339;
 use super::auth::{Action, Caller};
 use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
 use super::queue::Runner;
+use super::store::workflows::{WorkflowRow, requirements, status};
 use super::store::{Group, JobRow, now};
 use super::submit::{Submitter, group_busy, group_detail};
-use super::workflows::{WorkflowRow, requirements, status};
 
 #[derive(Tags)]
 enum WorkflowTags {

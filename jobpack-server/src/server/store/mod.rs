@@ -2,6 +2,9 @@
 //! `migrations/` and applied in order at start. Every state change of a job is one UPDATE, so a
 //! crash leaves each job in the last state it reached.
 
+pub mod batches;
+pub mod workflows;
+
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,15 +13,21 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_jobs", include_str!("../../migrations/0001_jobs.sql")),
-    ("0002_auth", include_str!("../../migrations/0002_auth.sql")),
+    (
+        "0001_jobs",
+        include_str!("../../../migrations/0001_jobs.sql"),
+    ),
+    (
+        "0002_auth",
+        include_str!("../../../migrations/0002_auth.sql"),
+    ),
     (
         "0003_batches",
-        include_str!("../../migrations/0003_batches.sql"),
+        include_str!("../../../migrations/0003_batches.sql"),
     ),
     (
         "0004_workflows",
-        include_str!("../../migrations/0004_workflows.sql"),
+        include_str!("../../../migrations/0004_workflows.sql"),
     ),
 ];
 
@@ -75,8 +84,8 @@ pub fn now() -> f64 {
 /// What a set of inserted jobs forms.
 pub enum Group<'a> {
     None,
-    Batch(&'a super::batches::BatchRow),
-    Workflow(&'a super::workflows::WorkflowRow),
+    Batch(&'a batches::BatchRow),
+    Workflow(&'a workflows::WorkflowRow),
 }
 
 /// Why a job was not inserted.
@@ -242,8 +251,8 @@ impl Store {
         }
         match group {
             Group::None => {}
-            Group::Batch(b) => super::batches::insert_batch(&tx, b).map_err(db)?,
-            Group::Workflow(w) => super::workflows::insert_workflow(&tx, w).map_err(db)?,
+            Group::Batch(b) => batches::insert_batch(&tx, b).map_err(db)?,
+            Group::Workflow(w) => workflows::insert_workflow(&tx, w).map_err(db)?,
         }
         for (j, secret) in jobs {
             insert_job(&tx, j, secret.as_deref()).map_err(db)?;

@@ -3,7 +3,7 @@
 
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::store::{Store, now};
+use super::{Store, now};
 
 #[derive(Debug, Clone)]
 pub struct BatchRow {
@@ -136,7 +136,7 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT id FROM jobs WHERE batch_id = ?1 AND {} ORDER BY created_at",
-                super::store::ACTIVE_SQL
+                super::ACTIVE_SQL
             ))?;
             st.query_map([id], |r| r.get(0))?.collect()
         })
