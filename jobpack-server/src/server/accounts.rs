@@ -58,7 +58,7 @@ impl FromStr for Role {
 /// for nothing gets the cap. `None`: no cap.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
 #[serde(deny_unknown_fields)]
-#[oai(rename = "Quota")]
+#[oai(rename = "Quota", deny_unknown_fields)]
 #[oai(skip_serializing_if_is_none)]
 pub struct Quota {
     /// Jobs that have not ended (queued, packing, running) at once.

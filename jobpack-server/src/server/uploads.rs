@@ -13,6 +13,7 @@ use super::queue::{Runner, Submission};
 
 /// Uploads: `spec` (JSON), and `code_files`/`input_files` or one `archive`.
 #[derive(Debug, Multipart)]
+#[oai(deny_unknown_fields)]
 pub struct UploadJob {
     /// The job spec as JSON (the same fields as the JSON body; no git_url with uploaded code).
     pub spec: String,
