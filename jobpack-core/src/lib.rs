@@ -42,6 +42,7 @@ pub mod render;
 pub mod runtime;
 pub mod source;
 pub mod spec;
+pub mod status;
 pub mod tree;
 pub mod workflow;
 
@@ -57,4 +58,5 @@ pub use render::RenderError;
 pub use runtime::{Runtime, RuntimeError, RuntimeKind};
 pub use source::git::GitError;
 pub use spec::{Command, DataSpec, Job, JobSpec, SpecError};
+pub use status::JobStatus;
 pub use workflow::{Workflow, WorkflowError};

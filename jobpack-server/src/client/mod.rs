@@ -338,10 +338,11 @@ impl Api {
 /// The exit code that stands for a job's end, as `jobpack run` gives it: the job's own, 124 for
 /// a time-out, 130 for a cancel, 128+signal, else 1.
 pub fn job_exit_code(status: &str, exit_code: Option<i32>, signal: Option<i32>) -> u8 {
-    match (status, exit_code, signal) {
-        ("timed_out", _, _) => 124,
-        ("stopped", _, _) => 130,
-        ("packed", _, _) => 0,
+    use jobpack_core::JobStatus as S;
+    match (status.parse::<S>().ok(), exit_code, signal) {
+        (Some(S::TimedOut), _, _) => 124,
+        (Some(S::Stopped), _, _) => 130,
+        (Some(S::Packed), _, _) => 0,
         (_, Some(c), _) => u8::try_from(c).unwrap_or(1),
         (_, None, Some(s)) => u8::try_from(128 + s).unwrap_or(137),
         _ => 1,

@@ -78,7 +78,7 @@ impl From<JobRow> for JobInfo {
         JobInfo {
             job_id: r.id,
             name: r.name,
-            status: r.status,
+            status: r.status.as_str().into(),
             run: r.run,
             source: r.source,
             created_at: rfc3339(r.created_at),
@@ -251,7 +251,7 @@ impl JobsApi {
         self.runner.spawn(id.clone());
         Ok(CreateResponse::Created(Json(Created {
             job_id: id,
-            status: "queued".into(),
+            status: jobpack_core::JobStatus::Queued.as_str().into(),
         })))
     }
 
@@ -320,7 +320,7 @@ impl JobsApi {
         let r = self.row(&caller, &id)?;
         Ok(Json(JobStatus {
             job_id: r.id,
-            status: r.status,
+            status: r.status.as_str().into(),
             exit_code: r.exit_code,
             reason: r.reason,
             updated_at: rfc3339(r.updated_at),

@@ -142,7 +142,7 @@ fn end_item(r: &JobRow, offset: u64) -> StreamItem {
     StreamItem {
         offset,
         text: None,
-        status: Some(r.status.clone()),
+        status: Some(r.status.as_str().into()),
         exit_code: r.exit_code,
     }
 }

@@ -16,7 +16,7 @@ use jobpack_core::{JobSpec, Packager, UnpackLimits};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 
-use super::store::{Finish, JobRow, Store, is_final};
+use super::store::{Finish, JobRow, JobStatus, Store, is_final};
 
 /// What a job asks for, as stored (`request_json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,7 +133,7 @@ impl Runner {
     /// workflow's, which run again (the workflow resumes); jobs that were queued, packing or
     /// packed-to-run are started again, and workflows decide their waiting jobs.
     pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
-        for id in self.store.ids_with_status("running")? {
+        for id in self.store.ids_with_status(JobStatus::Running)? {
             let Some(row) = self.store.get(&id)? else {
                 continue;
             };
@@ -156,18 +156,22 @@ impl Runner {
                 eprintln!("jobpack: could not clean up job {id} of the previous run: {e}");
             }
             if row.workflow_id.is_some() {
-                self.store.set_status(&id, "queued")?;
+                self.store.set_status(&id, JobStatus::Queued)?;
             } else {
                 self.store.finish(
                     &id,
-                    &Finish::early("failed", "server restarted", Some("server_restarted")),
+                    &Finish::early(
+                        JobStatus::Failed,
+                        "server restarted",
+                        Some("server_restarted"),
+                    ),
                 )?;
             }
         }
         // All ids first: a job spawned here moves on to `packing` at once and must not be
         // found again by a later status's query (it would get a second task).
         let mut resume = Vec::new();
-        for status in ["queued", "packing", "packed"] {
+        for status in [JobStatus::Queued, JobStatus::Packing, JobStatus::Packed] {
             for id in self.store.ids_with_status(status)? {
                 resume.push((status, id));
             }
@@ -176,7 +180,7 @@ impl Runner {
             let Some(job) = self.store.get(&id)? else {
                 continue;
             };
-            if status == "packed" && !job.run {
+            if status == JobStatus::Packed && !job.run {
                 continue;
             }
             // A pack cut short leaves its temporary artifact behind; it is never served
@@ -191,7 +195,7 @@ impl Runner {
                     }
                 }
             }
-            self.store.set_status(&id, "queued")?;
+            self.store.set_status(&id, JobStatus::Queued)?;
             self.spawn(id);
         }
         // A job may have ended just before the crash, with its dependants not yet decided.
@@ -260,7 +264,7 @@ impl Runner {
             .map(|l| l.keys().cloned().collect())
             .unwrap_or_default();
         for id in ids {
-            if matches!(self.store.get(&id), Ok(Some(r)) if r.status == "running") {
+            if matches!(self.store.get(&id), Ok(Some(r)) if r.status == JobStatus::Running) {
                 self.cancel(&id);
             }
         }
@@ -297,9 +301,9 @@ impl Runner {
     }
 
     async fn fail(&self, id: &str, code: &str, reason: &str) {
-        self.record(id, "failed", || {
+        self.record(id, JobStatus::Failed.as_str(), || {
             self.store
-                .finish(id, &Finish::early("failed", reason, Some(code)))
+                .finish(id, &Finish::early(JobStatus::Failed, reason, Some(code)))
         })
         .await;
     }
@@ -340,9 +344,9 @@ impl Runner {
     async fn process(&self, id: &str, mut cancel: watch::Receiver<bool>) {
         let me = self;
         let stopped = move |_: &Self| async move {
-            me.record(id, "stopped", || {
+            me.record(id, JobStatus::Stopped.as_str(), || {
                 me.store
-                    .finish(id, &Finish::early("stopped", "cancelled", None))
+                    .finish(id, &Finish::early(JobStatus::Stopped, "cancelled", None))
             })
             .await;
         };
@@ -382,8 +386,10 @@ impl Runner {
         };
 
         // Pack.
-        self.record(id, "packing", || self.store.set_status(id, "packing"))
-            .await;
+        self.record(id, JobStatus::Packing.as_str(), || {
+            self.store.set_status(id, JobStatus::Packing)
+        })
+        .await;
         let dir = self.job_dir(id);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             return self
@@ -427,7 +433,7 @@ impl Runner {
                 .fail(id, "internal", &format!("cannot save the manifest: {e}"))
                 .await;
         }
-        self.record(id, "packed", || {
+        self.record(id, JobStatus::Packed.as_str(), || {
             self.store.set_packed(
                 id,
                 &artifact.sha256,
@@ -554,8 +560,10 @@ impl Runner {
         {
             l.log = Some(handle.logs());
         }
-        self.record(id, "running", || self.store.set_status(id, "running"))
-            .await;
+        self.record(id, JobStatus::Running.as_str(), || {
+            self.store.set_status(id, JobStatus::Running)
+        })
+        .await;
         self.running.fetch_add(1, Ordering::Relaxed);
         let mut wait = handle.wait();
         let outcome = tokio::select! {
@@ -572,13 +580,15 @@ impl Runner {
         {
             // Stopped by the shutdown, not by a user: a workflow's job runs again at the next
             // start, so the workflow resumes where it was.
-            self.record(id, "queued", || self.store.set_status(id, "queued"))
-                .await;
+            self.record(id, JobStatus::Queued.as_str(), || {
+                self.store.set_status(id, JobStatus::Queued)
+            })
+            .await;
             return;
         }
         let outcome_json = serde_json::to_string(&outcome).ok();
         let end = Finish {
-            status: outcome.status.as_str(),
+            status: outcome.status.into(),
             exit_code: outcome.exit_code,
             signal: outcome.signal,
             reason: outcome.reason.as_deref(),
@@ -636,5 +646,5 @@ fn error_code(e: &jobpack_core::Error) -> &'static str {
 
 /// A job row's final-or-not state, for the API.
 pub fn row_is_final(r: &JobRow) -> bool {
-    is_final(&r.status, r.run)
+    is_final(r.status, r.run)
 }

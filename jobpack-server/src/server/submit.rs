@@ -15,7 +15,7 @@ use super::accounts::Quota;
 use super::auth::{Action, Caller};
 use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
 use super::queue::{Runner, Submission};
-use super::store::{Group, InsertError, JobRow, now};
+use super::store::{Group, InsertError, JobRow, JobStatus, now};
 use jobpack_core::JobSpec;
 use jobpack_core::exec::{Limits, NetworkPolicy};
 
@@ -339,7 +339,7 @@ pub(super) fn new_job_row(
     let row = JobRow {
         id: id.to_owned(),
         name: sub.spec.name.clone(),
-        status: "queued".into(),
+        status: JobStatus::Queued,
         source: source.into(),
         request_json: serde_json::to_string(sub).map_err(internal)?,
         run: sub.run,

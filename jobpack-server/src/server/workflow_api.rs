@@ -14,7 +14,7 @@ use super::auth::{Action, Caller};
 use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
 use super::queue::Runner;
 use super::store::workflows::{WorkflowRow, requirements, status};
-use super::store::{Group, JobRow, now};
+use super::store::{Group, JobRow, JobStatus, now};
 use super::submit::{Submitter, group_busy, group_detail};
 
 #[derive(Tags)]
@@ -102,7 +102,7 @@ fn info(w: WorkflowRow, jobs: Vec<JobRow>) -> WorkflowInfo {
                 .collect(),
             name: j.name.unwrap_or_default(),
             job_id: j.id,
-            status: j.status,
+            status: j.status.as_str().into(),
             exit_code: j.exit_code,
             reason: j.reason,
             started_at: j.started_at.map(rfc3339),
@@ -260,7 +260,7 @@ impl WorkflowsApi {
             let (mut row, secrets) = submitter
                 .row(&id, &p, "spec", None)
                 .map_err(|e| vec![(String::new(), message(e))])?;
-            row.status = "waiting".into();
+            row.status = JobStatus::Waiting;
             row.workflow_id = Some(w.id.clone());
             row.workflow_pos = Some(rows.len() as i64);
             row.requires_json = Some(

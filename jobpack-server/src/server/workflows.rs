@@ -10,8 +10,8 @@ use std::sync::Arc;
 use jobpack_core::workflow::{Readiness, Requirement, readiness};
 
 use super::queue::Runner;
-use super::store::JobRow;
 use super::store::workflows::requirements;
+use super::store::{JobRow, JobStatus};
 
 impl Runner {
     /// Starts the workflow's waiting jobs whose requirements are met and skips those whose
@@ -35,7 +35,7 @@ impl Runner {
         let jobs = self.store.workflow_jobs(workflow_id)?;
         let mut status: HashMap<String, String> = jobs
             .iter()
-            .filter_map(|j| Some((j.name.clone()?, j.status.clone())))
+            .filter_map(|j| Some((j.name.clone()?, j.status.as_str().to_owned())))
             .collect();
         // Each job's requirements, read once for all the rounds below.
         let requires: Vec<Vec<Requirement>> = jobs.iter().map(requirements).collect();
@@ -43,7 +43,7 @@ impl Runner {
             let mut changed = false;
             for (j, requires) in jobs.iter().zip(&requires) {
                 let Some(name) = &j.name else { continue };
-                if status.get(name).map(String::as_str) != Some("waiting") {
+                if status.get(name).map(String::as_str) != Some(JobStatus::Waiting.as_str()) {
                     continue;
                 }
                 let decision = if wf.cancelled_at.is_some() {
@@ -55,16 +55,18 @@ impl Runner {
                     Readiness::Waiting => {}
                     Readiness::Ready => {
                         if self.store.start_waiting(&j.id)? {
-                            status.insert(name.clone(), "queued".into());
+                            status.insert(name.clone(), JobStatus::Queued.as_str().into());
                             self.spawn(j.id.clone());
                         }
                     }
                     Readiness::Unmeetable(reason) => {
-                        if self
-                            .store
-                            .end_waiting(&j.id, "skipped", &reason, "requirement_unmet")?
-                        {
-                            status.insert(name.clone(), "skipped".into());
+                        if self.store.end_waiting(
+                            &j.id,
+                            JobStatus::Skipped,
+                            &reason,
+                            "requirement_unmet",
+                        )? {
+                            status.insert(name.clone(), JobStatus::Skipped.as_str().into());
                             changed = true;
                         }
                     }
@@ -83,7 +85,7 @@ impl Runner {
             .store
             .end_waiting(
                 &row.id,
-                "stopped",
+                JobStatus::Stopped,
                 "cancelled before its requirements were met",
                 "cancelled",
             )

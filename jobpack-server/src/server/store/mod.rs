@@ -12,6 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
+pub use jobpack_core::JobStatus;
+
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_jobs",
@@ -36,7 +38,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
 pub struct JobRow {
     pub id: String,
     pub name: Option<String>,
-    pub status: String,
+    pub status: JobStatus,
     pub source: String,
     pub request_json: String,
     pub run: bool,
@@ -70,8 +72,16 @@ pub struct JobRow {
 /// requirements can no longer be met), as the library's workflows know them.
 pub const FINAL: &[&str] = jobpack_core::workflow::FINAL;
 
-pub fn is_final(status: &str, run: bool) -> bool {
-    FINAL.contains(&status) || (!run && status == "packed")
+pub fn is_final(status: JobStatus, run: bool) -> bool {
+    status.is_final_for(run)
+}
+
+/// A status read from the database (an unknown name is a conversion error naming it).
+fn status_of(r: &Row<'_>) -> rusqlite::Result<JobStatus> {
+    let s: String = r.get("status")?;
+    s.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 pub fn now() -> f64 {
@@ -110,7 +120,7 @@ pub(super) fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         id: r.get("id")?,
         name: r.get("name")?,
-        status: r.get("status")?,
+        status: status_of(r)?,
         source: r.get("source")?,
         request_json: r.get("request_json")?,
         run: r.get::<_, i64>("run")? != 0,
@@ -321,20 +331,20 @@ impl Store {
     }
 
     /// Ids of jobs in `status`, oldest first.
-    pub fn ids_with_status(&self, status: &str) -> anyhow::Result<Vec<String>> {
+    pub fn ids_with_status(&self, status: JobStatus) -> anyhow::Result<Vec<String>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT id FROM jobs WHERE status = ?1 ORDER BY created_at")?;
-            st.query_map([status], |r| r.get(0))?.collect()
+            st.query_map([status.as_str()], |r| r.get(0))?.collect()
         })
     }
 
     /// Sets the status (and `started_at` when entering `running`).
-    pub fn set_status(&self, id: &str, status: &str) -> anyhow::Result<()> {
+    pub fn set_status(&self, id: &str, status: JobStatus) -> anyhow::Result<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE jobs SET status = ?2, updated_at = ?3, \
                  started_at = CASE WHEN ?2 = 'running' THEN ?3 ELSE started_at END WHERE id = ?1",
-                params![id, status, now()],
+                params![id, status.as_str(), now()],
             )
             .map(drop)
         })
@@ -373,7 +383,7 @@ impl Store {
                  WHERE id = ?1",
                 params![
                     id,
-                    end.status,
+                    end.status.as_str(),
                     now(),
                     end.exit_code,
                     end.signal,
@@ -452,9 +462,9 @@ impl Store {
 }
 
 /// A job's final state, for [`Store::finish`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Finish<'a> {
-    pub status: &'a str,
+    pub status: JobStatus,
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub reason: Option<&'a str>,
@@ -465,12 +475,15 @@ pub struct Finish<'a> {
 
 impl<'a> Finish<'a> {
     /// A job that ended without running to an outcome (failed, stopped before running, ...).
-    pub fn early(status: &'a str, reason: &'a str, error_code: Option<&'a str>) -> Self {
+    pub fn early(status: JobStatus, reason: &'a str, error_code: Option<&'a str>) -> Self {
         Finish {
             status,
             reason: Some(reason),
             error_code,
-            ..Finish::default()
+            exit_code: None,
+            signal: None,
+            outcome_json: None,
+            cpu_seconds: None,
         }
     }
 }
@@ -498,7 +511,7 @@ pub(super) fn insert_job(
         params![
             j.id,
             j.name,
-            j.status,
+            j.status.as_str(),
             j.source,
             j.request_json,
             j.run as i64,

@@ -51,7 +51,7 @@ pub fn requirements(j: &JobRow) -> Vec<Requirement> {
 /// What a workflow's jobs add up to: `queued` (none started), `running`, `completed` (all
 /// completed), `stopped` (cancelled), `failed` (ended otherwise).
 pub fn status(w: &WorkflowRow, jobs: &[JobRow]) -> &'static str {
-    let active = |j: &&JobRow| !super::is_final(&j.status, j.run);
+    let active = |j: &&JobRow| !super::is_final(j.status, j.run);
     if jobs.iter().any(|j| active(&j)) {
         if jobs
             .iter()
@@ -63,7 +63,7 @@ pub fn status(w: &WorkflowRow, jobs: &[JobRow]) -> &'static str {
         }
     } else if w.cancelled_at.is_some() {
         "stopped"
-    } else if jobs.iter().all(|j| j.status == "completed") {
+    } else if jobs.iter().all(|j| j.status == super::JobStatus::Completed) {
         "completed"
     } else {
         "failed"
@@ -141,7 +141,7 @@ impl Store {
     pub fn end_waiting(
         &self,
         id: &str,
-        status: &str,
+        status: super::JobStatus,
         reason: &str,
         error_code: &str,
     ) -> anyhow::Result<bool> {
@@ -150,7 +150,7 @@ impl Store {
             let n = tx.execute(
                 "UPDATE jobs SET status = ?2, updated_at = ?3, finished_at = ?3, reason = ?4, \
                  error_code = ?5 WHERE id = ?1 AND status = 'waiting'",
-                params![id, status, now(), reason, error_code],
+                params![id, status.as_str(), now(), reason, error_code],
             )?;
             tx.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])?;
             tx.commit()?;
