@@ -228,3 +228,32 @@ pub async fn authenticate<E: poem::Endpoint>(
     }
     ep.call(req).await.map(IntoResponse::into_response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_permission_table() {
+        use Action::*;
+        let all = [Submit, Read, Cancel, Delete, Administer];
+        let may = |role| {
+            all.iter()
+                .filter(|a| allowed(role, **a))
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(may(Role::Admin), all);
+        assert_eq!(may(Role::Submitter), [Submit, Read, Cancel, Delete]);
+        assert_eq!(may(Role::Viewer), [Read]);
+        let c = |role| Caller {
+            user: "ann".into(),
+            role,
+            via: Via::Nothing,
+        };
+        assert!(c(Role::Submitter).sees("ann") && !c(Role::Submitter).sees("bob"));
+        assert!(c(Role::Admin).sees("bob"));
+        assert_eq!(c(Role::Viewer).owner_filter().as_deref(), Some("ann"));
+        assert_eq!(c(Role::Admin).owner_filter(), None);
+    }
+}

@@ -412,3 +412,63 @@ pub(super) fn group_detail(jobs: usize, name: Option<&str>) -> String {
         None => format!("jobs={jobs}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quota_refuses_what_is_over_it_and_fills_what_is_not_asked() {
+        let q = Quota {
+            max_memory_bytes: Some(1 << 30),
+            max_pids: Some(64),
+            ..Quota::default()
+        };
+        let mut l = Limits {
+            pids: Some(32),
+            ..Limits::default()
+        };
+        apply_user_quota(&mut l, &q).unwrap();
+        assert_eq!(
+            (l.pids, l.memory_bytes, l.timeout),
+            (Some(32), Some(1 << 30), None)
+        );
+        let mut over = Limits {
+            memory_bytes: Some(2 << 30),
+            ..Limits::default()
+        };
+        match apply_user_quota(&mut over, &q) {
+            Err(ApiError::OverQuota(p)) => {
+                assert!(
+                    p.0.message.contains("limits.memory_bytes"),
+                    "{}",
+                    p.0.message
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn submissions_split_into_spec_service_keys_and_secrets() {
+        let p = parse_submission(
+            serde_json::json!({"command": "true", "run": false, "network": "none",
+                               "secret_env": {"TOKEN": "s3cret"}, "limits": {"pids": 8}}),
+            false,
+        )
+        .unwrap();
+        assert!(!p.sub.run);
+        assert_eq!(p.sub.limits.pids, Some(8));
+        assert_eq!(p.secrets["TOKEN"], "s3cret");
+        assert_eq!(p.sub.secret_env["TOKEN"], MASK, "only the names are stored");
+        for bad in [
+            serde_json::json!({"command": "true", "run": "yes"}),
+            serde_json::json!({"command": "true", "secret_env": {"1X": "v"}}),
+            serde_json::json!({"command": "true", "frobnicate": 1}),
+            serde_json::json!({"git_url": "file:///etc", "commit_hash": "a".repeat(40),
+                               "command": "x"}),
+        ] {
+            assert!(parse_submission(bad.clone(), false).is_err(), "{bad}");
+        }
+    }
+}

@@ -152,3 +152,29 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_status_follows_its_counters() {
+        let c = |queued, running, completed, failed, stopped| {
+            Counters {
+                queued,
+                running,
+                completed,
+                failed,
+                stopped,
+                ..Counters::default()
+            }
+            .status()
+        };
+        assert_eq!(c(3, 0, 0, 0, 0), "queued");
+        assert_eq!(c(2, 0, 1, 0, 0), "running");
+        assert_eq!(c(0, 1, 0, 0, 0), "running");
+        assert_eq!(c(0, 0, 3, 0, 0), "completed");
+        assert_eq!(c(0, 0, 2, 1, 1), "failed");
+        assert_eq!(c(0, 0, 2, 0, 1), "stopped");
+    }
+}
