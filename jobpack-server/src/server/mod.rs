@@ -52,7 +52,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// The service, built and ready to serve: every route with its middleware, over a runner that has
+/// resumed the previous run's jobs. `serve` puts it behind a listener; a test can call the
+/// endpoint in-process.
+pub struct App {
+    pub endpoint: poem::endpoint::BoxEndpoint<'static>,
+    pub runner: Arc<queue::Runner>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Builds the service from its options: data directory, store, packager, executor, runner (its
+/// jobs resumed), the OpenAPI service and every other route.
+pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
     std::fs::create_dir_all(args.data_dir.join("jobs")).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -235,8 +246,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .at("/ui/app.css", poem::get(pages::ui))
         .data(runner.clone())
         .around(move |ep, req| auth::authenticate(ep, req, authenticator.clone()))
-        .around(move |ep, req| edge::edge(ep, req, max_body, uploads.clone()));
+        .around(move |ep, req| edge::edge(ep, req, max_body, uploads.clone()))
+        .boxed();
+    Ok(App {
+        endpoint: app,
+        runner,
+        tls,
+    })
+}
 
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let App {
+        endpoint: app,
+        runner,
+        tls,
+    } = build(&args).await?;
     let (acceptor, scheme) = match tls {
         Some(cfg) => (
             tls::TlsAcceptor::bind(args.listen, cfg)
