@@ -70,12 +70,32 @@ impl From<UserRow> for User {
 }
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct NewUser {
     pub name: String,
     /// admin, submitter or viewer.
-    pub role: String,
+    pub role: RoleName,
     #[oai(default)]
     pub quota: Option<Quota>,
+}
+
+/// A role, as a request names it.
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum RoleName {
+    Admin,
+    Submitter,
+    Viewer,
+}
+
+impl From<RoleName> for Role {
+    fn from(r: RoleName) -> Role {
+        match r {
+            RoleName::Admin => Role::Admin,
+            RoleName::Submitter => Role::Submitter,
+            RoleName::Viewer => Role::Viewer,
+        }
+    }
 }
 
 /// A token as listed (the token itself is never shown again after creation).
@@ -83,9 +103,12 @@ pub struct NewUser {
 pub struct Token {
     pub token_id: String,
     pub user: String,
+    #[oai(nullable)]
     pub name: Option<String>,
     pub created_at: String,
+    #[oai(nullable)]
     pub last_used_at: Option<String>,
+    #[oai(nullable)]
     pub revoked_at: Option<String>,
 }
 
@@ -105,6 +128,7 @@ impl From<TokenRow> for Token {
 #[derive(Debug, Object)]
 pub struct NewToken {
     /// A label (where the token is used).
+    #[oai(nullable)]
     pub name: Option<String>,
 }
 
@@ -127,7 +151,9 @@ pub struct AuditEntry {
     /// token.create, token.revoke.
     pub action: String,
     /// The job id, user name or token id acted on.
+    #[oai(nullable)]
     pub target: Option<String>,
+    #[oai(nullable)]
     pub detail: Option<String>,
 }
 
@@ -273,10 +299,7 @@ impl AccountsApi {
     #[oai(path = "/users", method = "post")]
     async fn add_user(&self, caller: Caller, body: Json<NewUser>) -> ApiResult<CreatedUser> {
         require(&caller, Action::Administer, "manage users")?;
-        let role: Role = body
-            .role
-            .parse()
-            .map_err(|m: String| ApiError::BadRequest(problem(400, "bad_request", m)))?;
+        let role: Role = body.role.into();
         let quota = body.quota.clone().unwrap_or_default();
         self.store
             .add_user(&body.name, role, &quota)

@@ -39,6 +39,7 @@ pub(super) fn rfc3339(t: f64) -> String {
 #[derive(Debug, Object)]
 pub struct JobInfo {
     pub job_id: String,
+    #[oai(nullable)]
     pub name: Option<String>,
     /// waiting (a workflow job whose requirements are not met yet), queued, packing, packed,
     /// running, completed, failed, stopped, timed_out, oom_killed, limit_exceeded, skipped (a
@@ -50,26 +51,39 @@ pub struct JobInfo {
     pub source: String,
     pub created_at: String,
     pub updated_at: String,
+    #[oai(nullable)]
     pub started_at: Option<String>,
+    #[oai(nullable)]
     pub finished_at: Option<String>,
+    #[oai(nullable)]
     pub exit_code: Option<i32>,
+    #[oai(nullable)]
     pub signal: Option<i32>,
+    #[oai(nullable)]
     pub reason: Option<String>,
+    #[oai(nullable)]
     pub error_code: Option<String>,
+    #[oai(nullable)]
     pub artifact_sha256: Option<String>,
+    #[oai(nullable)]
     pub artifact_size: Option<i64>,
+    #[oai(nullable)]
     pub commit: Option<String>,
     /// The user the job belongs to.
     pub owner: String,
     /// CPU seconds the run used, when measured.
+    #[oai(nullable)]
     pub cpu_seconds: Option<f64>,
     /// The batch it belongs to, if any.
+    #[oai(nullable)]
     pub batch_id: Option<String>,
     /// The workflow it belongs to, if any (its `name` is then its key in the workflow).
+    #[oai(nullable)]
     pub workflow_id: Option<String>,
     /// The submission as accepted (spec, limits, network, run; secret_env values masked).
     pub request: serde_json::Value,
     /// The executor's outcome (times, peak memory, isolation), once finished.
+    #[oai(nullable)]
     pub outcome: Option<serde_json::Value>,
 }
 
@@ -107,7 +121,9 @@ impl From<JobRow> for JobInfo {
 pub struct JobStatus {
     pub job_id: String,
     pub status: String,
+    #[oai(nullable)]
     pub exit_code: Option<i32>,
+    #[oai(nullable)]
     pub reason: Option<String>,
     pub updated_at: String,
 }
@@ -267,6 +283,7 @@ impl JobsApi {
         /// Only this user's jobs (admins; others always see only their own).
         owner: Query<Option<String>>,
         /// Only jobs whose id starts with this (how clients resolve short ids).
+        #[oai(validator(pattern = "^[0-9a-fA-F-]*$", max_length = 36))]
         id_prefix: Query<Option<String>>,
         /// Only the jobs of this batch.
         batch_id: Query<Option<String>>,
@@ -277,7 +294,11 @@ impl JobsApi {
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u32>,
-        #[oai(default)] offset: Query<u32>,
+        #[oai(
+            default,
+            validator(minimum(value = "0"), maximum(value = "4294967295"))
+        )]
+        offset: Query<u32>,
     ) -> ApiResult<Json<JobList>> {
         require(&caller, Action::Read, "read jobs")?;
         if let Some(p) = &id_prefix.0
@@ -334,8 +355,11 @@ impl JobsApi {
         &self,
         caller: Caller,
         id: Path<String>,
+        #[oai(validator(minimum(value = "0"), maximum(value = "9223372036854775807")))]
         offset: Query<Option<u64>>,
-        tail: Query<Option<u64>>,
+        #[oai(validator(minimum(value = "0"), maximum(value = "9223372036854775807")))] tail: Query<
+            Option<u64>,
+        >,
     ) -> ApiResult<LogText> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         self.row(&caller, &id)?;
@@ -370,6 +394,7 @@ impl JobsApi {
         caller: Caller,
         id: Path<String>,
         #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
+        #[oai(validator(minimum(value = "0"), maximum(value = "9223372036854775807")))]
         offset: Query<Option<u64>>,
     ) -> ApiResult<EventStream<BoxStream<'static, StreamItem>>> {
         self.row(&caller, &id)?;

@@ -35,7 +35,9 @@ const MAX_BATCH: usize = 10_000;
 #[derive(Debug, Object)]
 pub struct BatchInfo {
     pub batch_id: String,
+    #[oai(nullable)]
     pub name: Option<String>,
+    #[oai(nullable)]
     pub description: Option<String>,
     pub owner: String,
     /// queued, running, completed, failed (all ended, some failed), stopped.
@@ -50,11 +52,15 @@ pub struct BatchInfo {
     pub stopped: u64,
     pub created_at: String,
     /// When the first job started running.
+    #[oai(nullable)]
     pub started_at: Option<String>,
     /// When the last job ended, once all have.
+    #[oai(nullable)]
     pub finished_at: Option<String>,
+    #[oai(nullable)]
     pub cancelled_at: Option<String>,
     /// Member jobs, oldest first (on `GET /batches/{id}` only).
+    #[oai(nullable)]
     pub jobs: Option<Vec<JobInfo>>,
 }
 
@@ -238,7 +244,11 @@ impl BatchesApi {
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u32>,
-        #[oai(default)] offset: Query<u32>,
+        #[oai(
+            default,
+            validator(minimum(value = "0"), maximum(value = "4294967295"))
+        )]
+        offset: Query<u32>,
     ) -> ApiResult<Json<BatchList>> {
         require(&caller, Action::Read, "read batches")?;
         let owner = caller.owner_filter().or(owner.0);

@@ -67,7 +67,9 @@ pub(super) async fn edge<E: poem::Endpoint>(
     mut req: poem::Request,
     max_body: u64,
     uploads: Arc<tokio::sync::Semaphore>,
+    methods: Arc<Methods>,
 ) -> poem::Result<Response> {
+    let path = req.uri().path().to_owned();
     // Uploads are spooled to disk part by part before a handler runs; only so many at once.
     let is_upload = req
         .headers()
@@ -134,5 +136,89 @@ pub(super) async fn edge<E: poem::Endpoint>(
     } else {
         text
     };
-    Ok(problem_response(status, message))
+    let mut out = problem_response(status, message);
+    if status == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = methods.allow(&path)
+        && let Ok(v) = poem::http::HeaderValue::from_str(allow)
+    {
+        // RFC 9110: a 405 says which methods the resource has.
+        out.headers_mut().insert(poem::http::header::ALLOW, v);
+    }
+    Ok(out)
+}
+
+/// The methods of every route, for the `Allow` header of a 405: the OpenAPI document's paths
+/// (under their server prefix) and the routes outside it.
+pub(super) struct Methods(Vec<(Vec<String>, String)>);
+
+impl Methods {
+    /// From an OpenAPI document (JSON) whose paths sit under `prefix`, plus `extra` routes
+    /// (`path template`, `methods`).
+    pub(super) fn new(spec: &str, prefix: &str, extra: &[(&str, &str)]) -> Methods {
+        let mut out = Vec::new();
+        if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<serde_json::Value>(spec)
+            && let Some(serde_json::Value::Object(paths)) = doc.get("paths")
+        {
+            for (path, ops) in paths {
+                let mut ms: Vec<String> = ops
+                    .as_object()
+                    .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                ms.sort();
+                out.push((segments(&format!("{prefix}{path}")), ms.join(", ")));
+            }
+        }
+        for (path, ms) in extra {
+            out.push((segments(path), (*ms).to_owned()));
+        }
+        Methods(out)
+    }
+
+    /// The methods of the route `path` matches (`{x}` matches one segment, `*` the rest).
+    fn allow(&self, path: &str) -> Option<&str> {
+        let want = segments(path);
+        self.0
+            .iter()
+            .find(|(t, _)| {
+                let mut i = 0;
+                for seg in t {
+                    if seg == "*" {
+                        return i < want.len();
+                    }
+                    match want.get(i) {
+                        Some(w) if seg.starts_with('{') || seg == w => i += 1,
+                        _ => return false,
+                    }
+                }
+                i == want.len()
+            })
+            .map(|(_, m)| m.as_str())
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_405_names_the_methods_of_its_route() {
+        let spec = r#"{"paths": {"/jobs": {"get": {}, "post": {}}, "/jobs/{id}": {"get": {}, "delete": {}}}}"#;
+        let m = Methods::new(
+            spec,
+            "/v1",
+            &[("/v1/jobs/{id}/files/*", "GET"), ("/metrics", "GET")],
+        );
+        assert_eq!(m.allow("/v1/jobs"), Some("GET, POST"));
+        assert_eq!(m.allow("/v1/jobs/abc"), Some("DELETE, GET"));
+        assert_eq!(m.allow("/v1/jobs/abc/files/code/x"), Some("GET"));
+        assert_eq!(m.allow("/metrics"), Some("GET"));
+        assert_eq!(m.allow("/v1/nothing"), None);
+    }
 }

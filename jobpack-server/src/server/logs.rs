@@ -26,9 +26,12 @@ pub struct StreamItem {
     /// The byte offset after this event (also its SSE id; send it back as Last-Event-ID).
     pub offset: u64,
     /// Log text (invalid UTF-8 replaced), for `message` events.
+    #[oai(nullable)]
     pub text: Option<String>,
     /// The final status, for the `end` event.
+    #[oai(nullable)]
     pub status: Option<String>,
+    #[oai(nullable)]
     pub exit_code: Option<i32>,
 }
 

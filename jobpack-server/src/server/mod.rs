@@ -218,6 +218,18 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
     .server("/v1");
     let max_body = (args.max_body_mb as u64).saturating_mul(1 << 20);
     let uploads = Arc::new(tokio::sync::Semaphore::new(args.max_uploads.max(1)));
+    let methods = Arc::new(edge::Methods::new(
+        &api.spec(),
+        "/v1",
+        &[
+            ("/v1/jobs/{id}/files/*", "GET"),
+            ("/openapi.json", "GET"),
+            ("/metrics", "GET"),
+            ("/", "GET"),
+            ("/ui/app.js", "GET"),
+            ("/ui/app.css", "GET"),
+        ],
+    ));
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let app = Route::new()
@@ -246,7 +258,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         .at("/ui/app.css", poem::get(pages::ui))
         .data(runner.clone())
         .around(move |ep, req| auth::authenticate(ep, req, authenticator.clone()))
-        .around(move |ep, req| edge::edge(ep, req, max_body, uploads.clone()))
+        .around(move |ep, req| edge::edge(ep, req, max_body, uploads.clone(), methods.clone()))
         .boxed();
     Ok(App {
         endpoint: app,

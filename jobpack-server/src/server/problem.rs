@@ -42,6 +42,9 @@ pub enum ApiError {
     /// The caller has as many unfinished jobs as their quota allows; try again later.
     #[oai(status = 429)]
     TooManyJobs(Json<Problem>),
+    /// The body's content type is not one this operation reads.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<Problem>),
     /// The server failed; the message says what.
     #[oai(status = 500)]
     Internal(Json<Problem>),

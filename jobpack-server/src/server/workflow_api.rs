@@ -40,6 +40,7 @@ pub struct Dependency {
     pub job: String,
     /// completed, failed, stopped, timed_out, oom_killed, limit_exceeded, or ended (any).
     pub status: String,
+    #[oai(nullable)]
     pub job_id: Option<String>,
 }
 
@@ -52,11 +53,15 @@ pub struct WorkflowJobInfo {
     /// waiting, queued, packing, packed, running, completed, failed, stopped, timed_out,
     /// oom_killed, limit_exceeded, or skipped (its requirements can no longer be met).
     pub status: String,
+    #[oai(nullable)]
     pub exit_code: Option<i32>,
     /// Why it failed, stopped or was skipped.
+    #[oai(nullable)]
     pub reason: Option<String>,
     pub dependencies: Vec<Dependency>,
+    #[oai(nullable)]
     pub started_at: Option<String>,
+    #[oai(nullable)]
     pub finished_at: Option<String>,
 }
 
@@ -64,6 +69,7 @@ pub struct WorkflowJobInfo {
 #[derive(Debug, Object)]
 pub struct WorkflowInfo {
     pub workflow_id: String,
+    #[oai(nullable)]
     pub name: Option<String>,
     pub owner: String,
     /// queued (no job started), running, completed (every job completed), failed (ended, not
@@ -71,7 +77,9 @@ pub struct WorkflowInfo {
     pub status: String,
     pub created_at: String,
     /// When the last job ended, once all have.
+    #[oai(nullable)]
     pub finished_at: Option<String>,
+    #[oai(nullable)]
     pub cancelled_at: Option<String>,
     pub jobs: Vec<WorkflowJobInfo>,
 }
@@ -303,7 +311,11 @@ impl WorkflowsApi {
             validator(minimum(value = "1"), maximum(value = "1000"))
         )]
         limit: Query<u32>,
-        #[oai(default)] offset: Query<u32>,
+        #[oai(
+            default,
+            validator(minimum(value = "0"), maximum(value = "4294967295"))
+        )]
+        offset: Query<u32>,
     ) -> ApiResult<Json<WorkflowList>> {
         require(&caller, Action::Read, "read workflows")?;
         let owner = caller.owner_filter().or(owner.0);
