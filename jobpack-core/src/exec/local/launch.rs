@@ -1,0 +1,226 @@
+//! Starting a run in the namespace sandbox: the cgroup, the skeleton root, the plan, pid 1.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+pub(super) type Started = (Proc, Option<Cgroup>, File, File, Option<PathBuf>);
+
+/// How long building a sandbox may take before it is abandoned.
+const SETUP_LIMIT: Duration = Duration::from_secs(30);
+
+#[cfg(target_os = "linux")]
+pub(super) async fn start_sandboxed(
+    cfg: &Arc<LocalExecutorConfig>,
+    req: &RunRequest,
+    report: &mut IsolationReport,
+) -> Result<Started, ExecError> {
+    use crate::exec::sandbox::{self, IdMap, Plan, PlanInput, Report};
+    let strict = cfg.mode == IsolationMode::Strict;
+    let needs_cgroup = req.limits.needs_cgroup();
+    // SAFETY: plain id queries.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let is_root = euid == 0;
+    let name = match &req.run_id {
+        Some(id) => {
+            // A named run may be a retry: clear what an earlier attempt of it left behind.
+            let name = run_name(id)?;
+            let _ = std::fs::remove_dir_all(cfg.runtime_dir.join(&name));
+            if let Some(v) = cgroup::detect(&cfg.cgroup_root)
+                && let Some(stale) = Cgroup::open(&cfg.cgroup_root, v, &cfg.cgroup_parent, &name)
+            {
+                stale.destroy()?;
+            }
+            name
+        }
+        None => unique_name(),
+    };
+
+    // The cgroup first, so the job is in it before it runs anything.
+    let cgroup = match cgroup::detect(&cfg.cgroup_root) {
+        Some(version) => {
+            let dev = req.limits.io_bps.and_then(|_| block_device(&req.job_dir));
+            match Cgroup::create(
+                &cfg.cgroup_root,
+                version,
+                &cfg.cgroup_parent,
+                &name,
+                &req.limits,
+                dev,
+            ) {
+                Ok((cg, applied)) => {
+                    if req.limits.io_bps.is_some() && !applied.iter().any(|a| a == "io") {
+                        report
+                            .missing
+                            .push("io limit: no block device found for the job directory".into());
+                    }
+                    report.cgroup = version.as_str().into();
+                    report.cgroup_paths =
+                        cg.paths().iter().map(|p| p.display().to_string()).collect();
+                    report.cgroup_limits = applied;
+                    Some(cg)
+                }
+                Err(e) if strict && (needs_cgroup || is_root) => return Err(e),
+                Err(e) => {
+                    report.missing.push(format!("cgroup: {e}"));
+                    None
+                }
+            }
+        }
+        None if strict && needs_cgroup => {
+            return Err(ExecError::IsolationUnavailable {
+                what: format!(
+                    "no usable cgroup v1 or v2 under {}",
+                    cfg.cgroup_root.display()
+                ),
+            });
+        }
+        None => {
+            report.missing.push("cgroup: none usable".into());
+            None
+        }
+    };
+    if report.cgroup.is_empty() {
+        report.cgroup = "none".into();
+    }
+    let cleanup_cg = |cg: &Option<Cgroup>| {
+        if let Some(cg) = cg {
+            let _ = cg.destroy();
+        }
+    };
+
+    let ids = if is_root {
+        if let Err(e) = chown_tree(&req.job_dir, cfg.job_host_uid) {
+            cleanup_cg(&cgroup);
+            return Err(e);
+        }
+        IdMap {
+            host_uid: cfg.job_host_uid,
+            host_gid: cfg.job_host_uid,
+        }
+    } else {
+        IdMap {
+            host_uid: euid,
+            host_gid: egid,
+        }
+    };
+    let root_dir = cfg.runtime_dir.join(&name);
+    if let Err(e) = std::fs::create_dir_all(&root_dir) {
+        cleanup_cg(&cgroup);
+        return Err(io_err("create", &root_dir)(e).into());
+    }
+    let env = environment(req, "/tmp", sandbox::SANDBOX_PATH);
+    let network_none = req.network == NetworkPolicy::None;
+    let plan = Plan::build(PlanInput {
+        job_dir: &req.job_dir,
+        root_dir: &root_dir,
+        rootfs: cfg.rootfs.as_deref(),
+        tmp_size_mb: cfg.tmp_size_mb,
+        network_none,
+        argv: &req.argv,
+        env: &env,
+        rlimits: rlimits(req, cfg),
+        parent_is_root: is_root,
+        mounts: &req.mounts,
+    });
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            cleanup_cg(&cgroup);
+            let _ = std::fs::remove_dir_all(&root_dir);
+            return Err(e);
+        }
+    };
+    // Spawn and wait for "running" (or a setup failure) on a blocking thread.
+    let (plan, cgroup, result) = tokio::task::spawn_blocking(move || {
+        let r = sandbox::spawn(&plan, ids, network_none, cgroup.as_ref()).and_then(|mut s| {
+            match Report::read_within(&mut s.report, SETUP_LIMIT) {
+                Some(Report::Running) => Ok(s),
+                other => {
+                    // SAFETY: kill (if it is stuck) and reap our own child.
+                    unsafe {
+                        libc::kill(s.pid, libc::SIGKILL);
+                        libc::waitpid(s.pid, std::ptr::null_mut(), 0);
+                    }
+                    Err(match other {
+                        Some(Report::SetupFailed { stage, errno }) => {
+                            let source = std::io::Error::from_raw_os_error(errno);
+                            let stage = plan.stage_name(stage);
+                            if errno == libc::EPERM || errno == libc::EACCES {
+                                ExecError::IsolationUnavailable {
+                                    what: format!("sandbox setup failed at {stage}: {source}"),
+                                }
+                            } else {
+                                ExecError::Setup { stage, source }
+                            }
+                        }
+                        Some(Report::ExecFailed { errno }) => ExecError::Setup {
+                            stage: format!("exec {}", plan.exe.to_string_lossy()),
+                            source: std::io::Error::from_raw_os_error(errno),
+                        },
+                        _ => ExecError::Setup {
+                            stage: "start the sandbox".into(),
+                            source: std::io::Error::other(format!(
+                                "its first process neither started the job nor reported an \
+                                 error within {}s",
+                                SETUP_LIMIT.as_secs()
+                            )),
+                        },
+                    })
+                }
+            }
+        });
+        (plan, cgroup, r)
+    })
+    .await
+    .map_err(|e| ExecError::Setup {
+        stage: "start the sandbox".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    drop(plan);
+    match result {
+        Ok(s) => {
+            report.level = "namespaces".into();
+            report.namespaces = ["user", "pid", "mount", "ipc", "uts", "cgroup"]
+                .into_iter()
+                .map(String::from)
+                .collect();
+            if network_none {
+                report.namespaces.push("net".into());
+            }
+            report.seccomp = true;
+            report.no_new_privs = true;
+            report.capabilities_dropped = true;
+            report.uid = Some(sandbox::JOB_UID);
+            Ok((
+                Proc::Sandbox {
+                    pid: s.pid,
+                    report: s.report,
+                },
+                cgroup,
+                s.stdout,
+                s.stderr,
+                Some(root_dir),
+            ))
+        }
+        Err(e) => {
+            cleanup_cg(&cgroup);
+            let _ = std::fs::remove_dir_all(&root_dir);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) async fn start_sandboxed(
+    _cfg: &Arc<LocalExecutorConfig>,
+    _req: &RunRequest,
+    _report: &mut IsolationReport,
+) -> Result<Started, ExecError> {
+    Err(ExecError::IsolationUnavailable {
+        what: format!("namespaces need Linux (this is {})", std::env::consts::OS),
+    })
+}

@@ -1,0 +1,407 @@
+//! [`LocalExecutor`]: runs a job directory on this machine, in the namespace sandbox with a cgroup
+//! when it can, and otherwise (permissive mode only) in a process group with rlimits, saying so in
+//! the outcome.
+//!
+//! A supervisor task owns each run: it waits for the job's first process, enforces the timeout and
+//! the log cap, carries out cancel (SIGTERM to the whole job, SIGKILL to whatever is left after the
+//! grace period), then reads the cgroup's usage, kills anything still in the cgroup, removes it,
+//! and publishes the [`Outcome`].
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::cgroup::{self, Cgroup};
+use super::logs::{LogStream, LogWriter};
+use super::{
+    ExecError, Executor, IsolationMode, IsolationReport, Limits, NetworkPolicy, Outcome, RunHandle,
+    RunRequest, RunStatus,
+};
+use crate::error::io_err;
+
+mod fallback;
+mod launch;
+mod supervise;
+
+use fallback::start_fallback;
+use launch::start_sandboxed;
+use supervise::Supervisor;
+
+/// How the local executor isolates jobs.
+#[derive(Debug, Clone)]
+pub struct LocalExecutorConfig {
+    pub mode: IsolationMode,
+    /// Try namespaces at all (`false`: always the process-group fallback, which strict mode
+    /// refuses). For hosts known to forbid them.
+    pub namespaces: bool,
+    /// Where per-run scratch directories (the new root's mount point) go.
+    pub runtime_dir: PathBuf,
+    /// Where the cgroup filesystem is mounted.
+    pub cgroup_root: PathBuf,
+    /// The cgroup (relative to the root, per controller on v1) that jobs' cgroups go under.
+    pub cgroup_parent: String,
+    /// When running as root: the host uid and gid the job's uid 1000 maps to. The job directory is
+    /// chowned to it so the job can write there. Unprivileged callers always map their own uid.
+    pub job_host_uid: u32,
+    /// A root filesystem to bind read-only instead of the host's `/usr`, `/etc`, `/bin`, ...
+    pub rootfs: Option<PathBuf>,
+    /// Size of the job's private `/tmp`, in MiB.
+    pub tmp_size_mb: u64,
+    /// RLIMIT_NOFILE when the request sets none.
+    pub default_nofile: u64,
+}
+
+impl Default for LocalExecutorConfig {
+    fn default() -> Self {
+        LocalExecutorConfig {
+            mode: IsolationMode::Strict,
+            namespaces: true,
+            runtime_dir: std::env::temp_dir().join("jobpack-run"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            cgroup_parent: "jobpack".into(),
+            job_host_uid: 2_000_000,
+            rootfs: None,
+            tmp_size_mb: 256,
+            default_nofile: 1024,
+        }
+    }
+}
+
+/// Runs jobs on this machine.
+#[derive(Debug, Clone)]
+pub struct LocalExecutor {
+    config: Arc<LocalExecutorConfig>,
+}
+
+impl LocalExecutor {
+    pub fn new(config: LocalExecutorConfig) -> Self {
+        LocalExecutor {
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn config(&self) -> &LocalExecutorConfig {
+        &self.config
+    }
+}
+
+impl Executor for LocalExecutor {
+    fn start(&self, req: RunRequest) -> BoxFuture<'_, Result<Box<dyn RunHandle>, ExecError>> {
+        async move {
+            let h = start(self.config.clone(), req).await?;
+            Ok(Box::new(h) as Box<dyn RunHandle>)
+        }
+        .boxed()
+    }
+
+    fn reap(&self, run_id: &str) -> Result<bool, ExecError> {
+        let name = run_name(run_id)?;
+        let mut found = false;
+        if let Some(version) = cgroup::detect(&self.config.cgroup_root)
+            && let Some(cg) = Cgroup::open(
+                &self.config.cgroup_root,
+                version,
+                &self.config.cgroup_parent,
+                &name,
+            )
+        {
+            found = true;
+            cg.destroy()?;
+        }
+        let dir = self.config.runtime_dir.join(&name);
+        if dir.exists() {
+            found = true;
+            std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+        }
+        Ok(found)
+    }
+}
+
+/// A running local job.
+pub struct LocalHandle {
+    logs: LogStream,
+    outcome: watch::Receiver<Option<Outcome>>,
+    cancel: mpsc::UnboundedSender<Duration>,
+}
+
+impl RunHandle for LocalHandle {
+    fn logs(&self) -> LogStream {
+        self.logs.clone()
+    }
+
+    fn wait(&self) -> BoxFuture<'static, Outcome> {
+        super::wait_for_outcome(self.outcome.clone())
+    }
+
+    fn cancel(&self, grace: Duration) {
+        let _ = self.cancel.send(grace);
+    }
+}
+
+/// How the job's first process is to be signalled and waited for.
+enum Proc {
+    /// pid 1 of the sandbox (signals are forwarded to all of the job by it).
+    Sandbox { pid: i32, report: File },
+    /// Leader of a process group (fallback).
+    Group { pid: i32 },
+}
+
+impl Proc {
+    fn pid(&self) -> i32 {
+        match self {
+            Proc::Sandbox { pid, .. } | Proc::Group { pid } => *pid,
+        }
+    }
+}
+
+fn validate(req: &RunRequest) -> Result<(), ExecError> {
+    if !req.job_dir.is_dir() {
+        return Err(ExecError::Invalid(format!(
+            "the job directory {} does not exist",
+            req.job_dir.display()
+        )));
+    }
+    if req.argv.first().is_none_or(|a| a.is_empty()) {
+        return Err(ExecError::Invalid("the command is empty".into()));
+    }
+    for k in req.env.keys().chain(req.secret_env.keys()) {
+        crate::spec::check_env_name(k).map_err(|m| ExecError::Invalid(format!("env {k}: {m}")))?;
+    }
+    for m in &req.mounts {
+        crate::spec::normalise_rel_path(&m.target)
+            .map_err(|e| ExecError::Invalid(format!("mount target {:?}: {e}", m.target)))?;
+        if !m.source.is_dir() {
+            return Err(ExecError::Invalid(format!(
+                "mount source {} is not a directory",
+                m.source.display()
+            )));
+        }
+    }
+    let nul = |s: &String| s.contains('\0');
+    if req.argv.iter().any(nul) || req.env.values().any(nul) || req.secret_env.values().any(nul) {
+        return Err(ExecError::Invalid(
+            "NUL bytes in the command or environment".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn environment(req: &RunRequest, home: &str, path: &str) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), path.into());
+    env.insert("HOME".into(), home.into());
+    env.insert("TMPDIR".into(), "/tmp".into());
+    env.insert("LANG".into(), "C.UTF-8".into());
+    for (k, v) in req.env.iter().chain(req.secret_env.iter()) {
+        env.insert(k.clone(), v.clone());
+    }
+    env.into_iter().collect()
+}
+
+fn rlimits(
+    req: &RunRequest,
+    cfg: &LocalExecutorConfig,
+) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
+    let lim = |n: u64| libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    let mut out = vec![(libc::RLIMIT_CORE, lim(0))];
+    // Never above the current hard limit: raising it needs a privilege root may not have.
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a valid struct.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
+    let nofile = req
+        .limits
+        .nofile
+        .unwrap_or(cfg.default_nofile)
+        .min(cur.rlim_max);
+    out.push((libc::RLIMIT_NOFILE, lim(nofile)));
+    if let Some(f) = req.limits.file_size_bytes {
+        out.push((libc::RLIMIT_FSIZE, lim(f)));
+    }
+    out
+}
+
+/// The block device under `path`, for IO throttling: the whole disk when it is a partition.
+fn block_device(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (maj, min) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+    let sys = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
+    if sys.join("partition").exists() {
+        let parent = std::fs::read_to_string(sys.join("../dev")).ok()?;
+        let (a, b) = parent.trim().split_once(':')?;
+        return Some((a.parse().ok()?, b.parse().ok()?));
+    }
+    sys.exists().then_some((maj, min))
+}
+
+fn chown_tree(dir: &Path, uid: u32) -> Result<(), ExecError> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(uid)).map_err(io_err("chown", dir))?;
+    for e in std::fs::read_dir(dir).map_err(io_err("read directory", dir))? {
+        let e = e.map_err(io_err("read directory", dir))?;
+        let p = e.path();
+        let ft = e.file_type().map_err(io_err("stat", &p))?;
+        if ft.is_dir() {
+            chown_tree(&p, uid)?;
+        } else {
+            std::os::unix::fs::lchown(&p, Some(uid), Some(uid)).map_err(io_err("chown", &p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the mount point `rel` inside `job_dir` (and its parents), refusing to go through a
+/// symlink or a file: the job directory holds the job's own files, which must not redirect a
+/// mount elsewhere on the host.
+fn mount_point(job_dir: &Path, rel: &str) -> Result<PathBuf, ExecError> {
+    let rel = crate::spec::normalise_rel_path(rel)
+        .map_err(|e| ExecError::Invalid(format!("mount target {rel:?}: {e}")))?;
+    let mut p = job_dir.to_path_buf();
+    for part in rel.split('/') {
+        p.push(part);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(ExecError::Invalid(format!(
+                    "mount target {rel}: {} is a symlink or a file in the job directory",
+                    p.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&p).map_err(io_err("create", &p))?;
+            }
+            Err(e) => return Err(io_err("stat", &p)(e).into()),
+        }
+    }
+    Ok(p)
+}
+
+/// The cgroup and scratch directory name of a named run.
+fn run_name(run_id: &str) -> Result<String, ExecError> {
+    let ok = !run_id.is_empty()
+        && run_id.len() <= 128
+        && run_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !ok {
+        return Err(ExecError::Invalid(format!(
+            "run_id must be 1-128 letters, digits or '-', got {run_id:?}"
+        )));
+    }
+    Ok(format!("run-{run_id}"))
+}
+
+fn unique_name() -> String {
+    format!("job-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHandle, ExecError> {
+    validate(&req)?;
+    for m in &req.mounts {
+        mount_point(&req.job_dir, &m.target)?;
+    }
+    let started = Instant::now();
+    let (writer, stream) = LogWriter::create(&req.log_path, req.limits.log_bytes)
+        .map_err(io_err("create the log", &req.log_path))?;
+
+    let mut report = IsolationReport::default();
+    let needs_cgroup = req.limits.needs_cgroup();
+    let strict = cfg.mode == IsolationMode::Strict;
+
+    let proc_and_cgroup = if cfg!(target_os = "linux") && cfg.namespaces {
+        match start_sandboxed(&cfg, &req, &mut report).await {
+            Ok(x) => Some(x),
+            Err(e @ ExecError::IsolationUnavailable { .. }) if !strict => {
+                report.missing.push(e.to_string());
+                None
+            }
+            Err(e) => return Err(e),
+        }
+    } else if strict {
+        return Err(if cfg!(target_os = "linux") {
+            ExecError::IsolationUnavailable {
+                what: "namespaces are disabled in this executor's configuration".into(),
+            }
+        } else {
+            ExecError::Unsupported(std::env::consts::OS)
+        });
+    } else {
+        report
+            .missing
+            .push("namespaces disabled by configuration".into());
+        None
+    };
+
+    let (proc_, cgroup, stdout, stderr, root_dir) = match proc_and_cgroup {
+        Some(x) => x,
+        None => {
+            if needs_cgroup {
+                report
+                    .missing
+                    .push("cgroup limits (memory, cpu, pids, io) are not enforced".into());
+            }
+            // No mount namespace: each mount becomes a link to its source (writable).
+            for m in &req.mounts {
+                let at = mount_point(&req.job_dir, &m.target)?;
+                std::fs::remove_dir(&at).map_err(io_err("replace", &at))?;
+                std::os::unix::fs::symlink(&m.source, &at).map_err(io_err("link", &at))?;
+                if m.read_only {
+                    report.missing.push(format!(
+                        "read-only mount {}: linked, writable, without the sandbox",
+                        m.target
+                    ));
+                }
+            }
+            let (p, out, err) = start_fallback(&cfg, &req).await?;
+            report.level = "none".into();
+            report.cgroup = "none".into();
+            (p, None, out, err, None)
+        }
+    };
+
+    let secrets: Vec<Vec<u8>> = req
+        .secret_env
+        .values()
+        .map(|v| v.as_bytes().to_vec())
+        .collect();
+    writer.set_secrets(&secrets);
+    let cap_hit = Arc::new(Notify::new());
+    let on_cap: Arc<dyn Fn() + Send + Sync> = {
+        let n = cap_hit.clone();
+        Arc::new(move || n.notify_one())
+    };
+    let t_out = writer.capture(stdout, on_cap.clone());
+    let t_err = writer.capture(stderr, on_cap);
+
+    let (outcome_tx, outcome_rx) = watch::channel(None);
+    let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
+    let sup = Supervisor {
+        proc_: Some(proc_),
+        cgroup,
+        root_dir,
+        writer,
+        threads: vec![t_out, t_err],
+        timeout: req.limits.timeout,
+        limits: req.limits.clone(),
+        job_dir: req.job_dir.clone(),
+        started,
+        report,
+    };
+    tokio::spawn(sup.run(cancel_rx, cap_hit, outcome_tx));
+    Ok(LocalHandle {
+        logs: stream,
+        outcome: outcome_rx,
+        cancel: cancel_tx,
+    })
+}
