@@ -60,3 +60,68 @@ async fn unknown_fields_are_refused_not_ignored() {
         "{v}"
     );
 }
+
+/// The documented submission names exactly the fields the library's `JobSpec` and `Limits` take
+/// (a struct literal of each, so a new field fails to compile here until it is documented).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_submission_matches_the_spec_and_limits() {
+    use jobpack_core::exec::Limits;
+    use jobpack_core::{Command, DataSpec, JobSpec};
+    let spec = JobSpec {
+        name: Some("n".into()),
+        git_url: Some("https://example.org/r.git".into()),
+        commit_hash: Some("a".repeat(40)),
+        data_url: Some("https://example.org/d".into()),
+        data: vec![DataSpec {
+            url: "https://example.org/d".into(),
+            sha256: None,
+            path: None,
+        }],
+        command: Command::Shell("true".into()),
+        env: [("A".to_owned(), "b".to_owned())].into(),
+        base_image: Some("debian".into()),
+        runtime: Some("none".into()),
+        install: Some(vec!["make".into()]),
+    };
+    let limits = Limits {
+        timeout: Some(std::time::Duration::from_secs(1)),
+        memory_bytes: Some(1),
+        cpu_percent: Some(1),
+        pids: Some(1),
+        io_bps: Some(1),
+        nofile: Some(1),
+        file_size_bytes: Some(1),
+        log_bytes: Some(1),
+        disk_bytes: Some(1),
+    };
+    let keys = |v: serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let mut want = keys(serde_json::to_value(&spec).unwrap());
+    want.extend(["limits", "network", "owner", "run", "secret_env"].map(String::from));
+    want.sort();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    let (_, doc) = call(
+        &reqwest::Client::new(),
+        &s,
+        "GET",
+        "/openapi.json",
+        None,
+        None,
+    )
+    .await;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(keys(schemas["JobSubmission"]["properties"].clone()), want);
+    assert_eq!(
+        keys(schemas["Limits"]["properties"].clone()),
+        keys(serde_json::to_value(&limits).unwrap())
+    );
+    assert_eq!(
+        keys(schemas["DataItem"]["properties"].clone()),
+        ["path", "sha256", "url"]
+    );
+}

@@ -18,6 +18,7 @@ use super::logs::{LogText, StreamItem, log_events};
 pub use super::problem::{ApiError, Problem};
 use super::problem::{ApiResult, internal, problem, require, visible_row};
 use super::queue::{Runner, row_is_final};
+use super::schema::{Documented, JobSubmissionDoc};
 use super::store::{Group, InsertError, JobRow, ListFilter, now};
 use super::submit::{Submitter, insert_failed, parse_submission};
 use super::uploads::{UploadJob, store_uploads};
@@ -155,7 +156,7 @@ pub struct Health {
 #[derive(ApiRequest)]
 pub enum CreateJob {
     /// A JSON job spec, plus optional `run` (default true), `limits` and `network`.
-    Json(Json<serde_json::Value>),
+    Json(Json<Documented<JobSubmissionDoc>>),
     /// A spec with uploaded files.
     Multipart(UploadJob),
 }
@@ -216,7 +217,9 @@ impl JobsApi {
         }
         let id = uuid::Uuid::new_v4().to_string();
         let (mut parsed, upload) = match body {
-            CreateJob::Json(Json(v)) => (parse_submission(v, self.allow_file_urls)?, None),
+            CreateJob::Json(Json(Documented(v, _))) => {
+                (parse_submission(v, self.allow_file_urls)?, None)
+            }
             CreateJob::Multipart(up) => {
                 let v: serde_json::Value = serde_json::from_str(&up.spec).map_err(|e| {
                     ApiError::BadRequest(problem(

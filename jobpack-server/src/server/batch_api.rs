@@ -11,6 +11,7 @@ use super::api::{JobInfo, rfc3339};
 use super::auth::{Action, Caller};
 use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
 use super::queue::Runner;
+use super::schema::{BatchSubmissionDoc, Documented};
 use super::store::batches::{BatchRow, Counters};
 use super::store::{Group, ListFilter, now};
 use super::submit::{Submitter, group_busy, group_detail};
@@ -151,11 +152,11 @@ impl BatchesApi {
     async fn create(
         &self,
         caller: Caller,
-        body: Json<serde_json::Value>,
+        body: Json<Documented<BatchSubmissionDoc>>,
     ) -> ApiResult<BatchCreated> {
         require(&caller, Action::Submit, "submit jobs")?;
         let bad = |m: String| ApiError::BadRequest(problem(400, "bad_request", m));
-        let mut body = body.0;
+        let mut body = body.0.0;
         let obj = body
             .as_object_mut()
             .ok_or_else(|| bad("the body must be a JSON object".into()))?;

@@ -33,6 +33,7 @@ mod logs;
 mod pages;
 mod problem;
 pub mod queue;
+mod schema;
 pub mod store;
 mod submit;
 pub mod tls;
