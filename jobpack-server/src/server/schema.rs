@@ -7,9 +7,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseFromJSON, ParseResult, ToJSON, Type};
-use poem_openapi::{Enum, Object, Union};
+use poem_openapi::{Enum, Object};
 use serde_json::Value;
 
 /// A job submission: the job spec (`git_url` + `commit_hash`, data, `command`, ...) and the
@@ -61,12 +61,53 @@ pub struct DataItemDoc {
     pub path: Option<String>,
 }
 
-/// The command of a job.
-#[derive(Debug, Union)]
-#[oai(rename = "Command")]
-pub enum CommandDoc {
-    Shell(String),
-    Argv(Vec<String>),
+/// The command of a job: a string run by `sh -c`, or an argv array run directly (a schema of
+/// `oneOf: [string, array of strings]`, which poem-openapi's derived unions cannot say without
+/// also saying `type: object`).
+#[derive(Debug)]
+pub struct CommandDoc(pub Value);
+
+impl Type for CommandDoc {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "Command".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            description: Some("A string run by `sh -c`, or an argv array run directly."),
+            one_of: vec![
+                <String as Type>::schema_ref(),
+                <Vec<String> as Type>::schema_ref(),
+            ],
+            ..MetaSchema::ANY
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for CommandDoc {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        Ok(CommandDoc(value.unwrap_or_default()))
+    }
+}
+
+impl ToJSON for CommandDoc {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.clone())
+    }
 }
 
 /// A job's resource limits.
@@ -102,6 +143,7 @@ pub struct BatchSubmissionDoc {
     pub description: Option<String>,
     /// Admins: the user the batch belongs to.
     pub owner: Option<String>,
+    #[oai(validator(min_items = 1, max_items = 10000))]
     pub jobs: Vec<JobSubmissionDoc>,
 }
 
