@@ -130,6 +130,12 @@ pub enum AccountError {
     Db(#[from] anyhow::Error),
 }
 
+impl From<super::store::StoreError> for AccountError {
+    fn from(e: super::store::StoreError) -> Self {
+        AccountError::Db(e.into())
+    }
+}
+
 /// User names: what a certificate's CN or an admin gives, used as the owner of jobs.
 pub fn check_user_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -205,21 +211,21 @@ impl Store {
         Ok(())
     }
 
-    pub fn user(&self, name: &str) -> anyhow::Result<Option<UserRow>> {
+    pub fn user(&self, name: &str) -> super::store::StoreResult<Option<UserRow>> {
         self.with(|c| {
             c.query_row("SELECT * FROM users WHERE name = ?1", [name], user_row)
                 .optional()
         })
     }
 
-    pub fn users(&self) -> anyhow::Result<Vec<UserRow>> {
+    pub fn users(&self) -> super::store::StoreResult<Vec<UserRow>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT * FROM users ORDER BY name")?;
             st.query_map([], user_row)?.collect()
         })
     }
 
-    pub fn user_count(&self) -> anyhow::Result<u64> {
+    pub fn user_count(&self) -> super::store::StoreResult<u64> {
         self.with(|c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0)))
             .map(|n| n as u64)
     }
@@ -292,14 +298,14 @@ impl Store {
     }
 
     /// The token with this hash, revoked or not.
-    pub fn token_by_hash(&self, hash: &str) -> anyhow::Result<Option<TokenRow>> {
+    pub fn token_by_hash(&self, hash: &str) -> super::store::StoreResult<Option<TokenRow>> {
         self.with(|c| {
             c.query_row("SELECT * FROM tokens WHERE hash = ?1", [hash], token_row)
                 .optional()
         })
     }
 
-    pub fn tokens(&self, user: Option<&str>) -> anyhow::Result<Vec<TokenRow>> {
+    pub fn tokens(&self, user: Option<&str>) -> super::store::StoreResult<Vec<TokenRow>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT * FROM tokens WHERE (?1 IS NULL OR user_name = ?1) \
@@ -337,7 +343,10 @@ impl Store {
 
     /// The user a presented token belongs to, if the token is known and not revoked. Notes the
     /// use (at most once a minute per token, to keep reads cheap).
-    pub fn authenticate_token(&self, token: &str) -> anyhow::Result<Option<(TokenRow, UserRow)>> {
+    pub fn authenticate_token(
+        &self,
+        token: &str,
+    ) -> super::store::StoreResult<Option<(TokenRow, UserRow)>> {
         // One read on every request: the token and its user together.
         let found = self.with(|c| {
             c.query_row(
@@ -397,7 +406,7 @@ impl Store {
         target: Option<&str>,
         after: i64,
         limit: u32,
-    ) -> anyhow::Result<Vec<AuditRow>> {
+    ) -> super::store::StoreResult<Vec<AuditRow>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT * FROM audit WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) \

@@ -79,10 +79,13 @@ pub(super) fn internal(e: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Internal(problem(500, "internal", format!("{e:#}")))
 }
 
-/// Whether an error comes from a full disk: SQLite's SQLITE_FULL or ENOSPC/EDQUOT anywhere in
-/// its chain.
+/// Whether an error comes from a full disk: the store's `Full`, SQLite's SQLITE_FULL or
+/// ENOSPC/EDQUOT anywhere in its chain.
 pub(super) fn is_disk_full(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
+        if let Some(s) = c.downcast_ref::<super::store::StoreError>() {
+            return matches!(s, super::store::StoreError::Full(_));
+        }
         if let Some(s) = c.downcast_ref::<rusqlite::Error>() {
             return s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
         }

@@ -312,7 +312,12 @@ impl Runner {
     /// never drops it (the job's row, its quota slot and its streams all wait on it). Failures
     /// are reported on stderr, the first and then every minute. At shutdown it gives up after
     /// a few tries; the next start then recovers the job from the state that was recorded.
-    async fn record(&self, id: &str, what: &str, mut f: impl FnMut() -> anyhow::Result<()>) {
+    async fn record(
+        &self,
+        id: &str,
+        what: &str,
+        mut f: impl FnMut() -> super::store::StoreResult<()>,
+    ) {
         let mut delay = Duration::from_millis(50);
         let mut tries = 0u32;
         let mut last_report: Option<tokio::time::Instant> = None;

@@ -72,7 +72,7 @@ fn batch_row(r: &Row<'_>) -> rusqlite::Result<BatchRow> {
 }
 
 impl Store {
-    pub fn batch(&self, id: &str) -> anyhow::Result<Option<BatchRow>> {
+    pub fn batch(&self, id: &str) -> super::StoreResult<Option<BatchRow>> {
         self.with(|c| {
             c.query_row("SELECT * FROM batches WHERE id = ?1", [id], batch_row)
                 .optional()
@@ -85,7 +85,7 @@ impl Store {
         owner: Option<&str>,
         limit: u32,
         offset: u32,
-    ) -> anyhow::Result<Vec<BatchRow>> {
+    ) -> super::StoreResult<Vec<BatchRow>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT * FROM batches WHERE (?1 IS NULL OR owner = ?1) \
@@ -96,7 +96,7 @@ impl Store {
         })
     }
 
-    pub fn batch_counters(&self, id: &str) -> anyhow::Result<Counters> {
+    pub fn batch_counters(&self, id: &str) -> super::StoreResult<Counters> {
         self.with(|c| {
             c.query_row(
                 "SELECT \
@@ -132,7 +132,7 @@ impl Store {
     }
 
     /// Ids of the batch's jobs that have not ended.
-    pub fn batch_unfinished(&self, id: &str) -> anyhow::Result<Vec<String>> {
+    pub fn batch_unfinished(&self, id: &str) -> super::StoreResult<Vec<String>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT id FROM jobs WHERE batch_id = ?1 AND {} ORDER BY created_at",
@@ -142,7 +142,7 @@ impl Store {
         })
     }
 
-    pub fn set_batch_cancelled(&self, id: &str) -> anyhow::Result<()> {
+    pub fn set_batch_cancelled(&self, id: &str) -> super::StoreResult<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE batches SET cancelled_at = COALESCE(cancelled_at, ?2) WHERE id = ?1",

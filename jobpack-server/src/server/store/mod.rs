@@ -98,6 +98,31 @@ pub enum Group<'a> {
     Workflow(&'a workflows::WorkflowRow),
 }
 
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk (or SQLite's database) is full: nothing was written; try again once there is
+    /// space.
+    #[error(transparent)]
+    Full(rusqlite::Error),
+    #[error(transparent)]
+    Db(rusqlite::Error),
+    #[error("the database lock is poisoned (a thread panicked while holding it)")]
+    Poisoned,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            StoreError::Full(e)
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
 /// Why a job was not inserted.
 #[derive(Debug)]
 pub enum InsertError {
@@ -209,11 +234,8 @@ impl Store {
     pub(super) fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> anyhow::Result<T> {
-        let c = self
-            .conn
-            .lock()
-            .map_err(|_| anyhow::anyhow!("database lock poisoned"))?;
+    ) -> StoreResult<T> {
+        let c = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
         Ok(f(&c)?)
     }
 
@@ -271,7 +293,7 @@ impl Store {
     }
 
     /// The secret_env of a job that has not ended (JSON object), if it has one.
-    pub fn secrets(&self, id: &str) -> anyhow::Result<Option<String>> {
+    pub fn secrets(&self, id: &str) -> StoreResult<Option<String>> {
         self.with(|c| {
             c.query_row(
                 "SELECT secret_json FROM job_secrets WHERE job_id = ?1",
@@ -282,14 +304,14 @@ impl Store {
         })
     }
 
-    pub fn get(&self, id: &str) -> anyhow::Result<Option<JobRow>> {
+    pub fn get(&self, id: &str) -> StoreResult<Option<JobRow>> {
         self.with(|c| {
             c.query_row("SELECT * FROM jobs WHERE id = ?1", [id], row)
                 .optional()
         })
     }
 
-    pub fn list(&self, f: &ListFilter) -> anyhow::Result<(Vec<JobRow>, u64)> {
+    pub fn list(&self, f: &ListFilter) -> StoreResult<(Vec<JobRow>, u64)> {
         self.with(|c| {
             let where_ = "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2) \
                           AND (?3 IS NULL OR owner = ?3) AND (?6 IS NULL OR id LIKE ?6 || '%') \
@@ -331,7 +353,7 @@ impl Store {
     }
 
     /// Ids of jobs in `status`, oldest first.
-    pub fn ids_with_status(&self, status: JobStatus) -> anyhow::Result<Vec<String>> {
+    pub fn ids_with_status(&self, status: JobStatus) -> StoreResult<Vec<String>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT id FROM jobs WHERE status = ?1 ORDER BY created_at")?;
             st.query_map([status.as_str()], |r| r.get(0))?.collect()
@@ -339,7 +361,7 @@ impl Store {
     }
 
     /// Sets the status (and `started_at` when entering `running`).
-    pub fn set_status(&self, id: &str, status: JobStatus) -> anyhow::Result<()> {
+    pub fn set_status(&self, id: &str, status: JobStatus) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE jobs SET status = ?2, updated_at = ?3, \
@@ -356,7 +378,7 @@ impl Store {
         sha256: &str,
         size: u64,
         commit: Option<&str>,
-    ) -> anyhow::Result<()> {
+    ) -> StoreResult<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE jobs SET status = 'packed', updated_at = ?2, artifact_sha256 = ?3, \
@@ -374,7 +396,7 @@ impl Store {
     }
 
     /// Records a final state (and forgets the job's secrets: it will not run again).
-    pub fn finish(&self, id: &str, end: &Finish<'_>) -> anyhow::Result<()> {
+    pub fn finish(&self, id: &str, end: &Finish<'_>) -> StoreResult<()> {
         self.with(|c| {
             let tx = c.unchecked_transaction()?;
             tx.execute(
@@ -402,7 +424,7 @@ impl Store {
         })
     }
 
-    pub fn delete(&self, id: &str) -> anyhow::Result<bool> {
+    pub fn delete(&self, id: &str) -> StoreResult<bool> {
         self.with(|c| {
             let had_secrets = c.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])? > 0;
             let n = c.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
@@ -414,7 +436,7 @@ impl Store {
     }
 
     /// Counts by status, of one owner's jobs or (`None`) of all.
-    pub fn counts(&self, owner: Option<&str>) -> anyhow::Result<Vec<(String, u64)>> {
+    pub fn counts(&self, owner: Option<&str>) -> StoreResult<Vec<(String, u64)>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT status, COUNT(*) FROM jobs WHERE (?1 IS NULL OR owner = ?1) \
@@ -426,7 +448,7 @@ impl Store {
     }
 
     /// CPU seconds used by one owner's finished runs.
-    pub fn cpu_seconds(&self, owner: &str) -> anyhow::Result<f64> {
+    pub fn cpu_seconds(&self, owner: &str) -> StoreResult<f64> {
         self.with(|c| {
             c.query_row(
                 "SELECT COALESCE(SUM(cpu_seconds), 0) FROM jobs WHERE owner = ?1",
@@ -437,7 +459,7 @@ impl Store {
     }
 
     /// Jobs of one owner that have not ended.
-    pub fn active_count(&self, owner: &str) -> anyhow::Result<u64> {
+    pub fn active_count(&self, owner: &str) -> StoreResult<u64> {
         self.with(|c| {
             c.query_row(
                 &format!("SELECT COUNT(*) FROM jobs WHERE owner = ?1 AND {ACTIVE_SQL}"),
@@ -449,7 +471,7 @@ impl Store {
     }
 
     /// Durations of finished jobs, seconds from creation to finish (for metrics).
-    pub fn durations(&self) -> anyhow::Result<(u64, f64)> {
+    pub fn durations(&self) -> StoreResult<(u64, f64)> {
         self.with(|c| {
             c.query_row(
                 "SELECT COUNT(*), COALESCE(SUM(finished_at - created_at), 0) FROM jobs \
@@ -490,7 +512,7 @@ impl<'a> Finish<'a> {
 
 impl Store {
     /// Everyone who owns a job.
-    pub fn owners(&self) -> anyhow::Result<Vec<String>> {
+    pub fn owners(&self) -> StoreResult<Vec<String>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT DISTINCT owner FROM jobs ORDER BY owner")?;
             st.query_map([], |r| r.get(0))?.collect()

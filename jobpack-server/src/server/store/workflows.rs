@@ -71,7 +71,7 @@ pub fn status(w: &WorkflowRow, jobs: &[JobRow]) -> &'static str {
 }
 
 impl Store {
-    pub fn workflow(&self, id: &str) -> anyhow::Result<Option<WorkflowRow>> {
+    pub fn workflow(&self, id: &str) -> super::StoreResult<Option<WorkflowRow>> {
         self.with(|c| {
             c.query_row("SELECT * FROM workflows WHERE id = ?1", [id], workflow_row)
                 .optional()
@@ -84,7 +84,7 @@ impl Store {
         owner: Option<&str>,
         limit: u32,
         offset: u32,
-    ) -> anyhow::Result<Vec<WorkflowRow>> {
+    ) -> super::StoreResult<Vec<WorkflowRow>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT * FROM workflows WHERE (?1 IS NULL OR owner = ?1) \
@@ -96,7 +96,7 @@ impl Store {
     }
 
     /// The workflow's jobs in the order of its file.
-    pub fn workflow_jobs(&self, id: &str) -> anyhow::Result<Vec<JobRow>> {
+    pub fn workflow_jobs(&self, id: &str) -> super::StoreResult<Vec<JobRow>> {
         self.with(|c| {
             let mut st =
                 c.prepare("SELECT * FROM jobs WHERE workflow_id = ?1 ORDER BY workflow_pos")?;
@@ -105,7 +105,7 @@ impl Store {
     }
 
     /// Workflows that have jobs still waiting.
-    pub fn workflows_waiting(&self) -> anyhow::Result<Vec<String>> {
+    pub fn workflows_waiting(&self) -> super::StoreResult<Vec<String>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT DISTINCT workflow_id FROM jobs WHERE status = 'waiting' \
@@ -115,7 +115,7 @@ impl Store {
         })
     }
 
-    pub fn set_workflow_cancelled(&self, id: &str) -> anyhow::Result<()> {
+    pub fn set_workflow_cancelled(&self, id: &str) -> super::StoreResult<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE workflows SET cancelled_at = COALESCE(cancelled_at, ?2) WHERE id = ?1",
@@ -126,7 +126,7 @@ impl Store {
     }
 
     /// `waiting` -> `queued`; false if the job was not waiting (someone else moved it).
-    pub fn start_waiting(&self, id: &str) -> anyhow::Result<bool> {
+    pub fn start_waiting(&self, id: &str) -> super::StoreResult<bool> {
         self.with(|c| {
             c.execute(
                 "UPDATE jobs SET status = 'queued', updated_at = ?2 \
@@ -144,7 +144,7 @@ impl Store {
         status: super::JobStatus,
         reason: &str,
         error_code: &str,
-    ) -> anyhow::Result<bool> {
+    ) -> super::StoreResult<bool> {
         self.with(|c| {
             let tx = c.unchecked_transaction()?;
             let n = tx.execute(
