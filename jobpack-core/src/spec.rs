@@ -171,21 +171,86 @@ impl SpecError {
     }
 }
 
+/// The fields of a spec (a test checks them against `JobSpec`'s own).
+pub const SPEC_FIELDS: [&str; 10] = [
+    "name",
+    "git_url",
+    "commit_hash",
+    "data_url",
+    "data",
+    "command",
+    "env",
+    "base_image",
+    "runtime",
+    "install",
+];
+
+const DATA_FIELDS: [&str; 3] = ["url", "sha256", "path"];
+
+/// `Err` naming every unknown field of a spec object at once.
+fn check_fields(v: &serde_json::Value) -> Result<(), String> {
+    let unknown = unknown_fields(v);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "{}; a spec has {}",
+        unknown.join(", "),
+        SPEC_FIELDS.join(", ")
+    ))
+}
+
+/// Every key of a spec object (and of its `data` entries, as ``sha` in data[1]``) that no spec
+/// has, each as it is reported.
+pub fn unknown_fields(v: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(obj) = v.as_object() else {
+        return out;
+    };
+    for k in obj.keys() {
+        if !SPEC_FIELDS.contains(&k.as_str()) {
+            out.push(format!("unknown field `{k}`"));
+        }
+    }
+    if let Some(serde_json::Value::Array(items)) = obj.get("data") {
+        for (i, item) in items.iter().enumerate() {
+            if let Some(o) = item.as_object() {
+                for k in o.keys() {
+                    if !DATA_FIELDS.contains(&k.as_str()) {
+                        out.push(format!("unknown field `{k}` in data[{i}]"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 impl JobSpec {
     /// Parses a JSON spec.
     pub fn from_json(text: &str) -> Result<Self, SpecError> {
-        serde_json::from_str(text).map_err(|e| SpecError::Parse {
+        let parse = |message: String| SpecError::Parse {
             format: "JSON",
-            message: e.to_string(),
-        })
+            message,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| parse(e.to_string()))?;
+        check_fields(&value).map_err(parse)?;
+        serde_json::from_value(value).map_err(|e| parse(e.to_string()))
     }
 
     /// Parses a YAML spec.
     pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
-        serde_norway::from_str(text).map_err(|e| SpecError::Parse {
+        let parse = |message: String| SpecError::Parse {
             format: "YAML",
-            message: e.to_string(),
-        })
+            message,
+        };
+        // The keys are checked on a generic value; the spec itself is read from the text, so
+        // YAML's plain scalars keep reading as strings (`commit_hash: 1234567`).
+        if let Ok(value) = serde_norway::from_str::<serde_json::Value>(text) {
+            check_fields(&value).map_err(parse)?;
+        }
+        serde_norway::from_str(text).map_err(|e| parse(e.to_string()))
     }
 
     /// Reads a spec file: `.json` is JSON, `.yaml`/`.yml` is YAML, anything else is JSON if it
@@ -775,6 +840,53 @@ fn check_image(img: &str, errs: &mut Errors) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_unknown_field_is_named_and_the_field_list_is_the_specs() {
+        let err = JobSpec::from_json(
+            r#"{"command": "x", "comand": "y", "gti_url": "z", "data": [{"url": "https://a/b", "sha": "1"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        for f in [
+            "unknown field `comand`",
+            "unknown field `gti_url`",
+            "unknown field `sha` in data[0]",
+        ] {
+            assert!(err.contains(f), "{err}");
+        }
+        // A spec with every field set names exactly SPEC_FIELDS.
+        let full = JobSpec {
+            name: Some("n".into()),
+            git_url: Some("https://a/r.git".into()),
+            commit_hash: Some("a".repeat(40)),
+            data_url: Some("https://a/d".into()),
+            data: vec![DataSpec {
+                url: "https://a/d".into(),
+                sha256: Some("0".repeat(64)),
+                path: Some("d".into()),
+            }],
+            command: Command::Shell("true".into()),
+            env: [("A".to_owned(), "b".to_owned())].into(),
+            base_image: Some("debian".into()),
+            runtime: Some("none".into()),
+            install: Some(vec!["make".into()]),
+        };
+        let v = serde_json::to_value(&full).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort();
+        let mut want = SPEC_FIELDS.to_vec();
+        want.sort();
+        assert_eq!(keys, want);
+        let mut data: Vec<&str> = v["data"][0]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        data.sort();
+        assert_eq!(data, ["path", "sha256", "url"]);
+    }
 
     fn spec(json: &str) -> Result<Job, SpecError> {
         JobSpec::from_json(json)?.validate()
