@@ -53,13 +53,18 @@ impl Destinations {
         Destinations::default()
     }
 
+    /// Public addresses only, no exception (a service's default).
+    pub fn public_only() -> Destinations {
+        Destinations {
+            restricted: true,
+            ..Destinations::default()
+        }
+    }
+
     /// Public addresses only, plus `allow`: CIDRs (`10.1.0.0/16`, `127.0.0.1/32`), single
     /// addresses, or host names (matched exactly, case-insensitively, before resolution).
     pub fn public(allow: &[String]) -> Result<Destinations, String> {
-        let mut d = Destinations {
-            restricted: true,
-            ..Destinations::default()
-        };
+        let mut d = Destinations::public_only();
         for a in allow.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
             if let Ok(n) = a.parse::<IpNet>() {
                 d.allow_nets.push(n);
@@ -114,13 +119,42 @@ impl Destinations {
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
-            self.check(host, ip)?;
-            return Ok(vec![SocketAddr::new(ip, port)]);
+            return self.keep_allowed(host, [SocketAddr::new(ip, port)]);
         }
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+        let addrs = tokio::net::lookup_host((bare, port))
             .await
-            .map_err(|e| ResolveError::Dns(host.to_owned(), e))?
-            .collect();
+            .map_err(|e| ResolveError::Dns(host.to_owned(), e))?;
+        self.keep_allowed(host, addrs)
+    }
+
+    /// [`Destinations::resolve`] for blocking code (the git stage), answering only whether the
+    /// host is refused: a name that does not resolve is left to the fetch, which reports it.
+    pub fn check_blocking(&self, host: &str, port: u16) -> Result<(), Forbidden> {
+        if !self.restricted {
+            return Ok(());
+        }
+        use std::net::ToSocketAddrs;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => match (bare, port).to_socket_addrs() {
+                Ok(a) => a.collect(),
+                Err(_) => return Ok(()),
+            },
+        };
+        match self.keep_allowed(host, addrs) {
+            Err(ResolveError::Forbidden(f)) => Err(f),
+            _ => Ok(()),
+        }
+    }
+
+    /// The allowed ones of `host`'s addresses; none allowed is the first refusal (or "no
+    /// address" when there was none).
+    fn keep_allowed(
+        &self,
+        host: &str,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<Vec<SocketAddr>, ResolveError> {
         let mut first_refusal = None;
         let ok: Vec<SocketAddr> = addrs
             .into_iter()

@@ -403,39 +403,14 @@ fn callbacks<'a>(
 
 /// Refuses a remote whose host resolves only to forbidden addresses (blocking resolution).
 fn check_remote(url: &str, d: &crate::egress::Destinations) -> Result<(), GitError> {
-    if !d.is_restricted() {
-        return Ok(());
-    }
     let Some((host, port)) = crate::egress::remote_host(url) else {
         return Ok(());
     };
-    let forbidden = |source| GitError::Forbidden {
-        url: url.to_owned(),
-        source,
-    };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
-        return d.check(&host, ip).map_err(forbidden);
-    }
-    use std::net::ToSocketAddrs;
-    // Unresolvable: the fetch itself says so.
-    let Ok(addrs) = (bare, port).to_socket_addrs() else {
-        return Ok(());
-    };
-    let mut first = None;
-    let mut any_ok = false;
-    for a in addrs {
-        match d.check(&host, a.ip()) {
-            Ok(()) => any_ok = true,
-            Err(f) => {
-                first.get_or_insert(f);
-            }
-        }
-    }
-    match (any_ok, first) {
-        (false, Some(f)) => Err(forbidden(f)),
-        _ => Ok(()),
-    }
+    d.check_blocking(&host, port)
+        .map_err(|source| GitError::Forbidden {
+            url: url.to_owned(),
+            source,
+        })
 }
 
 fn is_cancelled(cancel: &Option<Arc<AtomicBool>>) -> bool {

@@ -63,9 +63,7 @@ impl Default for ServerLimits {
                 disk_bytes: Some(64 * GIB),
             },
             tarball_max_bytes: 8 * GIB,
-            destinations: std::sync::Arc::new(
-                jobpack_core::egress::Destinations::public(&[]).unwrap_or_default(),
-            ),
+            destinations: std::sync::Arc::new(jobpack_core::egress::Destinations::public_only()),
         }
     }
 }
