@@ -2,14 +2,12 @@
 //! status is named (stored, compared, sent), so that a misspelt status cannot compile.
 //!
 //! A run's own result is [`crate::exec::RunStatus`]; it converts into the final `JobStatus` of
-//! the same name.
+//! the same name (the conversion lives with `RunStatus`, which takes its names from here).
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-use crate::exec::RunStatus;
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -114,19 +112,6 @@ impl FromStr for JobStatus {
     }
 }
 
-impl From<RunStatus> for JobStatus {
-    fn from(r: RunStatus) -> JobStatus {
-        match r {
-            RunStatus::Completed => JobStatus::Completed,
-            RunStatus::Failed => JobStatus::Failed,
-            RunStatus::Stopped => JobStatus::Stopped,
-            RunStatus::TimedOut => JobStatus::TimedOut,
-            RunStatus::OomKilled => JobStatus::OomKilled,
-            RunStatus::LimitExceeded => JobStatus::LimitExceeded,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,7 +125,10 @@ mod tests {
         assert!("done".parse::<JobStatus>().is_err());
         assert!(JobStatus::Skipped.is_final() && !JobStatus::Running.is_final());
         assert!(JobStatus::Packed.is_final_for(false) && !JobStatus::Packed.is_final_for(true));
-        assert_eq!(JobStatus::from(RunStatus::OomKilled), JobStatus::OomKilled);
+        assert_eq!(
+            JobStatus::from(crate::exec::RunStatus::OomKilled),
+            JobStatus::OomKilled
+        );
         assert_eq!(
             crate::workflow::FINAL,
             JobStatus::FINAL.map(JobStatus::as_str)

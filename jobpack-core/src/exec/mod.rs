@@ -193,14 +193,22 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// The name, the same as the job status it ends in.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Stopped => "stopped",
-            RunStatus::TimedOut => "timed_out",
-            RunStatus::OomKilled => "oom_killed",
-            RunStatus::LimitExceeded => "limit_exceeded",
+        crate::JobStatus::from(self).as_str()
+    }
+}
+
+impl From<RunStatus> for crate::JobStatus {
+    fn from(r: RunStatus) -> crate::JobStatus {
+        use crate::JobStatus as J;
+        match r {
+            RunStatus::Completed => J::Completed,
+            RunStatus::Failed => J::Failed,
+            RunStatus::Stopped => J::Stopped,
+            RunStatus::TimedOut => J::TimedOut,
+            RunStatus::OomKilled => J::OomKilled,
+            RunStatus::LimitExceeded => J::LimitExceeded,
         }
     }
 }
