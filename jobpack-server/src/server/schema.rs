@@ -61,13 +61,15 @@ pub struct DataItemDoc {
     pub path: Option<String>,
 }
 
-/// The command of a job: a string run by `sh -c`, or an argv array run directly (a schema of
-/// `oneOf: [string, array of strings]`, which poem-openapi's derived unions cannot say without
-/// also saying `type: object`).
-#[derive(Debug)]
-pub struct CommandDoc(pub Value);
+/// The command of a job, documented as `oneOf: [string, array of strings]` (which
+/// poem-openapi's derived unions cannot say without also saying `type: object`).
+pub type CommandDoc = Documented<CommandSchema>;
 
-impl Type for CommandDoc {
+/// The schema of [`CommandDoc`]; never a value.
+#[derive(Debug)]
+pub enum CommandSchema {}
+
+impl Type for CommandSchema {
     const IS_REQUIRED: bool = true;
     type RawValueType = Self;
     type RawElementValueType = Self;
@@ -95,18 +97,6 @@ impl Type for CommandDoc {
         &'a self,
     ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
         Box::new(self.as_raw_value().into_iter())
-    }
-}
-
-impl ParseFromJSON for CommandDoc {
-    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
-        Ok(CommandDoc(value.unwrap_or_default()))
-    }
-}
-
-impl ToJSON for CommandDoc {
-    fn to_json(&self) -> Option<Value> {
-        Some(self.0.clone())
     }
 }
 
