@@ -144,30 +144,26 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
 /// Raises this process's soft limit of open files to its hard limit (connections, job pipes and
 /// logs all take descriptors). Returns the new soft limit.
 pub fn raise_nofile() -> u64 {
-    let mut lim = libc_rlimit();
-    if lim.0 < lim.1 {
-        lim.0 = lim.1;
-        set_rlimit(lim);
-    }
-    libc_rlimit().0
-}
-
-fn libc_rlimit() -> (u64, u64) {
-    rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .zip(rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum)
-        .unwrap_or((u64::MAX, u64::MAX))
-}
-
-fn set_rlimit(lim: (u64, u64)) {
-    let r = rustix::process::setrlimit(
-        rustix::process::Resource::Nofile,
-        rustix::process::Rlimit {
-            current: Some(lim.0),
-            maximum: Some(lim.1),
-        },
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let unlimited = u64::MAX;
+    let (current, maximum) = (
+        lim.current.unwrap_or(unlimited),
+        lim.maximum.unwrap_or(unlimited),
     );
-    if let Err(e) = r {
-        eprintln!("jobpack: cannot raise the open-file limit: {e}");
+    if current >= maximum {
+        return current;
+    }
+    let raised = Rlimit {
+        current: lim.maximum,
+        maximum: lim.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => maximum,
+        Err(e) => {
+            eprintln!("jobpack: cannot raise the open-file limit: {e}");
+            current
+        }
     }
 }
