@@ -188,13 +188,8 @@ pub(super) fn parse_submission(
         }
     };
     // Every unknown field at once, then serde's own check of the shape.
-    let unknown = jobpack_core::spec::unknown_fields(&v);
-    if !unknown.is_empty() {
-        return Err(bad(
-            "invalid_spec",
-            format!("invalid job spec: {}", unknown.join(", ")),
-        ));
-    }
+    jobpack_core::spec::check_fields(&v)
+        .map_err(|m| bad("invalid_spec", format!("invalid job spec: {m}")))?;
     let spec: JobSpec = serde_json::from_value(v)
         .map_err(|e| bad("invalid_spec", format!("invalid job spec: {e}")))?;
     let job = spec
