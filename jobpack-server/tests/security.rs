@@ -97,6 +97,31 @@ async fn add_user(s: &Server, name: &str, role: &str, quota: Value) -> String {
     v["token"].as_str().unwrap().to_owned()
 }
 
+/// A multipart submission (with a bearer token if given): the status and the JSON answer.
+async fn post_form(
+    s: &Server,
+    token: Option<&str>,
+    form: reqwest::multipart::Form,
+) -> (u16, Value) {
+    let mut r = client().post(s.u("/v1/jobs"));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let r = r.multipart(form).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Fails unless the peak memory of `pid` grew by less than `bound` bytes since `before`.
+fn assert_peak_growth(pid: u32, before: u64, bound: u64, what: &str) {
+    let after = peak_rss(pid);
+    println!("peak RSS of the server: {before} bytes before {what}, {after} after");
+    assert!(
+        after < before + bound,
+        "{what} took the server's peak memory from {before} to {after} bytes"
+    );
+}
+
 /// Peak resident memory of a process (VmHWM), in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -263,11 +288,11 @@ async fn a_tail_of_a_huge_log_reads_only_the_tail() {
         n += c.len() as u64;
     }
     assert_eq!(n, 1_500_000_000 + 1 + 8);
-    let after = peak_rss(pid);
-    println!("peak RSS of the server: {before} bytes before the reads, {after} after");
-    assert!(
-        after < before + (64 << 20),
-        "the server's peak memory grew from {before} to {after} bytes"
+    assert_peak_growth(
+        pid,
+        before,
+        64 << 20,
+        "four tails and a whole read of the log",
     );
 }
 
@@ -461,15 +486,7 @@ async fn a_full_disk_answers_507_keeps_tokens_working_and_loses_no_state_change(
             "code_files",
             reqwest::multipart::Part::bytes(vec![1u8; 4 << 20]).file_name("x"),
         );
-    let r = client()
-        .post(s.u("/v1/jobs"))
-        .bearer_auth(&user)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = post_form(&s, Some(&user), form).await;
     assert_eq!(status, 507, "{v}");
     assert_eq!(v["code"], "insufficient_storage", "{v}");
     // A JSON submission is stored or refused with 507, never a 500.
@@ -644,14 +661,7 @@ async fn uploads_are_bounded_by_the_disk_quota_and_kept_once() {
             "archive",
             reqwest::multipart::Part::bytes(zip).file_name("bomb.zip"),
         );
-    let r = client()
-        .post(s.u("/v1/jobs"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = post_form(&s, None, form).await;
     assert_eq!(status, 400, "{v}");
     assert!(v["message"].as_str().unwrap().contains("8388608"), "{v}");
     // Nothing of it stays on disk.
@@ -668,14 +678,8 @@ async fn uploads_are_bounded_by_the_disk_quota_and_kept_once() {
             "code_files",
             reqwest::multipart::Part::bytes(b"uploaded\n".to_vec()).file_name("in.txt"),
         );
-    let r = client()
-        .post(s.u("/v1/jobs"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let v: Value = r.json().await.unwrap();
+    let (status, v) = post_form(&s, None, form).await;
+    assert_eq!(status, 201, "{v}");
     let id = v["job_id"].as_str().unwrap();
     wait_for(&s, None, id, &["completed"], 60).await;
     let dir = tmp.path().join("data/jobs").join(id);
@@ -712,12 +716,7 @@ async fn four_big_uploads_at_once_stay_out_of_memory() {
     for (st, text) in futures_util::future::join_all(uploads).await {
         assert_eq!(st, 201, "{text}");
     }
-    let after = peak_rss(pid);
-    println!("peak RSS of the server: {before} bytes before four 200 MB uploads, {after} after");
-    assert!(
-        after < before + (96 << 20),
-        "four 200 MB uploads took the server's peak memory from {before} to {after} bytes"
-    );
+    assert_peak_growth(pid, before, 96 << 20, "four 200 MB uploads");
 }
 
 // ---------------------------------------------------------------------------------------------
