@@ -9,12 +9,13 @@
 #     test (headless Chromium driven over WebDriver); buildah, podman, runc and debootstrap for
 #     the OCI stage (a base image made from Debian's packages, artifacts built and run with
 #     buildah); slurm-wlm and munge for the Slurm stage (a one-node cluster on loopback,
-#     scripts/slurm-up.sh); running the server does not need them
+#     scripts/slurm-up.sh); python3-venv and schemathesis (pinned, from PyPI, into .venv) for the
+#     API stage (scripts/schemathesis.sh); running the server does not need them
 set -euo pipefail
 
 packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3 procps util-linux)
 if [ "${1:-}" = "--tests" ]; then
-  packages+=(chromium chromium-driver buildah podman runc debootstrap slurm-wlm munge)
+  packages+=(chromium chromium-driver buildah podman runc debootstrap slurm-wlm munge python3-venv)
 fi
 missing=()
 for p in "${packages[@]}"; do
@@ -36,4 +37,14 @@ version=$(cargo --version | awk '{print $2}')
 if [ "$(printf '%s\n' 1.89.0 "$version" | sort -V | head -n 1)" != 1.89.0 ]; then
   echo "setup: cargo $version is too old; jobpack needs Rust 1.89 or newer (rustup update)." >&2
   exit 1
+fi
+
+if [ "${1:-}" = "--tests" ]; then
+  cd "$(dirname "$0")/.."
+  schemathesis_version=4.32.5
+  if ! .venv/bin/schemathesis --version 2>/dev/null | grep -q "version $schemathesis_version\$"; then
+    echo "setup: installing schemathesis $schemathesis_version into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
+  fi
 fi

@@ -6,6 +6,8 @@ scripts/setup.sh --tests
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The API against its OpenAPI document: schemathesis --checks all, bounded examples, fixed seed.
+scripts/schemathesis.sh
 # Every process a test starts is ended by a guard (also on panic); anything still running now is a
 # leak: git daemons, servers or browsers of a test's temporary directory, or a sandbox.
 left=$(pgrep -af -- 'git-daemon .*--base-path=/tmp/|jobpack serve .*--data-dir /tmp/|jobpack-sandbox-init|chromedriver --port=' || true)

@@ -59,6 +59,28 @@ async fn unknown_fields_are_refused_not_ignored() {
         v["message"].as_str().unwrap().contains("max_concurent"),
         "{v}"
     );
+    // A name must be a JSON string: `false` is not the user "false", 12 not the label "12".
+    let bad = json!({"name": false, "role": "viewer"});
+    let (st, v) = call(&c, &s, "POST", "/v1/users", None, Some(&bad)).await;
+    assert_eq!(st, 400, "{v}");
+    let (st, _) = call(&c, &s, "GET", "/v1/users/false", None, None).await;
+    assert_eq!(st, 404);
+    let bad = json!({"name": 12});
+    let (st, v) = call(&c, &s, "POST", "/v1/users/local/tokens", None, Some(&bad)).await;
+    assert_eq!(st, 400, "{v}");
+    // Every object a request body takes says so in the document.
+    let (_, doc) = call(&c, &s, "GET", "/openapi.json", None, None).await;
+    for name in [
+        "JobSubmission",
+        "Limits",
+        "DataItem",
+        "BatchSubmission",
+        "NewUser",
+        "Quota",
+    ] {
+        let schema = &doc["components"]["schemas"][name];
+        assert_eq!(schema["additionalProperties"], json!(false), "{name}");
+    }
 }
 
 /// The documented submission names exactly the fields the library's `JobSpec` and `Limits` take

@@ -11,6 +11,7 @@ use super::accounts::{AccountError, Quota, Role, TokenRow, UserRow};
 use super::api::rfc3339;
 use super::auth::{Action, Caller};
 use super::problem::{ApiError, ApiResult, internal, problem, require};
+use super::schema::{LabelRule, Text, UserNameRule};
 use super::store::Store;
 
 #[derive(Tags)]
@@ -72,10 +73,10 @@ impl From<UserRow> for User {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct NewUser {
-    pub name: String,
+    pub name: Text<UserNameRule>,
     /// admin, submitter or viewer.
     pub role: RoleName,
-    #[oai(default)]
+    #[oai(default, nullable)]
     pub quota: Option<Quota>,
 }
 
@@ -126,10 +127,11 @@ impl From<TokenRow> for Token {
 }
 
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct NewToken {
     /// A label (where the token is used).
     #[oai(nullable)]
-    pub name: Option<String>,
+    pub name: Option<Text<LabelRule>>,
 }
 
 /// A new token: `token` is shown here once and stored only as a hash.
@@ -301,16 +303,17 @@ impl AccountsApi {
         require(&caller, Action::Administer, "manage users")?;
         let role: Role = body.role.into();
         let quota = body.quota.clone().unwrap_or_default();
+        let name = &body.name.0;
         self.store
-            .add_user(&body.name, role, &quota)
+            .add_user(name, role, &quota)
             .map_err(account_error)?;
         self.store.audit(
             &caller.user,
             "user.add",
-            Some(&body.name),
+            Some(name),
             Some(&format!("role={role}")),
         );
-        Ok(CreatedUser::Created(self.user_of(&body.name)?))
+        Ok(CreatedUser::Created(self.user_of(name)?))
     }
 
     /// One user (admins).
@@ -359,7 +362,7 @@ impl AccountsApi {
         require(&caller, Action::Administer, "manage tokens")?;
         let (row, token) = self
             .store
-            .create_token(&name, body.name.as_deref())
+            .create_token(&name, body.name.as_ref().map(|t| t.0.as_str()))
             .map_err(account_error)?;
         self.store.audit(
             &caller.user,

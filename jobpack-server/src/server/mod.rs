@@ -231,7 +231,15 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
             ("/ui/app.css", "GET"),
         ],
     ));
-    let spec = api.spec_endpoint();
+    let spec = schema::close_request_objects(
+        serde_json::from_str(&api.spec()).context("the OpenAPI document is not JSON")?,
+    );
+    let spec = serde_json::to_string_pretty(&spec).context("the OpenAPI document")?;
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(spec.clone())
+    });
     let docs = api.swagger_ui();
     let app = Route::new()
         .at("/v1/jobs/:id/files/*path", poem::get(pages::file_wildcard))

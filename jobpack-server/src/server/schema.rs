@@ -105,6 +105,7 @@ impl Type for CommandSchema {
 #[oai(rename = "Limits", deny_unknown_fields)]
 pub struct LimitsDoc {
     /// Seconds of wall-clock time.
+    #[oai(validator(minimum(value = "0", exclusive)))]
     pub timeout: Option<f64>,
     pub memory_bytes: Option<u64>,
     /// Percent of one core.
@@ -181,5 +182,145 @@ impl<D: Type + Send + Sync> ParseFromJSON for Documented<D> {
 impl<D: Type + Send + Sync> ToJSON for Documented<D> {
     fn to_json(&self) -> Option<Value> {
         Some(self.0.clone())
+    }
+}
+
+/// A JSON string and nothing else. poem-openapi's `String` also takes `false` or `12` and makes
+/// them text; account requests must not (a user named "false" by accident). `R` says what the
+/// string looks like in the OpenAPI document; the server's own check still gives the message.
+#[derive(Debug, Clone)]
+pub struct Text<R>(pub String, std::marker::PhantomData<R>);
+
+/// The documented form of a [`Text`].
+pub trait TextRule: Send + Sync + 'static {
+    const NAME: &'static str;
+    const PATTERN: Option<&'static str>;
+    const MAX_LENGTH: usize;
+}
+
+/// A user name: 1-64 characters of A-Z a-z 0-9 . _ @ -, starting with a letter or digit.
+#[derive(Debug, Clone)]
+pub enum UserNameRule {}
+impl TextRule for UserNameRule {
+    const NAME: &'static str = "UserName";
+    const PATTERN: Option<&'static str> = Some("^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$");
+    const MAX_LENGTH: usize = 64;
+}
+
+/// A free-form label.
+#[derive(Debug, Clone)]
+pub enum LabelRule {}
+impl TextRule for LabelRule {
+    const NAME: &'static str = "Label";
+    const PATTERN: Option<&'static str> = None;
+    const MAX_LENGTH: usize = 256;
+}
+
+impl<R: TextRule> Type for Text<R> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        R::NAME.into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            pattern: R::PATTERN.map(str::to_string),
+            max_length: Some(R::MAX_LENGTH),
+            ..MetaSchema::new("string")
+        }))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl<R: TextRule> ParseFromJSON for Text<R> {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            Some(Value::String(s)) if s.chars().count() <= R::MAX_LENGTH => {
+                Ok(Text(s, std::marker::PhantomData))
+            }
+            Some(Value::String(_)) => Err(poem_openapi::types::ParseError::custom(format!(
+                "at most {} characters",
+                R::MAX_LENGTH
+            ))),
+            other => Err(poem_openapi::types::ParseError::expected_type(
+                other.unwrap_or_default(),
+            )),
+        }
+    }
+}
+
+impl<R: TextRule> ToJSON for Text<R> {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
+
+/// The OpenAPI document as served: every object a request body takes is closed
+/// (`additionalProperties: false`), as the server reads them (an unknown key is a 400 that names
+/// it). poem-openapi's `deny_unknown_fields` does not say so in the schema.
+pub fn close_request_objects(mut doc: Value) -> Value {
+    let mut names = Vec::new();
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for op in paths.values_mut().filter_map(Value::as_object_mut) {
+            for op in op.values_mut() {
+                let content = op.pointer_mut("/requestBody/content");
+                for media in content.and_then(Value::as_object_mut).into_iter().flatten() {
+                    if let Some(s) = media.1.get_mut("schema") {
+                        close(s, &mut names);
+                    }
+                }
+            }
+        }
+    }
+    let mut done = std::collections::HashSet::new();
+    while let Some(name) = names.pop() {
+        if !done.insert(name.clone()) {
+            continue;
+        }
+        let mut found = Vec::new();
+        if let Some(s) = doc.pointer_mut(&format!("/components/schemas/{name}")) {
+            close(s, &mut found);
+        }
+        names.extend(found);
+    }
+    doc
+}
+
+/// Closes `schema` if it is an object with properties, and every object inside it; the names of
+/// the components it refers to go to `refs`.
+fn close(schema: &mut Value, refs: &mut Vec<String>) {
+    match schema {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                    refs.push(name.to_string());
+                }
+            }
+            if map.get("type").and_then(Value::as_str) == Some("object")
+                && map.contains_key("properties")
+                && !map.contains_key("additionalProperties")
+            {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (key, v) in map.iter_mut() {
+                if key != "additionalProperties" {
+                    close(v, refs);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| close(v, refs)),
+        _ => {}
     }
 }
