@@ -303,10 +303,12 @@ pub fn close_request_objects(mut doc: Value) -> Value {
 fn close(schema: &mut Value, refs: &mut Vec<String>) {
     match schema {
         Value::Object(map) => {
-            if let Some(Value::String(r)) = map.get("$ref") {
-                if let Some(name) = r.strip_prefix("#/components/schemas/") {
-                    refs.push(name.to_string());
-                }
+            if let Some(name) = map
+                .get("$ref")
+                .and_then(Value::as_str)
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            {
+                refs.push(name.to_string());
             }
             if map.get("type").and_then(Value::as_str) == Some("object")
                 && map.contains_key("properties")
