@@ -27,6 +27,9 @@ pub enum Error {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// An artifact could not be unpacked into its job directory (a refused entry, a limit, I/O).
+    #[error(transparent)]
+    Unpack(#[from] crate::archive::UnpackError),
     /// The spec is valid but asks for something this packager's policy forbids.
     #[error("{0}")]
     Policy(String),

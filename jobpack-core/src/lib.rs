@@ -52,7 +52,7 @@ pub use archive::{
 pub use error::{Error, IoError, Result};
 pub use fetch::{DownloadOptions, FetchError};
 pub use manifest::Manifest;
-pub use pack::{Artifact, PackInputs, Packager, PackagerConfig};
+pub use pack::{Artifact, PackInputs, Packager, PackagerConfig, Prepared, unpack_job};
 pub use progress::{Progress, ProgressFn, Stage};
 pub use render::RenderError;
 pub use runtime::{Runtime, RuntimeError, RuntimeKind};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::archive::{self, Contents, EntryKind, FileEntry};
+use crate::archive::{self, Contents, EntryKind, FileEntry, UnpackLimits};
 use crate::error::{Error, Result, io_err};
 use crate::fetch::{self, DownloadOptions, Downloaded};
 use crate::manifest::{self, MANIFEST_FORMAT, MANIFEST_NAME, Manifest, SourceRecord};
@@ -94,6 +94,43 @@ pub struct Artifact {
     pub manifest: Manifest,
 }
 
+/// What [`Packager::prepare`] made: the artifact, and the job directory it was unpacked into
+/// (`run.sh` at its top, ready for an executor).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub artifact: Artifact,
+    pub job_dir: PathBuf,
+}
+
+/// Unpacks an artifact into `job_dir` for a run, off the async threads: the directory must be
+/// empty or not exist (it is created), and the archive is read as hostile
+/// ([`crate::archive::unpack`] with the default [`UnpackLimits`]: no `..`, no absolute paths, no
+/// path through a link, no devices, bounded entries and bytes). Returns the bytes written.
+pub async fn unpack_job(artifact: &Path, job_dir: &Path) -> Result<u64> {
+    let (artifact, job_dir) = (artifact.to_path_buf(), job_dir.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let io = |action| io_err(action, &job_dir);
+        fs::create_dir_all(&job_dir).map_err(io("create the job directory"))?;
+        let mut entries = fs::read_dir(&job_dir).map_err(io("read the job directory"))?;
+        if entries.next().is_some() {
+            return Err(io("unpack an artifact into the non-empty directory")(
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "it is not empty (an artifact is unpacked into an empty one)",
+                ),
+            )
+            .into());
+        }
+        Ok(crate::archive::unpack(
+            &artifact,
+            &job_dir,
+            UnpackLimits::default(),
+        )?)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("the unpack task failed: {e}")))?
+}
+
 /// Packs job specs into artifacts. Cheap to clone; one can serve many packs at once.
 #[derive(Clone)]
 pub struct Packager {
@@ -151,6 +188,25 @@ impl Packager {
     pub async fn pack_to(&self, spec: &JobSpec, out: &Path) -> Result<Artifact> {
         let job = spec.validate()?;
         self.pack_job(&job, Some(out)).await
+    }
+
+    /// Packs a validated job into `artifact` and unpacks it safely into `job_dir` (which must be
+    /// empty or not exist): everything a run needs, in one call. Callers that record the
+    /// artifact before they run it (a service with a `packed` state, pack-only jobs) call
+    /// [`Packager::pack_job_with`] and then [`unpack_job`].
+    pub async fn prepare(
+        &self,
+        job: &Job,
+        inputs: &PackInputs,
+        artifact: &Path,
+        job_dir: &Path,
+    ) -> Result<Prepared> {
+        let artifact = self.pack_job_with(job, inputs, Some(artifact)).await?;
+        unpack_job(&artifact.path, job_dir).await?;
+        Ok(Prepared {
+            artifact,
+            job_dir: job_dir.to_path_buf(),
+        })
     }
 
     /// Packs a validated job into `out` (or `out_dir/<name>-<digest>.tar.gz` when `None`).

@@ -653,3 +653,39 @@ async fn the_runtime_and_a_pinned_base_are_recorded() {
     assert!(err.to_string().contains("apt.txt: line 1"), "{err}");
     assert_no_leftovers(&e);
 }
+
+/// `prepare` packs and unpacks in one call: the job directory holds `run.sh` and the code, the
+/// artifact is where it was asked; a job directory that is not empty is refused untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn prepare_packs_and_unpacks_into_an_empty_job_directory() {
+    let e = env();
+    let code = e.root.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("main.sh"), "echo hi\n").unwrap();
+    let job = spec(serde_json::json!({"command": "sh code/main.sh"}))
+        .validate()
+        .unwrap();
+    let inputs = jobpack_core::PackInputs {
+        code_dir: Some(code),
+        data_dir: None,
+    };
+    let p = Packager::new(config(&e)).unwrap();
+    let (art, dir) = (e.root.join("a.tar.gz"), e.root.join("job"));
+    let prepared = p.prepare(&job, &inputs, &art, &dir).await.unwrap();
+    assert_eq!(prepared.artifact.path, art);
+    assert_eq!(prepared.job_dir, dir);
+    assert!(dir.join("run.sh").is_file());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("code/main.sh")).unwrap(),
+        "echo hi\n"
+    );
+
+    let full = e.root.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    std::fs::write(full.join("mine"), "keep").unwrap();
+    let err = jobpack_core::unpack_job(&art, &full).await.unwrap_err();
+    assert!(err.to_string().contains("non-empty directory"), "{err}");
+    let names: Vec<_> = std::fs::read_dir(&full).unwrap().collect();
+    assert_eq!(names.len(), 1);
+    assert_eq!(std::fs::read_to_string(full.join("mine")).unwrap(), "keep");
+}

@@ -13,7 +13,7 @@ use jobpack_core::exec::{
     Executor, IsolationMode, Limits, LocalExecutor, LocalExecutorConfig, NetworkPolicy, Outcome,
     RunRequest,
 };
-use jobpack_core::{JobSpec, Packager, PackagerConfig, UnpackLimits};
+use jobpack_core::{JobSpec, Packager, PackagerConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -125,21 +125,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let in_place = args.input.is_dir();
-        let artifact = if in_place || is_artifact(&args.input) {
-            args.input.clone()
+        // A spec is packed here (beside the run's job directory); an artifact or a directory
+        // is taken as it is.
+        let job = if in_place || is_artifact(&args.input) {
+            None
         } else {
-            let job = JobSpec::from_path(&args.input)?.validate()?;
-            let config = PackagerConfig {
+            Some(JobSpec::from_path(&args.input)?.validate()?)
+        };
+        let packer = || -> anyhow::Result<Packager> {
+            Ok(Packager::new(PackagerConfig {
                 cache_dir: crate::cli::pack::default_cache_dir(),
                 ..PackagerConfig::default()
-            };
-            let out = work.join("artifact.tar.gz");
-            Packager::new(config)?
-                .pack_job(&job, Some(&out))
-                .await
-                .with_context(|| format!("cannot pack {}", args.input.display()))?;
-            out
+            })?)
         };
+        let out = work.join("artifact.tar.gz");
+        let cannot_pack = || format!("cannot pack {}", args.input.display());
         let network = match args.network {
             Network::None => NetworkPolicy::None,
             Network::Host => NetworkPolicy::Host,
@@ -158,7 +158,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 bail!("--env and --secret-env are for the sandbox; a container takes the spec's env");
             }
             let builder = jobpack_core::container::Builder::detect(args.builder.map(Into::into))?;
-            let art = artifact.clone();
+            let art = match &job {
+                Some(job) => {
+                    packer()?.pack_job(job, Some(&out)).await.with_context(cannot_pack)?;
+                    out
+                }
+                None => args.input.clone(),
+            };
             let code = tokio::task::spawn_blocking(move || {
                 crate::cli::build::run_container(&builder, &art, &limits, network)
             })
@@ -176,13 +182,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             if std::fs::read_dir(&job_dir)?.next().is_some() {
                 bail!("{} is not empty: give --keep an empty or new directory", job_dir.display());
             }
-            let src = artifact.clone();
-            let dest = job_dir.clone();
-            tokio::task::spawn_blocking(move || {
-                jobpack_core::archive::unpack(&src, &dest, UnpackLimits::default())
-            })
-            .await?
-            .with_context(|| format!("cannot unpack {}", artifact.display()))?;
+            match &job {
+                Some(job) => {
+                    let inputs = jobpack_core::PackInputs::default();
+                    packer()?
+                        .prepare(job, &inputs, &out, &job_dir)
+                        .await
+                        .with_context(cannot_pack)?;
+                }
+                None => {
+                    jobpack_core::unpack_job(&args.input, &job_dir)
+                        .await
+                        .with_context(|| format!("cannot unpack {}", args.input.display()))?;
+                }
+            }
             job_dir
         };
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use jobpack_core::exec::{
     Executor, Limits, LogStream, Mount, NetworkPolicy, RunHandle, RunRequest, RunStatus,
 };
-use jobpack_core::{JobSpec, Packager, UnpackLimits};
+use jobpack_core::{JobSpec, Packager};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 
@@ -457,20 +457,13 @@ impl Runner {
 
         // Unpack and run.
         let work = self.work_dir(id);
-        let unpacked = {
-            let (art, work) = (art.clone(), work.clone());
-            tokio::task::spawn_blocking(move || {
-                let _ = std::fs::remove_dir_all(&work);
-                std::fs::create_dir_all(&work)?;
-                jobpack_core::archive::unpack(&art, &work, UnpackLimits::default())
-                    .map_err(anyhow::Error::new)
-            })
-            .await
+        let unpacked = match std::fs::remove_dir_all(&work) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => jobpack_core::unpack_job(&art, &work)
+                .await
+                .map_err(anyhow::Error::new),
         };
-        if let Err(e) = unpacked
-            .map_err(anyhow::Error::new)
-            .and_then(|r| r.map(drop))
-        {
+        if let Err(e) = unpacked {
             return self.fail(id, "unpack_failed", &format!("{e:#}")).await;
         }
         // The uploaded files are in the artifact and now in the working directory: the upload's
