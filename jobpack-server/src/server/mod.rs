@@ -31,6 +31,7 @@ mod edge;
 pub mod limits;
 mod logs;
 mod pages;
+mod pipeline;
 mod problem;
 pub mod queue;
 mod schema;

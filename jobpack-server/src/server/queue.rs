@@ -1,7 +1,8 @@
-//! The queue: every accepted job gets a task that waits for one of `max_concurrent` slots, packs
-//! the job with `jobpack-core`'s `Packager`, unpacks the artifact, and runs it with the executor,
-//! recording each state change in the store. No packing or sandbox logic lives here: it only
-//! sequences the library's calls and keeps what the API needs (cancel switches, live logs).
+//! The queue: every accepted job gets a task that waits for one of `max_concurrent` slots, then
+//! goes through `pipeline.rs` (pack with `jobpack-core`'s `Packager`, unpack, run with the
+//! executor), recording each state change in the store. No packing or sandbox logic lives here:
+//! it only sequences the library's calls and keeps what the API needs (cancel switches, live
+//! logs).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -9,9 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jobpack_core::exec::{
-    Executor, Limits, LogStream, Mount, NetworkPolicy, RunHandle, RunRequest, RunStatus,
-};
+use jobpack_core::exec::{Executor, Limits, LogStream, NetworkPolicy, RunHandle};
 use jobpack_core::{JobSpec, Packager};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
@@ -34,9 +33,9 @@ pub struct Submission {
 }
 
 /// A job that has a task: how to stop it and, once it runs, its log.
-struct Live {
-    cancel: watch::Sender<bool>,
-    log: Option<LogStream>,
+pub(super) struct Live {
+    pub(super) cancel: watch::Sender<bool>,
+    pub(super) log: Option<LogStream>,
 }
 
 /// How many jobs run at once, how long a cancelled one gets, and the limits every job gets.
@@ -51,18 +50,18 @@ pub struct Runner {
     pub store: Store,
     /// The server's default and maximum job limits.
     pub limits: super::limits::ServerLimits,
-    packager: Packager,
-    executor: Arc<dyn Executor>,
-    data_dir: PathBuf,
+    pub(super) packager: Packager,
+    pub(super) executor: Arc<dyn Executor>,
+    pub(super) data_dir: PathBuf,
     /// Where job working directories go: the data directory, or a cluster's shared directory.
-    work_root: PathBuf,
-    slots: Arc<Semaphore>,
-    live: Mutex<HashMap<String, Live>>,
-    waiting: AtomicUsize,
-    running: AtomicUsize,
+    pub(super) work_root: PathBuf,
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) live: Mutex<HashMap<String, Live>>,
+    pub(super) waiting: AtomicUsize,
+    pub(super) running: AtomicUsize,
     /// Set at shutdown: no job starts a new stage after this.
-    closing: std::sync::atomic::AtomicBool,
-    grace: Duration,
+    pub(super) closing: std::sync::atomic::AtomicBool,
+    pub(super) grace: Duration,
     /// Held while a workflow's waiting jobs are being decided (`workflows.rs`).
     pub(super) workflow_lock: Mutex<()>,
 }
@@ -300,7 +299,7 @@ impl Runner {
         path.exists().then(|| LogStream::finished(path))
     }
 
-    async fn fail(&self, id: &str, code: &str, reason: &str) {
+    pub(super) async fn fail(&self, id: &str, code: &str, reason: &str) {
         self.record(id, JobStatus::Failed.as_str(), || {
             self.store
                 .finish(id, &Finish::early(JobStatus::Failed, reason, Some(code)))
@@ -312,7 +311,7 @@ impl Runner {
     /// never drops it (the job's row, its quota slot and its streams all wait on it). Failures
     /// are reported on stderr, the first and then every minute. At shutdown it gives up after
     /// a few tries; the next start then recovers the job from the state that was recorded.
-    async fn record(
+    pub(super) async fn record(
         &self,
         id: &str,
         what: &str,
@@ -346,258 +345,6 @@ impl Runner {
         }
     }
 
-    async fn process(&self, id: &str, mut cancel: watch::Receiver<bool>) {
-        let me = self;
-        let stopped = move |_: &Self| async move {
-            me.record(id, JobStatus::Stopped.as_str(), || {
-                me.store
-                    .finish(id, &Finish::early(JobStatus::Stopped, "cancelled", None))
-            })
-            .await;
-        };
-        // Wait for a slot (or a cancel).
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.ok(),
-            _ = cancelled(&mut cancel) => None,
-        };
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        let Some(_permit) = permit else {
-            stopped(self).await;
-            return;
-        };
-        if self.closing.load(Ordering::SeqCst) {
-            // Left queued: it resumes at the next start.
-            return;
-        }
-        let Ok(Some(row)) = self.store.get(id) else {
-            return;
-        };
-        let sub: Submission = match serde_json::from_str(&row.request_json) {
-            Ok(s) => s,
-            Err(e) => {
-                return self
-                    .fail(
-                        id,
-                        "bad_request",
-                        &format!("stored request unreadable: {e}"),
-                    )
-                    .await;
-            }
-        };
-        let job = match sub.spec.validate() {
-            Ok(j) => j,
-            Err(e) => return self.fail(id, "invalid_spec", &e.to_string()).await,
-        };
-
-        // Pack.
-        self.record(id, JobStatus::Packing.as_str(), || {
-            self.store.set_status(id, JobStatus::Packing)
-        })
-        .await;
-        let dir = self.job_dir(id);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            return self
-                .fail(
-                    id,
-                    "internal",
-                    &format!("cannot create {}: {e}", dir.display()),
-                )
-                .await;
-        }
-        let upload = dir.join("upload");
-        let code_dir = upload.join("code");
-        let data_dir = upload.join("data");
-        let inputs = jobpack_core::PackInputs {
-            code_dir: code_dir.exists().then_some(code_dir),
-            data_dir: data_dir.exists().then_some(data_dir),
-        };
-        let art = self.artifact_path(id);
-        let packed = tokio::select! {
-            r = self.packager.pack_job_with(&job, &inputs, Some(&art)) => r,
-            _ = cancelled(&mut cancel) => return stopped(self).await,
-        };
-        let artifact = match packed {
-            Ok(a) => a,
-            Err(e) => {
-                return self
-                    .fail(
-                        id,
-                        error_code(&e),
-                        &format!("{e:#}", e = anyhow::Error::new(e)),
-                    )
-                    .await;
-            }
-        };
-        // The manifest beside the artifact, for the API (the artifact holds the same bytes).
-        if let Err(e) = serde_json::to_vec_pretty(&artifact.manifest)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(self.manifest_path(id), b))
-        {
-            return self
-                .fail(id, "internal", &format!("cannot save the manifest: {e}"))
-                .await;
-        }
-        self.record(id, JobStatus::Packed.as_str(), || {
-            self.store.set_packed(
-                id,
-                &artifact.sha256,
-                artifact.size,
-                artifact.commit.as_deref(),
-            )
-        })
-        .await;
-        if !sub.run || self.closing.load(Ordering::SeqCst) {
-            // Pack-only jobs end here; at shutdown a packed job waits for the next start.
-            return;
-        }
-        if *cancel.borrow() {
-            return stopped(self).await;
-        }
-
-        // Unpack and run.
-        let work = self.work_dir(id);
-        let unpacked = match std::fs::remove_dir_all(&work) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => jobpack_core::unpack_job(&art, &work)
-                .await
-                .map_err(anyhow::Error::new),
-        };
-        if let Err(e) = unpacked {
-            return self.fail(id, "unpack_failed", &format!("{e:#}")).await;
-        }
-        // The uploaded files are in the artifact and now in the working directory: the upload's
-        // own copy goes (one copy of an upload on disk, not three).
-        match std::fs::remove_dir_all(dir.join("upload")) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                eprintln!("jobpack: job {id}: cannot remove its upload directory: {e}");
-            }
-            _ => {}
-        }
-        let mut req = self.run_request(id, &sub);
-        match self.dependency_dirs(&row) {
-            Ok(deps) => {
-                req.mounts = deps
-                    .into_iter()
-                    .map(|(name, source)| Mount {
-                        source,
-                        target: format!("code/deps/{name}"),
-                        read_only: true,
-                    })
-                    .collect();
-            }
-            Err(e) => {
-                return self
-                    .fail(
-                        id,
-                        "internal",
-                        &format!("cannot find the work of the jobs it requires: {e:#}"),
-                    )
-                    .await;
-            }
-        }
-        if !sub.secret_env.is_empty() {
-            let stored = self.store.secrets(id);
-            match stored.map(|s| s.map(|s| serde_json::from_str::<BTreeMap<String, String>>(&s))) {
-                Ok(Some(Ok(secrets))) => req.secret_env = secrets,
-                Ok(None) => {
-                    return self
-                        .fail(
-                            id,
-                            "secrets_lost",
-                            "the job's secret_env values are no longer stored; submit it again",
-                        )
-                        .await;
-                }
-                Ok(Some(Err(e))) => {
-                    return self
-                        .fail(id, "internal", &format!("stored secrets unreadable: {e}"))
-                        .await;
-                }
-                Err(e) => {
-                    return self
-                        .fail(
-                            id,
-                            "internal",
-                            &format!("cannot read the job's secrets: {e:#}"),
-                        )
-                        .await;
-                }
-            }
-        }
-        let handle: Arc<dyn RunHandle> = match self.executor.start(req).await {
-            Ok(h) => Arc::from(h),
-            Err(e) => {
-                return self
-                    .fail(id, "run_failed", &format!("{:#}", anyhow::Error::new(e)))
-                    .await;
-            }
-        };
-        self.supervise(id, handle, &row, cancel).await;
-    }
-
-    /// The request of a job's run (the same at start and when attaching again).
-    fn run_request(&self, id: &str, sub: &Submission) -> RunRequest {
-        let mut req = RunRequest::new(self.work_dir(id), self.log_path(id));
-        req.run_id = Some(id.to_owned());
-        req.limits = sub.limits.clone();
-        req.network = sub.network;
-        req
-    }
-
-    /// Waits for a started run to end (cancelling it when asked) and records its outcome.
-    async fn supervise(
-        &self,
-        id: &str,
-        handle: Arc<dyn RunHandle>,
-        row: &JobRow,
-        mut cancel: watch::Receiver<bool>,
-    ) {
-        if let Ok(mut live) = self.live.lock()
-            && let Some(l) = live.get_mut(id)
-        {
-            l.log = Some(handle.logs());
-        }
-        self.record(id, JobStatus::Running.as_str(), || {
-            self.store.set_status(id, JobStatus::Running)
-        })
-        .await;
-        self.running.fetch_add(1, Ordering::Relaxed);
-        let mut wait = handle.wait();
-        let outcome = tokio::select! {
-            o = &mut wait => o,
-            _ = cancelled(&mut cancel) => {
-                handle.cancel(self.grace);
-                wait.await
-            }
-        };
-        self.running.fetch_sub(1, Ordering::Relaxed);
-        if outcome.status == RunStatus::Stopped
-            && self.closing.load(Ordering::SeqCst)
-            && row.workflow_id.is_some()
-        {
-            // Stopped by the shutdown, not by a user: a workflow's job runs again at the next
-            // start, so the workflow resumes where it was.
-            self.record(id, JobStatus::Queued.as_str(), || {
-                self.store.set_status(id, JobStatus::Queued)
-            })
-            .await;
-            return;
-        }
-        let outcome_json = serde_json::to_string(&outcome).ok();
-        let end = Finish {
-            status: outcome.status.into(),
-            exit_code: outcome.exit_code,
-            signal: outcome.signal,
-            reason: outcome.reason.as_deref(),
-            error_code: None,
-            outcome_json: outcome_json.as_deref(),
-            cpu_seconds: outcome.cpu_time_secs,
-        };
-        self.record(id, outcome.status.as_str(), || self.store.finish(id, &end))
-            .await;
-    }
-
     /// Removes a job's files.
     pub fn remove_files(&self, id: &str) -> std::io::Result<()> {
         // And whatever the executor keeps of its run (a cluster's run directory).
@@ -611,34 +358,6 @@ impl Runner {
             }
         }
         Ok(())
-    }
-}
-
-/// Resolves when the job's cancel switch is set (never, if its sender is gone without it).
-async fn cancelled(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|c| *c).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// A stable error code for a pack failure.
-fn error_code(e: &jobpack_core::Error) -> &'static str {
-    use jobpack_core::Error as E;
-    match e {
-        E::Spec(_) => "invalid_spec",
-        E::Git(
-            jobpack_core::GitError::UnknownCommit { .. } | jobpack_core::GitError::Ambiguous { .. },
-        ) => "unknown_commit",
-        E::Git(jobpack_core::GitError::AuthRequired { .. }) => "auth_required",
-        E::Git(jobpack_core::GitError::Unreachable { .. }) => "repository_unreachable",
-        E::Git(jobpack_core::GitError::Forbidden { .. }) => "forbidden_destination",
-        E::Git(_) => "git_failed",
-        E::Fetch(jobpack_core::FetchError::HashMismatch { .. }) => "data_hash_mismatch",
-        E::Fetch(jobpack_core::FetchError::Forbidden { .. }) => "forbidden_destination",
-        E::Fetch(_) => "download_failed",
-        E::Policy(_) => "forbidden",
-        E::Runtime(_) => "invalid_runtime",
-        _ => "pack_failed",
     }
 }
 
