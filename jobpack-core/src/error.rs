@@ -1,10 +1,9 @@
 //! The crate's error type: one enum that the stage errors roll up into, so a caller can match on
 //! what went wrong (bad spec, git, download, template, archive) and show one clear line.
 
-use std::path::PathBuf;
-
 pub use crate::archive::ArchiveError;
 pub use crate::fetch::FetchError;
+pub use crate::io_error::IoError;
 pub use crate::render::RenderError;
 pub use crate::runtime::RuntimeError;
 pub use crate::source::git::GitError;
@@ -43,27 +42,3 @@ pub enum Error {
 
 /// Shorthand for the crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// A file system operation that failed: what was being done, to which path, and why.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot {action} {}", path.display())]
-pub struct IoError {
-    pub action: &'static str,
-    pub path: PathBuf,
-    #[source]
-    pub source: std::io::Error,
-}
-
-/// Attaches an action and a path to an I/O error; `?` turns it into any module error with an
-/// `Io(#[from] IoError)` variant: `fs::create_dir(&p).map_err(io_err("create", &p))?`.
-pub(crate) fn io_err(
-    action: &'static str,
-    path: impl Into<PathBuf>,
-) -> impl FnOnce(std::io::Error) -> IoError {
-    let path = path.into();
-    move |source| IoError {
-        action,
-        path,
-        source,
-    }
-}

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, timeout};
 
-use crate::error::{IoError, io_err as io};
+use crate::io_error::{IoError, io_err as io};
 use crate::progress::{Progress, ProgressFn};
 use crate::spec::DataItem;
 

@@ -35,6 +35,7 @@ pub mod egress;
 mod error;
 pub mod exec;
 pub mod fetch;
+mod io_error;
 pub mod manifest;
 mod pack;
 pub mod progress;

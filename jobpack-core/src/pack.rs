@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::archive::{self, Contents, EntryKind, FileEntry, UnpackLimits};
-use crate::error::{Error, Result, io_err};
+use crate::error::{Error, Result};
 use crate::fetch::{self, DownloadOptions, Downloaded};
+use crate::io_error::io_err;
 use crate::manifest::{self, MANIFEST_FORMAT, MANIFEST_NAME, Manifest, SourceRecord};
 use crate::progress::{self, Progress, ProgressFn, Stage};
 use crate::render::{

@@ -18,7 +18,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{IoError, io_err};
+use crate::io_error::{IoError, io_err};
 
 mod unpack;
 mod write;

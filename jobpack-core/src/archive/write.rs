@@ -11,7 +11,7 @@ use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
 
 use super::{ArchiveError, EntryKind, FileEntry, GZIP_LEVEL, scan};
-use crate::error::io_err;
+use crate::io_error::io_err;
 use crate::progress::{Progress, ProgressFn};
 
 /// Where an entry's contents come from when writing.

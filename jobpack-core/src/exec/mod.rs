@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::IoError;
+use crate::io_error::IoError;
 
 pub mod cgroup;
 mod local;

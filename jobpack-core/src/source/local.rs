@@ -7,7 +7,7 @@ use std::fs::{self, Permissions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::error::{IoError, io_err};
+use crate::io_error::{IoError, io_err};
 
 /// Copies the contents of `src` into `dst` (which exists). Returns the number of files copied.
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<usize, IoError> {

@@ -23,7 +23,7 @@ use super::{
     ExecError, Executor, IsolationMode, IsolationReport, Limits, NetworkPolicy, Outcome, RunHandle,
     RunRequest, RunStatus,
 };
-use crate::error::io_err;
+use crate::io_error::io_err;
 
 mod fallback;
 mod launch;

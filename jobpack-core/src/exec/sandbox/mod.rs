@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use super::ExecError;
 use super::cgroup::Cgroup;
-use crate::error::io_err;
+use crate::io_error::io_err;
 
 mod child;
 pub mod seccomp;

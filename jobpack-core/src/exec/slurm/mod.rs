@@ -28,7 +28,7 @@ use super::logs::{LogWriter, Masker};
 use super::{
     ExecError, Executor, IsolationReport, LogStream, Outcome, RunHandle, RunRequest, RunStatus,
 };
-use crate::error::io_err;
+use crate::io_error::io_err;
 
 mod handle;
 pub use handle::SlurmHandle;

@@ -24,7 +24,7 @@ use git2::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::error::{IoError, io_err as io};
+use crate::io_error::{IoError, io_err as io};
 use crate::progress::{Progress, ProgressFn};
 use crate::spec::{CommitRef, GitSource};
 
