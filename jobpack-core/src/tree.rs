@@ -391,7 +391,11 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", d.path().join("pw")).unwrap();
         let fifo = std::ffi::CString::new(d.path().join("fifo").to_str().unwrap()).unwrap();
         // SAFETY: mkfifo with a valid C string.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        nix::unistd::mkfifo(
+            fifo.as_c_str(),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
         let t = Tree::open(d.path()).unwrap();
         let mut f = t.open_file("a/b/f.txt").unwrap();
         let mut s = String::new();

@@ -319,11 +319,8 @@ impl LogWriter {
                 let mut own = Masker::new(&secrets);
                 let mut out = Vec::with_capacity(64 * 1024);
                 // A bigger pipe means fewer wake-ups of the job and of this thread.
-                {
-                    use std::os::fd::AsRawFd;
-                    // SAFETY: fcntl on a pipe we own; failure only leaves the default size.
-                    unsafe { libc::fcntl(src.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
-                }
+                // A failure only leaves the default size.
+                nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20)).ok();
                 let mut buf = vec![0u8; 1 << 20];
                 let mut capped = false;
                 let result = loop {

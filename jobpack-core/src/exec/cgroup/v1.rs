@@ -1,5 +1,7 @@
 //! cgroup v1: one directory per controller hierarchy (memory, cpu, cpuacct, pids, blkio, freezer).
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -160,8 +162,8 @@ impl CgroupV1 {
                 let _ = std::fs::write(f.join("freezer.state"), "FROZEN");
             }
             for pid in self.pids() {
-                // SAFETY: kill(2) with a pid read from the cgroup; at worst ESRCH.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // A pid read from the cgroup: at worst it is gone (ESRCH).
+                kill(Pid::from_raw(pid), Signal::SIGKILL).ok();
             }
             if let Some(f) = freezer {
                 let _ = std::fs::write(f.join("freezer.state"), "THAWED");

@@ -1,5 +1,7 @@
 //! cgroup v2: one directory; controllers enabled in the parents' `cgroup.subtree_control`.
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -122,8 +124,8 @@ impl CgroupV2 {
             } else {
                 let _ = std::fs::write(self.dir.join("cgroup.freeze"), "1");
                 for pid in self.pids() {
-                    // SAFETY: kill(2) with a pid read from the cgroup; at worst ESRCH.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    // A pid read from the cgroup: at worst it is gone (ESRCH).
+                    kill(Pid::from_raw(pid), Signal::SIGKILL).ok();
                 }
                 let _ = std::fs::write(self.dir.join("cgroup.freeze"), "0");
             }

@@ -23,13 +23,12 @@ pub(super) async fn start_fallback(
         .stderr(std::process::Stdio::piped())
         .process_group(0);
     let limits = rlimits(req, cfg);
-    // SAFETY: setrlimit is async-signal-safe; `limits` is only read.
+    // SAFETY: between fork and exec only setrlimit runs (async-signal-safe, no allocation);
+    // `limits` is only read.
     unsafe {
         cmd.pre_exec(move || {
-            for (res, lim) in &limits {
-                if libc::setrlimit(*res, lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+            for &(res, lim) in &limits {
+                setrlimit(res, lim, lim)?;
             }
             Ok(())
         });

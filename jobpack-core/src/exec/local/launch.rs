@@ -21,8 +21,10 @@ pub(super) async fn start_sandboxed(
     use crate::exec::sandbox::{self, IdMap, Plan, PlanInput, Report};
     let strict = cfg.mode == IsolationMode::Strict;
     let needs_cgroup = req.limits.needs_cgroup();
-    // SAFETY: plain id queries.
-    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (euid, egid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
     let is_root = euid == 0;
     let name = match &req.run_id {
         Some(id) => {
@@ -140,10 +142,10 @@ pub(super) async fn start_sandboxed(
             match Report::read_within(&mut s.report, SETUP_LIMIT) {
                 Some(Report::Running) => Ok(s),
                 other => {
-                    // SAFETY: kill (if it is stuck) and reap our own child.
-                    unsafe {
-                        libc::kill(s.pid, libc::SIGKILL);
-                        libc::waitpid(s.pid, std::ptr::null_mut(), 0);
+                    // Kill (if it is stuck) and reap our own child, not yet reaped.
+                    let pid = nix::unistd::Pid::from_raw(s.pid);
+                    if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                        nix::sys::wait::waitpid(pid, None).ok();
                     }
                     Err(match other {
                         Some(Report::SetupFailed { stage, errno }) => {

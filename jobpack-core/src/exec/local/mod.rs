@@ -24,6 +24,7 @@ use super::{
     RunRequest, RunStatus,
 };
 use crate::io_error::io_err;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 mod fallback;
 mod launch;
@@ -204,30 +205,17 @@ fn environment(req: &RunRequest, home: &str, path: &str) -> Vec<(String, String)
     env.into_iter().collect()
 }
 
-fn rlimits(
-    req: &RunRequest,
-    cfg: &LocalExecutorConfig,
-) -> Vec<(libc::__rlimit_resource_t, libc::rlimit)> {
-    let lim = |n: u64| libc::rlimit {
-        rlim_cur: n,
-        rlim_max: n,
-    };
-    let mut out = vec![(libc::RLIMIT_CORE, lim(0))];
+/// The rlimits of a run: (resource, soft = hard limit).
+pub type Rlimits = Vec<(Resource, u64)>;
+
+fn rlimits(req: &RunRequest, cfg: &LocalExecutorConfig) -> Rlimits {
+    let mut out = vec![(Resource::RLIMIT_CORE, 0)];
     // Never above the current hard limit: raising it needs a privilege root may not have.
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit into a valid struct.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) };
-    let nofile = req
-        .limits
-        .nofile
-        .unwrap_or(cfg.default_nofile)
-        .min(cur.rlim_max);
-    out.push((libc::RLIMIT_NOFILE, lim(nofile)));
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(_, hard)| hard);
+    let nofile = req.limits.nofile.unwrap_or(cfg.default_nofile).min(hard);
+    out.push((Resource::RLIMIT_NOFILE, nofile));
     if let Some(f) = req.limits.file_size_bytes {
-        out.push((libc::RLIMIT_FSIZE, lim(f)));
+        out.push((Resource::RLIMIT_FSIZE, f));
     }
     out
 }
@@ -236,7 +224,7 @@ fn rlimits(
 fn block_device(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(path).ok()?.dev();
-    let (maj, min) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+    let (maj, min) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     let sys = PathBuf::from(format!("/sys/dev/block/{maj}:{min}"));
     if sys.join("partition").exists() {
         let parent = std::fs::read_to_string(sys.join("../dev")).ok()?;

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use super::*;
 
 pub(super) struct Supervisor {
@@ -59,10 +62,12 @@ fn wait_exit(proc_: Proc) -> Exit {
             }
         }
     }
-    // SAFETY: wait4 on our own child into valid out-pointers.
+    // wait4, not nix's waitpid: it also gives the child's resource usage (nix has no wait4).
     let mut status = 0;
+    // SAFETY: rusage is plain data; zero is a valid value.
     let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
+        // SAFETY: wait4 on our own child into valid out-pointers.
         let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
         if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             break;
@@ -89,15 +94,11 @@ impl Supervisor {
         let proc_ = self.proc_.take().expect("set at start");
         let pid = proc_.pid();
         let sandboxed = matches!(proc_, Proc::Sandbox { .. });
-        let signal = move |sig: i32| {
-            // SAFETY: kill(2) on our child or its group.
-            unsafe {
-                if sandboxed {
-                    libc::kill(pid, sig)
-                } else {
-                    libc::kill(-pid, sig)
-                }
-            };
+        // Our child (not reaped until `wait_exit` returns) or its process group; a failure
+        // means it is already gone.
+        let signal = move |sig: Signal| {
+            let target = Pid::from_raw(if sandboxed { pid } else { -pid });
+            kill(target, sig).ok();
         };
         let mut exit = tokio::task::spawn_blocking(move || wait_exit(proc_));
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -115,13 +116,13 @@ impl Supervisor {
                 e = &mut exit => break e.ok(),
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() && why.is_none() => {
                     why = Some(RunStatus::TimedOut);
-                    signal(libc::SIGTERM);
+                    signal(Signal::SIGTERM);
                     kill_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
                 }
                 g = cancel_rx.recv(), if why.is_none() => {
                     if let Some(grace) = g {
                         why = Some(RunStatus::Stopped);
-                        signal(libc::SIGTERM);
+                        signal(Signal::SIGTERM);
                         kill_at = Some(tokio::time::Instant::now() + grace);
                     }
                 }
@@ -163,7 +164,7 @@ impl Supervisor {
                 }
                 _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
                     kill_at = None;
-                    signal(libc::SIGKILL);
+                    signal(Signal::SIGKILL);
                     if let Some(cg) = &self.cgroup {
                         let _ = cg.kill_all();
                     }
@@ -174,7 +175,7 @@ impl Supervisor {
         // Whatever is left of the job goes now: the rest of its process group in the fallback;
         // in the sandbox pid 1 already took its namespace down; the cgroup catches any escapee.
         if !sandboxed {
-            signal(libc::SIGKILL);
+            signal(Signal::SIGKILL);
         }
         let usage = self.cgroup.as_ref().map(|c| c.usage());
         let mut cleanup_errors = Vec::new();

@@ -2,8 +2,29 @@
 //!
 //! Rules: never return, never allocate, never panic; only system calls on data the parent
 //! prepared ([`Plan`]). A failure is reported as (stage, errno) on the report pipe, then `_exit`.
+//!
+//! System calls go through nix's safe wrappers (given `&CStr` paths they do not allocate), except
+//! where nix has none or its wrapper would break these rules: `clone` and `execve` (nix's builds
+//! a vector), `setresuid`/`setresgid`/`setgroups` (libc's wrappers signal every thread libc knows
+//! of, threads of the parent that do not exist here), `capset`, `seccomp`, `close_range`, the
+//! capability `prctl`s, the interface `ioctl`s and `dup2` onto a fixed number (nix's `dup2_raw`
+//! does not check for failure). Each keeps a `// SAFETY:` comment.
 
-use std::ffi::c_char;
+use std::ffi::{CStr, OsStr};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::prctl;
+use nix::sys::resource::setrlimit;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, chdir, pipe2, pivot_root, read, sethostname, setsid, write};
 
 use super::{JOB_UID, MountOp, Plan};
 
@@ -60,25 +81,51 @@ const REPORT_FD: i32 = 4;
 const MOUNT_FD: i32 = 5;
 const MOUNT_FD_PATH: &std::ffi::CStr = c"/proc/self/fd/5";
 
-unsafe fn errno() -> i32 {
-    unsafe { *libc::__errno_location() }
+/// Ends pid 1 (or the job before its exec) at once: no destructors, no atexit handlers.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` has no preconditions; it is what a process after clone() may call.
+    unsafe { libc::_exit(code) }
 }
 
-unsafe fn send(kind: u8, a: u32, v: i32) {
+/// The report pipe, open at `REPORT_FD` from `arrange_fds` until pid 1 exits.
+fn report_fd() -> BorrowedFd<'static> {
+    // SAFETY: `arrange_fds` put the report pipe at REPORT_FD; nothing closes it before _exit.
+    unsafe { BorrowedFd::borrow_raw(REPORT_FD) }
+}
+
+fn send(kind: u8, a: u32, v: i32) {
     let mut b = [0u8; MSG_LEN];
     b[0] = kind;
     b[1..5].copy_from_slice(&a.to_ne_bytes());
     b[5..9].copy_from_slice(&v.to_ne_bytes());
-    unsafe { libc::write(REPORT_FD, b.as_ptr().cast(), MSG_LEN) };
+    // One write of 9 bytes to a pipe is atomic; if the parent is gone there is no one to tell.
+    write(report_fd(), &b).ok();
 }
 
-unsafe fn fail(stage: u32) -> ! {
-    unsafe {
-        send(MSG_SETUP, stage, errno());
-        libc::_exit(126)
+fn fail_with(stage: u32, errno: i32) -> ! {
+    send(MSG_SETUP, stage, errno);
+    exit_now(126)
+}
+
+fn fail(stage: u32) -> ! {
+    fail_with(stage, Errno::last_raw())
+}
+
+/// A nix result, or the stage's failure report.
+trait OrFail<T> {
+    fn or_fail(self, stage: u32) -> T;
+}
+
+impl<T> OrFail<T> for nix::Result<T> {
+    fn or_fail(self, stage: u32) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => fail_with(stage, e as i32),
+        }
     }
 }
 
+/// For the raw calls: a negative return is the stage's failure (errno says why).
 macro_rules! check {
     ($stage:expr, $call:expr) => {
         if $call < 0 {
@@ -89,119 +136,110 @@ macro_rules! check {
 
 /// Moves the five fds to 0..=4 and closes every other fd (the parent's sockets, other jobs'
 /// pipes) so nothing leaks into the sandbox.
-unsafe fn arrange_fds(fds: Fds) {
-    unsafe {
-        // First out of the way (>= 10), so the dup2s below cannot clobber each other.
-        let mut high = [0i32; 5];
-        for (i, fd) in [fds.stdin, fds.stdout, fds.stderr, fds.sync, fds.report]
-            .into_iter()
-            .enumerate()
-        {
-            high[i] = libc::fcntl(fd, libc::F_DUPFD, 10);
-            if high[i] < 0 {
-                libc::_exit(125);
-            }
-        }
-        for (i, fd) in high.into_iter().enumerate() {
-            if libc::dup2(fd, i as i32) < 0 {
-                libc::_exit(125);
-            }
-        }
-        if libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) < 0 {
-            for fd in 5..65536 {
-                libc::close(fd);
-            }
-        }
-        // The report pipe must not survive exec in the job.
-        if libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
-            fail(ST_FDS);
+fn arrange_fds(fds: Fds) {
+    // First out of the way (>= 10), so the dup2s below cannot clobber each other.
+    let mut high = [0i32; 5];
+    for (i, fd) in [fds.stdin, fds.stdout, fds.stderr, fds.sync, fds.report]
+        .into_iter()
+        .enumerate()
+    {
+        // SAFETY: the parent opened these five fds for us; they stay open across clone().
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        high[i] = fcntl(fd, FcntlArg::F_DUPFD(10)).unwrap_or_else(|_| exit_now(125));
+    }
+    for (i, fd) in high.into_iter().enumerate() {
+        // SAFETY: dup2 onto 0..=4, which nothing in this process owns; checked below.
+        if unsafe { libc::dup2(fd, i as i32) } < 0 {
+            exit_now(125);
         }
     }
+    // SAFETY: close_range closes descriptors only; nothing here holds one above 4.
+    if unsafe { libc::syscall(libc::SYS_close_range, 5u32, u32::MAX, 0u32) } < 0 {
+        for fd in 5..65536 {
+            // SAFETY: as above; closing a number that is not open is a harmless EBADF.
+            unsafe { libc::close(fd) };
+        }
+    }
+    // The report pipe must not survive exec in the job.
+    fcntl(report_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).or_fail(ST_FDS);
 }
 
 /// Binds `src` onto `dst` (recursively), then remounts the bind with `flags`.
-unsafe fn bind(src: *const c_char, dst: *const c_char, flags: libc::c_ulong, stage: u32) {
-    let null = std::ptr::null::<c_char>();
-    unsafe {
-        check!(
-            stage,
-            libc::mount(
-                src,
-                dst,
-                null,
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null()
-            )
-        );
-        check!(
-            stage,
-            libc::mount(
-                null,
-                dst,
-                null,
-                libc::MS_BIND | libc::MS_REMOUNT | flags,
-                std::ptr::null()
-            )
-        );
-    }
+fn bind(src: &CStr, dst: &CStr, flags: MsFlags, stage: u32) {
+    let none = None::<&CStr>;
+    mount(
+        Some(src),
+        dst,
+        none,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        none,
+    )
+    .or_fail(stage);
+    let remount = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags;
+    mount(none, dst, none, remount, none).or_fail(stage);
 }
 
-unsafe fn mount_op(op: &MountOp, stage: u32) {
-    unsafe {
-        match op {
-            MountOp::Bind { src, dst, flags } => bind(src.as_ptr(), dst.as_ptr(), *flags, stage),
-            MountOp::BindNoFollow { src, dst, flags } => {
-                let fd = libc::open(
-                    src.as_ptr(),
-                    libc::O_PATH | libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                );
-                check!(stage, fd);
-                check!(stage, libc::dup2(fd, MOUNT_FD));
-                if fd != MOUNT_FD {
-                    libc::close(fd);
-                }
-                bind(MOUNT_FD_PATH.as_ptr(), dst.as_ptr(), *flags, stage);
-                libc::close(MOUNT_FD);
-            }
-            MountOp::Tmpfs { dst, data } => {
-                check!(
-                    stage,
-                    libc::mount(
-                        c"tmpfs".as_ptr(),
-                        dst.as_ptr(),
-                        c"tmpfs".as_ptr(),
-                        libc::MS_NOSUID | libc::MS_NODEV,
-                        data.as_ptr().cast()
-                    )
-                );
-            }
-            MountOp::Proc { dst } => {
-                check!(
-                    stage,
-                    libc::mount(
-                        c"proc".as_ptr(),
-                        dst.as_ptr(),
-                        c"proc".as_ptr(),
-                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                        std::ptr::null()
-                    )
-                );
-            }
+fn mount_op(op: &MountOp, stage: u32) {
+    let none = None::<&CStr>;
+    match op {
+        MountOp::Bind { src, dst, flags } => bind(src, dst, *flags, stage),
+        MountOp::BindNoFollow { src, dst, flags } => {
+            let how = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let opened = nix::fcntl::open(src.as_c_str(), how, Mode::empty()).or_fail(stage);
+            let at_mount_fd = if opened.as_raw_fd() == MOUNT_FD {
+                opened
+            } else {
+                // SAFETY: MOUNT_FD is not open (arrange_fds closed everything above 4, and the
+                // previous op's copy was dropped); the new descriptor is owned right away.
+                let r = unsafe { libc::dup2(opened.as_raw_fd(), MOUNT_FD) };
+                check!(stage, r);
+                // SAFETY: dup2 succeeded: MOUNT_FD is open and nobody else owns it.
+                unsafe { OwnedFd::from_raw_fd(MOUNT_FD) }
+            };
+            bind(MOUNT_FD_PATH, dst, *flags, stage);
+            drop(at_mount_fd);
+        }
+        MountOp::Tmpfs { dst, data } => {
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            mount(
+                Some(c"tmpfs"),
+                dst.as_c_str(),
+                Some(c"tmpfs"),
+                flags,
+                Some(data.as_c_str()),
+            )
+            .or_fail(stage);
+        }
+        MountOp::Proc { dst } => {
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            mount(Some(c"proc"), dst.as_c_str(), Some(c"proc"), flags, none).or_fail(stage);
         }
     }
 }
 
-unsafe fn loopback_up() {
+fn loopback_up() {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .or_fail(ST_LO);
+    // SAFETY: ifreq is plain data (zero is a valid value); the two ioctls read and write the
+    // flags of the interface it names, on a socket we own. nix has no wrapper for these.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        check!(ST_LO, fd);
         let mut ifr: libc::ifreq = std::mem::zeroed();
-        ifr.ifr_name[0] = b'l' as c_char;
-        ifr.ifr_name[1] = b'o' as c_char;
-        check!(ST_LO, libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr));
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        check!(
+            ST_LO,
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr)
+        );
         ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        check!(ST_LO, libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr));
-        libc::close(fd);
+        check!(
+            ST_LO,
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr)
+        );
     }
 }
 
@@ -212,109 +250,106 @@ struct CapHeader {
 }
 
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct CapData {
     effective: u32,
     permitted: u32,
     inheritable: u32,
 }
 
-unsafe fn drop_privileges(plan: &Plan) {
+fn drop_privileges(plan: &Plan) {
+    // SAFETY (this block): prctl, setgroups, setresgid, setresuid and capset with constant
+    // arguments or pointers to the local structs above; nix has no wrapper for the capability
+    // calls, and its set*id wrappers are libc's, which would wait for threads that are not here.
     unsafe {
         for cap in 0..=plan.last_cap {
             if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
-                && errno() != libc::EINVAL
+                && Errno::last_raw() != libc::EINVAL
             {
                 fail(ST_BOUNDING);
             }
         }
+        let clear_all = libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong;
         check!(
             ST_AMBIENT,
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-                0,
-                0,
-                0
-            )
+            libc::prctl(libc::PR_CAP_AMBIENT, clear_all, 0, 0, 0)
         );
         // Raw system calls, not libc's wrappers: those broadcast the change to every thread libc
         // believes the process has (the parent's, copied by clone) and can wait forever.
         if plan.setgroups {
-            check!(
-                ST_GROUPS,
-                libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) as i32
-            );
+            let none = std::ptr::null::<libc::gid_t>();
+            check!(ST_GROUPS, libc::syscall(libc::SYS_setgroups, 0usize, none));
         }
         check!(
             ST_GID,
-            libc::syscall(libc::SYS_setresgid, JOB_UID, JOB_UID, JOB_UID) as i32
+            libc::syscall(libc::SYS_setresgid, JOB_UID, JOB_UID, JOB_UID)
         );
         check!(
             ST_UID,
-            libc::syscall(libc::SYS_setresuid, JOB_UID, JOB_UID, JOB_UID) as i32
+            libc::syscall(libc::SYS_setresuid, JOB_UID, JOB_UID, JOB_UID)
         );
         let hdr = CapHeader {
             version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
             pid: 0,
         };
-        let data = [
-            CapData {
-                effective: 0,
-                permitted: 0,
-                inheritable: 0,
-            },
-            CapData {
-                effective: 0,
-                permitted: 0,
-                inheritable: 0,
-            },
-        ];
+        let none = CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        };
+        let data = [none, none];
         check!(
             ST_CAPS,
-            libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) as i32
+            libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr())
         );
-        check!(ST_NNP, libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
     }
+    prctl::set_no_new_privs().or_fail(ST_NNP);
 }
 
-unsafe fn install_seccomp(plan: &Plan) {
-    unsafe {
-        for prog in &plan.filters {
-            let fprog = libc::sock_fprog {
-                len: prog.len() as u16,
-                filter: prog.as_ptr() as *mut libc::sock_filter,
-            };
-            check!(
-                ST_SECCOMP,
-                libc::syscall(
-                    libc::SYS_seccomp,
-                    1u32, // SECCOMP_SET_MODE_FILTER
-                    0u32,
-                    &fprog as *const libc::sock_fprog
-                ) as i32
-            );
-        }
+fn install_seccomp(plan: &Plan) {
+    for prog in &plan.filters {
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        const SECCOMP_SET_MODE_FILTER: u32 = 1;
+        // SAFETY: the program the parent compiled, alive in the plan; the kernel copies it.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                SECCOMP_SET_MODE_FILTER,
+                0u32,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        check!(ST_SECCOMP, r);
     }
 }
 
 /// Shows the sandbox's pid 1 as `jobpack-sandbox-init` (its argv strings, our copy of them after
 /// clone, are overwritten in place; the kernel reads `cmdline` from there) and names the thread.
-unsafe fn set_title(plan: &Plan) {
-    unsafe {
-        let (start, len) = plan.argv_area;
-        if start != 0 && len > 1 {
-            let p = start as *mut u8;
+fn set_title(plan: &Plan) {
+    let (start, len) = plan.argv_area;
+    if start != 0 && len > 1 {
+        let p = start as *mut u8;
+        let t = plan.title.as_bytes();
+        // SAFETY: `argv_area` is the process's own argv strings (from /proc/self/stat), which
+        // this copy of the address space owns and nothing else reads; `len` bytes are writable.
+        unsafe {
             std::ptr::write_bytes(p, 0, len);
-            let t = plan.title.as_bytes();
             std::ptr::copy_nonoverlapping(t.as_ptr(), p, t.len().min(len - 1));
         }
-        libc::prctl(
-            libc::PR_SET_NAME,
-            c"jobpack-init".as_ptr() as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
+    }
+    // Only a name for `ps`; a failure changes nothing else.
+    prctl::set_name(c"jobpack-init").ok();
+}
+
+/// The raw wait status of a `WaitStatus` (what the parent decodes, as `wait4` gives it).
+fn raw_status(s: WaitStatus) -> i32 {
+    match s {
+        WaitStatus::Exited(_, code) => (code & 0xff) << 8,
+        WaitStatus::Signaled(_, sig, core) => sig as i32 | if core { 0x80 } else { 0 },
+        _ => 0,
     }
 }
 
@@ -323,161 +358,130 @@ unsafe fn set_title(plan: &Plan) {
 /// # Safety
 /// Only in the child of the fork-like `clone()` in [`super::spawn`].
 pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
-    unsafe {
-        arrange_fds(fds);
-        set_title(plan);
-        // Wait until the parent has written our uid/gid maps and moved us into the cgroup.
-        let mut b = [0u8; 1];
-        if libc::read(SYNC_FD, b.as_mut_ptr().cast(), 1) != 1 {
-            fail(ST_SYNC);
-        }
-        libc::close(SYNC_FD);
-        // A cgroup namespace rooted at the job's cgroup (now that we are in it).
-        check!(ST_CGROUPNS, libc::unshare(libc::CLONE_NEWCGROUP));
+    arrange_fds(fds);
+    set_title(plan);
+    // Wait until the parent has written our uid/gid maps and moved us into the cgroup.
+    // SAFETY: arrange_fds put the sync pipe at SYNC_FD, owned by nobody else; closed on drop.
+    let sync = unsafe { OwnedFd::from_raw_fd(SYNC_FD) };
+    let mut b = [0u8; 1];
+    if read(&sync, &mut b) != Ok(1) {
+        fail(ST_SYNC);
+    }
+    drop(sync);
+    // A cgroup namespace rooted at the job's cgroup (now that we are in it).
+    unshare(CloneFlags::CLONE_NEWCGROUP).or_fail(ST_CGROUPNS);
 
-        let null = std::ptr::null::<c_char>();
-        check!(
-            ST_PRIVATE,
-            libc::mount(
-                null,
-                c"/".as_ptr(),
-                null,
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null()
-            )
-        );
-        // The skeleton directory becomes a mount point of its own (pivot_root needs one).
-        check!(
-            ST_ROOT,
-            libc::mount(
-                plan.root.as_ptr(),
-                plan.root.as_ptr(),
-                null,
-                libc::MS_BIND,
-                std::ptr::null()
-            )
-        );
-        for (i, op) in plan.ops.iter().enumerate() {
-            mount_op(op, OP_BASE + i as u32);
-        }
-        check!(ST_PIVOT, libc::chdir(plan.root.as_ptr()));
-        check!(
-            ST_PIVOT,
-            libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as i32
-        );
-        check!(ST_DETACH, libc::umount2(c".".as_ptr(), libc::MNT_DETACH));
-        check!(ST_DETACH, libc::chdir(c"/".as_ptr()));
-        check!(
-            ST_RO_ROOT,
-            libc::mount(
-                null,
-                c"/".as_ptr(),
-                null,
-                libc::MS_BIND | libc::MS_REMOUNT | plan.root_flags,
-                std::ptr::null()
-            )
-        );
-        check!(ST_CHDIR, libc::chdir(plan.workdir.as_ptr()));
-        check!(
-            ST_HOSTNAME,
-            libc::sethostname(plan.hostname.as_ptr(), plan.hostname.as_bytes().len())
-        );
-        if plan.lo_up {
-            loopback_up();
-        }
-        for (res, lim) in &plan.rlimits {
-            check!(ST_RLIMIT, libc::setrlimit(*res, lim));
-        }
-        drop_privileges(plan);
+    let none = None::<&CStr>;
+    let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+    mount(none, c"/", none, private, none).or_fail(ST_PRIVATE);
+    // The skeleton directory becomes a mount point of its own (pivot_root needs one).
+    let root = plan.root.as_c_str();
+    mount(Some(root), root, none, MsFlags::MS_BIND, none).or_fail(ST_ROOT);
+    for (i, op) in plan.ops.iter().enumerate() {
+        mount_op(op, OP_BASE + i as u32);
+    }
+    chdir(root).or_fail(ST_PIVOT);
+    pivot_root(c".", c".").or_fail(ST_PIVOT);
+    umount2(c".", MntFlags::MNT_DETACH).or_fail(ST_DETACH);
+    chdir(c"/").or_fail(ST_DETACH);
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | plan.root_flags;
+    mount(none, c"/", none, ro, none).or_fail(ST_RO_ROOT);
+    chdir(plan.workdir.as_c_str()).or_fail(ST_CHDIR);
+    sethostname(OsStr::from_bytes(plan.hostname.as_bytes())).or_fail(ST_HOSTNAME);
+    if plan.lo_up {
+        loopback_up();
+    }
+    for &(res, lim) in &plan.rlimits {
+        setrlimit(res, lim, lim).or_fail(ST_RLIMIT);
+    }
+    drop_privileges(plan);
 
-        // Signals pid 1 handles itself, synchronously.
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [
-            libc::SIGCHLD,
-            libc::SIGTERM,
-            libc::SIGINT,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-            libc::SIGUSR1,
-            libc::SIGUSR2,
-        ] {
-            libc::sigaddset(&mut set, s);
-        }
-        check!(
-            ST_SIGNALS,
-            libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old)
-        );
-        install_seccomp(plan);
+    // Signals pid 1 handles itself, synchronously.
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    let mut old = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).or_fail(ST_SIGNALS);
+    install_seccomp(plan);
 
-        // A pipe that tells pid 1 whether the job's exec worked (it closes on success).
-        let mut exec_pipe = [0i32; 2];
-        check!(
-            ST_PIPE,
-            libc::pipe2(exec_pipe.as_mut_ptr(), libc::O_CLOEXEC)
-        );
-        let job = libc::syscall(
+    // A pipe that tells pid 1 whether the job's exec worked (it closes on success).
+    let (exec_r, exec_w) = pipe2(OFlag::O_CLOEXEC).or_fail(ST_PIPE);
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the job's process gets a copy of
+    // this address space and runs only the branch below, which execs or exits.
+    let job = unsafe {
+        libc::syscall(
             libc::SYS_clone,
             libc::SIGCHLD as libc::c_ulong,
             0usize,
             0usize,
-            0usize,
-            0usize,
-        );
-        check!(ST_FORK, job as i32);
-        if job == 0 {
-            libc::close(exec_pipe[0]);
-            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            libc::setsid();
+            0,
+            0,
+        )
+    };
+    check!(ST_FORK, job);
+    if job == 0 {
+        drop(exec_r);
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None).ok();
+        setsid().ok();
+        // SAFETY: the plan's NUL-terminated pointer arrays into its own CStrings (alive for the
+        // whole life of this process); nix's execve would allocate them anew.
+        unsafe {
             libc::execve(
                 plan.exe.as_ptr(),
                 plan.argv_ptrs.as_ptr(),
                 plan.envp_ptrs.as_ptr(),
             );
-            let e = errno().to_ne_bytes();
-            libc::write(exec_pipe[1], e.as_ptr().cast(), 4);
-            libc::_exit(127);
         }
-        let job = job as i32;
-        libc::close(exec_pipe[1]);
-        // pid 1 keeps no end of the job's output pipes: the log ends when the job's processes end.
-        libc::close(0);
-        libc::close(1);
-        libc::close(2);
-        let mut e = [0u8; 4];
-        if libc::read(exec_pipe[0], e.as_mut_ptr().cast(), 4) == 4 {
-            send(MSG_EXEC, 0, i32::from_ne_bytes(e));
-            libc::_exit(127);
-        }
-        libc::close(exec_pipe[0]);
-        send(MSG_RUNNING, 0, 0);
+        write(&exec_w, &Errno::last_raw().to_ne_bytes()).ok();
+        exit_now(127);
+    }
+    let job = Pid::from_raw(job as i32);
+    drop(exec_w);
+    // pid 1 keeps no end of the job's output pipes: the log ends when the job's processes end.
+    for fd in 0..=2 {
+        // SAFETY: 0..=2 are the job's stdio from arrange_fds, owned by nobody else here.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+    let mut e = [0u8; 4];
+    if read(&exec_r, &mut e) == Ok(4) {
+        send(MSG_EXEC, 0, i32::from_ne_bytes(e));
+        exit_now(127);
+    }
+    drop(exec_r);
+    send(MSG_RUNNING, 0, 0);
 
-        // Init loop: reap everything, forward termination signals to every process, and end when
-        // the job's main process ends (taking every other process in the namespace with it).
-        let mut flags = 0u32;
-        loop {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let sig = libc::sigwaitinfo(&set, &mut info);
-            if sig == libc::SIGCHLD {
-                loop {
-                    let mut status = 0;
-                    let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
-                    if r <= 0 {
-                        break;
-                    }
-                    if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGXFSZ {
+    // Init loop: reap everything, forward termination signals to every process, and end when
+    // the job's main process ends (taking every other process in the namespace with it).
+    let everyone = Pid::from_raw(-1);
+    let mut flags = 0u32;
+    loop {
+        match set.wait() {
+            Ok(Signal::SIGCHLD) => {
+                while let Ok(status) = waitpid(everyone, Some(WaitPidFlag::WNOHANG)) {
+                    let Some(pid) = status.pid() else { break };
+                    if matches!(status, WaitStatus::Signaled(_, Signal::SIGXFSZ, _)) {
                         flags |= EXIT_FILE_TOO_BIG;
                     }
-                    if r == job {
-                        libc::kill(-1, libc::SIGKILL);
-                        send(MSG_EXITED, flags, status);
-                        libc::_exit(0);
+                    if pid == job {
+                        kill(everyone, Signal::SIGKILL).ok();
+                        send(MSG_EXITED, flags, raw_status(status));
+                        exit_now(0);
                     }
                 }
-            } else if sig > 0 {
-                libc::kill(-1, sig);
             }
+            Ok(sig) => {
+                kill(everyone, sig).ok();
+            }
+            Err(_) => {}
         }
     }
 }

@@ -16,11 +16,21 @@
 use std::ffi::{CString, c_char};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::statvfs::{FsFlags, statvfs};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
 
 use super::ExecError;
 use super::cgroup::Cgroup;
+use super::local::Rlimits;
 use crate::io_error::io_err;
 
 mod child;
@@ -37,7 +47,7 @@ pub(crate) enum MountOp {
     Bind {
         src: CString,
         dst: CString,
-        flags: libc::c_ulong,
+        flags: MsFlags,
     },
     /// Like `Bind`, for a source the job side may have changed (a required job's working
     /// directory): the child opens `src` with `O_PATH | O_NOFOLLOW | O_DIRECTORY` (a symlink there
@@ -45,7 +55,7 @@ pub(crate) enum MountOp {
     BindNoFollow {
         src: CString,
         dst: CString,
-        flags: libc::c_ulong,
+        flags: MsFlags,
     },
     Tmpfs {
         dst: CString,
@@ -60,14 +70,14 @@ pub(crate) enum MountOp {
 pub(crate) struct Plan {
     pub root: CString,
     /// Flags for remounting the new root read-only (keeping the host mount's locked flags).
-    pub root_flags: libc::c_ulong,
+    pub root_flags: MsFlags,
     pub ops: Vec<MountOp>,
     /// A description of each op, for error messages (same index).
     pub op_names: Vec<String>,
     pub workdir: CString,
     pub hostname: CString,
     pub lo_up: bool,
-    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    pub rlimits: Rlimits,
     pub setgroups: bool,
     pub last_cap: u32,
     pub filters: Vec<seccompiler::BpfProgram>,
@@ -99,7 +109,7 @@ pub(crate) struct PlanInput<'a> {
     pub network_none: bool,
     pub argv: &'a [String],
     pub env: &'a [(String, String)],
-    pub rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
+    pub rlimits: Rlimits,
     pub parent_is_root: bool,
     /// Host directories bound inside the job directory (their mount points exist).
     pub mounts: &'a [crate::exec::Mount],
@@ -140,24 +150,20 @@ fn argv_area() -> (usize, usize) {
 }
 
 /// Mount flags of the mount `path` is on that a bind remount in a user namespace must keep.
-fn locked_flags(path: &Path) -> libc::c_ulong {
-    let Ok(c) = path_c(path) else { return 0 };
-    // SAFETY: statvfs into a zeroed struct with a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return 0;
-    }
-    let f = st.f_flag;
-    let mut out = 0;
+fn locked_flags(path: &Path) -> MsFlags {
+    let Ok(st) = statvfs(path) else {
+        return MsFlags::empty();
+    };
+    let mut out = MsFlags::empty();
     for (st_flag, ms_flag) in [
-        (libc::ST_NOSUID, libc::MS_NOSUID),
-        (libc::ST_NODEV, libc::MS_NODEV),
-        (libc::ST_NOEXEC, libc::MS_NOEXEC),
-        (libc::ST_NOATIME, libc::MS_NOATIME),
-        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (libc::ST_RELATIME, libc::MS_RELATIME),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
     ] {
-        if f & st_flag != 0 {
+        if st.flags().contains(st_flag) {
             out |= ms_flag;
         }
     }
@@ -188,7 +194,7 @@ impl Plan {
         let touch = |p: &Path| -> Result<(), ExecError> {
             Ok(File::create(p).map(drop).map_err(io_err("create", p))?)
         };
-        let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+        let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
 
         // System directories: from the configured rootfs, or the host's, read-only. Merged-/usr
         // hosts have symlinks for bin, lib, ...: recreate those as symlinks.
@@ -224,7 +230,7 @@ impl Plan {
             MountOp::Bind {
                 src: path_c(input.job_dir)?,
                 dst: path_c(&job)?,
-                flags: libc::MS_NOSUID | libc::MS_NODEV | locked_flags(input.job_dir),
+                flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | locked_flags(input.job_dir),
             },
             format!("bind {} at /job", input.job_dir.display()),
         );
@@ -233,9 +239,9 @@ impl Plan {
         for m in input.mounts {
             let rel = crate::spec::normalise_rel_path(&m.target)
                 .map_err(|e| ExecError::Invalid(format!("mount target {:?}: {e}", m.target)))?;
-            let mut flags = libc::MS_NOSUID | libc::MS_NODEV | locked_flags(&m.source);
+            let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | locked_flags(&m.source);
             if m.read_only {
-                flags |= libc::MS_RDONLY;
+                flags |= MsFlags::MS_RDONLY;
             }
             push(
                 MountOp::BindNoFollow {
@@ -287,7 +293,7 @@ impl Plan {
                 MountOp::Bind {
                     src: path_c(&host)?,
                     dst: path_c(&dst)?,
-                    flags: libc::MS_NOSUID | libc::MS_NOEXEC | locked_flags(&host),
+                    flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | locked_flags(&host),
                 },
                 format!("bind /dev/{node}"),
             );
@@ -368,7 +374,10 @@ impl Plan {
         })?;
         Ok(Plan {
             root: path_c(root)?,
-            root_flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | locked_flags(root),
+            root_flags: MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | locked_flags(root),
             ops,
             op_names: names,
             workdir: cstr("/job", "workdir")?,
@@ -459,17 +468,14 @@ pub(crate) enum Report {
 impl Report {
     /// Waits at most `limit` for a message; `None` at EOF or when the time is up.
     pub(crate) fn read_within(f: &mut File, limit: std::time::Duration) -> Option<Report> {
-        use std::os::fd::AsRawFd;
-        let mut pfd = libc::pollfd {
-            fd: f.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
-        // SAFETY: poll on one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n <= 0 {
-            return None;
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(limit).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(n) if n > 0 => {}
+            _ => return None,
         }
         Self::read(f)
     }
@@ -493,16 +499,10 @@ impl Report {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), ExecError> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: pipe2 fills two fds we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(ExecError::Setup {
-            stage: "create a pipe".into(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| ExecError::Setup {
+        stage: "create a pipe".into(),
+        source: e.into(),
+    })
 }
 
 /// The host ids a job's uid/gid 1000 map to.
@@ -530,13 +530,13 @@ pub(crate) fn spawn(
         .write(true)
         .open("/dev/null")
         .map_err(io_err("open", "/dev/null"))?;
-    let mut flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS;
+    let mut flags = CloneFlags::CLONE_NEWUSER
+        | CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWUTS;
     if network_none {
-        flags |= libc::CLONE_NEWNET;
+        flags |= CloneFlags::CLONE_NEWNET;
     }
     let fds = child::Fds {
         stdin: devnull.as_raw_fd(),
@@ -547,10 +547,11 @@ pub(crate) fn spawn(
     };
     // SAFETY: a fork-like clone (no new stack, no CLONE_VM): the child gets a copy of this address
     // space and runs `child::main`, which never returns and makes only system calls on `plan`.
+    // Raw: nix's `clone` wants a new stack (CLONE_VM-style), and `fork` cannot take namespaces.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            (flags | libc::SIGCHLD) as libc::c_ulong,
+            (flags.bits() | libc::SIGCHLD) as libc::c_ulong,
             0usize,
             0usize,
             0usize,
@@ -570,11 +571,12 @@ pub(crate) fn spawn(
     let pid = pid as i32;
     drop((out_w, err_w, sync_r, rep_w, devnull));
 
-    let kill = |e: ExecError| {
-        // SAFETY: our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            libc::waitpid(pid, std::ptr::null_mut(), 0);
+    let kill_child = |e: ExecError| {
+        // Our own child, not yet reaped: the pid cannot have been reused.
+        let pid = Pid::from_raw(pid);
+        if kill(pid, Signal::SIGKILL).is_ok() {
+            // Reaped here; an error would mean it already was.
+            waitpid(pid, None).ok();
         }
         e
     };
@@ -601,7 +603,7 @@ pub(crate) fn spawn(
         })
     })();
     if let Err(e) = setup {
-        return Err(kill(e));
+        return Err(kill_child(e));
     }
     Ok(Spawned {
         pid,
