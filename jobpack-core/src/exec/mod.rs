@@ -78,6 +78,10 @@ impl Limits {
     }
 }
 
+/// The rlimits of a run: (resource, soft = hard limit), set in the sandbox's pid 1 or before the
+/// fallback's exec.
+pub(crate) type Rlimits = Vec<(nix::sys::resource::Resource, u64)>;
+
 mod opt_secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;

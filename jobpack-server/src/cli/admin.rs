@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::server::accounts::{Quota, Role};
 use crate::server::store::Store;
+use crate::server::store::accounts::{Quota, Role};
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {

@@ -105,8 +105,8 @@ pub fn main() -> ExitCode {
             let bad_input = err.chain().any(|e| {
                 e.downcast_ref::<jobpack_core::SpecError>().is_some()
                     || matches!(
-                        e.downcast_ref::<server::accounts::AccountError>(),
-                        Some(e) if !matches!(e, server::accounts::AccountError::Db(_))
+                        e.downcast_ref::<server::store::accounts::AccountError>(),
+                        Some(e) if !matches!(e, server::store::accounts::AccountError::Db(_))
                     )
                     || matches!(
                         e.downcast_ref::<jobpack_core::Error>(),

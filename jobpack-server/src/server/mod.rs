@@ -1,14 +1,15 @@
-//! `jobpack serve`: the HTTP service. A thin layer: poem + poem-openapi for HTTP, SQLite for state,
-//! a queue that calls `jobpack-core` to pack and run. No packing or sandbox logic of its own.
+//! `jobpack serve`: the HTTP service, in floors; each imports only the floors below it.
 //!
-//! - ground floor: `store` (jobs), `accounts` (users, tokens, quotas, audit), `batches`,
-//!   `workflows` (their rows and, for now, workflow advancement);
-//! - rules: `auth` (callers, the permission table), `submit` (one submission flow for jobs,
-//!   batches and workflows), `limits` (server-wide defaults and maxima), `queue` (the runner);
-//! - HTTP: `api` (jobs), `batch_api`, `workflow_api`, `admin_api`, with `uploads`, `downloads`
-//!   and `logs`; `problem` (the one error mapping and the 403/404 checks), `edge` (body limits,
-//!   upload slots), `pages` (dashboard, metrics, raw-path downloads), `conn` and `tls` below HTTP;
-//! - `config`: the flags and the config file.
+//! - [`store`], the ground floor: SQLite rows of jobs, batches, workflows, users, tokens, quotas,
+//!   the audit log; typed rows and a typed `StoreError`; nothing else of the server.
+//! - [`scheduler`]: the runner (slots, one job's way through pack -> unpack -> run, every state
+//!   change recorded) and workflow advancement, on the store and `jobpack-core`.
+//! - [`service`]: the rules every door shares: callers and the permission table, default and
+//!   maximum limits, the one submission flow, and `ServiceError`.
+//! - [`http`]: the poem-openapi front door (`/v1`), the dashboard and the raw-path downloads; one
+//!   `From<ServiceError>` to HTTP statuses.
+//! - here: `config` (flags and the config file), `conn` and `tls` (below HTTP), and
+//!   [`build`]/[`serve`], which put the floors together.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,28 +20,18 @@ use poem::listener::{Acceptor, AcceptorExt, Listener, TcpListener};
 use poem::{EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
-pub mod accounts;
-mod admin_api;
-mod api;
-pub mod auth;
-mod batch_api;
 mod config;
 mod conn;
-mod downloads;
-mod edge;
-pub mod limits;
-mod logs;
-mod pages;
-mod pipeline;
-mod problem;
-pub mod queue;
-mod schema;
+pub mod http;
+pub mod scheduler;
+pub mod service;
 pub mod store;
-mod submit;
 pub mod tls;
-mod uploads;
-mod workflow_api;
-pub mod workflows;
+
+use http::{edge, pages, schema};
+use scheduler::queue;
+use service::{auth, limits};
+use store::accounts;
 
 use jobpack_core::exec::{
     Executor, IsolationMode, LocalExecutor, LocalExecutorConfig, SlurmConfig, SlurmExecutor,
@@ -195,20 +186,20 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
 
     let api = OpenApiService::new(
         (
-            api::JobsApi {
+            http::jobs::JobsApi {
                 runner: runner.clone(),
                 max_queued: args.max_queued,
                 allow_file_urls: args.allow_file_urls,
             },
-            admin_api::AccountsApi {
+            http::accounts::AccountsApi {
                 store: runner.store.clone(),
             },
-            batch_api::BatchesApi {
+            http::batches::BatchesApi {
                 runner: runner.clone(),
                 max_queued: args.max_queued,
                 allow_file_urls: args.allow_file_urls,
             },
-            workflow_api::WorkflowsApi {
+            http::workflows::WorkflowsApi {
                 runner: runner.clone(),
                 max_queued: args.max_queued,
                 allow_file_urls: args.allow_file_urls,

@@ -26,6 +26,8 @@ use super::{
 use crate::io_error::io_err;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
+use super::Rlimits;
+
 mod fallback;
 mod launch;
 mod supervise;
@@ -204,9 +206,6 @@ fn environment(req: &RunRequest, home: &str, path: &str) -> Vec<(String, String)
     }
     env.into_iter().collect()
 }
-
-/// The rlimits of a run: (resource, soft = hard limit).
-pub type Rlimits = Vec<(Resource, u64)>;
 
 fn rlimits(req: &RunRequest, cfg: &LocalExecutorConfig) -> Rlimits {
     let mut out = vec![(Resource::RLIMIT_CORE, 0)];

@@ -30,7 +30,7 @@ use nix::unistd::Pid;
 
 use super::ExecError;
 use super::cgroup::Cgroup;
-use super::local::Rlimits;
+use super::Rlimits;
 use crate::io_error::io_err;
 
 mod child;

@@ -2,6 +2,7 @@
 //! `migrations/` and applied in order at start. Every state change of a job is one UPDATE, so a
 //! crash leaves each job in the last state it reached.
 
+pub mod accounts;
 pub mod batches;
 pub mod workflows;
 

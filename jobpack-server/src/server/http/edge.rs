@@ -39,7 +39,7 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CappedBody<R> {
 /// Oversized bodies up to this size are read and dropped before the 413 is sent.
 const DRAIN_LIMIT: u64 = 64 << 20;
 
-pub(super) fn problem_response(status: StatusCode, message: String) -> Response {
+pub(crate) fn problem_response(status: StatusCode, message: String) -> Response {
     let code = match status {
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::FORBIDDEN => "forbidden",
@@ -62,7 +62,7 @@ pub(super) fn problem_response(status: StatusCode, message: String) -> Response 
 /// Enforces the body size limit (413 on a declared length over it; a capped reader otherwise) and
 /// gives errors that never reached an operation (unknown route, unreadable body, ...) the same
 /// JSON problem body the operations use.
-pub(super) async fn edge<E: poem::Endpoint>(
+pub(crate) async fn edge<E: poem::Endpoint>(
     ep: E,
     mut req: poem::Request,
     max_body: u64,
@@ -149,12 +149,12 @@ pub(super) async fn edge<E: poem::Endpoint>(
 
 /// The methods of every route, for the `Allow` header of a 405: the OpenAPI document's paths
 /// (under their server prefix) and the routes outside it.
-pub(super) struct Methods(Vec<(Vec<String>, String)>);
+pub(crate) struct Methods(Vec<(Vec<String>, String)>);
 
 impl Methods {
     /// From an OpenAPI document (JSON) whose paths sit under `prefix`, plus `extra` routes
     /// (`path template`, `methods`).
-    pub(super) fn new(spec: &str, prefix: &str, extra: &[(&str, &str)]) -> Methods {
+    pub(crate) fn new(spec: &str, prefix: &str, extra: &[(&str, &str)]) -> Methods {
         let mut out = Vec::new();
         if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<serde_json::Value>(spec)
             && let Some(serde_json::Value::Object(paths)) = doc.get("paths")

@@ -10,8 +10,8 @@ use poem::Body;
 use poem_openapi::payload::Binary;
 use poem_openapi::{ApiResponse, Object};
 
-use super::queue::{Runner, row_is_final};
-use super::store::JobRow;
+use crate::server::scheduler::queue::{Runner, row_is_final};
+use crate::server::store::JobRow;
 
 #[derive(ApiResponse)]
 pub enum LogText {
@@ -36,7 +36,7 @@ pub struct StreamItem {
 }
 
 /// The log of a job as a stream of events, from byte `start`, ending with an `end` event.
-pub(super) fn log_events(
+pub(crate) fn log_events(
     runner: Arc<Runner>,
     id: String,
     start: u64,

@@ -15,7 +15,7 @@ use jobpack_core::{JobSpec, Packager};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
 
-use super::store::{Finish, JobRow, JobStatus, Store, is_final};
+use crate::server::store::{Finish, JobRow, JobStatus, Store, is_final};
 
 /// What a job asks for, as stored (`request_json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,9 +33,9 @@ pub struct Submission {
 }
 
 /// A job that has a task: how to stop it and, once it runs, its log.
-pub(super) struct Live {
-    pub(super) cancel: watch::Sender<bool>,
-    pub(super) log: Option<LogStream>,
+pub(crate) struct Live {
+    pub(crate) cancel: watch::Sender<bool>,
+    pub(crate) log: Option<LogStream>,
 }
 
 /// How many jobs run at once, how long a cancelled one gets, and the limits every job gets.
@@ -43,27 +43,27 @@ pub struct RunnerOptions {
     pub max_concurrent: usize,
     /// Between SIGTERM and SIGKILL when a job is cancelled.
     pub grace: Duration,
-    pub limits: super::limits::ServerLimits,
+    pub limits: crate::server::service::limits::ServerLimits,
 }
 
 pub struct Runner {
     pub store: Store,
     /// The server's default and maximum job limits.
-    pub limits: super::limits::ServerLimits,
-    pub(super) packager: Packager,
-    pub(super) executor: Arc<dyn Executor>,
-    pub(super) data_dir: PathBuf,
+    pub limits: crate::server::service::limits::ServerLimits,
+    pub(crate) packager: Packager,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) data_dir: PathBuf,
     /// Where job working directories go: the data directory, or a cluster's shared directory.
-    pub(super) work_root: PathBuf,
-    pub(super) slots: Arc<Semaphore>,
-    pub(super) live: Mutex<HashMap<String, Live>>,
-    pub(super) waiting: AtomicUsize,
-    pub(super) running: AtomicUsize,
+    pub(crate) work_root: PathBuf,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) live: Mutex<HashMap<String, Live>>,
+    pub(crate) waiting: AtomicUsize,
+    pub(crate) running: AtomicUsize,
     /// Set at shutdown: no job starts a new stage after this.
-    pub(super) closing: std::sync::atomic::AtomicBool,
-    pub(super) grace: Duration,
+    pub(crate) closing: std::sync::atomic::AtomicBool,
+    pub(crate) grace: Duration,
     /// Held while a workflow's waiting jobs are being decided (`workflows.rs`).
-    pub(super) workflow_lock: Mutex<()>,
+    pub(crate) workflow_lock: Mutex<()>,
 }
 
 impl Runner {
@@ -299,7 +299,7 @@ impl Runner {
         path.exists().then(|| LogStream::finished(path))
     }
 
-    pub(super) async fn fail(&self, id: &str, code: &str, reason: &str) {
+    pub(crate) async fn fail(&self, id: &str, code: &str, reason: &str) {
         self.record(id, JobStatus::Failed.as_str(), || {
             self.store
                 .finish(id, &Finish::early(JobStatus::Failed, reason, Some(code)))
@@ -311,11 +311,11 @@ impl Runner {
     /// never drops it (the job's row, its quota slot and its streams all wait on it). Failures
     /// are reported on stderr, the first and then every minute. At shutdown it gives up after
     /// a few tries; the next start then recovers the job from the state that was recorded.
-    pub(super) async fn record(
+    pub(crate) async fn record(
         &self,
         id: &str,
         what: &str,
-        mut f: impl FnMut() -> super::store::StoreResult<()>,
+        mut f: impl FnMut() -> crate::server::store::StoreResult<()>,
     ) {
         let mut delay = Duration::from_millis(50);
         let mut tries = 0u32;

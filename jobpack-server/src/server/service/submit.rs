@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use poem_openapi::payload::Json;
 
-use super::accounts::Quota;
-use super::auth::{Action, Caller};
-use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
-use super::queue::{Runner, Submission};
-use super::store::{Group, InsertError, JobRow, JobStatus, now};
+use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem, require};
+use crate::server::scheduler::queue::{Runner, Submission};
+use crate::server::service::auth::{Action, Caller};
+use crate::server::store::accounts::Quota;
+use crate::server::store::{Group, InsertError, JobRow, JobStatus, now};
 use jobpack_core::JobSpec;
 use jobpack_core::exec::{Limits, NetworkPolicy};
 
 /// One submission being checked and stored, for its owner.
-pub(super) struct Submitter<'a> {
+pub(crate) struct Submitter<'a> {
     runner: &'a Arc<Runner>,
     caller: &'a Caller,
     /// Whom the jobs belong to.
@@ -105,7 +105,7 @@ impl<'a> Submitter<'a> {
 }
 
 /// A submission split into what is stored with the job and what is kept apart.
-pub(super) struct Parsed {
+pub(crate) struct Parsed {
     pub sub: Submission,
     /// `secret_env` values: stored apart and only until the job ends.
     pub secrets: BTreeMap<String, String>,
@@ -135,7 +135,7 @@ fn parse_secrets(v: serde_json::Value) -> Result<BTreeMap<String, String>, Strin
 }
 
 /// Splits a submission object into the spec and the service's own keys.
-pub(super) fn parse_submission(
+pub(crate) fn parse_submission(
     mut v: serde_json::Value,
     allow_file_urls: bool,
 ) -> ApiResult<Parsed> {
@@ -176,7 +176,7 @@ pub(super) fn parse_submission(
     let owner = match obj.remove("owner") {
         None => None,
         Some(serde_json::Value::String(o)) => {
-            super::accounts::check_user_name(&o)
+            crate::server::store::accounts::check_user_name(&o)
                 .map_err(|m| bad("bad_request", format!("owner: {m}")))?;
             Some(o)
         }
@@ -224,15 +224,15 @@ pub(super) fn parse_submission(
 }
 
 /// What secret values are replaced with wherever the API shows them.
-pub(super) const MASK: &str = "***";
+pub(crate) const MASK: &str = "***";
 
 /// Checks a submission against the owner's quota and the server's limits: a limit above a cap
 /// or the server's maximum is refused, a limit not given gets the cap, else the server's
 /// default; `"network": "host"` needs the owner's grant (403 otherwise).
-pub(super) fn apply_quota(
+pub(crate) fn apply_quota(
     sub: &mut Submission,
     q: &Quota,
-    server: &super::limits::ServerLimits,
+    server: &crate::server::service::limits::ServerLimits,
 ) -> ApiResult<()> {
     if sub.network == NetworkPolicy::Host && q.allow_host_network != Some(true) {
         return Err(ApiError::Forbidden(problem(
@@ -251,7 +251,7 @@ pub(super) fn apply_quota(
 /// Refuses a submission that names a destination the server may not fetch from (loopback,
 /// private, link-local, ... unless allowed with --allow-fetch-from): 400 `forbidden_destination`.
 /// The fetch checks again at every connection and redirect.
-pub(super) async fn check_destinations(runner: &Runner, spec: &JobSpec) -> ApiResult<()> {
+pub(crate) async fn check_destinations(runner: &Runner, spec: &JobSpec) -> ApiResult<()> {
     let Ok(job) = spec.validate() else {
         return Ok(());
     };
@@ -299,8 +299,8 @@ fn apply_user_quota(limits: &mut Limits, q: &Quota) -> ApiResult<()> {
 }
 
 /// The owner of a submission (the caller, or for admins whoever `owner` names) and their quota.
-pub(super) fn owner_and_quota(
-    store: &super::store::Store,
+pub(crate) fn owner_and_quota(
+    store: &crate::server::store::Store,
     caller: &Caller,
     owner: Option<String>,
 ) -> ApiResult<(String, Quota)> {
@@ -321,7 +321,7 @@ pub(super) fn owner_and_quota(
     }
     let is_admin = owner_row
         .as_ref()
-        .is_some_and(|u| u.role == super::accounts::Role::Admin)
+        .is_some_and(|u| u.role == crate::server::store::accounts::Role::Admin)
         || (owner == caller.user && caller.may(Action::Administer));
     let mut quota = owner_row.map(|u| u.quota).unwrap_or_default();
     if is_admin {
@@ -331,7 +331,7 @@ pub(super) fn owner_and_quota(
 }
 
 /// The row of a new, queued job and its secrets as stored (only for jobs that will run).
-pub(super) fn new_job_row(
+pub(crate) fn new_job_row(
     id: &str,
     sub: &Submission,
     secrets: &BTreeMap<String, String>,
@@ -375,7 +375,7 @@ pub(super) fn new_job_row(
 
 /// The answer to a failed insert: the owner's quota of unfinished jobs is full (429), or the
 /// database failed.
-pub(super) fn insert_failed(owner: &str, e: InsertError) -> ApiError {
+pub(crate) fn insert_failed(owner: &str, e: InsertError) -> ApiError {
     match e {
         InsertError::TooManyActive(max) => ApiError::TooManyJobs(problem(
             429,
@@ -390,7 +390,7 @@ pub(super) fn insert_failed(owner: &str, e: InsertError) -> ApiError {
 
 /// The 503 for a batch or workflow (`what`) whose `adding` jobs would put more than
 /// `max_queued` in the queue.
-pub(super) fn group_busy(
+pub(crate) fn group_busy(
     runner: &Runner,
     max_queued: usize,
     adding: usize,
@@ -409,7 +409,7 @@ pub(super) fn group_busy(
 }
 
 /// The audit detail of a submitted batch or workflow: `jobs=N[ name=NAME]`.
-pub(super) fn group_detail(jobs: usize, name: Option<&str>) -> String {
+pub(crate) fn group_detail(jobs: usize, name: Option<&str>) -> String {
     match name {
         Some(n) => format!("jobs={jobs} name={n}"),
         None => format!("jobs={jobs}"),

@@ -9,13 +9,13 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use super::api::rfc3339;
-use super::auth::{Action, Caller};
-use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
-use super::queue::Runner;
-use super::store::workflows::{WorkflowRow, requirements, status};
-use super::store::{Group, JobRow, JobStatus, now};
-use super::submit::{Submitter, group_busy, group_detail};
+use crate::server::http::jobs::rfc3339;
+use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem, require};
+use crate::server::scheduler::queue::Runner;
+use crate::server::service::auth::{Action, Caller};
+use crate::server::service::submit::{Submitter, group_busy, group_detail};
+use crate::server::store::workflows::{WorkflowRow, requirements, status};
+use crate::server::store::{Group, JobRow, JobStatus, now};
 
 #[derive(Tags)]
 enum WorkflowTags {
@@ -351,7 +351,10 @@ impl WorkflowsApi {
         self.runner.advance(&w.id);
         let jobs = self.runner.store.workflow_jobs(&w.id).map_err(internal)?;
         let mut stopping = 0;
-        for j in jobs.iter().filter(|j| !super::queue::row_is_final(j)) {
+        for j in jobs
+            .iter()
+            .filter(|j| !crate::server::scheduler::queue::row_is_final(j))
+        {
             if self.runner.cancel(&j.id) {
                 stopping += 1;
             }

@@ -7,14 +7,14 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use super::api::{JobInfo, rfc3339};
-use super::auth::{Action, Caller};
-use super::problem::{ApiError, ApiResult, Problem, internal, problem, require};
-use super::queue::Runner;
-use super::schema::{BatchSubmissionDoc, Documented};
-use super::store::batches::{BatchRow, Counters};
-use super::store::{Group, ListFilter, now};
-use super::submit::{Submitter, group_busy, group_detail};
+use crate::server::http::jobs::{JobInfo, rfc3339};
+use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem, require};
+use crate::server::http::schema::{BatchSubmissionDoc, Documented};
+use crate::server::scheduler::queue::Runner;
+use crate::server::service::auth::{Action, Caller};
+use crate::server::service::submit::{Submitter, group_busy, group_detail};
+use crate::server::store::batches::{BatchRow, Counters};
+use crate::server::store::{Group, ListFilter, now};
 
 #[derive(Tags)]
 enum BatchTags {

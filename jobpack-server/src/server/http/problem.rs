@@ -5,9 +5,9 @@
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
-use super::auth::{Action, Caller};
-use super::queue::Runner;
-use super::store::JobRow;
+use crate::server::scheduler::queue::Runner;
+use crate::server::service::auth::{Action, Caller};
+use crate::server::store::JobRow;
 
 /// A problem: a stable machine-readable `code`, a human `message`, the HTTP `status`.
 #[derive(Debug, Object)]
@@ -53,7 +53,7 @@ pub enum ApiError {
     InsufficientStorage(Json<Problem>),
 }
 
-pub(super) fn problem(status: u16, code: &str, message: impl Into<String>) -> Json<Problem> {
+pub(crate) fn problem(status: u16, code: &str, message: impl Into<String>) -> Json<Problem> {
     Json(Problem {
         code: code.into(),
         message: message.into(),
@@ -67,7 +67,7 @@ pub fn bad_request(err: poem::Error) -> ApiError {
 
 /// The answer to a failure of the server itself: 507 when the disk (or SQLite's) is full, else
 /// 500.
-pub(super) fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+pub(crate) fn internal(e: impl Into<anyhow::Error>) -> ApiError {
     let e: anyhow::Error = e.into();
     if is_disk_full(&e) {
         return ApiError::InsufficientStorage(problem(
@@ -81,10 +81,10 @@ pub(super) fn internal(e: impl Into<anyhow::Error>) -> ApiError {
 
 /// Whether an error comes from a full disk: the store's `Full`, SQLite's SQLITE_FULL or
 /// ENOSPC/EDQUOT anywhere in its chain.
-pub(super) fn is_disk_full(e: &anyhow::Error) -> bool {
+pub(crate) fn is_disk_full(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        if let Some(s) = c.downcast_ref::<super::store::StoreError>() {
-            return matches!(s, super::store::StoreError::Full(_));
+        if let Some(s) = c.downcast_ref::<crate::server::store::StoreError>() {
+            return matches!(s, crate::server::store::StoreError::Full(_));
         }
         if let Some(s) = c.downcast_ref::<rusqlite::Error>() {
             return s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
@@ -99,10 +99,10 @@ pub(super) fn is_disk_full(e: &anyhow::Error) -> bool {
     })
 }
 
-pub(super) type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// 403 unless the caller's role allows `action`.
-pub(super) fn require(caller: &Caller, action: Action, what: &str) -> ApiResult<()> {
+pub(crate) fn require(caller: &Caller, action: Action, what: &str) -> ApiResult<()> {
     if caller.may(action) {
         return Ok(());
     }
@@ -118,7 +118,7 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// The job `id` if `caller` may read it; another user's job is "not found", as a missing one.
-pub(super) fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> {
+pub(crate) fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> {
     require(caller, Action::Read, "read jobs")?;
     runner
         .store

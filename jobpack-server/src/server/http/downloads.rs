@@ -8,9 +8,9 @@ use poem::Body;
 use poem_openapi::ApiResponse;
 use poem_openapi::payload::Attachment;
 
-use super::auth::Caller;
-use super::problem::{ApiError, ApiResult, internal, problem, visible_row};
-use super::queue::Runner;
+use crate::server::http::problem::{ApiError, ApiResult, internal, problem, visible_row};
+use crate::server::scheduler::queue::Runner;
+use crate::server::service::auth::Caller;
 
 #[derive(ApiResponse)]
 pub enum Download {
@@ -62,7 +62,7 @@ pub async fn file_download(
 /// read through [`jobpack_core::tree::Tree`] like single files, at most
 /// `tarball_max_bytes` of file contents, stopped when the client goes away or the server
 /// shuts down.
-pub(super) async fn tarball(
+pub(crate) async fn tarball(
     runner: &Arc<Runner>,
     caller: &Caller,
     id: &str,

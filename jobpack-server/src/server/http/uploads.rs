@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use poem_openapi::Multipart;
 use poem_openapi::types::multipart::Upload;
 
-use super::problem::{ApiError, ApiResult, internal, problem};
-use super::queue::{Runner, Submission};
+use crate::server::http::problem::{ApiError, ApiResult, internal, problem};
+use crate::server::scheduler::queue::{Runner, Submission};
 
 /// Uploads: `spec` (JSON), and `code_files`/`input_files` or one `archive`.
 #[derive(Debug, Multipart)]
@@ -34,7 +34,7 @@ fn safe_upload_name(name: Option<&str>) -> Result<String, String> {
     Ok(n)
 }
 
-pub(super) async fn store_uploads(
+pub(crate) async fn store_uploads(
     runner: &Runner,
     id: &str,
     sub: &Submission,

@@ -7,12 +7,14 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{IntoResponse, Response, handler};
 
-use super::edge::problem_response;
-use super::{auth, downloads, queue};
+use crate::server::http::downloads;
+use crate::server::http::edge::problem_response;
+use crate::server::scheduler::queue;
+use crate::server::service::auth;
 
 /// `/v1/jobs/:id/files/*path`: the same as the OpenAPI operation, with raw slashes in the path.
 #[handler]
-pub(super) async fn file_wildcard(
+pub(crate) async fn file_wildcard(
     poem::web::Path((id, path)): poem::web::Path<(String, String)>,
     Data(runner): Data<&Arc<queue::Runner>>,
     caller: auth::Caller,
@@ -27,15 +29,18 @@ pub(super) async fn file_wildcard(
 /// The dashboard: three files built into the binary (no build step, no CDN), under a strict
 /// Content-Security-Policy. It talks to `/v1` like any client.
 #[handler]
-pub(super) fn ui(req: &poem::Request) -> Response {
+pub(crate) fn ui(req: &poem::Request) -> Response {
     let (body, ctype) = match req.uri().path() {
         "/ui/app.js" => (
-            include_str!("../../ui/app.js"),
+            include_str!("../../../ui/app.js"),
             "text/javascript; charset=utf-8",
         ),
-        "/ui/app.css" => (include_str!("../../ui/app.css"), "text/css; charset=utf-8"),
+        "/ui/app.css" => (
+            include_str!("../../../ui/app.css"),
+            "text/css; charset=utf-8",
+        ),
         _ => (
-            include_str!("../../ui/index.html"),
+            include_str!("../../../ui/index.html"),
             "text/html; charset=utf-8",
         ),
     };
@@ -51,7 +56,7 @@ pub(super) fn ui(req: &poem::Request) -> Response {
 }
 
 #[handler]
-pub(super) fn metrics(Data(runner): Data<&Arc<queue::Runner>>, caller: auth::Caller) -> Response {
+pub(crate) fn metrics(Data(runner): Data<&Arc<queue::Runner>>, caller: auth::Caller) -> Response {
     if !caller.may(auth::Action::Administer) {
         return problem_response(
             StatusCode::FORBIDDEN,

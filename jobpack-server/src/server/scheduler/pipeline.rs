@@ -9,11 +9,11 @@ use std::sync::atomic::Ordering;
 use jobpack_core::exec::{Mount, RunHandle, RunRequest, RunStatus};
 use tokio::sync::watch;
 
-use super::queue::{Runner, Submission};
-use super::store::{Finish, JobRow, JobStatus};
+use crate::server::scheduler::queue::{Runner, Submission};
+use crate::server::store::{Finish, JobRow, JobStatus};
 
 impl Runner {
-    pub(super) async fn process(&self, id: &str, mut cancel: watch::Receiver<bool>) {
+    pub(crate) async fn process(&self, id: &str, mut cancel: watch::Receiver<bool>) {
         let me = self;
         let stopped = move |_: &Self| async move {
             me.record(id, JobStatus::Stopped.as_str(), || {
@@ -204,7 +204,7 @@ impl Runner {
     }
 
     /// The request of a job's run (the same at start and when attaching again).
-    pub(super) fn run_request(&self, id: &str, sub: &Submission) -> RunRequest {
+    pub(crate) fn run_request(&self, id: &str, sub: &Submission) -> RunRequest {
         let mut req = RunRequest::new(self.work_dir(id), self.log_path(id));
         req.run_id = Some(id.to_owned());
         req.limits = sub.limits.clone();
@@ -213,7 +213,7 @@ impl Runner {
     }
 
     /// Waits for a started run to end (cancelling it when asked) and records its outcome.
-    pub(super) async fn supervise(
+    pub(crate) async fn supervise(
         &self,
         id: &str,
         handle: Arc<dyn RunHandle>,

@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::store::{Store, now};
+use crate::server::store::{Store, now};
 
 /// What a user may do (see `auth::allowed` for the whole table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,8 +130,8 @@ pub enum AccountError {
     Db(#[from] anyhow::Error),
 }
 
-impl From<super::store::StoreError> for AccountError {
-    fn from(e: super::store::StoreError) -> Self {
+impl From<crate::server::store::StoreError> for AccountError {
+    fn from(e: crate::server::store::StoreError) -> Self {
         AccountError::Db(e.into())
     }
 }
@@ -211,21 +211,21 @@ impl Store {
         Ok(())
     }
 
-    pub fn user(&self, name: &str) -> super::store::StoreResult<Option<UserRow>> {
+    pub fn user(&self, name: &str) -> crate::server::store::StoreResult<Option<UserRow>> {
         self.with(|c| {
             c.query_row("SELECT * FROM users WHERE name = ?1", [name], user_row)
                 .optional()
         })
     }
 
-    pub fn users(&self) -> super::store::StoreResult<Vec<UserRow>> {
+    pub fn users(&self) -> crate::server::store::StoreResult<Vec<UserRow>> {
         self.with(|c| {
             let mut st = c.prepare("SELECT * FROM users ORDER BY name")?;
             st.query_map([], user_row)?.collect()
         })
     }
 
-    pub fn user_count(&self) -> super::store::StoreResult<u64> {
+    pub fn user_count(&self) -> crate::server::store::StoreResult<u64> {
         self.with(|c| c.query_row("SELECT COUNT(*) FROM users", [], |r| r.get::<_, i64>(0)))
             .map(|n| n as u64)
     }
@@ -298,14 +298,14 @@ impl Store {
     }
 
     /// The token with this hash, revoked or not.
-    pub fn token_by_hash(&self, hash: &str) -> super::store::StoreResult<Option<TokenRow>> {
+    pub fn token_by_hash(&self, hash: &str) -> crate::server::store::StoreResult<Option<TokenRow>> {
         self.with(|c| {
             c.query_row("SELECT * FROM tokens WHERE hash = ?1", [hash], token_row)
                 .optional()
         })
     }
 
-    pub fn tokens(&self, user: Option<&str>) -> super::store::StoreResult<Vec<TokenRow>> {
+    pub fn tokens(&self, user: Option<&str>) -> crate::server::store::StoreResult<Vec<TokenRow>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT * FROM tokens WHERE (?1 IS NULL OR user_name = ?1) \
@@ -346,7 +346,7 @@ impl Store {
     pub fn authenticate_token(
         &self,
         token: &str,
-    ) -> super::store::StoreResult<Option<(TokenRow, UserRow)>> {
+    ) -> crate::server::store::StoreResult<Option<(TokenRow, UserRow)>> {
         // One read on every request: the token and its user together.
         let found = self.with(|c| {
             c.query_row(
@@ -406,7 +406,7 @@ impl Store {
         target: Option<&str>,
         after: i64,
         limit: u32,
-    ) -> super::store::StoreResult<Vec<AuditRow>> {
+    ) -> crate::server::store::StoreResult<Vec<AuditRow>> {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT * FROM audit WHERE seq > ?1 AND (?2 IS NULL OR actor = ?2) \

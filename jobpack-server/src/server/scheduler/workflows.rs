@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use jobpack_core::workflow::{Readiness, Requirement, readiness};
 
-use super::queue::Runner;
-use super::store::workflows::requirements;
-use super::store::{JobRow, JobStatus};
+use crate::server::scheduler::queue::Runner;
+use crate::server::store::workflows::requirements;
+use crate::server::store::{JobRow, JobStatus};
 
 impl Runner {
     /// Starts the workflow's waiting jobs whose requirements are met and skips those whose

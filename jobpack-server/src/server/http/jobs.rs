@@ -12,16 +12,16 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Attachment, Binary, EventStream, Json};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi, Tags};
 
-use super::auth::{Action, Caller};
-use super::downloads::{Download, file_download, tarball};
-use super::logs::{LogText, StreamItem, log_events};
-pub use super::problem::{ApiError, Problem};
-use super::problem::{ApiResult, internal, problem, require, visible_row};
-use super::queue::{Runner, row_is_final};
-use super::schema::{Documented, JobSubmissionDoc};
-use super::store::{Group, InsertError, JobRow, ListFilter, now};
-use super::submit::{Submitter, insert_failed, parse_submission};
-use super::uploads::{UploadJob, store_uploads};
+use crate::server::http::downloads::{Download, file_download, tarball};
+use crate::server::http::logs::{LogText, StreamItem, log_events};
+pub use crate::server::http::problem::{ApiError, Problem};
+use crate::server::http::problem::{ApiResult, internal, problem, require, visible_row};
+use crate::server::http::schema::{Documented, JobSubmissionDoc};
+use crate::server::http::uploads::{UploadJob, store_uploads};
+use crate::server::scheduler::queue::{Runner, row_is_final};
+use crate::server::service::auth::{Action, Caller};
+use crate::server::service::submit::{Submitter, insert_failed, parse_submission};
+use crate::server::store::{Group, InsertError, JobRow, ListFilter, now};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -31,7 +31,7 @@ enum ApiTags {
     Service,
 }
 
-pub(super) fn rfc3339(t: f64) -> String {
+pub(crate) fn rfc3339(t: f64) -> String {
     let st = UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
     humantime::format_rfc3339_millis(st).to_string()
 }

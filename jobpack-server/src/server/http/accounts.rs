@@ -7,12 +7,12 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use super::accounts::{AccountError, Quota, Role, TokenRow, UserRow};
-use super::api::rfc3339;
-use super::auth::{Action, Caller};
-use super::problem::{ApiError, ApiResult, internal, problem, require};
-use super::schema::{LabelRule, Text, UserNameRule};
-use super::store::Store;
+use crate::server::http::jobs::rfc3339;
+use crate::server::http::problem::{ApiError, ApiResult, internal, problem, require};
+use crate::server::http::schema::{LabelRule, Text, UserNameRule};
+use crate::server::service::auth::{Action, Caller};
+use crate::server::store::Store;
+use crate::server::store::accounts::{AccountError, Quota, Role, TokenRow, UserRow};
 
 #[derive(Tags)]
 enum AccountTags {

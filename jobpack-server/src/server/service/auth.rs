@@ -13,9 +13,9 @@ use std::sync::Arc;
 use poem::http::StatusCode;
 use poem::{FromRequest, IntoResponse, Request, RequestBody, Response};
 
-use super::accounts::{Role, check_user_name};
-use super::store::Store;
-use super::tls::PeerIdentity;
+use crate::server::store::Store;
+use crate::server::store::accounts::{Role, check_user_name};
+use crate::server::tls::PeerIdentity;
 
 /// `--auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
