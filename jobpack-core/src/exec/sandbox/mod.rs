@@ -29,8 +29,8 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use super::ExecError;
-use super::cgroup::Cgroup;
 use super::Rlimits;
+use super::cgroup::Cgroup;
 use crate::io_error::io_err;
 
 mod child;

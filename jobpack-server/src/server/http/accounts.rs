@@ -8,8 +8,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::server::http::jobs::rfc3339;
-use crate::server::http::problem::{ApiError, ApiResult, internal, problem, require};
+use crate::server::http::problem::{ApiError, ApiResult, internal, problem};
 use crate::server::http::schema::{LabelRule, Text, UserNameRule};
+use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
 use crate::server::store::Store;
 use crate::server::store::accounts::{AccountError, Quota, Role, TokenRow, UserRow};

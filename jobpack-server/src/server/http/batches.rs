@@ -8,10 +8,12 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::server::http::jobs::{JobInfo, rfc3339};
-use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem, require};
+use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem};
 use crate::server::http::schema::{BatchSubmissionDoc, Documented};
 use crate::server::scheduler::queue::Runner;
+use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
+use crate::server::service::error::{Kind, ServiceError};
 use crate::server::service::submit::{Submitter, group_busy, group_detail};
 use crate::server::store::batches::{BatchRow, Counters};
 use crate::server::store::{Group, ListFilter, now};
@@ -119,17 +121,11 @@ pub enum BatchCancelled {
 }
 
 /// Names the job an error is about: `jobs[3]: ...`.
-fn at(i: usize, e: ApiError) -> ApiError {
-    let prefix = |mut p: Json<Problem>| {
-        p.0.message = format!("jobs[{i}]: {}", p.0.message);
-        p
-    };
-    match e {
-        ApiError::BadRequest(p) => ApiError::BadRequest(prefix(p)),
-        ApiError::OverQuota(p) => ApiError::OverQuota(prefix(p)),
-        ApiError::Forbidden(p) => ApiError::Forbidden(prefix(p)),
-        other => other,
+fn at(i: usize, mut e: ServiceError) -> ServiceError {
+    if matches!(e.kind, Kind::Invalid | Kind::OverQuota | Kind::Forbidden) {
+        e.message = format!("jobs[{i}]: {}", e.message);
     }
+    e
 }
 
 impl BatchesApi {
@@ -188,8 +184,8 @@ impl BatchesApi {
                 jobs.len()
             )));
         }
-        if let Some(p) = group_busy(&self.runner, self.max_queued, jobs.len(), "batch") {
-            return Ok(BatchCreated::Busy(p));
+        if let Some(why) = group_busy(&self.runner, self.max_queued, jobs.len(), "batch") {
+            return Ok(BatchCreated::Busy(problem(503, "busy", why)));
         }
         let submitter = Submitter::new(&self.runner, &caller, owner, self.allow_file_urls)?;
         let owner = submitter.owner.clone();
@@ -206,10 +202,8 @@ impl BatchesApi {
         for (i, v) in jobs.into_iter().enumerate() {
             let mut p = submitter.parse(v).map_err(|e| at(i, e))?;
             if p.owner.as_ref().is_some_and(|o| *o != owner) {
-                return Err(at(
-                    i,
-                    bad("owner: every job of a batch belongs to the batch's owner".into()),
-                ));
+                let why = "owner: every job of a batch belongs to the batch's owner";
+                return Err(at(i, ServiceError::invalid("bad_request", why)).into());
             }
             submitter.check(&mut p).await.map_err(|e| at(i, e))?;
             let id = uuid::Uuid::new_v4().to_string();

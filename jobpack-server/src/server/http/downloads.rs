@@ -8,9 +8,10 @@ use poem::Body;
 use poem_openapi::ApiResponse;
 use poem_openapi::payload::Attachment;
 
-use crate::server::http::problem::{ApiError, ApiResult, internal, problem, visible_row};
+use crate::server::http::problem::{ApiError, ApiResult, internal, problem};
 use crate::server::scheduler::queue::Runner;
 use crate::server::service::auth::Caller;
+use crate::server::service::jobs::visible_row;
 
 #[derive(ApiResponse)]
 pub enum Download {

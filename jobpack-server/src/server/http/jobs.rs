@@ -15,11 +15,13 @@ use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi, Tags};
 use crate::server::http::downloads::{Download, file_download, tarball};
 use crate::server::http::logs::{LogText, StreamItem, log_events};
 pub use crate::server::http::problem::{ApiError, Problem};
-use crate::server::http::problem::{ApiResult, internal, problem, require, visible_row};
+use crate::server::http::problem::{ApiResult, internal, problem};
 use crate::server::http::schema::{Documented, JobSubmissionDoc};
 use crate::server::http::uploads::{UploadJob, store_uploads};
 use crate::server::scheduler::queue::{Runner, row_is_final};
+use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
+use crate::server::service::jobs::visible_row;
 use crate::server::service::submit::{Submitter, insert_failed, parse_submission};
 use crate::server::store::{Group, InsertError, JobRow, ListFilter, now};
 
@@ -244,7 +246,7 @@ impl JobsApi {
         if let Some(max) = submitter.quota.max_concurrent
             && self.runner.store.active_count(&owner).map_err(internal)? >= max
         {
-            return Err(insert_failed(&owner, InsertError::TooManyActive(max)));
+            return Err(insert_failed(&owner, InsertError::TooManyActive(max)).into());
         }
         let source = match upload {
             Some(up) => {
@@ -265,7 +267,7 @@ impl JobsApi {
             if let Err(rm) = self.runner.remove_files(&id) {
                 eprintln!("jobpack: job {id}: cannot remove the files of a refused job: {rm}");
             }
-            return Err(e);
+            return Err(e.into());
         }
         self.runner.spawn(id.clone());
         Ok(CreateResponse::Created(Json(Created {
@@ -556,6 +558,6 @@ fn default_limit() -> u32 {
 
 impl JobsApi {
     fn row(&self, caller: &Caller, id: &str) -> ApiResult<JobRow> {
-        visible_row(&self.runner, caller, id)
+        Ok(visible_row(&self.runner, caller, id)?)
     }
 }

@@ -1,13 +1,11 @@
 //! The one mapping of every outcome to an HTTP status and a JSON problem body
-//! (`{code, message, status}`), shared by every HTTP operation: `ApiError`, its constructors, and
-//! the permission check that answers 403.
+//! (`{code, message, status}`), shared by every HTTP operation: `ApiError`, its constructors,
+//! and `From<ServiceError>` (the service's kinds as statuses).
 
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
-use crate::server::scheduler::queue::Runner;
-use crate::server::service::auth::{Action, Caller};
-use crate::server::store::JobRow;
+use crate::server::service::error::{Kind, ServiceError};
 
 /// A problem: a stable machine-readable `code`, a human `message`, the HTTP `status`.
 #[derive(Debug, Object)]
@@ -68,62 +66,45 @@ pub fn bad_request(err: poem::Error) -> ApiError {
 /// The answer to a failure of the server itself: 507 when the disk (or SQLite's) is full, else
 /// 500.
 pub(crate) fn internal(e: impl Into<anyhow::Error>) -> ApiError {
-    let e: anyhow::Error = e.into();
-    if is_disk_full(&e) {
-        return ApiError::InsufficientStorage(problem(
-            507,
-            "insufficient_storage",
-            format!("the server's disk is full; try again later ({e:#})"),
-        ));
-    }
-    ApiError::Internal(problem(500, "internal", format!("{e:#}")))
-}
-
-/// Whether an error comes from a full disk: the store's `Full`, SQLite's SQLITE_FULL or
-/// ENOSPC/EDQUOT anywhere in its chain.
-pub(crate) fn is_disk_full(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        if let Some(s) = c.downcast_ref::<crate::server::store::StoreError>() {
-            return matches!(s, crate::server::store::StoreError::Full(_));
-        }
-        if let Some(s) = c.downcast_ref::<rusqlite::Error>() {
-            return s.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
-        }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            );
-        }
-        false
-    })
+    ServiceError::internal(e).into()
 }
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-/// 403 unless the caller's role allows `action`.
-pub(crate) fn require(caller: &Caller, action: Action, what: &str) -> ApiResult<()> {
-    if caller.may(action) {
-        return Ok(());
+/// The body of a service error, with its HTTP status.
+pub(crate) fn problem_of(e: ServiceError) -> Json<Problem> {
+    problem(status_of(e.kind), &e.code, e.message)
+}
+
+/// The one mapping of the service's kinds to HTTP statuses.
+pub(crate) fn status_of(kind: Kind) -> u16 {
+    match kind {
+        Kind::Invalid => 400,
+        Kind::Unauthenticated => 401,
+        Kind::Forbidden => 403,
+        Kind::NotFound => 404,
+        Kind::Conflict => 409,
+        Kind::OverQuota => 422,
+        Kind::TooManyJobs => 429,
+        Kind::StorageFull => 507,
+        Kind::Internal => 500,
     }
-    Err(ApiError::Forbidden(problem(
-        403,
-        "forbidden",
-        format!("role {} may not {what}", caller.role),
-    )))
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::NotFound(problem(404, "not_found", format!("no job {id}")))
-}
-
-/// The job `id` if `caller` may read it; another user's job is "not found", as a missing one.
-pub(crate) fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ApiResult<JobRow> {
-    require(caller, Action::Read, "read jobs")?;
-    runner
-        .store
-        .get(id)
-        .map_err(internal)?
-        .filter(|r| caller.sees(&r.owner))
-        .ok_or_else(|| not_found(id))
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let kind = e.kind;
+        let p = problem_of(e);
+        match kind {
+            Kind::Invalid => ApiError::BadRequest(p),
+            Kind::Unauthenticated => ApiError::Unauthorized(p),
+            Kind::Forbidden => ApiError::Forbidden(p),
+            Kind::NotFound => ApiError::NotFound(p),
+            Kind::Conflict => ApiError::Conflict(p),
+            Kind::OverQuota => ApiError::OverQuota(p),
+            Kind::TooManyJobs => ApiError::TooManyJobs(p),
+            Kind::StorageFull => ApiError::InsufficientStorage(p),
+            Kind::Internal => ApiError::Internal(p),
+        }
+    }
 }

@@ -10,9 +10,11 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::server::http::jobs::rfc3339;
-use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem, require};
+use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem};
 use crate::server::scheduler::queue::Runner;
+use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
+use crate::server::service::error::ServiceError;
 use crate::server::service::submit::{Submitter, group_busy, group_detail};
 use crate::server::store::workflows::{WorkflowRow, requirements, status};
 use crate::server::store::{Group, JobRow, JobStatus, now};
@@ -208,8 +210,8 @@ impl WorkflowsApi {
                 ),
             ));
         }
-        if let Some(p) = group_busy(&self.runner, self.max_queued, wf.jobs.len(), "workflow") {
-            return Ok(WorkflowCreated::Busy(p));
+        if let Some(why) = group_busy(&self.runner, self.max_queued, wf.jobs.len(), "workflow") {
+            return Ok(WorkflowCreated::Busy(problem(503, "busy", why)));
         }
         let submitter = Submitter::new(&self.runner, &caller, None, self.allow_file_urls)?;
         let owner = submitter.owner.clone();
@@ -224,12 +226,7 @@ impl WorkflowsApi {
         // Every job is checked (all problems reported at once) before anything is stored.
         let mut rows = Vec::with_capacity(wf.jobs.len());
         let mut specs = Vec::with_capacity(wf.jobs.len());
-        let message = |e: ApiError| match e {
-            ApiError::BadRequest(p) | ApiError::OverQuota(p) | ApiError::Forbidden(p) => {
-                p.0.message
-            }
-            other => format!("{other:?}"),
-        };
+        let message = |e: ServiceError| e.message;
         wf.check_jobs(|j| {
             let mut body = j.body.clone();
             if let Some(obj) = body.as_object_mut() {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use poem::http::StatusCode;
 use poem::{FromRequest, IntoResponse, Request, RequestBody, Response};
 
+use crate::server::service::error::{ServiceError, ServiceResult};
 use crate::server::store::Store;
 use crate::server::store::accounts::{Role, check_user_name};
 use crate::server::tls::PeerIdentity;
@@ -101,6 +102,17 @@ impl<'a> FromRequest<'a> for Caller {
             poem::Error::from_string("authentication required", StatusCode::UNAUTHORIZED)
         })
     }
+}
+
+/// Refused (`Forbidden`) unless the caller's role allows `action`; `what` says what was asked.
+pub fn require(caller: &Caller, action: Action, what: &str) -> ServiceResult<()> {
+    if caller.may(action) {
+        return Ok(());
+    }
+    Err(ServiceError::forbidden(
+        "forbidden",
+        format!("role {} may not {what}", caller.role),
+    ))
 }
 
 /// Paths anyone may fetch: liveness, the API description, the dashboard's static files.

@@ -4,5 +4,7 @@
 //! transaction, audit).
 
 pub mod auth;
+pub mod error;
+pub mod jobs;
 pub mod limits;
 pub mod submit;

@@ -9,11 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem_openapi::payload::Json;
-
-use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem, require};
 use crate::server::scheduler::queue::{Runner, Submission};
-use crate::server::service::auth::{Action, Caller};
+use crate::server::service::auth::{Action, Caller, require};
+use crate::server::service::error::{Kind, ServiceError, ServiceResult};
 use crate::server::store::accounts::Quota;
 use crate::server::store::{Group, InsertError, JobRow, JobStatus, now};
 use jobpack_core::JobSpec;
@@ -36,7 +34,7 @@ impl<'a> Submitter<'a> {
         caller: &'a Caller,
         owner: Option<String>,
         allow_file_urls: bool,
-    ) -> ApiResult<Self> {
+    ) -> ServiceResult<Self> {
         require(caller, Action::Submit, "submit jobs")?;
         let (owner, quota) = owner_and_quota(&runner.store, caller, owner)?;
         Ok(Submitter {
@@ -50,24 +48,24 @@ impl<'a> Submitter<'a> {
 
     /// Parses one job's submission object (spec plus `run`, `limits`, `network`, `secret_env`,
     /// `owner`).
-    pub fn parse(&self, body: serde_json::Value) -> ApiResult<Parsed> {
+    pub fn parse(&self, body: serde_json::Value) -> ServiceResult<Parsed> {
         parse_submission(body, self.allow_file_urls)
     }
 
     /// The checks that need no network: the limits (quota, server defaults and maxima) and the
     /// host-network grant.
-    pub fn limit(&self, p: &mut Parsed) -> ApiResult<()> {
+    pub fn limit(&self, p: &mut Parsed) -> ServiceResult<()> {
         apply_quota(&mut p.sub, &self.quota, &self.runner.limits)
     }
 
     /// Every check of one job: [`Submitter::limit`], then [`Submitter::destinations`].
-    pub async fn check(&self, p: &mut Parsed) -> ApiResult<()> {
+    pub async fn check(&self, p: &mut Parsed) -> ServiceResult<()> {
         self.limit(p)?;
         self.destinations(&p.sub.spec).await
     }
 
     /// The check that resolves names: every destination the spec fetches from is allowed.
-    pub async fn destinations(&self, spec: &JobSpec) -> ApiResult<()> {
+    pub async fn destinations(&self, spec: &JobSpec) -> ServiceResult<()> {
         check_destinations(self.runner, spec).await
     }
 
@@ -78,7 +76,7 @@ impl<'a> Submitter<'a> {
         p: &Parsed,
         source: &str,
         batch_id: Option<&str>,
-    ) -> ApiResult<(JobRow, Option<String>)> {
+    ) -> ServiceResult<(JobRow, Option<String>)> {
         new_job_row(id, &p.sub, &p.secrets, &self.owner, source, batch_id)
     }
 
@@ -92,7 +90,7 @@ impl<'a> Submitter<'a> {
         action: &str,
         target: &str,
         detail: Option<&str>,
-    ) -> ApiResult<()> {
+    ) -> ServiceResult<()> {
         self.runner
             .store
             .insert_all(group, rows, self.quota.max_concurrent)
@@ -138,15 +136,11 @@ fn parse_secrets(v: serde_json::Value) -> Result<BTreeMap<String, String>, Strin
 pub(crate) fn parse_submission(
     mut v: serde_json::Value,
     allow_file_urls: bool,
-) -> ApiResult<Parsed> {
-    let obj = v.as_object_mut().ok_or_else(|| {
-        ApiError::BadRequest(problem(
-            400,
-            "bad_request",
-            "the body must be a JSON object",
-        ))
-    })?;
-    let bad = |code: &str, m: String| ApiError::BadRequest(problem(400, code, m));
+) -> ServiceResult<Parsed> {
+    let obj = v
+        .as_object_mut()
+        .ok_or_else(|| ServiceError::invalid("bad_request", "the body must be a JSON object"))?;
+    let bad = |code: &'static str, m: String| ServiceError::invalid(code, m);
     let run = match obj.remove("run") {
         None => true,
         Some(serde_json::Value::Bool(b)) => b,
@@ -233,25 +227,24 @@ pub(crate) fn apply_quota(
     sub: &mut Submission,
     q: &Quota,
     server: &crate::server::service::limits::ServerLimits,
-) -> ApiResult<()> {
+) -> ServiceResult<()> {
     if sub.network == NetworkPolicy::Host && q.allow_host_network != Some(true) {
-        return Err(ApiError::Forbidden(problem(
-            403,
+        return Err(ServiceError::forbidden(
             "network_forbidden",
             "network: \"host\" needs a grant from an admin (quota allow_host_network); \
              jobs get a private network by default",
-        )));
+        ));
     }
     apply_user_quota(&mut sub.limits, q)?;
     server
         .apply(&mut sub.limits)
-        .map_err(|m| ApiError::OverQuota(problem(422, "over_quota", m)))
+        .map_err(ServiceError::over_quota)
 }
 
 /// Refuses a submission that names a destination the server may not fetch from (loopback,
 /// private, link-local, ... unless allowed with --allow-fetch-from): 400 `forbidden_destination`.
 /// The fetch checks again at every connection and redirect.
-pub(crate) async fn check_destinations(runner: &Runner, spec: &JobSpec) -> ApiResult<()> {
+pub(crate) async fn check_destinations(runner: &Runner, spec: &JobSpec) -> ServiceResult<()> {
     let Ok(job) = spec.validate() else {
         return Ok(());
     };
@@ -261,26 +254,20 @@ pub(crate) async fn check_destinations(runner: &Runner, spec: &JobSpec) -> ApiRe
         .check_job(&job)
         .await
         .map_err(|(field, f)| {
-            ApiError::BadRequest(problem(
-                400,
-                "forbidden_destination",
-                format!("{field}: {f}"),
-            ))
+            ServiceError::invalid("forbidden_destination", format!("{field}: {f}"))
         })
 }
 
-fn apply_user_quota(limits: &mut Limits, q: &Quota) -> ApiResult<()> {
+fn apply_user_quota(limits: &mut Limits, q: &Quota) -> ServiceResult<()> {
     fn cap<T: PartialOrd + Copy + std::fmt::Display>(
         field: &str,
         asked: &mut Option<T>,
         max: Option<T>,
-    ) -> ApiResult<()> {
+    ) -> ServiceResult<()> {
         let Some(max) = max else { return Ok(()) };
         match *asked {
-            Some(a) if a > max => Err(ApiError::OverQuota(problem(
-                422,
-                "over_quota",
-                format!("limits.{field} is {a}; your quota allows at most {max}"),
+            Some(a) if a > max => Err(ServiceError::over_quota(format!(
+                "limits.{field} is {a}; your quota allows at most {max}"
             ))),
             Some(_) => Ok(()),
             None => {
@@ -303,7 +290,7 @@ pub(crate) fn owner_and_quota(
     store: &crate::server::store::Store,
     caller: &Caller,
     owner: Option<String>,
-) -> ApiResult<(String, Quota)> {
+) -> ServiceResult<(String, Quota)> {
     let owner = match owner {
         Some(o) if o != caller.user => {
             require(caller, Action::Administer, "submit jobs for another user")?;
@@ -311,13 +298,12 @@ pub(crate) fn owner_and_quota(
         }
         _ => caller.user.clone(),
     };
-    let owner_row = store.user(&owner).map_err(internal)?;
+    let owner_row = store.user(&owner).map_err(ServiceError::internal)?;
     if owner_row.as_ref().is_some_and(|u| u.disabled) {
-        return Err(ApiError::BadRequest(problem(
-            400,
+        return Err(ServiceError::invalid(
             "bad_request",
             format!("owner: user {owner} is disabled"),
-        )));
+        ));
     }
     let is_admin = owner_row
         .as_ref()
@@ -338,13 +324,13 @@ pub(crate) fn new_job_row(
     owner: &str,
     source: &str,
     batch_id: Option<&str>,
-) -> ApiResult<(JobRow, Option<String>)> {
+) -> ServiceResult<(JobRow, Option<String>)> {
     let row = JobRow {
         id: id.to_owned(),
         name: sub.spec.name.clone(),
         status: JobStatus::Queued,
         source: source.into(),
-        request_json: serde_json::to_string(sub).map_err(internal)?,
+        request_json: serde_json::to_string(sub).map_err(ServiceError::internal)?,
         run: sub.run,
         created_at: now(),
         updated_at: now(),
@@ -368,43 +354,38 @@ pub(crate) fn new_job_row(
     let secret_json = if secrets.is_empty() || !sub.run {
         None
     } else {
-        Some(serde_json::to_string(secrets).map_err(internal)?)
+        Some(serde_json::to_string(secrets).map_err(ServiceError::internal)?)
     };
     Ok((row, secret_json))
 }
 
 /// The answer to a failed insert: the owner's quota of unfinished jobs is full (429), or the
 /// database failed.
-pub(crate) fn insert_failed(owner: &str, e: InsertError) -> ApiError {
+pub(crate) fn insert_failed(owner: &str, e: InsertError) -> ServiceError {
     match e {
-        InsertError::TooManyActive(max) => ApiError::TooManyJobs(problem(
-            429,
+        InsertError::TooManyActive(max) => ServiceError::new(
+            Kind::TooManyJobs,
             "quota_exceeded",
             format!(
-                "{owner} already has {max} unfinished jobs, the most their quota allows; wait for one to end"
+                "{owner} already has {max} unfinished jobs, the most their quota allows; wait \
+                 for one to end"
             ),
-        )),
-        InsertError::Db(e) => internal(e),
+        ),
+        InsertError::Db(e) => ServiceError::internal(e),
     }
 }
 
-/// The 503 for a batch or workflow (`what`) whose `adding` jobs would put more than
-/// `max_queued` in the queue.
+/// Why a batch or workflow (`what`) of `adding` jobs must wait: they would put more than
+/// `max_queued` in the queue (each door answers it as "busy, try again later": HTTP 503).
 pub(crate) fn group_busy(
     runner: &Runner,
     max_queued: usize,
     adding: usize,
     what: &str,
-) -> Option<Json<Problem>> {
+) -> Option<String> {
     let depth = runner.queue_depth();
     (depth + adding > max_queued).then(|| {
-        problem(
-            503,
-            "busy",
-            format!(
-                "{depth} jobs are already waiting and this {what} adds {adding}; try again later"
-            ),
-        )
+        format!("{depth} jobs are already waiting and this {what} adds {adding}; try again later")
     })
 }
 
@@ -441,12 +422,8 @@ mod tests {
             ..Limits::default()
         };
         match apply_user_quota(&mut over, &q) {
-            Err(ApiError::OverQuota(p)) => {
-                assert!(
-                    p.0.message.contains("limits.memory_bytes"),
-                    "{}",
-                    p.0.message
-                )
+            Err(e) if e.kind == Kind::OverQuota => {
+                assert!(e.message.contains("limits.memory_bytes"), "{}", e.message)
             }
             other => panic!("{other:?}"),
         }
