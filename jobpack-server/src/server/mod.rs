@@ -176,7 +176,6 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         queue::RunnerOptions {
             max_concurrent: args.max_concurrent,
             grace: Duration::from_secs_f64(args.grace),
-            limits: server_limits,
         },
     );
     runner
@@ -184,26 +183,20 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         .await
         .context("cannot resume the jobs of the previous run")?;
 
+    let svc = Arc::new(service::Service {
+        runner: runner.clone(),
+        limits: server_limits,
+        max_queued: args.max_queued,
+        allow_file_urls: args.allow_file_urls,
+    });
     let api = OpenApiService::new(
         (
-            http::jobs::JobsApi {
-                runner: runner.clone(),
-                max_queued: args.max_queued,
-                allow_file_urls: args.allow_file_urls,
-            },
+            http::jobs::JobsApi { svc: svc.clone() },
             http::accounts::AccountsApi {
                 store: runner.store.clone(),
             },
-            http::batches::BatchesApi {
-                runner: runner.clone(),
-                max_queued: args.max_queued,
-                allow_file_urls: args.allow_file_urls,
-            },
-            http::workflows::WorkflowsApi {
-                runner: runner.clone(),
-                max_queued: args.max_queued,
-                allow_file_urls: args.allow_file_urls,
-            },
+            http::batches::BatchesApi { svc: svc.clone() },
+            http::workflows::WorkflowsApi { svc: svc.clone() },
         ),
         "jobpack",
         env!("CARGO_PKG_VERSION"),
@@ -258,7 +251,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         .at("/ui/app.js", poem::get(pages::ui))
         .at("/ui/app.css", poem::get(pages::ui))
         .data(runner.clone())
-        .around(move |ep, req| auth::authenticate(ep, req, authenticator.clone()))
+        .around(move |ep, req| http::auth::authenticate(ep, req, authenticator.clone()))
         .around(move |ep, req| edge::edge(ep, req, max_body, uploads.clone(), methods.clone()))
         .boxed();
     Ok(App {

@@ -10,7 +10,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use crate::server::http::jobs::{JobInfo, rfc3339};
 use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem};
 use crate::server::http::schema::{BatchSubmissionDoc, Documented};
-use crate::server::scheduler::queue::Runner;
+use crate::server::service::Service;
 use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
 use crate::server::service::error::{Kind, ServiceError};
@@ -25,9 +25,7 @@ enum BatchTags {
 }
 
 pub struct BatchesApi {
-    pub runner: Arc<Runner>,
-    pub max_queued: usize,
-    pub allow_file_urls: bool,
+    pub svc: Arc<Service>,
 }
 
 /// The most jobs one batch may hold.
@@ -131,7 +129,8 @@ fn at(i: usize, mut e: ServiceError) -> ServiceError {
 impl BatchesApi {
     fn visible(&self, caller: &Caller, id: &str) -> ApiResult<BatchRow> {
         require(caller, Action::Read, "read batches")?;
-        self.runner
+        self.svc
+            .runner
             .store
             .batch(id)
             .map_err(internal)?
@@ -184,10 +183,10 @@ impl BatchesApi {
                 jobs.len()
             )));
         }
-        if let Some(why) = group_busy(&self.runner, self.max_queued, jobs.len(), "batch") {
+        if let Some(why) = group_busy(&self.svc.runner, self.svc.max_queued, jobs.len(), "batch") {
             return Ok(BatchCreated::Busy(problem(503, "busy", why)));
         }
-        let submitter = Submitter::new(&self.runner, &caller, owner, self.allow_file_urls)?;
+        let submitter = Submitter::new(&self.svc, &caller, owner)?;
         let owner = submitter.owner.clone();
         let batch = BatchRow {
             id: uuid::Uuid::new_v4().to_string(),
@@ -218,9 +217,10 @@ impl BatchesApi {
             Some(&detail),
         )?;
         for (row, _) in rows {
-            self.runner.spawn(row.id);
+            self.svc.runner.spawn(row.id);
         }
         let counters = self
+            .svc
             .runner
             .store
             .batch_counters(&batch.id)
@@ -248,13 +248,19 @@ impl BatchesApi {
         require(&caller, Action::Read, "read batches")?;
         let owner = caller.owner_filter().or(owner.0);
         let rows = self
+            .svc
             .runner
             .store
             .batches(owner.as_deref(), limit.0, offset.0)
             .map_err(internal)?;
         let mut batches = Vec::with_capacity(rows.len());
         for b in rows {
-            let c = self.runner.store.batch_counters(&b.id).map_err(internal)?;
+            let c = self
+                .svc
+                .runner
+                .store
+                .batch_counters(&b.id)
+                .map_err(internal)?;
             batches.push(info(b, c, None));
         }
         Ok(Json(BatchList { batches }))
@@ -273,8 +279,14 @@ impl BatchesApi {
         limit: Query<u32>,
     ) -> ApiResult<Json<BatchInfo>> {
         let b = self.visible(&caller, &id)?;
-        let c = self.runner.store.batch_counters(&b.id).map_err(internal)?;
+        let c = self
+            .svc
+            .runner
+            .store
+            .batch_counters(&b.id)
+            .map_err(internal)?;
         let (mut rows, _) = self
+            .svc
             .runner
             .store
             .list(&ListFilter {
@@ -293,26 +305,33 @@ impl BatchesApi {
     async fn cancel(&self, caller: Caller, id: Path<String>) -> ApiResult<BatchCancelled> {
         require(&caller, Action::Cancel, "cancel batches")?;
         let b = self.visible(&caller, &id)?;
-        self.runner
+        self.svc
+            .runner
             .store
             .set_batch_cancelled(&b.id)
             .map_err(internal)?;
         let ids = self
+            .svc
             .runner
             .store
             .batch_unfinished(&b.id)
             .map_err(internal)?;
         for j in &ids {
-            self.runner.cancel(j);
+            self.svc.runner.cancel(j);
         }
-        self.runner.store.audit(
+        self.svc.runner.store.audit(
             &caller.user,
             "batch.cancel",
             Some(&b.id),
             Some(&format!("stopping={}", ids.len())),
         );
         let b = self.visible(&caller, &id)?;
-        let c = self.runner.store.batch_counters(&b.id).map_err(internal)?;
+        let c = self
+            .svc
+            .runner
+            .store
+            .batch_counters(&b.id)
+            .map_err(internal)?;
         Ok(BatchCancelled::Accepted(Json(info(b, c, None))))
     }
 }

@@ -2,14 +2,13 @@
 //! streamed as it is made. The job may be changing its tree meanwhile; everything is read through
 //! [`jobpack_core::tree::Tree`] (directory handles, no link followed), never by a path string.
 
-use std::sync::Arc;
-
 use poem::Body;
 use poem_openapi::ApiResponse;
 use poem_openapi::payload::Attachment;
 
 use crate::server::http::problem::{ApiError, ApiResult, internal, problem};
 use crate::server::scheduler::queue::Runner;
+use crate::server::service::Service;
 use crate::server::service::auth::Caller;
 use crate::server::service::jobs::visible_row;
 
@@ -63,11 +62,8 @@ pub async fn file_download(
 /// read through [`jobpack_core::tree::Tree`] like single files, at most
 /// `tarball_max_bytes` of file contents, stopped when the client goes away or the server
 /// shuts down.
-pub(crate) async fn tarball(
-    runner: &Arc<Runner>,
-    caller: &Caller,
-    id: &str,
-) -> ApiResult<Download> {
+pub(crate) async fn tarball(svc: &Service, caller: &Caller, id: &str) -> ApiResult<Download> {
+    let runner = &svc.runner;
     use jobpack_core::tree::Tree;
     let r = visible_row(runner, caller, id)?;
     let work = runner.work_dir(id);
@@ -84,7 +80,7 @@ pub(crate) async fn tarball(
             )));
         }
     };
-    let max = runner.limits.tarball_max_bytes;
+    let max = svc.limits.tarball_max_bytes;
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let runner = runner.clone();

@@ -18,7 +18,8 @@ pub use crate::server::http::problem::{ApiError, Problem};
 use crate::server::http::problem::{ApiResult, internal, problem};
 use crate::server::http::schema::{Documented, JobSubmissionDoc};
 use crate::server::http::uploads::{UploadJob, store_uploads};
-use crate::server::scheduler::queue::{Runner, row_is_final};
+use crate::server::scheduler::queue::row_is_final;
+use crate::server::service::Service;
 use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
 use crate::server::service::jobs::visible_row;
@@ -196,9 +197,7 @@ pub enum Deleted {
 }
 
 pub struct JobsApi {
-    pub runner: Arc<Runner>,
-    pub max_queued: usize,
-    pub allow_file_urls: bool,
+    pub svc: Arc<Service>,
 }
 
 #[OpenApi(tag = "ApiTags::Jobs")]
@@ -207,20 +206,20 @@ impl JobsApi {
     #[oai(path = "/jobs", method = "post")]
     async fn create(&self, caller: Caller, body: CreateJob) -> ApiResult<CreateResponse> {
         require(&caller, Action::Submit, "submit jobs")?;
-        if self.runner.queue_depth() >= self.max_queued {
+        if self.svc.runner.queue_depth() >= self.svc.max_queued {
             return Ok(CreateResponse::Busy(problem(
                 503,
                 "busy",
                 format!(
                     "{} jobs are already waiting; try again later",
-                    self.runner.queue_depth()
+                    self.svc.runner.queue_depth()
                 ),
             )));
         }
         let id = uuid::Uuid::new_v4().to_string();
         let (mut parsed, upload) = match body {
             CreateJob::Json(Json(Documented(v, _))) => {
-                (parse_submission(v, self.allow_file_urls)?, None)
+                (parse_submission(v, self.svc.allow_file_urls)?, None)
             }
             CreateJob::Multipart(up) => {
                 let v: serde_json::Value = serde_json::from_str(&up.spec).map_err(|e| {
@@ -230,27 +229,28 @@ impl JobsApi {
                         format!("spec: not JSON: {e}"),
                     ))
                 })?;
-                (parse_submission(v, self.allow_file_urls)?, Some(up))
+                (parse_submission(v, self.svc.allow_file_urls)?, Some(up))
             }
         };
-        let submitter = Submitter::new(
-            &self.runner,
-            &caller,
-            parsed.owner.clone(),
-            self.allow_file_urls,
-        )?;
+        let submitter = Submitter::new(&self.svc, &caller, parsed.owner.clone())?;
         submitter.check(&mut parsed).await?;
         let owner = submitter.owner.clone();
         // Checked here too (a quick answer before an upload is stored); the insert re-checks it
         // atomically.
         if let Some(max) = submitter.quota.max_concurrent
-            && self.runner.store.active_count(&owner).map_err(internal)? >= max
+            && self
+                .svc
+                .runner
+                .store
+                .active_count(&owner)
+                .map_err(internal)?
+                >= max
         {
             return Err(insert_failed(&owner, InsertError::TooManyActive(max)).into());
         }
         let source = match upload {
             Some(up) => {
-                store_uploads(&self.runner, &id, &parsed.sub, up).await?;
+                store_uploads(&self.svc.runner, &id, &parsed.sub, up).await?;
                 "upload"
             }
             None => "spec",
@@ -264,12 +264,12 @@ impl JobsApi {
         };
         let detail = Some(detail.as_str()).filter(|d| !d.is_empty());
         if let Err(e) = submitter.store(Group::None, &[row], "job.submit", &id, detail) {
-            if let Err(rm) = self.runner.remove_files(&id) {
+            if let Err(rm) = self.svc.runner.remove_files(&id) {
                 eprintln!("jobpack: job {id}: cannot remove the files of a refused job: {rm}");
             }
             return Err(e.into());
         }
-        self.runner.spawn(id.clone());
+        self.svc.runner.spawn(id.clone());
         Ok(CreateResponse::Created(Json(Created {
             job_id: id,
             status: jobpack_core::JobStatus::Queued.as_str().into(),
@@ -325,7 +325,7 @@ impl JobsApi {
             limit: limit.0,
             offset: offset.0,
         };
-        let (rows, total) = self.runner.store.list(&f).map_err(internal)?;
+        let (rows, total) = self.svc.runner.store.list(&f).map_err(internal)?;
         Ok(Json(JobList {
             jobs: rows.into_iter().map(JobInfo::from).collect(),
             total,
@@ -368,7 +368,7 @@ impl JobsApi {
     ) -> ApiResult<LogText> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         self.row(&caller, &id)?;
-        let path = self.runner.log_path(&id);
+        let path = self.svc.runner.log_path(&id);
         let mut f = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -409,7 +409,7 @@ impl JobsApi {
             .and_then(|v| v.trim().parse().ok())
             .or(offset.0)
             .unwrap_or(0);
-        let stream = log_events(self.runner.clone(), id.0.clone(), start);
+        let stream = log_events(self.svc.runner.clone(), id.0.clone(), start);
         Ok(EventStream::new(stream)
             .keep_alive(Duration::from_secs(15))
             .to_event(|item| {
@@ -432,14 +432,16 @@ impl JobsApi {
     async fn cancel(&self, caller: Caller, id: Path<String>) -> ApiResult<Accepted> {
         require(&caller, Action::Cancel, "cancel jobs")?;
         let r = self.row(&caller, &id)?;
-        if row_is_final(&r) || !(self.runner.cancel(&id) || self.runner.cancel_waiting(&r)) {
+        if row_is_final(&r) || !(self.svc.runner.cancel(&id) || self.svc.runner.cancel_waiting(&r))
+        {
             return Err(ApiError::Conflict(problem(
                 409,
                 "already_finished",
                 format!("job {} has already ended ({})", r.id, r.status),
             )));
         }
-        self.runner
+        self.svc
+            .runner
             .store
             .audit(&caller.user, "job.cancel", Some(&r.id), None);
         Ok(Accepted::Accepted(Json(JobStatus {
@@ -456,20 +458,21 @@ impl JobsApi {
     async fn delete(&self, caller: Caller, id: Path<String>) -> ApiResult<Deleted> {
         require(&caller, Action::Delete, "delete jobs")?;
         let r = self.row(&caller, &id)?;
-        if self.runner.cancel(&id) {
+        if self.svc.runner.cancel(&id) {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while self.runner.is_live(&id) && tokio::time::Instant::now() < deadline {
+            while self.svc.runner.is_live(&id) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        self.runner.store.delete(&id).map_err(internal)?;
-        self.runner.remove_files(&id).map_err(internal)?;
+        self.svc.runner.store.delete(&id).map_err(internal)?;
+        self.svc.runner.remove_files(&id).map_err(internal)?;
         if let Some(w) = &r.workflow_id {
             // Jobs that required it can no longer have it: they are skipped.
-            self.runner.advance(w);
+            self.svc.runner.advance(w);
         }
         let detail = format!("owner={} status={}", r.owner, r.status);
-        self.runner
+        self.svc
+            .runner
             .store
             .audit(&caller.user, "job.delete", Some(&id), Some(&detail));
         Ok(Deleted::Deleted)
@@ -486,7 +489,7 @@ impl JobsApi {
                 format!("job {} is not packed yet ({})", r.id, r.status),
             )));
         };
-        let f = tokio::fs::File::open(self.runner.artifact_path(&id))
+        let f = tokio::fs::File::open(self.svc.runner.artifact_path(&id))
             .await
             .map_err(internal)?;
         Ok(Download::Ok(
@@ -511,7 +514,7 @@ impl JobsApi {
                 format!("job {} is not packed yet ({})", r.id, r.status),
             )));
         }
-        let bytes = tokio::fs::read(self.runner.manifest_path(&id))
+        let bytes = tokio::fs::read(self.svc.runner.manifest_path(&id))
             .await
             .map_err(internal)?;
         serde_json::from_slice(&bytes).map(Json).map_err(internal)
@@ -520,13 +523,13 @@ impl JobsApi {
     /// The job's working directory after the run, as `.tar.gz`.
     #[oai(path = "/jobs/:id/tarball", method = "get")]
     async fn tarball_get(&self, caller: Caller, id: Path<String>) -> ApiResult<Download> {
-        tarball(&self.runner, &caller, &id).await
+        tarball(&self.svc, &caller, &id).await
     }
 
     /// The job's working directory after the run, as `.tar.gz` (POST, as the job daemon had it).
     #[oai(path = "/jobs/:id/tarball", method = "post")]
     async fn tarball_post(&self, caller: Caller, id: Path<String>) -> ApiResult<Download> {
-        tarball(&self.runner, &caller, &id).await
+        tarball(&self.svc, &caller, &id).await
     }
 
     /// One file the job produced: `path` inside its working directory, URL-encoded
@@ -538,7 +541,7 @@ impl JobsApi {
         id: Path<String>,
         path: Path<String>,
     ) -> ApiResult<Download> {
-        file_download(&self.runner, &caller, &id, &path).await
+        file_download(&self.svc.runner, &caller, &id, &path).await
     }
 
     /// Liveness.
@@ -547,7 +550,7 @@ impl JobsApi {
         Json(Health {
             status: "ok".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            limits: serde_json::to_value(&self.runner.limits).unwrap_or_default(),
+            limits: serde_json::to_value(&self.svc.limits).unwrap_or_default(),
         })
     }
 }
@@ -558,6 +561,6 @@ fn default_limit() -> u32 {
 
 impl JobsApi {
     fn row(&self, caller: &Caller, id: &str) -> ApiResult<JobRow> {
-        Ok(visible_row(&self.runner, caller, id)?)
+        Ok(visible_row(&self.svc.runner, caller, id)?)
     }
 }

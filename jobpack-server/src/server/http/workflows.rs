@@ -11,7 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::server::http::jobs::rfc3339;
 use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem};
-use crate::server::scheduler::queue::Runner;
+use crate::server::service::Service;
 use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
 use crate::server::service::error::ServiceError;
@@ -26,9 +26,7 @@ enum WorkflowTags {
 }
 
 pub struct WorkflowsApi {
-    pub runner: Arc<Runner>,
-    pub max_queued: usize,
-    pub allow_file_urls: bool,
+    pub svc: Arc<Service>,
 }
 
 /// The most jobs one workflow may hold, and the largest workflow file.
@@ -167,7 +165,8 @@ pub enum WorkflowCancelled {
 impl WorkflowsApi {
     fn visible(&self, caller: &Caller, id: &str) -> ApiResult<WorkflowRow> {
         require(caller, Action::Read, "read workflows")?;
-        self.runner
+        self.svc
+            .runner
             .store
             .workflow(id)
             .map_err(internal)?
@@ -178,7 +177,12 @@ impl WorkflowsApi {
     }
 
     fn info(&self, w: WorkflowRow) -> ApiResult<WorkflowInfo> {
-        let jobs = self.runner.store.workflow_jobs(&w.id).map_err(internal)?;
+        let jobs = self
+            .svc
+            .runner
+            .store
+            .workflow_jobs(&w.id)
+            .map_err(internal)?;
         Ok(info(w, jobs))
     }
 }
@@ -210,10 +214,15 @@ impl WorkflowsApi {
                 ),
             ));
         }
-        if let Some(why) = group_busy(&self.runner, self.max_queued, wf.jobs.len(), "workflow") {
+        if let Some(why) = group_busy(
+            &self.svc.runner,
+            self.svc.max_queued,
+            wf.jobs.len(),
+            "workflow",
+        ) {
             return Ok(WorkflowCreated::Busy(problem(503, "busy", why)));
         }
-        let submitter = Submitter::new(&self.runner, &caller, None, self.allow_file_urls)?;
+        let submitter = Submitter::new(&self.svc, &caller, None)?;
         let owner = submitter.owner.clone();
         let w = WorkflowRow {
             id: uuid::Uuid::new_v4().to_string(),
@@ -293,7 +302,7 @@ impl WorkflowsApi {
             &w.id,
             Some(&detail),
         )?;
-        self.runner.advance(&w.id);
+        self.svc.runner.advance(&w.id);
         Ok(WorkflowCreated::Created(Json(self.info(w)?)))
     }
 
@@ -317,6 +326,7 @@ impl WorkflowsApi {
         require(&caller, Action::Read, "read workflows")?;
         let owner = caller.owner_filter().or(owner.0);
         let rows = self
+            .svc
             .runner
             .store
             .workflows(owner.as_deref(), limit.0, offset.0)
@@ -340,23 +350,29 @@ impl WorkflowsApi {
     async fn cancel(&self, caller: Caller, id: Path<String>) -> ApiResult<WorkflowCancelled> {
         require(&caller, Action::Cancel, "cancel workflows")?;
         let w = self.visible(&caller, &id)?;
-        self.runner
+        self.svc
+            .runner
             .store
             .set_workflow_cancelled(&w.id)
             .map_err(internal)?;
         // Skips every waiting job; after it, no job of the workflow starts any more.
-        self.runner.advance(&w.id);
-        let jobs = self.runner.store.workflow_jobs(&w.id).map_err(internal)?;
+        self.svc.runner.advance(&w.id);
+        let jobs = self
+            .svc
+            .runner
+            .store
+            .workflow_jobs(&w.id)
+            .map_err(internal)?;
         let mut stopping = 0;
         for j in jobs
             .iter()
             .filter(|j| !crate::server::scheduler::queue::row_is_final(j))
         {
-            if self.runner.cancel(&j.id) {
+            if self.svc.runner.cancel(&j.id) {
                 stopping += 1;
             }
         }
-        self.runner.store.audit(
+        self.svc.runner.store.audit(
             &caller.user,
             "workflow.cancel",
             Some(&w.id),

@@ -38,18 +38,15 @@ pub(crate) struct Live {
     pub(crate) log: Option<LogStream>,
 }
 
-/// How many jobs run at once, how long a cancelled one gets, and the limits every job gets.
+/// How many jobs run at once, and how long a cancelled one gets.
 pub struct RunnerOptions {
     pub max_concurrent: usize,
     /// Between SIGTERM and SIGKILL when a job is cancelled.
     pub grace: Duration,
-    pub limits: crate::server::service::limits::ServerLimits,
 }
 
 pub struct Runner {
     pub store: Store,
-    /// The server's default and maximum job limits.
-    pub limits: crate::server::service::limits::ServerLimits,
     pub(crate) packager: Packager,
     pub(crate) executor: Arc<dyn Executor>,
     pub(crate) data_dir: PathBuf,
@@ -78,11 +75,9 @@ impl Runner {
         let RunnerOptions {
             max_concurrent,
             grace,
-            limits,
         } = opts;
         Arc::new(Runner {
             store,
-            limits,
             packager,
             executor,
             work_root: work_root.unwrap_or_else(|| data_dir.clone()),

@@ -8,11 +8,6 @@
 //! Answers: no or bad credentials -> 401; a role that may not do this -> 403; a job of another
 //! user -> 404, exactly as if it did not exist.
 
-use std::sync::Arc;
-
-use poem::http::StatusCode;
-use poem::{FromRequest, IntoResponse, Request, RequestBody, Response};
-
 use crate::server::service::error::{ServiceError, ServiceResult};
 use crate::server::store::Store;
 use crate::server::store::accounts::{Role, check_user_name};
@@ -96,14 +91,6 @@ impl Caller {
     }
 }
 
-impl<'a> FromRequest<'a> for Caller {
-    async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
-        req.extensions().get::<Caller>().cloned().ok_or_else(|| {
-            poem::Error::from_string("authentication required", StatusCode::UNAUTHORIZED)
-        })
-    }
-}
-
 /// Refused (`Forbidden`) unless the caller's role allows `action`; `what` says what was asked.
 pub fn require(caller: &Caller, action: Action, what: &str) -> ServiceResult<()> {
     if caller.may(action) {
@@ -115,33 +102,20 @@ pub fn require(caller: &Caller, action: Action, what: &str) -> ServiceResult<()>
     ))
 }
 
-/// Paths anyone may fetch: liveness, the API description, the dashboard's static files.
-fn is_public(path: &str) -> bool {
-    path == "/v1/health"
-        || path == "/openapi.json"
-        || path == "/docs"
-        || path.starts_with("/docs/")
-        || path == "/"
-        || path.starts_with("/ui/")
-}
-
 pub struct Authenticator {
     pub mode: AuthMode,
     pub store: Store,
 }
 
-fn unauthorized(message: String) -> Response {
-    let body = serde_json::json!({"code": "unauthorized", "message": message, "status": 401});
-    Response::builder()
-        .status(StatusCode::UNAUTHORIZED)
-        .header("WWW-Authenticate", "Bearer realm=\"jobpack\"")
-        .content_type("application/json")
-        .body(body.to_string())
-}
-
 impl Authenticator {
-    /// The caller of `req`, or why they get a 401.
-    fn identify(&self, req: &Request) -> Result<Caller, String> {
+    /// The caller who presented `authorization` (the value of an `Authorization` header, or a
+    /// gRPC `authorization` metadata entry) and/or a client certificate, or why they are
+    /// refused (a 401 over HTTP).
+    pub fn identify(
+        &self,
+        authorization: Option<&str>,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<Caller, String> {
         if self.mode == AuthMode::None {
             return Ok(Caller {
                 user: "local".into(),
@@ -149,11 +123,7 @@ impl Authenticator {
                 via: Via::Nothing,
             });
         }
-        let header = req
-            .headers()
-            .get(poem::http::header::AUTHORIZATION)
-            .map(|v| v.to_str().unwrap_or(""));
-        if let Some(h) = header {
+        if let Some(h) = authorization {
             let token = h
                 .strip_prefix("Bearer ")
                 .or_else(|| h.strip_prefix("bearer "))
@@ -176,8 +146,8 @@ impl Authenticator {
                 via: Via::Token(t.id),
             });
         }
-        if let Some(peer) = PeerIdentity::of(req) {
-            return self.certificate_caller(&peer);
+        if let Some(peer) = peer {
+            return self.certificate_caller(peer);
         }
         Err(
             "authentication required: send \"Authorization: Bearer <token>\" or a client \
@@ -223,22 +193,6 @@ impl Authenticator {
             Err(e) => Err(format!("cannot check user {cn}: {e:#}")),
         }
     }
-}
-
-/// Middleware: puts the `Caller` into the request, or answers 401 for protected paths.
-pub async fn authenticate<E: poem::Endpoint>(
-    ep: E,
-    mut req: Request,
-    auth: Arc<Authenticator>,
-) -> poem::Result<Response> {
-    match auth.identify(&req) {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-        }
-        Err(why) if !is_public(req.uri().path()) => return Ok(unauthorized(why)),
-        Err(_) => {}
-    }
-    ep.call(req).await.map(IntoResponse::into_response)
 }
 
 #[cfg(test)]

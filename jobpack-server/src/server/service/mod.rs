@@ -8,3 +8,20 @@ pub mod error;
 pub mod jobs;
 pub mod limits;
 pub mod submit;
+
+use std::sync::Arc;
+
+use crate::server::scheduler::queue::Runner;
+
+/// The service every front door holds: the runner (and through it the store) and the settings
+/// the rules read. A door is a thin adapter: it parses its protocol's request, calls the rules
+/// with this, and maps the answer.
+pub struct Service {
+    pub runner: Arc<Runner>,
+    /// The server's default and maximum job limits, and where jobs may fetch from.
+    pub limits: limits::ServerLimits,
+    /// The most jobs that may wait for a slot; a group that would pass it waits (503 over HTTP).
+    pub max_queued: usize,
+    /// Whether `file://` git URLs are allowed.
+    pub allow_file_urls: bool,
+}

@@ -6,12 +6,13 @@
 //! caller's last step (`Runner::spawn` or a workflow's advance).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::server::scheduler::queue::{Runner, Submission};
+use crate::server::service::Service;
 use crate::server::service::auth::{Action, Caller, require};
 use crate::server::service::error::{Kind, ServiceError, ServiceResult};
+use crate::server::service::limits::ServerLimits;
 use crate::server::store::accounts::Quota;
 use crate::server::store::{Group, InsertError, JobRow, JobStatus, now};
 use jobpack_core::JobSpec;
@@ -19,43 +20,36 @@ use jobpack_core::exec::{Limits, NetworkPolicy};
 
 /// One submission being checked and stored, for its owner.
 pub(crate) struct Submitter<'a> {
-    runner: &'a Arc<Runner>,
+    svc: &'a Service,
     caller: &'a Caller,
     /// Whom the jobs belong to.
     pub owner: String,
     pub quota: Quota,
-    allow_file_urls: bool,
 }
 
 impl<'a> Submitter<'a> {
     /// 403 unless the caller may submit; the owner (`owner`: an admin's choice) and their quota.
-    pub fn new(
-        runner: &'a Arc<Runner>,
-        caller: &'a Caller,
-        owner: Option<String>,
-        allow_file_urls: bool,
-    ) -> ServiceResult<Self> {
+    pub fn new(svc: &'a Service, caller: &'a Caller, owner: Option<String>) -> ServiceResult<Self> {
         require(caller, Action::Submit, "submit jobs")?;
-        let (owner, quota) = owner_and_quota(&runner.store, caller, owner)?;
+        let (owner, quota) = owner_and_quota(&svc.runner.store, caller, owner)?;
         Ok(Submitter {
-            runner,
+            svc,
             caller,
             owner,
             quota,
-            allow_file_urls,
         })
     }
 
     /// Parses one job's submission object (spec plus `run`, `limits`, `network`, `secret_env`,
     /// `owner`).
     pub fn parse(&self, body: serde_json::Value) -> ServiceResult<Parsed> {
-        parse_submission(body, self.allow_file_urls)
+        parse_submission(body, self.svc.allow_file_urls)
     }
 
     /// The checks that need no network: the limits (quota, server defaults and maxima) and the
     /// host-network grant.
     pub fn limit(&self, p: &mut Parsed) -> ServiceResult<()> {
-        apply_quota(&mut p.sub, &self.quota, &self.runner.limits)
+        apply_quota(&mut p.sub, &self.quota, &self.svc.limits)
     }
 
     /// Every check of one job: [`Submitter::limit`], then [`Submitter::destinations`].
@@ -66,7 +60,7 @@ impl<'a> Submitter<'a> {
 
     /// The check that resolves names: every destination the spec fetches from is allowed.
     pub async fn destinations(&self, spec: &JobSpec) -> ServiceResult<()> {
-        check_destinations(self.runner, spec).await
+        check_destinations(&self.svc.limits, spec).await
     }
 
     /// The row of a checked job (`queued`) and its secrets as stored.
@@ -91,11 +85,13 @@ impl<'a> Submitter<'a> {
         target: &str,
         detail: Option<&str>,
     ) -> ServiceResult<()> {
-        self.runner
+        self.svc
+            .runner
             .store
             .insert_all(group, rows, self.quota.max_concurrent)
             .map_err(|e| insert_failed(&self.owner, e))?;
-        self.runner
+        self.svc
+            .runner
             .store
             .audit(&self.caller.user, action, Some(target), detail);
         Ok(())
@@ -226,7 +222,7 @@ pub(crate) const MASK: &str = "***";
 pub(crate) fn apply_quota(
     sub: &mut Submission,
     q: &Quota,
-    server: &crate::server::service::limits::ServerLimits,
+    server: &ServerLimits,
 ) -> ServiceResult<()> {
     if sub.network == NetworkPolicy::Host && q.allow_host_network != Some(true) {
         return Err(ServiceError::forbidden(
@@ -244,12 +240,11 @@ pub(crate) fn apply_quota(
 /// Refuses a submission that names a destination the server may not fetch from (loopback,
 /// private, link-local, ... unless allowed with --allow-fetch-from): 400 `forbidden_destination`.
 /// The fetch checks again at every connection and redirect.
-pub(crate) async fn check_destinations(runner: &Runner, spec: &JobSpec) -> ServiceResult<()> {
+pub(crate) async fn check_destinations(limits: &ServerLimits, spec: &JobSpec) -> ServiceResult<()> {
     let Ok(job) = spec.validate() else {
         return Ok(());
     };
-    runner
-        .limits
+    limits
         .destinations
         .check_job(&job)
         .await
