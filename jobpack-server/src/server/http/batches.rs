@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::server::http::jobs::{JobInfo, rfc3339};
-use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem};
+use crate::server::http::problem::{ApiError, ApiResult, Submitted, internal, problem};
 use crate::server::http::schema::{BatchSubmissionDoc, Documented};
 use crate::server::service::Service;
 use crate::server::service::auth::require;
@@ -92,24 +92,6 @@ pub struct BatchList {
 }
 
 // One answer per request: the size of the variants does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_batch")]
-pub enum BatchCreated {
-    /// Every job accepted and queued.
-    #[oai(status = 201)]
-    Created(Json<BatchInfo>),
-    /// A job is invalid (the message names it: `jobs[3].command: ...`); nothing was created.
-    #[oai(status = 400)]
-    BadRequest(Json<Problem>),
-    /// Too many jobs are waiting; try again later.
-    #[oai(status = 503)]
-    Busy(Json<Problem>),
-}
-
-pub fn bad_batch(err: poem::Error) -> BatchCreated {
-    BatchCreated::BadRequest(problem(400, "bad_request", err.to_string()))
-}
 
 #[derive(ApiResponse)]
 pub enum BatchCancelled {
@@ -148,7 +130,7 @@ impl BatchesApi {
         &self,
         caller: Caller,
         body: Json<Documented<BatchSubmissionDoc>>,
-    ) -> ApiResult<BatchCreated> {
+    ) -> ApiResult<Submitted<BatchInfo>> {
         require(&caller, Action::Submit, "submit jobs")?;
         let bad = |m: String| ApiError::BadRequest(problem(400, "bad_request", m));
         let mut body = body.0.0;
@@ -184,7 +166,7 @@ impl BatchesApi {
             )));
         }
         if let Some(why) = group_busy(&self.svc.runner, self.svc.max_queued, jobs.len(), "batch") {
-            return Ok(BatchCreated::Busy(problem(503, "busy", why)));
+            return Ok(Submitted::Busy(problem(503, "busy", why)));
         }
         let submitter = Submitter::new(&self.svc, &caller, owner)?;
         let owner = submitter.owner.clone();
@@ -225,7 +207,7 @@ impl BatchesApi {
             .store
             .batch_counters(&batch.id)
             .map_err(internal)?;
-        Ok(BatchCreated::Created(Json(info(batch, counters, None))))
+        Ok(Submitted::Created(Json(info(batch, counters, None))))
     }
 
     /// Batches, newest first (the caller's own; admins see everyone's, or `owner`'s).

@@ -14,7 +14,7 @@ use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi, Tags};
 
 use crate::server::http::downloads::{Download, file_download, tarball};
 use crate::server::http::logs::{LogText, StreamItem, log_events};
-pub use crate::server::http::problem::{ApiError, Problem};
+pub use crate::server::http::problem::{ApiError, Problem, Submitted};
 use crate::server::http::problem::{ApiResult, internal, problem};
 use crate::server::http::schema::{Documented, JobSubmissionDoc};
 use crate::server::http::uploads::{UploadJob, store_uploads};
@@ -165,24 +165,6 @@ pub enum CreateJob {
 }
 
 #[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request_created")]
-pub enum CreateResponse {
-    /// Accepted and queued.
-    #[oai(status = 201)]
-    Created(Json<Created>),
-    /// The body is not a valid submission.
-    #[oai(status = 400)]
-    BadRequest(Json<Problem>),
-    /// Too many jobs are waiting; try again later.
-    #[oai(status = 503)]
-    Busy(Json<Problem>),
-}
-
-pub fn bad_request_created(err: poem::Error) -> CreateResponse {
-    CreateResponse::BadRequest(problem(400, "bad_request", err.to_string()))
-}
-
-#[derive(ApiResponse)]
 pub enum Accepted {
     /// The job is being stopped.
     #[oai(status = 202)]
@@ -204,10 +186,10 @@ pub struct JobsApi {
 impl JobsApi {
     /// Submit a job: pack it, then (unless `"run": false`) run it in the sandbox.
     #[oai(path = "/jobs", method = "post")]
-    async fn create(&self, caller: Caller, body: CreateJob) -> ApiResult<CreateResponse> {
+    async fn create(&self, caller: Caller, body: CreateJob) -> ApiResult<Submitted<Created>> {
         require(&caller, Action::Submit, "submit jobs")?;
         if self.svc.runner.queue_depth() >= self.svc.max_queued {
-            return Ok(CreateResponse::Busy(problem(
+            return Ok(Submitted::Busy(problem(
                 503,
                 "busy",
                 format!(
@@ -270,7 +252,7 @@ impl JobsApi {
             return Err(e.into());
         }
         self.svc.runner.spawn(id.clone());
-        Ok(CreateResponse::Created(Json(Created {
+        Ok(Submitted::Created(Json(Created {
             job_id: id,
             status: jobpack_core::JobStatus::Queued.as_str().into(),
         })))

@@ -51,6 +51,30 @@ pub enum ApiError {
     InsufficientStorage(Json<Problem>),
 }
 
+/// The answer to a submission, whatever it submits (a job, a batch, a workflow).
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, ApiResponse)]
+#[oai(bad_request_handler = "bad_submission")]
+pub enum Submitted<T: poem_openapi::types::ToJSON + Send + Sync> {
+    /// Accepted: everything is stored; the jobs that can start are queued.
+    #[oai(status = 201)]
+    Created(Json<T>),
+    /// The submission is invalid: the message names each problem at its path
+    /// (`data[1].sha256: ...`, `jobs[3].command: ...`, `jobs.report.requires[0]: ...`); nothing
+    /// was created.
+    #[oai(status = 400)]
+    BadRequest(Json<Problem>),
+    /// Too many jobs are waiting; try again later.
+    #[oai(status = 503)]
+    Busy(Json<Problem>),
+}
+
+pub fn bad_submission<T: poem_openapi::types::ToJSON + Send + Sync>(
+    err: poem::Error,
+) -> Submitted<T> {
+    Submitted::BadRequest(problem(400, "bad_request", err.to_string()))
+}
+
 pub(crate) fn problem(status: u16, code: &str, message: impl Into<String>) -> Json<Problem> {
     Json(Problem {
         code: code.into(),

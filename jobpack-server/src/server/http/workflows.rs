@@ -10,7 +10,7 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::server::http::jobs::rfc3339;
-use crate::server::http::problem::{ApiError, ApiResult, Problem, internal, problem};
+use crate::server::http::problem::{ApiError, ApiResult, Submitted, internal, problem};
 use crate::server::service::Service;
 use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
@@ -135,25 +135,6 @@ pub struct WorkflowList {
 }
 
 // One answer per request: the size of the variants does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_workflow")]
-pub enum WorkflowCreated {
-    /// Accepted: every job is stored; those that require nothing are queued.
-    #[oai(status = 201)]
-    Created(Json<WorkflowInfo>),
-    /// The workflow is invalid (the message names every problem at its path, e.g.
-    /// `jobs.report.requires[0]: unknown job "x"`); nothing was created.
-    #[oai(status = 400)]
-    BadRequest(Json<Problem>),
-    /// Too many jobs are waiting; try again later.
-    #[oai(status = 503)]
-    Busy(Json<Problem>),
-}
-
-pub fn bad_workflow(err: poem::Error) -> WorkflowCreated {
-    WorkflowCreated::BadRequest(problem(400, "bad_request", err.to_string()))
-}
 
 #[derive(ApiResponse)]
 pub enum WorkflowCancelled {
@@ -193,7 +174,11 @@ impl WorkflowsApi {
     /// `jobs`, each job a submission as for `POST /jobs` plus `requires: [{other: status}]`.
     /// Everything is checked before anything is stored or started.
     #[oai(path = "/workflows", method = "post")]
-    async fn create(&self, caller: Caller, body: Binary<Vec<u8>>) -> ApiResult<WorkflowCreated> {
+    async fn create(
+        &self,
+        caller: Caller,
+        body: Binary<Vec<u8>>,
+    ) -> ApiResult<Submitted<WorkflowInfo>> {
         require(&caller, Action::Submit, "submit jobs")?;
         let bad = |code: &str, m: String| ApiError::BadRequest(problem(400, code, m));
         if body.0.len() > MAX_FILE_BYTES {
@@ -220,7 +205,7 @@ impl WorkflowsApi {
             wf.jobs.len(),
             "workflow",
         ) {
-            return Ok(WorkflowCreated::Busy(problem(503, "busy", why)));
+            return Ok(Submitted::Busy(problem(503, "busy", why)));
         }
         let submitter = Submitter::new(&self.svc, &caller, None)?;
         let owner = submitter.owner.clone();
@@ -303,7 +288,7 @@ impl WorkflowsApi {
             Some(&detail),
         )?;
         self.svc.runner.advance(&w.id);
-        Ok(WorkflowCreated::Created(Json(self.info(w)?)))
+        Ok(Submitted::Created(Json(self.info(w)?)))
     }
 
     /// Workflows, newest first (the caller's own; admins see everyone's, or `owner`'s).
