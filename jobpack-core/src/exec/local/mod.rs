@@ -18,6 +18,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::cgroup::{self, Cgroup};
+use super::logs::streams::Stream;
 use super::logs::{LogStream, LogWriter};
 use super::{
     ExecError, Executor, IsolationMode, IsolationReport, Limits, NetworkPolicy, Outcome, RunHandle,
@@ -368,8 +369,8 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
         let n = cap_hit.clone();
         Arc::new(move || n.notify_one())
     };
-    let t_out = writer.capture(stdout, on_cap.clone());
-    let t_err = writer.capture(stderr, on_cap);
+    let t_out = writer.capture(stdout, Stream::Stdout, on_cap.clone());
+    let t_err = writer.capture(stderr, Stream::Stderr, on_cap);
 
     let (outcome_tx, outcome_rx) = watch::channel(None);
     let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();

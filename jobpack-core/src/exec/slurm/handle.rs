@@ -163,7 +163,7 @@ pub(super) fn pump(
     if last {
         masker.finish(&mut masked);
     }
-    masked.is_empty() || writer.append(&masked).unwrap_or(false)
+    masked.is_empty() || writer.append(&masked, Stream::Stdout).unwrap_or(false)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -24,6 +24,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
+use super::logs::streams::Stream;
 use super::logs::{LogWriter, Masker};
 use super::{
     ExecError, Executor, IsolationReport, LogStream, Outcome, RunHandle, RunRequest, RunStatus,

@@ -15,6 +15,12 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
+mod mask;
+pub mod streams;
+
+pub(crate) use mask::Masker;
+use streams::{Stream, StreamIndexWriter};
+
 /// The published state of a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Committed {
@@ -169,6 +175,10 @@ struct WriterState {
     /// in the log, so it must be masked there, not per stream.
     masker: Masker,
     scratch: Vec<u8>,
+    /// Which stream each byte came from (`streams.rs`).
+    index: StreamIndexWriter,
+    /// The stream of the last append (what the masker's held-back bytes are attributed to).
+    last_stream: Stream,
     /// Output dropped because the file could not be written, and why.
     lost: u64,
     write_error: Option<String>,
@@ -178,6 +188,7 @@ impl LogWriter {
     /// Creates (truncates) the log file.
     pub(crate) fn create(path: &Path, cap: Option<u64>) -> io::Result<(LogWriter, LogStream)> {
         let file = File::create(path)?;
+        let index = StreamIndexWriter::create(path)?;
         let (tx, rx) = watch::channel(Committed {
             len: 0,
             closed: false,
@@ -192,6 +203,8 @@ impl LogWriter {
                 open_streams: 0,
                 masker: Masker::new(&[]),
                 scratch: Vec::new(),
+                index,
+                last_stream: Stream::Stdout,
                 lost: 0,
                 write_error: None,
             })),
@@ -211,17 +224,18 @@ impl LogWriter {
         s.masker = Masker::new(secrets);
     }
 
-    /// Appends through the masker (bytes that may begin a secret wait for the next append, from
-    /// either stream); returns `false` once the log cap is reached.
-    pub(crate) fn append_masked(&self, data: &[u8]) -> io::Result<bool> {
+    /// Appends `stream`'s bytes through the masker (bytes that may begin a secret wait for the
+    /// next append, from either stream, and are attributed to the stream whose append releases
+    /// them); returns `false` once the log cap is reached.
+    pub(crate) fn append_masked(&self, data: &[u8], stream: Stream) -> io::Result<bool> {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if s.masker.is_noop() {
-            return Self::append_locked(&mut s, data);
+            return Self::append_locked(&mut s, data, stream);
         }
         let mut out = std::mem::take(&mut s.scratch);
         out.clear();
         s.masker.push(data, &mut out);
-        let r = Self::append_locked(&mut s, &out);
+        let r = Self::append_locked(&mut s, &out, stream);
         s.scratch = out;
         r
     }
@@ -234,19 +248,22 @@ impl LogWriter {
         if out.is_empty() {
             return Ok(!s.exceeded);
         }
-        Self::append_locked(&mut s, &out)
+        let stream = s.last_stream;
+        Self::append_locked(&mut s, &out, stream)
     }
 
-    /// Appends; returns `false` once the log cap is reached (the rest is dropped).
-    pub(crate) fn append(&self, data: &[u8]) -> io::Result<bool> {
+    /// Appends `stream`'s bytes; returns `false` once the log cap is reached (the rest is
+    /// dropped).
+    pub(crate) fn append(&self, data: &[u8], stream: Stream) -> io::Result<bool> {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        Self::append_locked(&mut s, data)
+        Self::append_locked(&mut s, data, stream)
     }
 
-    fn append_locked(s: &mut WriterState, data: &[u8]) -> io::Result<bool> {
+    fn append_locked(s: &mut WriterState, data: &[u8], stream: Stream) -> io::Result<bool> {
         if s.exceeded {
             return Ok(false);
         }
+        s.last_stream = stream;
         let mut take = data.len();
         if let Some(cap) = s.cap {
             let room = cap.saturating_sub(s.len);
@@ -255,7 +272,12 @@ impl LogWriter {
                 s.exceeded = true;
             }
         }
-        if let Err(e) = s.file.write_all(&data[..take]) {
+        if take == 0 {
+            return Ok(!s.exceeded);
+        }
+        // The run's record goes first, so that a reader below the published length has it.
+        let indexed = s.index.note(stream, s.len);
+        if let Err(e) = indexed.and_then(|_| s.file.write_all(&data[..take])) {
             // A write that failed part way (a full disk) is undone, so the file keeps matching
             // the published length; the bytes are counted as lost and the job goes on.
             use std::io::Seek;
@@ -301,6 +323,7 @@ impl LogWriter {
     pub(crate) fn capture(
         &self,
         mut src: File,
+        stream: Stream,
         on_cap: Arc<dyn Fn() + Send + Sync>,
     ) -> std::thread::JoinHandle<io::Result<()>> {
         let w = self.clone();
@@ -341,7 +364,7 @@ impl LogWriter {
                         own.push(&buf[..n], &mut out);
                         &out[..]
                     };
-                    match w.append_masked(data) {
+                    match w.append_masked(data, stream) {
                         Ok(true) => {}
                         Ok(false) => {
                             capped = true;
@@ -352,7 +375,7 @@ impl LogWriter {
                 };
                 out.clear();
                 own.finish(&mut out);
-                if !capped && !out.is_empty() && !w.append_masked(&out).unwrap_or(false) {
+                if !capped && !out.is_empty() && !w.append_masked(&out, stream).unwrap_or(false) {
                     capped = true;
                     on_cap();
                 }
@@ -376,119 +399,36 @@ impl LogWriter {
     }
 }
 
-/// Replaces secret values in a byte stream with `***`, also when a secret is split across writes:
-/// bytes that could be the start of a secret are held back until the next write decides.
-#[derive(Debug)]
-pub(crate) struct Masker {
-    secrets: Vec<Vec<u8>>,
-    pending: Vec<u8>,
-}
-
-pub(crate) const MASK: &[u8] = b"***";
-
-impl Masker {
-    pub(crate) fn new(secrets: &[Vec<u8>]) -> Self {
-        let mut secrets: Vec<Vec<u8>> = secrets.iter().filter(|s| !s.is_empty()).cloned().collect();
-        // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
-        Masker {
-            secrets,
-            pending: Vec::new(),
-        }
-    }
-
-    /// Whether there is nothing to mask.
-    pub(crate) fn is_noop(&self) -> bool {
-        self.secrets.is_empty()
-    }
-
-    pub(crate) fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        if self.secrets.is_empty() {
-            out.extend_from_slice(data);
-            return;
-        }
-        self.pending.extend_from_slice(data);
-        let buf = &self.pending;
-        let mut i = 0;
-        let mut plain_start = 0;
-        'scan: while i < buf.len() {
-            let rest = &buf[i..];
-            for s in &self.secrets {
-                if rest.starts_with(s) {
-                    out.extend_from_slice(&buf[plain_start..i]);
-                    out.extend_from_slice(MASK);
-                    i += s.len();
-                    plain_start = i;
-                    continue 'scan;
-                }
-            }
-            if self
-                .secrets
-                .iter()
-                .any(|s| s.len() > rest.len() && s.starts_with(rest))
-            {
-                // `rest` may be the beginning of a secret: wait for more bytes.
-                break;
-            }
-            i += 1;
-        }
-        out.extend_from_slice(&buf[plain_start..i]);
-        self.pending.drain(..i);
-    }
-
-    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
-        out.append(&mut self.pending);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mask(secrets: &[&str], writes: &[&str]) -> String {
-        let secrets: Vec<Vec<u8>> = secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
-        let mut m = Masker::new(&secrets);
-        let mut out = Vec::new();
-        for w in writes {
-            m.push(w.as_bytes(), &mut out);
-        }
-        m.finish(&mut out);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn masks_whole_and_split_secrets() {
-        assert_eq!(mask(&["hunter2"], &["pw=hunter2!"]), "pw=***!");
-        assert_eq!(mask(&["hunter2"], &["pw=hun", "ter2!"]), "pw=***!");
-        assert_eq!(
-            mask(&["hunter2"], &["h", "u", "n", "t", "e", "r", "2", "\n"]),
-            "***\n"
-        );
-        assert_eq!(mask(&["hunter2"], &["hunt", "ing"]), "hunting");
-        assert_eq!(mask(&["hunter2"], &["hunte"]), "hunte");
-        assert_eq!(mask(&["abc", "abcdef"], &["xabcdefy abc"]), "x***y ***");
-        assert_eq!(mask(&["aab"], &["aaab"]), "a***");
-        assert_eq!(mask(&[""], &["nothing"]), "nothing");
-    }
 
     #[tokio::test]
     async fn late_and_slow_readers_see_everything_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let (w, stream) = LogWriter::create(&dir.path().join("log"), None).unwrap();
-        w.append(b"one ").unwrap();
+        w.append(b"one ", Stream::Stdout).unwrap();
         let mut early = stream.reader();
         assert_eq!(early.next_chunk(100).await.unwrap().unwrap(), b"one ");
-        w.append(b"two ").unwrap();
+        w.append(b"two ", Stream::Stderr).unwrap();
         let mut late = stream.reader();
         let mut resumed = stream.reader_at(4);
-        w.append(b"three").unwrap();
+        w.append(b"three", Stream::Stdout).unwrap();
         w.close();
         assert_eq!(early.read_to_end().await.unwrap(), b"two three");
         assert_eq!(late.read_to_end().await.unwrap(), b"one two three");
         assert_eq!(resumed.read_to_end().await.unwrap(), b"two three");
         let mut after = LogStream::finished(dir.path().join("log")).reader();
         assert_eq!(after.read_to_end().await.unwrap(), b"one two three");
+        let runs = streams::StreamRuns::read(&dir.path().join("log")).unwrap();
+        assert_eq!(
+            runs.segments(0, 13),
+            [
+                (0, 4, Stream::Stdout),
+                (4, 8, Stream::Stderr),
+                (8, 13, Stream::Stdout)
+            ]
+        );
     }
 
     #[test]
@@ -497,8 +437,8 @@ mod tests {
         let (w, _s) = LogWriter::create(&dir.path().join("log"), None).unwrap();
         w.set_secrets(&[b"hunter2".to_vec()]);
         // stderr's first byte, then stdout's rest: "hunter2" whole in the file.
-        w.append_masked(b"pw=h").unwrap();
-        w.append_masked(b"unter2\n").unwrap();
+        w.append_masked(b"pw=h", Stream::Stderr).unwrap();
+        w.append_masked(b"unter2\n", Stream::Stdout).unwrap();
         w.flush_masker().unwrap();
         assert_eq!(std::fs::read(dir.path().join("log")).unwrap(), b"pw=***\n");
     }
@@ -507,9 +447,9 @@ mod tests {
     fn the_cap_truncates_and_reports() {
         let dir = tempfile::tempdir().unwrap();
         let (w, _s) = LogWriter::create(&dir.path().join("log"), Some(10)).unwrap();
-        assert!(w.append(b"12345").unwrap());
-        assert!(!w.append(b"6789012").unwrap());
-        assert!(!w.append(b"more").unwrap());
+        assert!(w.append(b"12345", Stream::Stdout).unwrap());
+        assert!(!w.append(b"6789012", Stream::Stdout).unwrap());
+        assert!(!w.append(b"more", Stream::Stdout).unwrap());
         assert_eq!(
             std::fs::read(dir.path().join("log")).unwrap(),
             b"1234567890"
