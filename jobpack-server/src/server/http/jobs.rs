@@ -13,18 +13,17 @@ use poem_openapi::payload::{Attachment, Binary, EventStream, Json};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi, Tags};
 
 use crate::server::http::downloads::{Download, file_download, tarball};
-use crate::server::http::logs::{LogText, StreamItem, log_events};
+use crate::server::http::logs::{LogStreamName, LogText, StreamItem, log_body, log_events};
 pub use crate::server::http::problem::{ApiError, Problem, Submitted};
 use crate::server::http::problem::{ApiResult, internal, problem};
 use crate::server::http::schema::{Documented, JobSubmissionDoc};
 use crate::server::http::uploads::{UploadJob, store_uploads};
-use crate::server::scheduler::queue::row_is_final;
 use crate::server::service::Service;
 use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
-use crate::server::service::jobs::visible_row;
-use crate::server::service::submit::{Submitter, insert_failed, parse_submission};
-use crate::server::store::{Group, InsertError, JobRow, ListFilter, now};
+use crate::server::service::jobs::{self, visible_row};
+use crate::server::service::submit::{Submitter, parse_submission, queue_full};
+use crate::server::store::{JobRow, ListFilter, now};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -188,15 +187,8 @@ impl JobsApi {
     #[oai(path = "/jobs", method = "post")]
     async fn create(&self, caller: Caller, body: CreateJob) -> ApiResult<Submitted<Created>> {
         require(&caller, Action::Submit, "submit jobs")?;
-        if self.svc.runner.queue_depth() >= self.svc.max_queued {
-            return Ok(Submitted::Busy(problem(
-                503,
-                "busy",
-                format!(
-                    "{} jobs are already waiting; try again later",
-                    self.svc.runner.queue_depth()
-                ),
-            )));
+        if let Some(why) = queue_full(&self.svc) {
+            return Ok(Submitted::Busy(problem(503, "busy", why)));
         }
         let id = uuid::Uuid::new_v4().to_string();
         let (mut parsed, upload) = match body {
@@ -216,20 +208,7 @@ impl JobsApi {
         };
         let submitter = Submitter::new(&self.svc, &caller, parsed.owner.clone())?;
         submitter.check(&mut parsed).await?;
-        let owner = submitter.owner.clone();
-        // Checked here too (a quick answer before an upload is stored); the insert re-checks it
-        // atomically.
-        if let Some(max) = submitter.quota.max_concurrent
-            && self
-                .svc
-                .runner
-                .store
-                .active_count(&owner)
-                .map_err(internal)?
-                >= max
-        {
-            return Err(insert_failed(&owner, InsertError::TooManyActive(max)).into());
-        }
+        submitter.has_room()?;
         let source = match upload {
             Some(up) => {
                 store_uploads(&self.svc.runner, &id, &parsed.sub, up).await?;
@@ -237,21 +216,7 @@ impl JobsApi {
             }
             None => "spec",
         };
-        let row = submitter.row(&id, &parsed, source, None)?;
-        let detail = match (&row.0.name, owner != caller.user) {
-            (Some(n), true) => format!("name={n} owner={owner}"),
-            (Some(n), false) => format!("name={n}"),
-            (None, true) => format!("owner={owner}"),
-            (None, false) => String::new(),
-        };
-        let detail = Some(detail.as_str()).filter(|d| !d.is_empty());
-        if let Err(e) = submitter.store(Group::None, &[row], "job.submit", &id, detail) {
-            if let Err(rm) = self.svc.runner.remove_files(&id) {
-                eprintln!("jobpack: job {id}: cannot remove the files of a refused job: {rm}");
-            }
-            return Err(e.into());
-        }
-        self.svc.runner.spawn(id.clone());
+        submitter.submit_one(&id, &parsed, source)?;
         Ok(Submitted::Created(Json(Created {
             job_id: id,
             status: jobpack_core::JobStatus::Queued.as_str().into(),
@@ -335,8 +300,10 @@ impl JobsApi {
         }))
     }
 
-    /// The log so far, as plain text: from byte `offset`, or the last `tail` bytes. Streamed
-    /// from the file (seek, then read only what is returned), so a huge log costs no memory.
+    /// The log so far, as plain text: from byte `offset`, or the last `tail` bytes, of both
+    /// streams as the job wrote them or of one (`stream=stdout|stderr`; `offset` and `tail` count
+    /// bytes of the whole log). Streamed from the file (seek, then read only what is returned), so
+    /// a huge log costs no memory.
     #[oai(path = "/jobs/:id/logs", method = "get")]
     async fn logs(
         &self,
@@ -347,30 +314,27 @@ impl JobsApi {
         #[oai(validator(minimum(value = "0"), maximum(value = "9223372036854775807")))] tail: Query<
             Option<u64>,
         >,
+        /// Only this stream's bytes.
+        stream: Query<Option<LogStreamName>>,
     ) -> ApiResult<LogText> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
         self.row(&caller, &id)?;
         let path = self.svc.runner.log_path(&id);
-        let mut f = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
+        // The length now: a log still growing is answered up to here.
+        let len = match tokio::fs::metadata(&path).await {
+            Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(LogText::Ok(Binary(Body::empty())));
             }
             Err(e) => return Err(internal(e)),
         };
-        // The length now: a log still growing is answered up to here.
-        let len = f.metadata().await.map_err(internal)?.len();
         let start = match (offset.0, tail.0) {
             (Some(o), _) => o.min(len),
             (None, Some(t)) => len.saturating_sub(t),
             (None, None) => 0,
         };
-        f.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(internal)?;
-        Ok(LogText::Ok(Binary(Body::from_async_read(
-            f.take(len - start),
-        ))))
+        let only = stream.0.map(LogStreamName::stream);
+        let body = log_body(path, start, len, only).map_err(internal)?;
+        Ok(LogText::Ok(Binary(body)))
     }
 
     /// The log as Server-Sent Events: history then live, each event's id its byte offset
@@ -412,20 +376,7 @@ impl JobsApi {
     /// Stop a job: SIGTERM to all of it, SIGKILL after the grace period. 409 if it has ended.
     #[oai(path = "/jobs/:id/cancel", method = "post")]
     async fn cancel(&self, caller: Caller, id: Path<String>) -> ApiResult<Accepted> {
-        require(&caller, Action::Cancel, "cancel jobs")?;
-        let r = self.row(&caller, &id)?;
-        if row_is_final(&r) || !(self.svc.runner.cancel(&id) || self.svc.runner.cancel_waiting(&r))
-        {
-            return Err(ApiError::Conflict(problem(
-                409,
-                "already_finished",
-                format!("job {} has already ended ({})", r.id, r.status),
-            )));
-        }
-        self.svc
-            .runner
-            .store
-            .audit(&caller.user, "job.cancel", Some(&r.id), None);
+        let r = jobs::cancel(&self.svc, &caller, &id)?;
         Ok(Accepted::Accepted(Json(JobStatus {
             job_id: r.id,
             status: "stopping".into(),
@@ -438,25 +389,7 @@ impl JobsApi {
     /// Delete a job: cancel it if it runs, then remove its files and its record.
     #[oai(path = "/jobs/:id", method = "delete")]
     async fn delete(&self, caller: Caller, id: Path<String>) -> ApiResult<Deleted> {
-        require(&caller, Action::Delete, "delete jobs")?;
-        let r = self.row(&caller, &id)?;
-        if self.svc.runner.cancel(&id) {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-            while self.svc.runner.is_live(&id) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        self.svc.runner.store.delete(&id).map_err(internal)?;
-        self.svc.runner.remove_files(&id).map_err(internal)?;
-        if let Some(w) = &r.workflow_id {
-            // Jobs that required it can no longer have it: they are skipped.
-            self.svc.runner.advance(w);
-        }
-        let detail = format!("owner={} status={}", r.owner, r.status);
-        self.svc
-            .runner
-            .store
-            .audit(&caller.user, "job.delete", Some(&id), Some(&detail));
+        jobs::delete(&self.svc, &caller, &id).await?;
         Ok(Deleted::Deleted)
     }
 

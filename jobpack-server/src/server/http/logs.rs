@@ -1,5 +1,6 @@
-//! A job's log over HTTP: the text (from an offset or the last bytes, seeked and streamed, never
-//! read whole) and the SSE stream of JSON events (history, then live, then `end`).
+//! A job's log over HTTP: the text (from an offset or the last bytes, of both streams or one,
+//! seeked and streamed, never read whole) and the SSE stream of JSON events (history, then live,
+//! then `end`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use poem::Body;
 use poem_openapi::payload::Binary;
 use poem_openapi::{ApiResponse, Object};
 
+use jobpack_core::exec::logs::streams::{Stream, StreamRuns};
+
 use crate::server::scheduler::queue::{Runner, row_is_final};
 use crate::server::store::JobRow;
 
@@ -18,6 +21,88 @@ pub enum LogText {
     /// The log bytes (UTF-8 as the job wrote it).
     #[oai(status = 200, content_type = "text/plain; charset=utf-8")]
     Ok(Binary<Body>),
+}
+
+/// A stream of a job's output, as a query names it.
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "LogStream", rename_all = "lowercase")]
+pub enum LogStreamName {
+    Stdout,
+    Stderr,
+}
+
+impl LogStreamName {
+    pub fn stream(self) -> Stream {
+        match self {
+            LogStreamName::Stdout => Stream::Stdout,
+            LogStreamName::Stderr => Stream::Stderr,
+        }
+    }
+}
+
+/// The log bytes `[start, end)` of the file at `path` as a streamed body; with `only`, just
+/// that stream's bytes (from the index beside the log).
+pub(crate) fn log_body(
+    path: std::path::PathBuf,
+    start: u64,
+    end: u64,
+    only: Option<Stream>,
+) -> std::io::Result<Body> {
+    let segments: Vec<(u64, u64)> = match only {
+        None => vec![(start, end)],
+        Some(want) => StreamRuns::read(&path)?
+            .segments(start, end)
+            .into_iter()
+            .filter(|(_, _, s)| *s == want)
+            .map(|(a, b, _)| (a, b))
+            .collect(),
+    };
+    struct St {
+        path: std::path::PathBuf,
+        file: Option<tokio::fs::File>,
+        segments: std::vec::IntoIter<(u64, u64)>,
+        /// The part of the current segment still to send.
+        at: u64,
+        end: u64,
+    }
+    let st = St {
+        path,
+        file: None,
+        segments: segments.into_iter(),
+        at: 0,
+        end: 0,
+    };
+    let chunks = futures_util::stream::unfold(st, |mut st| async move {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        while st.at >= st.end {
+            (st.at, st.end) = st.segments.next()?;
+        }
+        let want = usize::try_from(st.end - st.at)
+            .unwrap_or(usize::MAX)
+            .min(64 * 1024);
+        let mut buf = vec![0u8; want];
+        let read = async {
+            let f = match &mut st.file {
+                Some(f) => f,
+                None => st.file.insert(tokio::fs::File::open(&st.path).await?),
+            };
+            f.seek(std::io::SeekFrom::Start(st.at)).await?;
+            f.read_exact(&mut buf).await
+        };
+        match read.await {
+            Ok(_) => {
+                st.at += want as u64;
+                Some((Ok(buf), st))
+            }
+            Err(e) => {
+                // Once: the body ends with the error.
+                st.segments = Vec::new().into_iter();
+                st.at = st.end;
+                Some((Err(e), st))
+            }
+        }
+    });
+    Ok(Body::from_bytes_stream(chunks))
 }
 
 /// One event of the log stream.

@@ -1,6 +1,10 @@
-//! The rules of reading and acting on jobs that every door shares: who may see which job.
+//! The rules of reading and acting on jobs that every door shares: who may see which job, and
+//! what cancelling and deleting one does.
 
-use crate::server::scheduler::queue::Runner;
+use std::time::Duration;
+
+use crate::server::scheduler::queue::{Runner, row_is_final};
+use crate::server::service::Service;
 use crate::server::service::auth::{Action, Caller, require};
 use crate::server::service::error::{ServiceError, ServiceResult};
 use crate::server::store::JobRow;
@@ -14,4 +18,46 @@ pub fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ServiceResult<
         .map_err(ServiceError::internal)?
         .filter(|r| caller.sees(&r.owner))
         .ok_or_else(|| ServiceError::not_found(format!("no job {id}")))
+}
+
+/// Stops a job (SIGTERM to all of it, SIGKILL after the grace period; a waiting one is
+/// skipped): `Conflict` if it has already ended. Returns the row as it was.
+pub fn cancel(svc: &Service, caller: &Caller, id: &str) -> ServiceResult<JobRow> {
+    require(caller, Action::Cancel, "cancel jobs")?;
+    let r = visible_row(&svc.runner, caller, id)?;
+    if row_is_final(&r) || !(svc.runner.cancel(id) || svc.runner.cancel_waiting(&r)) {
+        return Err(ServiceError::conflict(
+            "already_finished",
+            format!("job {} has already ended ({})", r.id, r.status),
+        ));
+    }
+    svc.runner
+        .store
+        .audit(&caller.user, "job.cancel", Some(&r.id), None);
+    Ok(r)
+}
+
+/// Deletes a job: cancels it if it runs (waiting up to a minute for it to stop), then removes
+/// its record and its files; a workflow's dependants of it are skipped.
+pub async fn delete(svc: &Service, caller: &Caller, id: &str) -> ServiceResult<()> {
+    require(caller, Action::Delete, "delete jobs")?;
+    let r = visible_row(&svc.runner, caller, id)?;
+    let runner = &svc.runner;
+    if runner.cancel(id) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while runner.is_live(id) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    runner.store.delete(id).map_err(ServiceError::internal)?;
+    runner.remove_files(id).map_err(ServiceError::internal)?;
+    if let Some(w) = &r.workflow_id {
+        // Jobs that required it can no longer have it: they are skipped.
+        runner.advance(w);
+    }
+    let detail = format!("owner={} status={}", r.owner, r.status);
+    runner
+        .store
+        .audit(&caller.user, "job.delete", Some(id), Some(&detail));
+    Ok(())
 }

@@ -98,6 +98,53 @@ impl<'a> Submitter<'a> {
     }
 }
 
+impl Submitter<'_> {
+    /// Refused (`TooManyJobs`) when the owner already has as many unfinished jobs as their quota
+    /// allows: a quick answer before an upload is stored (the insert checks it again, atomically).
+    pub fn has_room(&self) -> ServiceResult<()> {
+        if let Some(max) = self.quota.max_concurrent {
+            let active = self
+                .svc
+                .runner
+                .store
+                .active_count(&self.owner)
+                .map_err(ServiceError::internal)?;
+            if active >= max {
+                return Err(insert_failed(&self.owner, InsertError::TooManyActive(max)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores one checked job `id` (its uploads, if any, already under its directory; `source`
+    /// says which: `spec` or `upload`), audits it, and starts it. A refusal removes its files.
+    pub fn submit_one(&self, id: &str, p: &Parsed, source: &str) -> ServiceResult<()> {
+        let row = self.row(id, p, source, None)?;
+        let other = self.owner != self.caller.user;
+        let detail = match (&row.0.name, other) {
+            (Some(n), true) => format!("name={n} owner={}", self.owner),
+            (Some(n), false) => format!("name={n}"),
+            (None, true) => format!("owner={}", self.owner),
+            (None, false) => String::new(),
+        };
+        let detail = Some(detail.as_str()).filter(|d| !d.is_empty());
+        if let Err(e) = self.store(Group::None, &[row], "job.submit", id, detail) {
+            if let Err(rm) = self.svc.runner.remove_files(id) {
+                eprintln!("jobpack: job {id}: cannot remove the files of a refused job: {rm}");
+            }
+            return Err(e);
+        }
+        self.svc.runner.spawn(id.to_owned());
+        Ok(())
+    }
+}
+
+/// Why a lone job must wait: the queue already holds `max_queued` jobs (503 over HTTP).
+pub(crate) fn queue_full(svc: &Service) -> Option<String> {
+    let depth = svc.runner.queue_depth();
+    (depth >= svc.max_queued).then(|| format!("{depth} jobs are already waiting; try again later"))
+}
+
 /// A submission split into what is stored with the job and what is kept apart.
 pub(crate) struct Parsed {
     pub sub: Submission,
