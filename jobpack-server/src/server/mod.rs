@@ -202,34 +202,38 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         env!("CARGO_PKG_VERSION"),
     )
     .server("/v1");
+    // The seeds' doors: each its own OpenAPI document under /openapi/.
+    let jobd = OpenApiService::new(
+        http::jobd::JobdApi { svc: svc.clone() },
+        "jobpack: the jobd and job runner door (/jobs)",
+        env!("CARGO_PKG_VERSION"),
+    );
     let max_body = (args.max_body_mb as u64).saturating_mul(1 << 20);
     let uploads = Arc::new(tokio::sync::Semaphore::new(args.max_uploads.max(1)));
-    let methods = Arc::new(edge::Methods::new(
+    let mut methods = edge::Methods::new(
         &api.spec(),
         "/v1",
         &[
             ("/v1/jobs/{id}/files/*", "GET"),
             ("/openapi.json", "GET"),
+            ("/openapi/jobd.json", "GET"),
             ("/metrics", "GET"),
             ("/", "GET"),
             ("/ui/app.js", "GET"),
             ("/ui/app.css", "GET"),
         ],
-    ));
-    let spec = schema::close_request_objects(
-        serde_json::from_str(&api.spec()).context("the OpenAPI document is not JSON")?,
     );
-    let spec = serde_json::to_string_pretty(&spec).context("the OpenAPI document")?;
-    let spec = poem::endpoint::make_sync(move |_| {
-        poem::Response::builder()
-            .content_type("application/json")
-            .body(spec.clone())
-    });
+    methods.add(&jobd.spec(), "");
+    let methods = Arc::new(methods);
+    let spec = document(api.spec())?;
+    let jobd_spec = document(jobd.spec())?;
     let docs = api.swagger_ui();
     let app = Route::new()
         .at("/v1/jobs/:id/files/*path", poem::get(pages::file_wildcard))
         .nest("/v1", api)
+        .nest_no_strip("/jobs", jobd)
         .at("/openapi.json", spec)
+        .at("/openapi/jobd.json", jobd_spec)
         .nest(
             "/docs",
             // Swagger UI is one page with its script, style and the spec inline: nothing else
@@ -259,6 +263,19 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         runner,
         tls,
     })
+}
+
+/// An OpenAPI document as served: request objects closed (see `schema::close_request_objects`).
+fn document(spec: String) -> anyhow::Result<impl poem::Endpoint> {
+    let doc = schema::close_request_objects(
+        serde_json::from_str(&spec).context("the OpenAPI document is not JSON")?,
+    );
+    let doc = serde_json::to_string_pretty(&doc).context("the OpenAPI document")?;
+    Ok(poem::endpoint::make_sync(move |_| {
+        poem::Response::builder()
+            .content_type("application/json")
+            .body(doc.clone())
+    }))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -115,6 +115,16 @@ impl StreamRuns {
         Ok(r)
     }
 
+    /// The runs of a log that has no index yet (all stdout until one appears at `log`'s index
+    /// path; call [`StreamRuns::refresh`]).
+    pub fn empty() -> StreamRuns {
+        StreamRuns {
+            index: PathBuf::new(),
+            read: 0,
+            runs: Vec::new(),
+        }
+    }
+
     /// Reads the records written since the last read.
     pub fn refresh(&mut self) -> io::Result<()> {
         let mut f = match File::open(&self.index) {

@@ -155,7 +155,17 @@ impl Methods {
     /// From an OpenAPI document (JSON) whose paths sit under `prefix`, plus `extra` routes
     /// (`path template`, `methods`).
     pub(crate) fn new(spec: &str, prefix: &str, extra: &[(&str, &str)]) -> Methods {
-        let mut out = Vec::new();
+        let mut m = Methods(Vec::new());
+        m.add(spec, prefix);
+        for (path, ms) in extra {
+            m.0.push((segments(path), (*ms).to_owned()));
+        }
+        m
+    }
+
+    /// Adds the routes of another OpenAPI document whose paths sit under `prefix`.
+    pub(crate) fn add(&mut self, spec: &str, prefix: &str) {
+        let out = &mut self.0;
         if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<serde_json::Value>(spec)
             && let Some(serde_json::Value::Object(paths)) = doc.get("paths")
         {
@@ -168,10 +178,6 @@ impl Methods {
                 out.push((segments(&format!("{prefix}{path}")), ms.join(", ")));
             }
         }
-        for (path, ms) in extra {
-            out.push((segments(path), (*ms).to_owned()));
-        }
-        Methods(out)
     }
 
     /// The methods of the route `path` matches (`{x}` matches one segment, `*` the rest).

@@ -120,27 +120,32 @@ pub struct StreamItem {
     pub exit_code: Option<i32>,
 }
 
-/// The log of a job as a stream of events, from byte `start`, ending with an `end` event.
-pub(crate) fn log_events(
+/// What a job's log gives a follower: bytes from an offset, then the job's final row.
+pub(crate) enum LogChunk {
+    Data { start: u64, bytes: Vec<u8> },
+    End(JobRow),
+}
+
+/// The log of a job from byte `start` as it grows (history, then live), waiting for the job to
+/// start if it has not, and ending with its final row. Ends early (without `End`) only if the
+/// job is deleted meanwhile.
+pub(crate) fn log_chunks(
     runner: Arc<Runner>,
     id: String,
     start: u64,
-) -> BoxStream<'static, StreamItem> {
+) -> BoxStream<'static, LogChunk> {
     struct St {
         runner: Arc<Runner>,
         id: String,
         reader: Option<jobpack_core::exec::LogReader>,
-        /// Bytes read from the log; `emitted` ≤ `read` (an incomplete UTF-8 tail is held back).
-        emitted: u64,
-        carry: Vec<u8>,
+        pos: u64,
         done: bool,
     }
     let st = St {
         runner,
         id,
         reader: None,
-        emitted: start,
-        carry: Vec::new(),
+        pos: start,
         done: false,
     };
     futures_util::stream::unfold(st, |mut st| async move {
@@ -150,13 +155,13 @@ pub(crate) fn log_events(
         loop {
             if st.reader.is_none() {
                 if let Some(log) = st.runner.log(&st.id) {
-                    st.reader = Some(log.reader_at(st.emitted));
+                    st.reader = Some(log.reader_at(st.pos));
                 } else {
                     // Not running yet (queued, packing) or never will (failed before running).
                     match st.runner.store.get(&st.id) {
                         Ok(Some(r)) if row_is_final(&r) && !st.runner.is_live(&st.id) => {
                             st.done = true;
-                            return Some((end_item(&r, st.emitted), st));
+                            return Some((LogChunk::End(r), st));
                         }
                         Ok(Some(_)) => {
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -168,43 +173,12 @@ pub(crate) fn log_events(
             }
             let reader = st.reader.as_mut()?;
             match reader.next_chunk(64 * 1024).await {
-                Ok(Some(chunk)) => {
-                    st.carry.extend_from_slice(&chunk);
-                    let valid = match std::str::from_utf8(&st.carry) {
-                        Ok(_) => st.carry.len(),
-                        // Hold back an incomplete sequence at the end; replace invalid ones.
-                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-                        Err(_) => st.carry.len(),
-                    };
-                    if valid == 0 {
-                        continue;
-                    }
-                    let text = String::from_utf8_lossy(&st.carry[..valid]).into_owned();
-                    st.carry.drain(..valid);
-                    st.emitted += valid as u64;
-                    let item = StreamItem {
-                        offset: st.emitted,
-                        text: Some(text),
-                        status: None,
-                        exit_code: None,
-                    };
-                    return Some((item, st));
+                Ok(Some(bytes)) => {
+                    let start = st.pos;
+                    st.pos += bytes.len() as u64;
+                    return Some((LogChunk::Data { start, bytes }, st));
                 }
                 Ok(None) | Err(_) => {
-                    if !st.carry.is_empty() {
-                        let text = String::from_utf8_lossy(&st.carry).into_owned();
-                        st.emitted += st.carry.len() as u64;
-                        st.carry.clear();
-                        return Some((
-                            StreamItem {
-                                offset: st.emitted,
-                                text: Some(text),
-                                status: None,
-                                exit_code: None,
-                            },
-                            st,
-                        ));
-                    }
                     // The output ended; the final status follows shortly.
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
                     loop {
@@ -213,7 +187,7 @@ pub(crate) fn log_events(
                                 if row_is_final(&r) || tokio::time::Instant::now() > deadline =>
                             {
                                 st.done = true;
-                                return Some((end_item(&r, st.emitted), st));
+                                return Some((LogChunk::End(r), st));
                             }
                             Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
                             _ => return None,
@@ -224,6 +198,126 @@ pub(crate) fn log_events(
         }
     })
     .boxed()
+}
+
+/// The log of a job as a stream of events, from byte `start`, ending with an `end` event. Text
+/// is cut at UTF-8 boundaries (an incomplete sequence waits for the next chunk).
+pub(crate) fn log_events(
+    runner: Arc<Runner>,
+    id: String,
+    start: u64,
+) -> BoxStream<'static, StreamItem> {
+    let mut carry: Vec<u8> = Vec::new();
+    let mut emitted = start;
+    log_chunks(runner, id, start)
+        .flat_map(move |c| {
+            let items = match c {
+                LogChunk::Data { bytes, .. } => {
+                    carry.extend_from_slice(&bytes);
+                    let valid = match std::str::from_utf8(&carry) {
+                        Ok(_) => carry.len(),
+                        // Hold back an incomplete sequence at the end; replace invalid ones.
+                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                        Err(_) => carry.len(),
+                    };
+                    if valid == 0 {
+                        Vec::new()
+                    } else {
+                        let text = String::from_utf8_lossy(&carry[..valid]).into_owned();
+                        carry.drain(..valid);
+                        emitted += valid as u64;
+                        vec![text_item(emitted, text)]
+                    }
+                }
+                LogChunk::End(r) => {
+                    let mut out = Vec::new();
+                    if !carry.is_empty() {
+                        let text = String::from_utf8_lossy(&carry).into_owned();
+                        emitted += carry.len() as u64;
+                        carry.clear();
+                        out.push(text_item(emitted, text));
+                    }
+                    out.push(end_item(&r, emitted));
+                    out
+                }
+            };
+            futures_util::stream::iter(items)
+        })
+        .boxed()
+}
+
+fn text_item(offset: u64, text: String) -> StreamItem {
+    StreamItem {
+        offset,
+        text: Some(text),
+        status: None,
+        exit_code: None,
+    }
+}
+
+/// One line of a job's output, for the seed doors' stream: which stream, the line (without its
+/// newline; invalid UTF-8 replaced), or the end with the final row.
+pub(crate) enum LineEvent {
+    Line(Stream, String),
+    End(JobRow),
+}
+
+/// The log of a job line by line, each line tagged with its stream (a line split across chunks
+/// is whole; stdout and stderr lines are kept apart even when their bytes interleave), then the
+/// end. A last line without a newline comes before the end.
+pub(crate) fn log_lines(runner: Arc<Runner>, id: String) -> BoxStream<'static, LineEvent> {
+    let path = runner.log_path(&id);
+    let mut runs: Option<StreamRuns> = None;
+    let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let slot = |s: Stream| match s {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    };
+    log_chunks(runner, id, 0)
+        .flat_map(move |c| {
+            let mut out = Vec::new();
+            match c {
+                LogChunk::Data { start, bytes } => {
+                    let runs = match &mut runs {
+                        Some(r) => {
+                            r.refresh().ok();
+                            r
+                        }
+                        None => runs.insert(
+                            StreamRuns::read(&path).unwrap_or_else(|_| StreamRuns::empty()),
+                        ),
+                    };
+                    let end = start + bytes.len() as u64;
+                    for (a, b, stream) in runs.segments(start, end) {
+                        let part = &bytes[(a - start) as usize..(b - start) as usize];
+                        let buf = &mut partial[slot(stream)];
+                        for piece in part.split_inclusive(|&c| c == b'\n') {
+                            buf.extend_from_slice(piece);
+                            if buf.ends_with(b"\n") {
+                                buf.pop();
+                                out.push(LineEvent::Line(
+                                    stream,
+                                    String::from_utf8_lossy(buf).into_owned(),
+                                ));
+                                buf.clear();
+                            }
+                        }
+                    }
+                }
+                LogChunk::End(r) => {
+                    for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+                        if !partial[i].is_empty() {
+                            let line = String::from_utf8_lossy(&partial[i]).into_owned();
+                            partial[i].clear();
+                            out.push(LineEvent::Line(stream, line));
+                        }
+                    }
+                    out.push(LineEvent::End(r));
+                }
+            }
+            futures_util::stream::iter(out)
+        })
+        .boxed()
 }
 
 fn end_item(r: &JobRow, offset: u64) -> StreamItem {

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod batches;
 pub mod downloads;
 pub mod edge;
+pub mod jobd;
 pub mod jobs;
 pub mod logs;
 pub mod pages;

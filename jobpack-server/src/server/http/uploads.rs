@@ -25,6 +25,22 @@ pub struct UploadJob {
     archive: Option<Upload>,
 }
 
+impl UploadJob {
+    /// Uploads gathered by another door (its parts named its own way), without a spec part.
+    pub(crate) fn new(
+        code_files: Vec<Upload>,
+        input_files: Vec<Upload>,
+        archive: Option<Upload>,
+    ) -> Self {
+        UploadJob {
+            spec: String::new(),
+            code_files,
+            input_files,
+            archive,
+        }
+    }
+}
+
 fn safe_upload_name(name: Option<&str>) -> Result<String, String> {
     let name = name.ok_or("an uploaded file has no file name")?;
     let n = jobpack_core::spec::normalise_rel_path(name)?;
