@@ -123,7 +123,7 @@ pub struct StreamItem {
 /// What a job's log gives a follower: bytes from an offset, then the job's final row.
 pub(crate) enum LogChunk {
     Data { start: u64, bytes: Vec<u8> },
-    End(JobRow),
+    End(Box<JobRow>),
 }
 
 /// The log of a job from byte `start` as it grows (history, then live), waiting for the job to
@@ -161,7 +161,7 @@ pub(crate) fn log_chunks(
                     match st.runner.store.get(&st.id) {
                         Ok(Some(r)) if row_is_final(&r) && !st.runner.is_live(&st.id) => {
                             st.done = true;
-                            return Some((LogChunk::End(r), st));
+                            return Some((LogChunk::End(Box::new(r)), st));
                         }
                         Ok(Some(_)) => {
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -187,7 +187,7 @@ pub(crate) fn log_chunks(
                                 if row_is_final(&r) || tokio::time::Instant::now() > deadline =>
                             {
                                 st.done = true;
-                                return Some((LogChunk::End(r), st));
+                                return Some((LogChunk::End(Box::new(r)), st));
                             }
                             Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
                             _ => return None,
@@ -259,7 +259,7 @@ fn text_item(offset: u64, text: String) -> StreamItem {
 /// newline; invalid UTF-8 replaced), or the end with the final row.
 pub(crate) enum LineEvent {
     Line(Stream, String),
-    End(JobRow),
+    End(Box<JobRow>),
 }
 
 /// The log of a job line by line, each line tagged with its stream (a line split across chunks
