@@ -37,5 +37,8 @@ done
 [ -n "$base" ] || { echo "schemathesis.sh: the server did not start" >&2; cat "$dir/err" >&2; exit 1; }
 cd "$dir"
 cp "$OLDPWD/schemathesis.toml" .
+# Each door's document: /v1, and the seeds' doors at their own paths.
 "$st" run "$base/openapi.json" --url "$base/v1" -H "Authorization: Bearer $token" \
+  --checks all --max-examples 10 --seed 1 --no-color "$@"
+"$st" run "$base/openapi/jobd.json" --url "$base" -H "Authorization: Bearer $token" \
   --checks all --max-examples 10 --seed 1 --no-color "$@"

@@ -23,6 +23,18 @@ async fn the_openapi_document_is_what_it_was() {
     .await;
     assert_eq!(st, 200);
     insta::assert_snapshot!("openapi", serde_json::to_string_pretty(&spec).unwrap());
+    // The seeds' doors have documents of their own.
+    let (st, jobd) = call(
+        &reqwest::Client::new(),
+        &s,
+        "GET",
+        "/openapi/jobd.json",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    insta::assert_snapshot!("openapi_jobd", serde_json::to_string_pretty(&jobd).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]
