@@ -82,12 +82,18 @@ impl Caller {
 
     /// Whether this caller may see a job of `owner` (admins see everyone's).
     pub fn sees(&self, owner: &str) -> bool {
-        self.role == Role::Admin || self.user == owner
+        self.reads_all() || self.user == owner
     }
 
-    /// The owner to restrict listings to: the caller's own, unless admin.
+    /// Admins and viewers read every user's jobs, batches and workflows (viewers only read;
+    /// secrets stay masked); submitters read their own.
+    pub fn reads_all(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Viewer)
+    }
+
+    /// The owner to restrict listings to: the caller's own, unless they read everyone's.
     pub fn owner_filter(&self) -> Option<String> {
-        (self.role != Role::Admin).then(|| self.user.clone())
+        (!self.reads_all()).then(|| self.user.clone())
     }
 }
 
@@ -218,8 +224,9 @@ mod tests {
             via: Via::Nothing,
         };
         assert!(c(Role::Submitter).sees("ann") && !c(Role::Submitter).sees("bob"));
-        assert!(c(Role::Admin).sees("bob"));
-        assert_eq!(c(Role::Viewer).owner_filter().as_deref(), Some("ann"));
+        assert!(c(Role::Admin).sees("bob") && c(Role::Viewer).sees("bob"));
+        assert_eq!(c(Role::Submitter).owner_filter().as_deref(), Some("ann"));
+        assert_eq!(c(Role::Viewer).owner_filter(), None);
         assert_eq!(c(Role::Admin).owner_filter(), None);
     }
 }
