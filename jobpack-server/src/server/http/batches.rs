@@ -10,13 +10,12 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use crate::server::http::jobs::{JobInfo, rfc3339};
 use crate::server::http::problem::{ApiError, ApiResult, Submitted, internal, problem};
 use crate::server::http::schema::{BatchSubmissionDoc, Documented};
-use crate::server::service::Service;
 use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
-use crate::server::service::error::{Kind, ServiceError};
-use crate::server::service::submit::{Submitter, group_busy, group_detail};
+use crate::server::service::batches::{Accepted, BatchRequest};
+use crate::server::service::{self, Service};
+use crate::server::store::ListFilter;
 use crate::server::store::batches::{BatchRow, Counters};
-use crate::server::store::{Group, ListFilter, now};
 
 #[derive(Tags)]
 enum BatchTags {
@@ -27,9 +26,6 @@ enum BatchTags {
 pub struct BatchesApi {
     pub svc: Arc<Service>,
 }
-
-/// The most jobs one batch may hold.
-const MAX_BATCH: usize = 10_000;
 
 /// A batch: its counters (computed from its jobs at the time of the request) and, on
 /// `GET /batches/{id}`, its jobs.
@@ -100,14 +96,6 @@ pub enum BatchCancelled {
     Accepted(Json<BatchInfo>),
 }
 
-/// Names the job an error is about: `jobs[3]: ...`.
-fn at(i: usize, mut e: ServiceError) -> ServiceError {
-    if matches!(e.kind, Kind::Invalid | Kind::OverQuota | Kind::Forbidden) {
-        e.message = format!("jobs[{i}]: {}", e.message);
-    }
-    e
-}
-
 impl BatchesApi {
     fn visible(&self, caller: &Caller, id: &str) -> ApiResult<BatchRow> {
         require(caller, Action::Read, "read batches")?;
@@ -159,48 +147,16 @@ impl BatchesApi {
                 "unknown field {k:?}: a batch has name, description, owner and jobs"
             )));
         }
-        if jobs.len() > MAX_BATCH {
-            return Err(bad(format!(
-                "jobs: at most {MAX_BATCH} per batch, got {}",
-                jobs.len()
-            )));
-        }
-        if let Some(why) = group_busy(&self.svc.runner, self.svc.max_queued, jobs.len(), "batch") {
-            return Ok(Submitted::Busy(problem(503, "busy", why)));
-        }
-        let submitter = Submitter::new(&self.svc, &caller, owner)?;
-        let owner = submitter.owner.clone();
-        let batch = BatchRow {
-            id: uuid::Uuid::new_v4().to_string(),
+        let req = BatchRequest {
             name,
             description,
-            owner: owner.clone(),
-            created_at: now(),
-            cancelled_at: None,
+            owner,
+            jobs,
         };
-        // Everything is checked before anything is stored.
-        let mut rows = Vec::with_capacity(jobs.len());
-        for (i, v) in jobs.into_iter().enumerate() {
-            let mut p = submitter.parse(v).map_err(|e| at(i, e))?;
-            if p.owner.as_ref().is_some_and(|o| *o != owner) {
-                let why = "owner: every job of a batch belongs to the batch's owner";
-                return Err(at(i, ServiceError::invalid("bad_request", why)).into());
-            }
-            submitter.check(&mut p).await.map_err(|e| at(i, e))?;
-            let id = uuid::Uuid::new_v4().to_string();
-            rows.push(submitter.row(&id, &p, "spec", Some(&batch.id))?);
-        }
-        let detail = group_detail(rows.len(), batch.name.as_deref());
-        submitter.store(
-            Group::Batch(&batch),
-            &rows,
-            "batch.submit",
-            &batch.id,
-            Some(&detail),
-        )?;
-        for (row, _) in rows {
-            self.svc.runner.spawn(row.id);
-        }
+        let batch = match service::batches::submit(&self.svc, &caller, req).await? {
+            Accepted::Created(b) => b,
+            Accepted::Busy(why) => return Ok(Submitted::Busy(problem(503, "busy", why))),
+        };
         let counters = self
             .svc
             .runner

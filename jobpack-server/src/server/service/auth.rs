@@ -9,6 +9,7 @@
 //! user -> 404, exactly as if it did not exist.
 
 use crate::server::service::error::{ServiceError, ServiceResult};
+use crate::server::service::sign_in;
 use crate::server::store::Store;
 use crate::server::store::accounts::{Role, check_user_name};
 use crate::server::tls::PeerIdentity;
@@ -30,6 +31,8 @@ pub enum Via {
     Token(String),
     /// A client certificate.
     Certificate,
+    /// A session JWT from signing in with a password.
+    Session,
     /// `--auth none`.
     Nothing,
 }
@@ -39,6 +42,7 @@ impl Via {
         match self {
             Via::Token(_) => "token",
             Via::Certificate => "certificate",
+            Via::Session => "session",
             Via::Nothing => "none",
         }
     }
@@ -136,6 +140,19 @@ impl Authenticator {
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
                 .ok_or("the Authorization header must be \"Bearer <token>\"")?;
+            if sign_in::is_jwt(token) {
+                let name = sign_in::verify(&self.store, token)?;
+                return match self.store.user(&name) {
+                    Ok(Some(u)) if u.disabled => Err(format!("user {} is disabled", u.name)),
+                    Ok(Some(u)) => Ok(Caller {
+                        user: u.name,
+                        role: u.role,
+                        via: Via::Session,
+                    }),
+                    Ok(None) => Err("the token is not valid (no such user)".into()),
+                    Err(e) => Err(format!("cannot check the token: {e:#}")),
+                };
+            }
             let found = self
                 .store
                 .authenticate_token(token)

@@ -4,9 +4,11 @@
 //! transaction, audit).
 
 pub mod auth;
+pub mod batches;
 pub mod error;
 pub mod jobs;
 pub mod limits;
+pub mod sign_in;
 pub mod submit;
 
 use std::sync::Arc;

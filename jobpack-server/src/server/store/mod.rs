@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod batches;
+pub mod sign_in;
 pub mod workflows;
 
 use std::path::Path;
@@ -31,6 +32,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_workflows",
         include_str!("../../../migrations/0004_workflows.sql"),
+    ),
+    (
+        "0005_sign_in",
+        include_str!("../../../migrations/0005_sign_in.sql"),
     ),
 ];
 

@@ -1,0 +1,89 @@
+//! Submitting a batch, whatever the door: every job checked (each error names its job,
+//! `jobs[3]: ...`) before anything is stored, then the batch and all its jobs in one
+//! transaction, one audit entry, and the jobs started.
+
+use crate::server::service::Service;
+use crate::server::service::auth::Caller;
+use crate::server::service::error::{Kind, ServiceError, ServiceResult};
+use crate::server::service::submit::{Submitter, group_busy, group_detail};
+use crate::server::store::batches::BatchRow;
+use crate::server::store::{Group, now};
+
+/// The most jobs one batch may hold.
+pub const MAX_BATCH: usize = 10_000;
+
+/// A batch as a door read it: each job a jobpack submission object.
+pub struct BatchRequest {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// Admins: the user the batch belongs to.
+    pub owner: Option<String>,
+    pub jobs: Vec<serde_json::Value>,
+}
+
+/// What became of a batch: stored and started, or refused for now (the queue is full; why).
+pub enum Accepted {
+    Created(BatchRow),
+    Busy(String),
+}
+
+/// Names the job an error is about: `jobs[3]: ...`.
+fn at(i: usize, mut e: ServiceError) -> ServiceError {
+    if matches!(e.kind, Kind::Invalid | Kind::OverQuota | Kind::Forbidden) {
+        e.message = format!("jobs[{i}]: {}", e.message);
+    }
+    e
+}
+
+pub async fn submit(svc: &Service, caller: &Caller, req: BatchRequest) -> ServiceResult<Accepted> {
+    let jobs = req.jobs;
+    if jobs.is_empty() {
+        return Err(ServiceError::invalid(
+            "bad_request",
+            "jobs: expected a non-empty array of job submissions",
+        ));
+    }
+    if jobs.len() > MAX_BATCH {
+        return Err(ServiceError::invalid(
+            "bad_request",
+            format!("jobs: at most {MAX_BATCH} per batch, got {}", jobs.len()),
+        ));
+    }
+    if let Some(why) = group_busy(&svc.runner, svc.max_queued, jobs.len(), "batch") {
+        return Ok(Accepted::Busy(why));
+    }
+    let submitter = Submitter::new(svc, caller, req.owner)?;
+    let owner = submitter.owner.clone();
+    let batch = BatchRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: req.name,
+        description: req.description,
+        owner: owner.clone(),
+        created_at: now(),
+        cancelled_at: None,
+    };
+    // Everything is checked before anything is stored.
+    let mut rows = Vec::with_capacity(jobs.len());
+    for (i, v) in jobs.into_iter().enumerate() {
+        let mut p = submitter.parse(v).map_err(|e| at(i, e))?;
+        if p.owner.as_ref().is_some_and(|o| *o != owner) {
+            let why = "owner: every job of a batch belongs to the batch's owner";
+            return Err(at(i, ServiceError::invalid("bad_request", why)));
+        }
+        submitter.check(&mut p).await.map_err(|e| at(i, e))?;
+        let id = uuid::Uuid::new_v4().to_string();
+        rows.push(submitter.row(&id, &p, "spec", Some(&batch.id))?);
+    }
+    let detail = group_detail(rows.len(), batch.name.as_deref());
+    submitter.store(
+        Group::Batch(&batch),
+        &rows,
+        "batch.submit",
+        &batch.id,
+        Some(&detail),
+    )?;
+    for (row, _) in rows {
+        svc.runner.spawn(row.id);
+    }
+    Ok(Accepted::Created(batch))
+}
