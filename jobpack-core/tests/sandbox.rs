@@ -638,3 +638,74 @@ async fn mounts_show_other_directories_read_only_inside_the_job() {
     assert!(err.to_string().contains("symlink"), "{err}");
     assert!(!elsewhere.path().join("setup").exists());
 }
+
+/// A shared working directory appears at its own path, writable; a link planted under the
+/// allowed root leads nowhere (the run fails, nothing outside is touched).
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_directories_appear_at_their_own_path_and_links_in_them_lead_nowhere() {
+    if skip_unless_root(
+        "shared_directories_appear_at_their_own_path_and_links_in_them_lead_nowhere",
+    ) {
+        return;
+    }
+    use jobpack_core::exec::SharedDir;
+    use std::os::unix::fs::chown;
+    // Not under /tmp: the sandbox has a fresh /tmp of its own.
+    let root = tempfile::tempdir_in("/var/tmp").unwrap();
+    let project = root.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("Makefile"), "all:\n").unwrap();
+    // Writable by the job's host uid, as an admin would set it up.
+    chown(&project, Some(2_000_000), Some(2_000_000)).unwrap();
+    let p = project.display();
+    let j = job(&format!(
+        "cd {p} && ls && echo built > result.txt && pwd && touch /job/ok"
+    ));
+    let mut req = request(&j, timeout(30));
+    req.shared_dirs.push(SharedDir {
+        root: root.path().to_path_buf(),
+        rel: "project".into(),
+    });
+    let (o, log) = run_req(req).await;
+    assert_eq!(o.status, RunStatus::Completed, "{o:?}\n{log}");
+    assert!(
+        log.contains("Makefile") && log.contains(&p.to_string()),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(project.join("result.txt")).unwrap(),
+        "built\n"
+    );
+
+    // A symlink under the allowed root (say another job made it) is refused at the mount.
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
+    let j = job("echo x > here.txt");
+    let mut req = request(&j, timeout(30));
+    req.shared_dirs.push(SharedDir {
+        root: root.path().to_path_buf(),
+        rel: "escape".into(),
+    });
+    let refused = match executor().start(req).await {
+        Err(e) => e.to_string(),
+        Ok(h) => format!("{:?}", h.wait().await),
+    };
+    assert!(
+        refused.contains("escape")
+            || refused.contains("ELOOP")
+            || refused.contains("symbolic")
+            || refused.contains("Too many"),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+
+    // Under a directory that is the sandbox's own: refused before anything runs.
+    let j = job("true");
+    let mut req = request(&j, timeout(30));
+    req.shared_dirs.push(SharedDir {
+        root: "/tmp".into(),
+        rel: ".".into(),
+    });
+    let err = executor().start(req).await.err().expect("refused");
+    assert!(err.to_string().contains("outside /usr"), "{err}");
+}

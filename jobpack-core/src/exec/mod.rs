@@ -159,6 +159,30 @@ pub struct RunRequest {
     pub run_id: Option<String>,
     /// Host directories to show inside the job directory.
     pub mounts: Vec<Mount>,
+    /// Host directories shown read-write at their own path (a shared working directory).
+    pub shared_dirs: Vec<SharedDir>,
+}
+
+/// A host directory a job works in, shown at the same path in the sandbox, read-write: `rel`
+/// under `root` (`.` for `root` itself). `root` is trusted (an admin allowed it); `rel` is
+/// resolved beneath it with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` at the moment of the
+/// mount, so a link another job planted there leads nowhere. Without the sandbox (permissive
+/// fallback) the job simply runs on the host, where the directory is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDir {
+    pub root: PathBuf,
+    pub rel: String,
+}
+
+impl SharedDir {
+    /// The directory's path (on the host, and in the sandbox).
+    pub fn path(&self) -> PathBuf {
+        if self.rel == "." {
+            self.root.clone()
+        } else {
+            self.root.join(&self.rel)
+        }
+    }
 }
 
 impl RunRequest {
@@ -174,6 +198,7 @@ impl RunRequest {
             log_path: log_path.into(),
             run_id: None,
             mounts: Vec::new(),
+            shared_dirs: Vec::new(),
         }
     }
 }

@@ -66,6 +66,7 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Parses the command line and runs the command; the process's exit code.
 pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
+    server::apply_env_aliases();
     if let Err(err) = server::apply_config_file(&args) {
         eprintln!("error: {err:#}");
         return ExitCode::from(EXIT_BAD_INPUT);

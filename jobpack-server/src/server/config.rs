@@ -14,7 +14,8 @@ use super::auth;
 pub struct ServeArgs {
     /// A TOML file with any of: listen, data_dir, max_concurrent, max_queued, max_body_mb, grace,
     /// permissive, allow_file_urls, auth, insecure_public, tls_cert, tls_key, tls_client_ca,
-    /// tls_require_client_cert, executor, shared_dir, partition, account, slurm_sandbox.
+    /// tls_require_client_cert, executor, shared_dir, partition, account, slurm_sandbox,
+    /// allowed_workdirs, default_working_dir, command_timeout, queues (and the limits, ...).
     #[arg(long, env = "JOBPACK_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on (port 0: any free port, printed at start).
@@ -122,6 +123,50 @@ pub struct ServeArgs {
     /// Seconds a connection may stay idle before it is closed.
     #[arg(long, env = "JOBPACK_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout: u64,
+    /// Host directories a job may name as its `working_dir` (it runs there, the directory bound
+    /// read-write at the same path in the sandbox; it must be writable by the job's host uid).
+    /// Comma-separated; also `ALLOWED_WORKDIRS`. None by default: `working_dir` is refused.
+    #[arg(
+        long = "allowed-workdir",
+        env = "JOBPACK_ALLOWED_WORKDIRS",
+        value_delimiter = ','
+    )]
+    pub allowed_workdirs: Vec<PathBuf>,
+    /// The `working_dir` of `/api/v1` jobs that name none (one of --allowed-workdir); also
+    /// `DEFAULT_WORKING_DIR`. Without it such jobs run in their own job directory.
+    #[arg(long, env = "JOBPACK_DEFAULT_WORKING_DIR")]
+    pub default_working_dir: Option<PathBuf>,
+    /// The time limit, in seconds, of `/api/v1` command jobs that ask for none; also
+    /// `COMMAND_TIMEOUT_SECONDS`. Default: the server's default timeout.
+    #[arg(long, env = "JOBPACK_COMMAND_TIMEOUT")]
+    pub command_timeout: Option<f64>,
+    /// A named queue and how many of its jobs run at once: NAME=CONCURRENCY (repeatable or
+    /// comma-separated). A job names one with `"queue"`; jobs without wait in `default`, whose
+    /// concurrency is --max-concurrent. Every job also needs one of the --max-concurrent slots.
+    #[arg(long = "queue", env = "JOBPACK_QUEUES", value_delimiter = ',')]
+    pub queues: Vec<String>,
+}
+
+/// The variable names of the services jobpack replaces, read as jobpack's own when those are not
+/// set: their users' environments keep working.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("JOB_DATA_DIR", "JOBPACK_DATA_DIR"),
+    ("ALLOWED_WORKDIRS", "JOBPACK_ALLOWED_WORKDIRS"),
+    ("DEFAULT_WORKING_DIR", "JOBPACK_DEFAULT_WORKING_DIR"),
+    ("COMMAND_TIMEOUT_SECONDS", "JOBPACK_COMMAND_TIMEOUT"),
+];
+
+/// Copies the seeds' variables (`JOB_DATA_DIR`, `ALLOWED_WORKDIRS`, ...) to jobpack's names
+/// where those are not set. Call before any thread starts.
+pub fn apply_env_aliases() {
+    for (theirs, ours) in ENV_ALIASES {
+        if std::env::var_os(ours).is_none()
+            && let Some(v) = std::env::var_os(theirs)
+        {
+            // SAFETY: called from main before any other thread exists.
+            unsafe { std::env::set_var(ours, v) };
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -163,6 +208,11 @@ struct ConfigFile {
     max_uploads: Option<u64>,
     header_timeout: Option<u64>,
     idle_timeout: Option<u64>,
+    allowed_workdirs: Option<Vec<PathBuf>>,
+    default_working_dir: Option<PathBuf>,
+    command_timeout: Option<f64>,
+    /// `{gpu = 1, batch = 8}`
+    queues: Option<toml::Table>,
 }
 
 /// A config file's limits table as `NAME=VALUE,...`.
@@ -202,7 +252,25 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 27] = [
+    let pairs: [(&str, Option<String>); 31] = [
+        (
+            "JOBPACK_ALLOWED_WORKDIRS",
+            c.allowed_workdirs.map(|v| {
+                v.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+        ),
+        (
+            "JOBPACK_DEFAULT_WORKING_DIR",
+            path_str(c.default_working_dir),
+        ),
+        (
+            "JOBPACK_COMMAND_TIMEOUT",
+            c.command_timeout.map(|v| v.to_string()),
+        ),
+        ("JOBPACK_QUEUES", limit_pairs(c.queues)),
         ("JOBPACK_MAX_UPLOADS", c.max_uploads.map(|v| v.to_string())),
         (
             "JOBPACK_MAX_CONNECTIONS",

@@ -38,7 +38,7 @@ use jobpack_core::exec::{
 };
 use jobpack_core::{Packager, PackagerConfig};
 
-pub use config::{ExecutorKind, ServeArgs, apply_config_file};
+pub use config::{ExecutorKind, ServeArgs, apply_config_file, apply_env_aliases};
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(serve(args))?;

@@ -127,6 +127,7 @@ pub(super) async fn start_sandboxed(
         rlimits: rlimits(req, cfg),
         parent_is_root: is_root,
         mounts: &req.mounts,
+        shared_dirs: &req.shared_dirs,
     });
     let plan = match plan {
         Ok(p) => p,

@@ -179,6 +179,23 @@ fn bind(src: &CStr, dst: &CStr, flags: MsFlags, stage: u32) {
     mount(none, dst, none, remount, none).or_fail(stage);
 }
 
+/// Binds the directory `opened` refers to onto `dst`, through `/proc/self/fd/MOUNT_FD`.
+fn bind_fd(opened: OwnedFd, dst: &CStr, flags: MsFlags, stage: u32) {
+    let at_mount_fd = if opened.as_raw_fd() == MOUNT_FD {
+        opened
+    } else {
+        // SAFETY: MOUNT_FD is not open (arrange_fds closed everything above 4, and the
+        // previous op's copy was dropped); the new descriptor is owned right away.
+        let r = unsafe { libc::dup2(opened.as_raw_fd(), MOUNT_FD) };
+        check!(stage, r);
+        drop(opened);
+        // SAFETY: dup2 succeeded: MOUNT_FD is open and nobody else owns it.
+        unsafe { OwnedFd::from_raw_fd(MOUNT_FD) }
+    };
+    bind(MOUNT_FD_PATH, dst, flags, stage);
+    drop(at_mount_fd);
+}
+
 fn mount_op(op: &MountOp, stage: u32) {
     let none = None::<&CStr>;
     match op {
@@ -186,18 +203,27 @@ fn mount_op(op: &MountOp, stage: u32) {
         MountOp::BindNoFollow { src, dst, flags } => {
             let how = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
             let opened = nix::fcntl::open(src.as_c_str(), how, Mode::empty()).or_fail(stage);
-            let at_mount_fd = if opened.as_raw_fd() == MOUNT_FD {
-                opened
-            } else {
-                // SAFETY: MOUNT_FD is not open (arrange_fds closed everything above 4, and the
-                // previous op's copy was dropped); the new descriptor is owned right away.
-                let r = unsafe { libc::dup2(opened.as_raw_fd(), MOUNT_FD) };
-                check!(stage, r);
-                // SAFETY: dup2 succeeded: MOUNT_FD is open and nobody else owns it.
-                unsafe { OwnedFd::from_raw_fd(MOUNT_FD) }
-            };
-            bind(MOUNT_FD_PATH, dst, *flags, stage);
-            drop(at_mount_fd);
+            bind_fd(opened, dst, *flags, stage);
+        }
+        MountOp::BindBeneath {
+            root,
+            rel,
+            dst,
+            flags,
+        } => {
+            use rustix::fs::{Mode as RMode, OFlags, ResolveFlags};
+            let how = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let top = nix::fcntl::open(root.as_c_str(), how, Mode::empty()).or_fail(stage);
+            let resolve =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            let oflags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            let opened =
+                match rustix::fs::openat2(&top, rel.as_c_str(), oflags, RMode::empty(), resolve) {
+                    Ok(fd) => fd,
+                    Err(e) => fail_with(stage, e.raw_os_error()),
+                };
+            drop(top);
+            bind_fd(opened, dst, *flags, stage);
         }
         MountOp::Tmpfs { dst, data } => {
             let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;

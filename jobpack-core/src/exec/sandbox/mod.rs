@@ -57,6 +57,15 @@ pub(crate) enum MountOp {
         dst: CString,
         flags: MsFlags,
     },
+    /// Like `BindNoFollow`, for `rel` beneath a trusted `root`: the child opens `root`
+    /// (`O_PATH | O_NOFOLLOW | O_DIRECTORY`), then `rel` under it with `openat2(RESOLVE_BENEATH |
+    /// RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`, and binds what it opened.
+    BindBeneath {
+        root: CString,
+        rel: CString,
+        dst: CString,
+        flags: MsFlags,
+    },
     Tmpfs {
         dst: CString,
         data: CString,
@@ -65,6 +74,13 @@ pub(crate) enum MountOp {
         dst: CString,
     },
 }
+
+/// Top-level directories of the sandbox's root that are its own (system directories from the
+/// host or rootfs, the job, fresh /tmp, /proc, /dev): no shared directory may be under them.
+pub(crate) const RESERVED_TOP: &[&str] = &[
+    "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt", "job", "tmp", "proc",
+    "dev",
+];
 
 /// Everything the child needs, prepared before `clone()`.
 pub(crate) struct Plan {
@@ -113,6 +129,8 @@ pub(crate) struct PlanInput<'a> {
     pub parent_is_root: bool,
     /// Host directories bound inside the job directory (their mount points exist).
     pub mounts: &'a [crate::exec::Mount],
+    /// Host directories bound read-write at their own path.
+    pub shared_dirs: &'a [crate::exec::SharedDir],
 }
 
 fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString, ExecError> {
@@ -254,6 +272,33 @@ impl Plan {
                     m.source.display(),
                     if m.read_only { " read-only" } else { "" }
                 ),
+            );
+        }
+
+        // Shared working directories, at their own path (mount points in the skeleton).
+        for d in input.shared_dirs {
+            let at = d.path();
+            let top = at
+                .components()
+                .nth(1)
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            if !at.is_absolute() || top.as_deref().is_none_or(|t| RESERVED_TOP.contains(&t)) {
+                return Err(ExecError::Invalid(format!(
+                    "shared directory {}: must be an absolute path outside /{}",
+                    at.display(),
+                    RESERVED_TOP.join(", /")
+                )));
+            }
+            let dst = under(&at.to_string_lossy());
+            mkdir(&dst)?;
+            push(
+                MountOp::BindBeneath {
+                    root: path_c(&d.root)?,
+                    rel: cstr(&d.rel, "a shared directory")?,
+                    dst: path_c(&dst)?,
+                    flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | locked_flags(&at),
+                },
+                format!("bind {} read-write at {}", at.display(), at.display()),
             );
         }
 
