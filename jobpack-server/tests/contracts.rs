@@ -134,7 +134,20 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
         k
     };
     let mut want = keys(serde_json::to_value(&spec).unwrap());
-    want.extend(["limits", "network", "owner", "run", "secret_env"].map(String::from));
+    want.extend(
+        [
+            "limits",
+            "network",
+            "owner",
+            "payload",
+            "priority",
+            "queue",
+            "run",
+            "secret_env",
+            "working_dir",
+        ]
+        .map(String::from),
+    );
     want.sort();
 
     let tmp = tempfile::tempdir().unwrap();

@@ -168,7 +168,7 @@ pub struct RunRequest {
 /// resolved beneath it with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` at the moment of the
 /// mount, so a link another job planted there leads nowhere. Without the sandbox (permissive
 /// fallback) the job simply runs on the host, where the directory is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedDir {
     pub root: PathBuf,
     pub rel: String,

@@ -143,6 +143,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
     if !(args.grace.is_finite() && args.grace >= 0.0) {
         anyhow::bail!("--grace must be a non-negative number of seconds");
     }
+    let queues = parse_queues(&args.queues)?;
     if args.auth == auth::AuthMode::None && !args.listen.ip().is_loopback() && !args.insecure_public
     {
         anyhow::bail!(
@@ -175,6 +176,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         work_root,
         queue::RunnerOptions {
             max_concurrent: args.max_concurrent,
+            queues: queues.clone(),
             grace: Duration::from_secs_f64(args.grace),
         },
     );
@@ -188,6 +190,18 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         limits: server_limits,
         max_queued: args.max_queued,
         allow_file_urls: args.allow_file_urls,
+        workdirs: service::workdirs::Workdirs::new(
+            &args.allowed_workdirs,
+            args.default_working_dir.clone(),
+        )?,
+        queues,
+        command_timeout: match args.command_timeout {
+            Some(t) if !(t.is_finite() && t > 0.0) => {
+                anyhow::bail!("--command-timeout must be a positive number of seconds")
+            }
+            t => t,
+        },
+        sign_in: service::sign_in::SignInLimiter::default(),
     });
     let api = OpenApiService::new(
         (
@@ -263,6 +277,34 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         runner,
         tls,
     })
+}
+
+/// `--queue NAME=CONCURRENCY,...`: each name a queue's, at least one slot, `default` not among
+/// them (its concurrency is --max-concurrent).
+fn parse_queues(items: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in items.iter().filter(|i| !i.trim().is_empty()) {
+        let (name, n) = item
+            .split_once('=')
+            .with_context(|| format!("--queue {item:?}: expected NAME=CONCURRENCY"))?;
+        let name = name.trim();
+        store::accounts::check_user_name(name).map_err(|e| {
+            anyhow::anyhow!(
+                "--queue {item:?}: {}",
+                e.replacen("user name", "queue name", 1)
+            )
+        })?;
+        if name == service::submit::DEFAULT_QUEUE {
+            anyhow::bail!("--queue {item:?}: the default queue's concurrency is --max-concurrent");
+        }
+        let n: usize = n.trim().parse().ok().filter(|n| *n >= 1).with_context(|| {
+            format!("--queue {item:?}: CONCURRENCY must be a whole number >= 1")
+        })?;
+        if out.insert(name.to_owned(), n).is_some() {
+            anyhow::bail!("--queue {name}: given twice");
+        }
+    }
+    Ok(out)
 }
 
 /// An OpenAPI document as served: request objects closed (see `schema::close_request_objects`).

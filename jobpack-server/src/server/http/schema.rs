@@ -47,6 +47,17 @@ pub struct JobSubmissionDoc {
     pub secret_env: Option<HashMap<String, String>>,
     /// Admins: the user the job belongs to.
     pub owner: Option<String>,
+    /// Higher runs first among the jobs waiting in its queue (default 0; the earliest first
+    /// among equals).
+    #[oai(validator(minimum(value = "-1000000"), maximum(value = "1000000")))]
+    pub priority: Option<i32>,
+    /// A named queue of this server (`default` when not given), with its own concurrency.
+    pub queue: Option<String>,
+    /// Free JSON kept with the job and returned as it was (64 KiB at most).
+    pub payload: Option<serde_json::Value>,
+    /// A host directory to run in, inside one the server allows (`--allowed-workdir`; 403
+    /// otherwise): bound read-write at the same path, the command starts there.
+    pub working_dir: Option<String>,
 }
 
 /// One data file.

@@ -4,4 +4,5 @@
 
 mod pipeline;
 pub mod queue;
+pub mod slots;
 pub mod workflows;

@@ -22,21 +22,6 @@ impl Runner {
             })
             .await;
         };
-        // Wait for a slot (or a cancel).
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let permit = tokio::select! {
-            p = self.slots.clone().acquire_owned() => p.ok(),
-            _ = cancelled(&mut cancel) => None,
-        };
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        let Some(_permit) = permit else {
-            stopped(self).await;
-            return;
-        };
-        if self.closing.load(Ordering::SeqCst) {
-            // Left queued: it resumes at the next start.
-            return;
-        }
         let Ok(Some(row)) = self.store.get(id) else {
             return;
         };
@@ -52,6 +37,21 @@ impl Runner {
                     .await;
             }
         };
+        // Wait for a slot of its queue, in priority order (or a cancel).
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = tokio::select! {
+            p = self.slots.acquire(sub.queue.as_deref(), sub.priority) => Some(p),
+            _ = cancelled(&mut cancel) => None,
+        };
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let Some(_permit) = permit else {
+            stopped(self).await;
+            return;
+        };
+        if self.closing.load(Ordering::SeqCst) {
+            // Left queued: it resumes at the next start.
+            return;
+        }
         let job = match sub.spec.validate() {
             Ok(j) => j,
             Err(e) => return self.fail(id, "invalid_spec", &e.to_string()).await,
@@ -209,6 +209,7 @@ impl Runner {
         req.run_id = Some(id.to_owned());
         req.limits = sub.limits.clone();
         req.network = sub.network;
+        req.shared_dirs.extend(sub.shared_dir.clone());
         req
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use jobpack_core::exec::{Executor, Limits, LogStream, NetworkPolicy, RunHandle};
 use jobpack_core::{JobSpec, Packager};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::server::store::{Finish, JobRow, JobStatus, Store, is_final};
 
@@ -30,6 +30,26 @@ pub struct Submission {
     /// (`Store::secrets`) and only until the job ends.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_env: BTreeMap<String, String>,
+    /// Higher runs first among the jobs waiting in its queue (default 0; FIFO among equals).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+    /// The named queue it waits in (`None`: `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Free JSON the submitter attached, kept and returned as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
+    /// A shared host directory the job runs in (under one an admin allowed): bound read-write
+    /// at the same path, and the command starts there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    /// `working_dir` as the allowed root it is under and the path beneath it (for the mount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_dir: Option<jobpack_core::exec::SharedDir>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// A job that has a task: how to stop it and, once it runs, its log.
@@ -38,9 +58,11 @@ pub(crate) struct Live {
     pub(crate) log: Option<LogStream>,
 }
 
-/// How many jobs run at once, and how long a cancelled one gets.
+/// How many jobs run at once (in all, and per named queue), and how long a cancelled one gets.
 pub struct RunnerOptions {
     pub max_concurrent: usize,
+    /// Named queues and their own concurrency.
+    pub queues: BTreeMap<String, usize>,
     /// Between SIGTERM and SIGKILL when a job is cancelled.
     pub grace: Duration,
 }
@@ -52,7 +74,7 @@ pub struct Runner {
     pub(crate) data_dir: PathBuf,
     /// Where job working directories go: the data directory, or a cluster's shared directory.
     pub(crate) work_root: PathBuf,
-    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) slots: Arc<super::slots::Slots>,
     pub(crate) live: Mutex<HashMap<String, Live>>,
     pub(crate) waiting: AtomicUsize,
     pub(crate) running: AtomicUsize,
@@ -74,6 +96,7 @@ impl Runner {
     ) -> Arc<Runner> {
         let RunnerOptions {
             max_concurrent,
+            queues,
             grace,
         } = opts;
         Arc::new(Runner {
@@ -82,7 +105,7 @@ impl Runner {
             executor,
             work_root: work_root.unwrap_or_else(|| data_dir.clone()),
             data_dir,
-            slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            slots: super::slots::Slots::new(max_concurrent, &queues),
             live: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
             running: AtomicUsize::new(0),

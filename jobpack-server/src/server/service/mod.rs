@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod limits;
 pub mod sign_in;
 pub mod submit;
+pub mod workdirs;
 
 use std::sync::Arc;
 
@@ -26,4 +27,12 @@ pub struct Service {
     pub max_queued: usize,
     /// Whether `file://` git URLs are allowed.
     pub allow_file_urls: bool,
+    /// The shared working directories jobs may run in.
+    pub workdirs: workdirs::Workdirs,
+    /// Named queues and how many of each run at once (besides `default`).
+    pub queues: std::collections::BTreeMap<String, usize>,
+    /// The time limit of `/api/v1` command jobs that ask for none.
+    pub command_timeout: Option<f64>,
+    /// Failed password sign-ins, for throttling.
+    pub sign_in: sign_in::SignInLimiter,
 }

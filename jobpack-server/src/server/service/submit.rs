@@ -49,7 +49,28 @@ impl<'a> Submitter<'a> {
     /// The checks that need no network: the limits (quota, server defaults and maxima) and the
     /// host-network grant.
     pub fn limit(&self, p: &mut Parsed) -> ServiceResult<()> {
-        apply_quota(&mut p.sub, &self.quota, &self.svc.limits)
+        apply_quota(&mut p.sub, &self.quota, &self.svc.limits)?;
+        if let Some(q) = &p.sub.queue
+            && q != DEFAULT_QUEUE
+            && !self.svc.queues.contains_key(q)
+        {
+            let known: Vec<&str> = std::iter::once(DEFAULT_QUEUE)
+                .chain(self.svc.queues.keys().map(String::as_str))
+                .collect();
+            return Err(ServiceError::invalid(
+                "bad_request",
+                format!(
+                    "queue: no queue {q:?} on this server (queues: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if let Some(w) = p.sub.working_dir.clone() {
+            let shared = self.svc.workdirs.resolve(&w)?;
+            p.sub.spec.command = in_dir(&shared.path(), &p.sub.spec.command);
+            p.sub.shared_dir = Some(shared);
+        }
+        Ok(())
     }
 
     /// Every check of one job: [`Submitter::limit`], then [`Submitter::destinations`].
@@ -139,6 +160,21 @@ impl Submitter<'_> {
     }
 }
 
+pub use crate::server::scheduler::slots::DEFAULT_QUEUE;
+
+/// `command`, started in `dir` (a shared working directory): `cd -- DIR && ...`.
+fn in_dir(dir: &std::path::Path, command: &jobpack_core::Command) -> jobpack_core::Command {
+    let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let d = q(&dir.to_string_lossy());
+    jobpack_core::Command::Shell(match command {
+        jobpack_core::Command::Shell(s) => format!("cd -- {d} && {s}"),
+        jobpack_core::Command::Argv(argv) => {
+            let args: Vec<String> = argv.iter().map(|a| q(a)).collect();
+            format!("cd -- {d} && exec {}", args.join(" "))
+        }
+    })
+}
+
 /// Why a lone job must wait: the queue already holds `max_queued` jobs (503 over HTTP).
 pub(crate) fn queue_full(svc: &Service) -> Option<String> {
     let depth = svc.runner.queue_depth();
@@ -210,6 +246,65 @@ pub(crate) fn parse_submission(
         None => BTreeMap::new(),
         Some(s) => parse_secrets(s).map_err(|m| bad("bad_request", m))?,
     };
+    let priority = match obj.remove("priority") {
+        None | Some(serde_json::Value::Null) => 0,
+        Some(serde_json::Value::Number(n))
+            if n.as_i64()
+                .is_some_and(|p| (-MAX_PRIORITY..=MAX_PRIORITY).contains(&p)) =>
+        {
+            n.as_i64().unwrap_or_default() as i32
+        }
+        Some(other) => {
+            return Err(bad(
+                "bad_request",
+                format!(
+                    "priority: expected an integer from -{MAX_PRIORITY} to {MAX_PRIORITY}, got {other}"
+                ),
+            ));
+        }
+    };
+    let queue = match obj.remove("queue") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(q)) => {
+            crate::server::store::accounts::check_user_name(&q).map_err(|m| {
+                bad(
+                    "bad_request",
+                    format!("queue: {}", m.replacen("user name", "queue name", 1)),
+                )
+            })?;
+            Some(q)
+        }
+        Some(other) => {
+            return Err(bad(
+                "bad_request",
+                format!("queue: expected a queue name, got {other}"),
+            ));
+        }
+    };
+    let payload = match obj.remove("payload") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(p) if p.to_string().len() <= MAX_PAYLOAD_BYTES => Some(p),
+        Some(_) => {
+            return Err(bad(
+                "bad_request",
+                format!("payload: at most {MAX_PAYLOAD_BYTES} bytes of JSON"),
+            ));
+        }
+    };
+    let working_dir = match obj.remove("working_dir") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(w))
+            if w.starts_with('/') && w.len() <= 4096 && !w.contains('\0') =>
+        {
+            Some(std::path::PathBuf::from(w))
+        }
+        Some(other) => {
+            return Err(bad(
+                "bad_request",
+                format!("working_dir: expected an absolute path, got {other}"),
+            ));
+        }
+    };
     let owner = match obj.remove("owner") {
         None => None,
         Some(serde_json::Value::String(o)) => {
@@ -254,11 +349,20 @@ pub(crate) fn parse_submission(
                 .keys()
                 .map(|k| (k.clone(), MASK.to_owned()))
                 .collect(),
+            priority,
+            queue,
+            payload,
+            working_dir,
+            shared_dir: None,
         },
         secrets,
         owner,
     })
 }
+
+/// The range of `priority`, and the largest `payload`.
+const MAX_PRIORITY: i64 = 1_000_000;
+const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// What secret values are replaced with wherever the API shows them.
 pub(crate) const MASK: &str = "***";
