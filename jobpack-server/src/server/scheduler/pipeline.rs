@@ -52,7 +52,12 @@ impl Runner {
             // Left queued: it resumes at the next start.
             return;
         }
-        let job = match sub.spec.validate() {
+        // A job in a shared working directory starts there (the artifact's run.sh says so).
+        let mut spec = sub.spec.clone();
+        if let Some(d) = &sub.shared_dir {
+            spec.command = in_dir(&d.path(), &spec.command);
+        }
+        let job = match spec.validate() {
             Ok(j) => j,
             Err(e) => return self.fail(id, "invalid_spec", &e.to_string()).await,
         };
@@ -294,3 +299,17 @@ fn error_code(e: &jobpack_core::Error) -> &'static str {
         _ => "pack_failed",
     }
 }
+
+/// `command`, started in `dir` (a shared working directory): `cd -- DIR && ...`.
+pub(crate) fn in_dir(dir: &std::path::Path, command: &jobpack_core::Command) -> jobpack_core::Command {
+    let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let d = q(&dir.to_string_lossy());
+    jobpack_core::Command::Shell(match command {
+        jobpack_core::Command::Shell(s) => format!("cd -- {d} && {s}"),
+        jobpack_core::Command::Argv(argv) => {
+            let args: Vec<String> = argv.iter().map(|a| q(a)).collect();
+            format!("cd -- {d} && exec {}", args.join(" "))
+        }
+    })
+}
+

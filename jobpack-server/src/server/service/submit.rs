@@ -66,9 +66,7 @@ impl<'a> Submitter<'a> {
             ));
         }
         if let Some(w) = p.sub.working_dir.clone() {
-            let shared = self.svc.workdirs.resolve(&w)?;
-            p.sub.spec.command = in_dir(&shared.path(), &p.sub.spec.command);
-            p.sub.shared_dir = Some(shared);
+            p.sub.shared_dir = Some(self.svc.workdirs.resolve(&w)?);
         }
         Ok(())
     }
@@ -161,19 +159,6 @@ impl Submitter<'_> {
 }
 
 pub use crate::server::scheduler::slots::DEFAULT_QUEUE;
-
-/// `command`, started in `dir` (a shared working directory): `cd -- DIR && ...`.
-fn in_dir(dir: &std::path::Path, command: &jobpack_core::Command) -> jobpack_core::Command {
-    let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
-    let d = q(&dir.to_string_lossy());
-    jobpack_core::Command::Shell(match command {
-        jobpack_core::Command::Shell(s) => format!("cd -- {d} && {s}"),
-        jobpack_core::Command::Argv(argv) => {
-            let args: Vec<String> = argv.iter().map(|a| q(a)).collect();
-            format!("cd -- {d} && exec {}", args.join(" "))
-        }
-    })
-}
 
 /// Why a lone job must wait: the queue already holds `max_queued` jobs (503 over HTTP).
 pub(crate) fn queue_full(svc: &Service) -> Option<String> {
