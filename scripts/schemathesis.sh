@@ -42,3 +42,5 @@ cp "$OLDPWD/schemathesis.toml" .
   --checks all --max-examples 10 --seed 1 --no-color "$@"
 "$st" run "$base/openapi/jobd.json" --url "$base" -H "Authorization: Bearer $token" \
   --checks all --max-examples 10 --seed 1 --no-color "$@"
+"$st" run "$base/openapi/jobrunner.json" --url "$base" -H "Authorization: Bearer $token" \
+  --checks all --max-examples 10 --seed 1 --no-color "$@"

@@ -35,6 +35,20 @@ async fn the_openapi_document_is_what_it_was() {
     .await;
     assert_eq!(st, 200);
     insta::assert_snapshot!("openapi_jobd", serde_json::to_string_pretty(&jobd).unwrap());
+    let (st, runner) = call(
+        &reqwest::Client::new(),
+        &s,
+        "GET",
+        "/openapi/jobrunner.json",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    insta::assert_snapshot!(
+        "openapi_jobrunner",
+        serde_json::to_string_pretty(&runner).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

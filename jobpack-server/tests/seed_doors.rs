@@ -339,3 +339,246 @@ async fn the_job_daemons_workflow_works_upload_status_logs_tarball_cancel_delete
     let list: Value = serde_json::from_str(&curl(dir, &[&format!("{host}/jobs")])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 }
+
+const ADMIN: &str = "jp_test-admin-token-0123456789abcdef";
+
+/// `curl` with a JSON body and a bearer token; the status and the JSON answer.
+fn curl_json(dir: &Path, method: &str, url: &str, token: &str, body: &str) -> (u16, Value) {
+    let auth = format!("Authorization: Bearer {token}");
+    let mut args = vec!["-X", method, url, "-H", &auth];
+    if !body.is_empty() {
+        args.extend(["-H", "Content-Type: application/json", "-d", body]);
+    }
+    let (st, text) = curl_status(dir, &args);
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_runners_password_grant_jobs_batches_stats_and_users() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let shared = tempfile::tempdir_in("/var/tmp").unwrap();
+    let root = std::fs::canonicalize(shared.path()).unwrap();
+    let project = root.join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(
+        project.join("Makefile"),
+        "all:\n\techo built in $$(pwd) BUILD_MODE=$$BUILD_MODE\n",
+    )
+    .unwrap();
+    let allowed = root.display().to_string();
+    let s = Server::launch(
+        &dir.join("data"),
+        common::Launch {
+            args: &[],
+            env: &[
+                ("JOBPACK_ADMIN_TOKEN", ADMIN),
+                ("ALLOWED_WORKDIRS", &allowed),
+            ],
+            capture_stderr: false,
+        },
+    );
+    let api = s.u("/api/v1");
+    let (st, h) = curl_status(dir, &[&format!("{api}/health")]);
+    assert_eq!(st, 200, "{h}");
+
+    // Users are admin-only; the seed's shape: email, password, role.
+    let (st, v) = curl_json(
+        dir,
+        "POST",
+        &format!("{api}/users"),
+        ADMIN,
+        r#"{"email": "admin@example.com", "password": "correct horse battery", "role": "admin"}"#,
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(
+        (v["email"].as_str(), v["role"].as_str()),
+        (Some("admin@example.com"), Some("admin"))
+    );
+    let (st, _) = curl_json(
+        dir,
+        "POST",
+        &format!("{api}/users"),
+        ADMIN,
+        r#"{"email": "dev@example.com", "password": "another good one", "role": "user"}"#,
+    );
+    assert_eq!(st, 201);
+
+    // The OAuth2 password grant.
+    let grant = |user: &str, pass: &str| {
+        curl_status(
+            dir,
+            &[
+                "-X",
+                "POST",
+                &format!("{api}/auth/token"),
+                "-d",
+                &format!("username={user}"),
+                "-d",
+                &format!("password={pass}"),
+                "-d",
+                "grant_type=password",
+            ],
+        )
+    };
+    let (st, body) = grant("admin@example.com", "correct horse battery");
+    assert_eq!(st, 200, "{body}");
+    let t: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(t["token_type"], "bearer");
+    assert_eq!(t["expires_in"], 3600);
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    let (_, dev) = grant("dev@example.com", "another good one");
+    let dev_token = serde_json::from_str::<Value>(&dev).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The JWT works on every door.
+    let (st, me) = curl_json(dir, "GET", &s.u("/v1/me"), &token, "");
+    assert_eq!(
+        (st, me["user"].as_str()),
+        (200, Some("admin@example.com")),
+        "{me}"
+    );
+    let (st, _) = curl_json(dir, "GET", &format!("{api}/users"), &dev_token, "");
+    assert_eq!(st, 403, "a submitter may not list users");
+
+    // The README's job body verbatim: its working_dir is not allowed here, so 403 ...
+    let body = r#"{
+	"name": "linux-build",
+	"command": ["make", "-f", "Makefile", "all"],
+	"working_dir": "/workspace/project",
+	"env": {"BUILD_MODE": "release"},
+	"payload": {"note": "nightly regression"}
+}"#;
+    let (st, v) = curl_json(dir, "POST", &format!("{api}/jobs"), &token, body);
+    assert_eq!(st, 403, "{v}");
+    assert_eq!(v["code"], "working_dir_forbidden");
+    // ... and with a directory inside the allowed one it runs there.
+    let body = body.replace("/workspace/project", &project.display().to_string());
+    let (st, v) = curl_json(dir, "POST", &format!("{api}/jobs"), &token, &body);
+    assert_eq!(st, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        v["payload"],
+        serde_json::json!({"note": "nightly regression"})
+    );
+    assert_eq!(
+        v["command"],
+        serde_json::json!(["make", "-f", "Makefile", "all"])
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, j) = curl_json(dir, "GET", &format!("{api}/jobs/{id}"), &token, "");
+        if j["state"] != "waiting" && j["state"] != "running" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (done["state"].as_str(), done["result"]["exit_code"].as_i64()),
+        (Some("passed"), Some(0)),
+        "{done}"
+    );
+    let (_, logs) = curl_json(dir, "GET", &format!("{api}/jobs/{id}/logs"), &token, "");
+    let built = format!("built in {} BUILD_MODE=release", project.display());
+    assert!(logs["stdout"].as_str().unwrap().contains(&built), "{logs}");
+
+    // The README's batch body verbatim; its counters in the seed's words; the batch_id filter.
+    let batch = r#"{
+	"name": "nightly-ui-suite",
+	"description": "500 chromium tests",
+	"jobs": [
+		{"name": "test-1", "command": ["pytest", "tests/test_1.py"]},
+		{"name": "test-2", "command": ["pytest", "tests/test_2.py"]}
+	]
+}"#;
+    let (st, b) = curl_json(
+        dir,
+        "POST",
+        &format!("{api}/job-batches"),
+        &dev_token,
+        batch,
+    );
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(
+        (b["name"].as_str(), b["total"].as_u64()),
+        (Some("nightly-ui-suite"), Some(2))
+    );
+    let bid = b["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let b = loop {
+        let (_, b) = curl_json(
+            dir,
+            "GET",
+            &format!("{api}/job-batches/{bid}"),
+            &dev_token,
+            "",
+        );
+        if b["failed"].as_u64().unwrap() + b["passed"].as_u64().unwrap() == 2 {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (b["waiting"].as_u64(), b["running"].as_u64()),
+        (Some(0), Some(0)),
+        "{b}"
+    );
+    let (_, jobs) = curl_json(
+        dir,
+        "GET",
+        &format!("{api}/jobs?batch_id={bid}"),
+        &dev_token,
+        "",
+    );
+    let names: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{jobs}");
+    assert!(names.contains(&"test-1") && names.contains(&"test-2"));
+    let (_, members) = curl_json(
+        dir,
+        "GET",
+        &format!("{api}/job-batches/{bid}/jobs"),
+        &dev_token,
+        "",
+    );
+    assert_eq!(members.as_array().unwrap().len(), 2);
+
+    // Per-user aggregates: a submitter sees their own, an admin every user's.
+    let (_, mine) = curl_json(dir, "GET", &format!("{api}/jobs/stats"), &dev_token, "");
+    assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(
+        (mine[0]["user"].as_str(), mine[0]["total"].as_u64()),
+        (Some("dev@example.com"), Some(2))
+    );
+    let (_, all) = curl_json(dir, "GET", &format!("{api}/jobs/stats"), &token, "");
+    assert!(all.as_array().unwrap().len() >= 2, "{all}");
+
+    // Wrong passwords: 401, then throttled; a disabled user's session stops at once.
+    let (st, _) = grant("dev@example.com", "wrong password!");
+    assert_eq!(st, 401);
+    for _ in 0..5 {
+        grant("dev@example.com", "wrong password!");
+    }
+    let (st, body) = grant("dev@example.com", "another good one");
+    assert_eq!(st, 429, "{body}");
+    let (st, _) = curl_json(
+        dir,
+        "POST",
+        &s.u("/v1/users/dev@example.com/disable"),
+        ADMIN,
+        "",
+    );
+    assert_eq!(st, 200);
+    let (st, _) = curl_json(dir, "GET", &format!("{api}/jobs"), &dev_token, "");
+    assert_eq!(st, 401);
+}

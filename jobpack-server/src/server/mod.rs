@@ -222,6 +222,11 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         "jobpack: the jobd and job runner door (/jobs)",
         env!("CARGO_PKG_VERSION"),
     );
+    let jobrunner = OpenApiService::new(
+        http::jobrunner::JobRunnerApi { svc: svc.clone() },
+        "jobpack: the JobRunner door (/api/v1)",
+        env!("CARGO_PKG_VERSION"),
+    );
     let max_body = (args.max_body_mb as u64).saturating_mul(1 << 20);
     let uploads = Arc::new(tokio::sync::Semaphore::new(args.max_uploads.max(1)));
     let mut methods = edge::Methods::new(
@@ -231,6 +236,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
             ("/v1/jobs/{id}/files/*", "GET"),
             ("/openapi.json", "GET"),
             ("/openapi/jobd.json", "GET"),
+            ("/openapi/jobrunner.json", "GET"),
             ("/metrics", "GET"),
             ("/", "GET"),
             ("/ui/app.js", "GET"),
@@ -238,16 +244,20 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         ],
     );
     methods.add(&jobd.spec(), "");
+    methods.add(&jobrunner.spec(), "");
     let methods = Arc::new(methods);
     let spec = document(api.spec())?;
     let jobd_spec = document(jobd.spec())?;
+    let jobrunner_spec = document(jobrunner.spec())?;
     let docs = api.swagger_ui();
     let app = Route::new()
         .at("/v1/jobs/:id/files/*path", poem::get(pages::file_wildcard))
         .nest("/v1", api)
         .nest_no_strip("/jobs", jobd)
+        .nest_no_strip("/api/v1", jobrunner)
         .at("/openapi.json", spec)
         .at("/openapi/jobd.json", jobd_spec)
+        .at("/openapi/jobrunner.json", jobrunner_spec)
         .nest(
             "/docs",
             // Swagger UI is one page with its script, style and the spec inline: nothing else

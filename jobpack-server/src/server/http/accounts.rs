@@ -11,7 +11,7 @@ use crate::server::http::jobs::rfc3339;
 use crate::server::http::problem::{ApiError, ApiResult, internal, problem};
 use crate::server::http::schema::{LabelRule, Text, UserNameRule};
 use crate::server::service::auth::require;
-use crate::server::service::auth::{Action, Caller};
+use crate::server::service::auth::{Action, Caller, Via};
 use crate::server::store::Store;
 use crate::server::store::accounts::{AccountError, Quota, Role, TokenRow, UserRow};
 
@@ -394,6 +394,16 @@ impl AccountsApi {
     #[oai(path = "/tokens/:id", method = "delete")]
     async fn revoke(&self, caller: Caller, id: Path<String>) -> ApiResult<Revoked> {
         require(&caller, Action::Administer, "manage tokens")?;
+        if let Via::Token(mine) = &caller.via
+            && mine.starts_with(id.as_str())
+            && !id.is_empty()
+        {
+            return Err(ApiError::Conflict(problem(
+                409,
+                "self",
+                "you cannot revoke the token this request is made with; revoke it with another",
+            )));
+        }
         let t = self.store.revoke_token(&id).map_err(|e| match e {
             AccountError::Invalid(m) => ApiError::NotFound(problem(404, "not_found", m)),
             e => account_error(e),

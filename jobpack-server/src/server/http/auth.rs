@@ -26,6 +26,9 @@ fn is_public(path: &str) -> bool {
         || path.starts_with("/docs/")
         || path == "/"
         || path.starts_with("/ui/")
+        || path.starts_with("/openapi/")
+        || path == "/api/v1/health"
+        || path == "/api/v1/auth/token"
 }
 
 fn unauthorized(message: String) -> Response {

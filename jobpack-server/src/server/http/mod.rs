@@ -10,6 +10,7 @@ pub mod batches;
 pub mod downloads;
 pub mod edge;
 pub mod jobd;
+pub mod jobrunner;
 pub mod jobs;
 pub mod logs;
 pub mod pages;

@@ -301,7 +301,10 @@ fn error_code(e: &jobpack_core::Error) -> &'static str {
 }
 
 /// `command`, started in `dir` (a shared working directory): `cd -- DIR && ...`.
-pub(crate) fn in_dir(dir: &std::path::Path, command: &jobpack_core::Command) -> jobpack_core::Command {
+pub(crate) fn in_dir(
+    dir: &std::path::Path,
+    command: &jobpack_core::Command,
+) -> jobpack_core::Command {
     let q = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     let d = q(&dir.to_string_lossy());
     jobpack_core::Command::Shell(match command {
@@ -312,4 +315,3 @@ pub(crate) fn in_dir(dir: &std::path::Path, command: &jobpack_core::Command) -> 
         }
     })
 }
-

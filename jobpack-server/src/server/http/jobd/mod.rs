@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use poem::web::sse::Event;
 use poem_openapi::param::Path;
-use poem_openapi::payload::{EventStream, Json};
+use poem_openapi::payload::Json;
 use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiResponse, Multipart, Object, OpenApi, Tags};
 
@@ -102,17 +101,86 @@ pub struct JobdStatus {
     pub updated_at: String,
 }
 
-/// One event of the line stream: `stdout` or `stderr` with a line (its `data:`), or `end` with
-/// the final status and exit code (its `data:` is `{"status": ..., "exit_code": ...}`).
+#[derive(ApiResponse)]
+pub enum LineStream {
+    /// `text/event-stream`: `event: stdout|stderr` + `data: <line>` per log line, then
+    /// `event: end` + `data: {"status": ..., "exit_code": ...}`.
+    #[oai(status = 200)]
+    Ok(LineEvents),
+}
+
+/// The events of the line stream, as the OpenAPI document describes each one.
 #[derive(Debug, Object)]
-pub struct LogLine {
-    pub event: String,
-    #[oai(nullable)]
-    pub line: Option<String>,
-    #[oai(nullable)]
-    pub status: Option<String>,
-    #[oai(nullable)]
-    pub exit_code: Option<i32>,
+#[oai(rename = "LogLineEvent")]
+pub struct LineEventDoc {
+    pub event: LineEventName,
+    /// The line (for stdout and stderr), or `{"status": ..., "exit_code": ...}` (for end).
+    pub data: String,
+}
+
+#[derive(Debug, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum LineEventName {
+    Stdout,
+    Stderr,
+    End,
+}
+
+/// A `text/event-stream` body, documented as its events.
+pub struct LineEvents(poem::Body);
+
+impl poem_openapi::payload::Payload for LineEvents {
+    const CONTENT_TYPE: &'static str = "text/event-stream";
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        <LineEventDoc as poem_openapi::types::Type>::schema_ref()
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        <LineEventDoc as poem_openapi::types::Type>::register(registry);
+    }
+}
+
+impl poem::IntoResponse for LineEvents {
+    fn into_response(self) -> poem::Response {
+        poem::Response::builder()
+            .content_type("text/event-stream")
+            .header("Cache-Control", "no-cache")
+            .body(self.0)
+    }
+}
+
+/// One SSE event: every line of `data` (split at CR or LF, so job output cannot forge a field
+/// or end the event early) its own `data:` field; an empty line still an event.
+fn sse_frame(event: &str, data: &str) -> String {
+    let mut s = format!("event: {event}\n");
+    for line in data.split(['\n', '\r']) {
+        s.push_str("data: ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    s.push('\n');
+    s
+}
+
+/// `frames`, with a comment line every 15 s while nothing else comes; ends with `frames`.
+fn with_keep_alive(
+    frames: impl futures_util::Stream<Item = String> + Send + 'static,
+) -> BoxStream<'static, String> {
+    let tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(15),
+        Duration::from_secs(15),
+    );
+    futures_util::stream::unfold(
+        (frames.boxed(), tick),
+        |(mut frames, mut tick)| async move {
+            tokio::select! {
+                f = frames.next() => f.map(|f| (f, (frames, tick))),
+                _ = tick.tick() => Some((": keep-alive\n\n".to_owned(), (frames, tick))),
+            }
+        },
+    )
+    .boxed()
 }
 
 #[derive(ApiResponse)]
@@ -294,37 +362,24 @@ impl JobdApi {
 
     /// The log as Server-Sent Events, line by line: `event: stdout` or `event: stderr` with the
     /// line as `data:`, history then live, and `event: end` (data: the final status and exit
-    /// code) when the job has ended.
+    /// code as JSON) when the job has ended. A comment line every 15 s keeps it open.
     #[oai(path = "/jobs/:id/logs/stream", method = "get")]
-    async fn stream(
-        &self,
-        caller: Caller,
-        id: Path<String>,
-    ) -> ApiResult<EventStream<BoxStream<'static, LogLine>>> {
+    async fn stream(&self, caller: Caller, id: Path<String>) -> ApiResult<LineStream> {
         self.row(&caller, &id)?;
-        let lines = log_lines(self.svc.runner.clone(), id.0.clone()).map(|e| match e {
-            LineEvent::Line(stream, line) => LogLine {
-                event: stream.as_str().into(),
-                line: Some(line),
-                status: None,
-                exit_code: None,
-            },
-            LineEvent::End(r) => LogLine {
-                event: "end".into(),
-                line: None,
-                status: Some(r.status.as_str().into()),
-                exit_code: r.exit_code,
-            },
-        });
-        Ok(EventStream::new(lines.boxed())
-            .keep_alive(Duration::from_secs(15))
-            .to_event(|l| match l.line {
-                Some(line) => Event::message(line).event_type(l.event),
-                None => Event::message(
-                    serde_json::json!({"status": l.status, "exit_code": l.exit_code}).to_string(),
-                )
-                .event_type("end"),
-            }))
+        let lines = log_lines(self.svc.runner.clone(), id.0.clone());
+        let frames = with_keep_alive(lines.map(|e| {
+            match e {
+                LineEvent::Line(stream, line) => sse_frame(stream.as_str(), &line),
+                LineEvent::End(r) => sse_frame(
+                    "end",
+                    &serde_json::json!({"status": r.status.as_str(), "exit_code": r.exit_code})
+                        .to_string(),
+                ),
+            }
+        }));
+        Ok(LineStream::Ok(LineEvents(poem::Body::from_bytes_stream(
+            frames.map(Ok::<_, std::io::Error>),
+        ))))
     }
 
     /// Stop a running (or queued) job: SIGTERM to all of it, SIGKILL after the grace period.
