@@ -581,4 +581,50 @@ async fn the_job_runners_password_grant_jobs_batches_stats_and_users() {
     assert_eq!(st, 200);
     let (st, _) = curl_json(dir, "GET", &format!("{api}/jobs"), &dev_token, "");
     assert_eq!(st, 401);
+
+    // `jobpack admin`: a user with a password (one line of stdin), and key rotation: a session
+    // survives one rotation, not two.
+    let data = dir.join("data");
+    let admin = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut c = Command::new(env!("CARGO_BIN_EXE_jobpack"))
+            .arg("admin")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    admin(
+        &[
+            "user",
+            "add",
+            "ops@example.com",
+            "--role",
+            "viewer",
+            "--password",
+        ],
+        "ops password 1\n",
+    );
+    let (st, body) = grant("ops@example.com", "ops password 1");
+    assert_eq!(st, 200, "{body}");
+    admin(&["user", "passwd", "ops@example.com"], "ops password 2\n");
+    assert_eq!(grant("ops@example.com", "ops password 1").0, 401);
+    assert_eq!(grant("ops@example.com", "ops password 2").0, 200);
+    admin(&["jwt", "rotate"], "");
+    let (st, _) = curl_json(dir, "GET", &format!("{api}/jobs"), &token, "");
+    assert_eq!(st, 200, "one rotation: the session stays valid");
+    admin(&["jwt", "rotate"], "");
+    let (st, _) = curl_json(dir, "GET", &format!("{api}/jobs"), &token, "");
+    assert_eq!(st, 401, "two rotations: its key is gone");
 }

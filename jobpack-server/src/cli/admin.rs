@@ -37,6 +37,9 @@ enum AdminCommand {
     /// API tokens: create, list, revoke.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The keys that sign password sign-ins' sessions (JWTs).
+    #[command(subcommand)]
+    Jwt(JwtCommand),
     /// The audit log: who submitted, cancelled and deleted what.
     Audit {
         #[arg(long)]
@@ -97,13 +100,25 @@ impl QuotaArgs {
 
 #[derive(Debug, Subcommand)]
 enum UserCommand {
-    /// Add a user (then give them a token with `admin token create`).
+    /// Add a user (then give them a token with `admin token create`, or a password).
     Add {
+        /// The login name (an email address is fine: `dev@example.com`).
         name: String,
         #[arg(long, value_parser = parse_role)]
         role: Role,
+        /// Also set a password (asked for on the terminal, or read as one line from stdin),
+        /// for `POST /api/v1/auth/token` and the dashboard's sign-in.
+        #[arg(long)]
+        password: bool,
         #[command(flatten)]
         quota: QuotaArgs,
+    },
+    /// Set a user's password (asked for on the terminal, or one line from stdin); `--remove`
+    /// takes it away (tokens and certificates keep working).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        remove: bool,
     },
     /// List users.
     List,
@@ -137,8 +152,56 @@ enum TokenCommand {
     Revoke { id: String },
 }
 
+#[derive(Debug, Subcommand)]
+enum JwtCommand {
+    /// Sign new sessions with a new key: sessions signed with the previous key stay valid until
+    /// they expire, older ones end now.
+    Rotate,
+}
+
+/// A password from the terminal (not echoed, asked twice) or one line of stdin.
+fn read_password(name: &str) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let line = |prompt: &str| -> anyhow::Result<String> {
+        let tty = stdin.is_terminal();
+        let saved = if tty {
+            eprint!("{prompt}");
+            std::io::stderr().flush().ok();
+            let t =
+                rustix::termios::tcgetattr(&stdin).context("cannot read the terminal's mode")?;
+            let mut quiet = t.clone();
+            quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+            rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)
+                .context("cannot turn off echo")?;
+            Some(t)
+        } else {
+            None
+        };
+        let mut s = String::new();
+        let read = stdin.lock().read_line(&mut s);
+        if let Some(t) = saved {
+            rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &t)
+                .context("cannot restore the terminal's echo")?;
+            eprintln!();
+        }
+        read.context("cannot read the password")?;
+        Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+    };
+    let pw = line(&format!("password for {name}: "))?;
+    if stdin.is_terminal() && line("again: ")? != pw {
+        anyhow::bail!("the two passwords differ");
+    }
+    Ok(pw)
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
+}
+
+fn hash(password: &str) -> anyhow::Result<String> {
+    crate::server::service::sign_in::hash_password(password)
+        .map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
 fn time(t: f64) -> String {
@@ -172,9 +235,22 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
     };
     match args.command {
-        AdminCommand::User(UserCommand::Add { name, role, quota }) => {
+        AdminCommand::User(UserCommand::Add {
+            name,
+            role,
+            password,
+            quota,
+        }) => {
             let q = quota.quota()?;
+            let hash = if password {
+                Some(hash(&read_password(&name)?)?)
+            } else {
+                None
+            };
             store.add_user(&name, role, &q)?;
+            if let Some(h) = &hash {
+                store.set_password_hash(&name, Some(h))?;
+            }
             store.audit(
                 &actor,
                 "user.add",
@@ -202,6 +278,36 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 })
                 .collect();
             print(serde_json::Value::Array(v), table);
+        }
+        AdminCommand::User(UserCommand::Passwd { name, remove }) => {
+            let h = if remove {
+                None
+            } else {
+                Some(hash(&read_password(&name)?)?)
+            };
+            store.set_password_hash(&name, h.as_deref())?;
+            let action = if remove {
+                "user.password_remove"
+            } else {
+                "user.password"
+            };
+            store.audit(&actor, action, Some(&name), None);
+            print(
+                serde_json::json!({"name": name, "password": !remove}),
+                format!(
+                    "{} the password of {name}\n",
+                    if remove { "removed" } else { "set" }
+                ),
+            );
+        }
+        AdminCommand::Jwt(JwtCommand::Rotate) => {
+            let id = crate::server::service::sign_in::rotate_key(&store)
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            store.audit(&actor, "jwt.rotate", Some(&id), None);
+            print(
+                serde_json::json!({"key_id": id}),
+                format!("new signing key {id}; sessions signed before the previous key now end\n"),
+            );
         }
         AdminCommand::User(UserCommand::Disable { name }) => {
             store.set_user_disabled(&name, true)?;

@@ -18,8 +18,10 @@ use crate::server::store::accounts::UserRow;
 
 /// How long a session JWT is valid.
 pub const SESSION_SECS: u64 = 3600;
-/// Failed sign-ins allowed per user, and per address, within [`FAILURE_WINDOW`].
+/// Failed sign-ins allowed per user, and (for many users behind one address) per address,
+/// within [`FAILURE_WINDOW`].
 const MAX_FAILURES: usize = 5;
+const MAX_FAILURES_PER_ADDRESS: usize = 20;
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 1024;
@@ -181,7 +183,12 @@ impl SignInLimiter {
                 {
                     q.pop_front();
                 }
-                if q.len() >= MAX_FAILURES {
+                let max = if k.starts_with("addr:") {
+                    MAX_FAILURES_PER_ADDRESS
+                } else {
+                    MAX_FAILURES
+                };
+                if q.len() >= max {
                     let until = FAILURE_WINDOW.saturating_sub(now.duration_since(q[0]));
                     wait = Some(wait.map_or(until, |w: Duration| w.max(until)));
                 }
@@ -295,5 +302,16 @@ mod tests {
         assert!(l.blocked(&keys).is_some());
         let other = SignInLimiter::keys("bob", Some("127.0.0.2".parse().unwrap()));
         assert!(l.blocked(&other).is_none());
+        // Another user on the same address is not locked out by ann's failures...
+        let same_addr = SignInLimiter::keys("carl", Some("127.0.0.1".parse().unwrap()));
+        assert!(l.blocked(&same_addr).is_none());
+        // ... until the address itself has failed too often.
+        for i in 0..MAX_FAILURES_PER_ADDRESS {
+            l.failed(&SignInLimiter::keys(
+                &format!("u{i}"),
+                Some("127.0.0.1".parse().unwrap()),
+            ));
+        }
+        assert!(l.blocked(&same_addr).is_some());
     }
 }
