@@ -10,7 +10,7 @@ cargo test --workspace --locked
 scripts/schemathesis.sh
 # Every process a test starts is ended by a guard (also on panic); anything still running now is a
 # leak: git daemons, servers or browsers of a test's temporary directory, or a sandbox.
-left=$(pgrep -af -- 'git-daemon .*--base-path=/tmp/|jobpack serve .*--data-dir /tmp/|jobpack-sandbox-init|chromedriver --port=' || true)
+left=$(pgrep -af -- 'git-daemon .*--base-path=/tmp/|jobpack (serve|worker) .*--data-dir /tmp/|jobpack-sandbox-init|chromedriver --port=' || true)
 if [ -n "$left" ]; then
   echo "test.sh: the tests left processes running:" >&2
   echo "$left" >&2

@@ -281,7 +281,8 @@ fn every_subcommand_with_prefixes_json_and_exit_codes() {
         url: s.url.clone(),
         token: t["token"].as_str().unwrap().into(),
     };
-    assert_eq!(vic.json(&["list"])["total"], 0);
+    // A viewer reads everyone's jobs (and may submit none).
+    assert!(vic.json(&["list"])["total"].as_u64().unwrap() > 0);
     let (code, _, err) = vic.run(&["submit", "ok.yaml"]);
     assert_eq!(code, 4, "{err}");
     let gone = Cli {

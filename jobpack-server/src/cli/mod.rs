@@ -31,6 +31,9 @@ enum Commands {
     Build(build::BuildArgs),
     /// Serve the HTTP API (jobs, logs, downloads) with an embedded SQLite database.
     Serve(server::ServeArgs),
+    /// Run the jobs a `jobpack serve --inline-worker false` (INLINE_WORKER=0) accepts, from
+    /// the same data directory (takes serve's options; several workers may run).
+    Worker(server::ServeArgs),
     /// Manage users, API tokens, quotas; read the audit log (on the server's database).
     Admin(admin::AdminArgs),
     /// Submit a spec, a directory or an archive to a server (--follow: stream its log and exit
@@ -77,6 +80,7 @@ pub fn main() -> ExitCode {
         Commands::Run(args) => run::run(args),
         Commands::Build(args) => build::run(args),
         Commands::Serve(args) => server::run(args),
+        Commands::Worker(args) => server::worker::run(args),
         Commands::Admin(args) => admin::run(args),
         Commands::Submit(a) => return client::block_on(client::run_submit(a)),
         Commands::Status(a) => return client::block_on(client::run_status(a)),

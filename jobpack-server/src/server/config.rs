@@ -145,6 +145,16 @@ pub struct ServeArgs {
     /// concurrency is --max-concurrent. Every job also needs one of the --max-concurrent slots.
     #[arg(long = "queue", env = "JOBPACK_QUEUES", value_delimiter = ',')]
     pub queues: Vec<String>,
+    /// Run jobs in this process (`true`, the default), or only accept them and leave running
+    /// to `jobpack worker` processes on the same data directory (`false`, or `INLINE_WORKER=0`).
+    #[arg(
+        long,
+        env = "JOBPACK_INLINE_WORKER",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub inline_worker: bool,
 }
 
 /// The variable names of the services jobpack replaces, read as jobpack's own when those are not
@@ -154,6 +164,7 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("ALLOWED_WORKDIRS", "JOBPACK_ALLOWED_WORKDIRS"),
     ("DEFAULT_WORKING_DIR", "JOBPACK_DEFAULT_WORKING_DIR"),
     ("COMMAND_TIMEOUT_SECONDS", "JOBPACK_COMMAND_TIMEOUT"),
+    ("INLINE_WORKER", "JOBPACK_INLINE_WORKER"),
 ];
 
 /// Copies the seeds' variables (`JOB_DATA_DIR`, `ALLOWED_WORKDIRS`, ...) to jobpack's names
@@ -234,7 +245,7 @@ fn limit_pairs(t: Option<toml::Table>) -> Option<String> {
 /// `JOBPACK_CONFIG`), turns its keys into the `JOBPACK_*` variables that are not set yet, so that
 /// clap applies them below flags and real environment variables. Call before any thread starts.
 pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
-    if args.get(1).map(String::as_str) != Some("serve") {
+    if !matches!(args.get(1).map(String::as_str), Some("serve" | "worker")) {
         return Ok(());
     }
     let from_flag = args.iter().enumerate().find_map(|(i, a)| {

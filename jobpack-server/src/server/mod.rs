@@ -27,6 +27,7 @@ pub mod scheduler;
 pub mod service;
 pub mod store;
 pub mod tls;
+pub mod worker;
 
 use http::{edge, pages, schema};
 use scheduler::queue;
@@ -57,6 +58,12 @@ pub struct App {
 /// Builds the service from its options: data directory, store, packager, executor, runner (its
 /// jobs resumed), the OpenAPI service and every other route.
 pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
+    build_as(args, None).await
+}
+
+/// [`build`] for `jobpack serve` (`worker: None`) or for the worker process `worker` (it packs
+/// in a staging directory of its own and recovers nothing at start: the claim loop does).
+pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::Result<App> {
     std::fs::create_dir_all(args.data_dir.join("jobs")).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -68,10 +75,22 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         .data_dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", args.data_dir.display()))?;
-    // Staging directories of packs a previous process did not finish are all stale now.
-    std::fs::create_dir_all(data.join("work"))?;
-    for e in std::fs::read_dir(data.join("work"))?.flatten() {
-        let _ = std::fs::remove_dir_all(e.path());
+    // Staging directories of packs a previous process did not finish are all stale now (a
+    // worker's own are under work/<worker id>; the claim loop removes those of lost workers).
+    let staging = match worker {
+        Some(w) => data.join("work").join(w),
+        None => data.join("work"),
+    };
+    std::fs::create_dir_all(&staging)?;
+    if worker.is_none() && args.inline_worker {
+        for e in std::fs::read_dir(&staging)?.flatten() {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                eprintln!(
+                    "jobpack: cannot remove the stale staging directory {}: {err}",
+                    e.path().display()
+                );
+            }
+        }
     }
     let store = store::Store::open(&data.join("jobpack.db"))
         .with_context(|| format!("cannot open the database in {}", data.display()))?;
@@ -80,7 +99,7 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
             .map_err(|e| anyhow::anyhow!("--allow-fetch-from: {e}"))?,
     );
     let packager = Packager::new(PackagerConfig {
-        work_dir: data.join("work"),
+        work_dir: staging.clone(),
         out_dir: data.join("jobs"),
         cache_dir: Some(data.join("cache")),
         allow_file_urls: args.allow_file_urls,
@@ -177,13 +196,16 @@ pub async fn build(args: &ServeArgs) -> anyhow::Result<App> {
         queue::RunnerOptions {
             max_concurrent: args.max_concurrent,
             queues: queues.clone(),
+            inline: args.inline_worker && worker.is_none(),
             grace: Duration::from_secs_f64(args.grace),
         },
     );
-    runner
-        .recover()
-        .await
-        .context("cannot resume the jobs of the previous run")?;
+    if args.inline_worker && worker.is_none() {
+        runner
+            .recover()
+            .await
+            .context("cannot resume the jobs of the previous run")?;
+    }
 
     let svc = Arc::new(service::Service {
         runner: runner.clone(),

@@ -14,7 +14,7 @@ use poem_openapi::{ApiResponse, Object};
 use jobpack_core::exec::logs::streams::{Stream, StreamRuns};
 
 use crate::server::scheduler::queue::{Runner, row_is_final};
-use crate::server::store::JobRow;
+use crate::server::store::{JobRow, JobStatus};
 
 #[derive(ApiResponse)]
 pub enum LogText {
@@ -157,11 +157,28 @@ pub(crate) fn log_chunks(
                 if let Some(log) = st.runner.log(&st.id) {
                     st.reader = Some(log.reader_at(st.pos));
                 } else {
-                    // Not running yet (queued, packing) or never will (failed before running).
+                    // Not running here: not yet (queued, packing), never (failed before
+                    // running), over, or running in a worker process (its log file grows).
+                    let path = st.runner.log_path(&st.id);
                     match st.runner.store.get(&st.id) {
                         Ok(Some(r)) if row_is_final(&r) && !st.runner.is_live(&st.id) => {
-                            st.done = true;
-                            return Some((LogChunk::End(Box::new(r)), st));
+                            if path.exists() {
+                                // What the file holds, then the end.
+                                let log = jobpack_core::exec::LogStream::finished(&path);
+                                st.reader = Some(log.reader_at(st.pos));
+                            } else {
+                                st.done = true;
+                                return Some((LogChunk::End(Box::new(r)), st));
+                            }
+                        }
+                        Ok(Some(r)) if r.status == JobStatus::Running => {
+                            if let Some(bytes) = read_from(&path, st.pos).await {
+                                let start = st.pos;
+                                st.pos += bytes.len() as u64;
+                                return Some((LogChunk::Data { start, bytes }, st));
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
                         }
                         Ok(Some(_)) => {
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -198,6 +215,19 @@ pub(crate) fn log_chunks(
         }
     })
     .boxed()
+}
+
+/// At most 64 KiB of the file at `path` from `pos`, if it has bytes there.
+async fn read_from(path: &std::path::Path, pos: u64) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut f = tokio::fs::File::open(path).await.ok()?;
+    f.seek(std::io::SeekFrom::Start(pos)).await.ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = f.read(&mut buf).await.ok()?;
+    (n > 0).then(|| {
+        buf.truncate(n);
+        buf
+    })
 }
 
 /// The log of a job as a stream of events, from byte `start`, ending with an `end` event. Text

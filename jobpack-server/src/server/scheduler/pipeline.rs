@@ -25,6 +25,10 @@ impl Runner {
         let Ok(Some(row)) = self.store.get(id) else {
             return;
         };
+        if row.status != JobStatus::Queued {
+            // Cancelled (or recovered) before its task began.
+            return;
+        }
         let sub: Submission = match serde_json::from_str(&row.request_json) {
             Ok(s) => s,
             Err(e) => {

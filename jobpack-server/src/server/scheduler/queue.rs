@@ -63,6 +63,9 @@ pub struct RunnerOptions {
     pub max_concurrent: usize,
     /// Named queues and their own concurrency.
     pub queues: BTreeMap<String, usize>,
+    /// Whether accepted jobs run in this process; `false`: `jobpack worker` processes claim
+    /// them from the store.
+    pub inline: bool,
     /// Between SIGTERM and SIGKILL when a job is cancelled.
     pub grace: Duration,
 }
@@ -81,6 +84,8 @@ pub struct Runner {
     /// Set at shutdown: no job starts a new stage after this.
     pub(crate) closing: std::sync::atomic::AtomicBool,
     pub(crate) grace: Duration,
+    /// Whether accepted jobs run here (else a worker process claims them).
+    pub(crate) inline: bool,
     /// Held while a workflow's waiting jobs are being decided (`workflows.rs`).
     pub(crate) workflow_lock: Mutex<()>,
 }
@@ -97,6 +102,7 @@ impl Runner {
         let RunnerOptions {
             max_concurrent,
             queues,
+            inline,
             grace,
         } = opts;
         Arc::new(Runner {
@@ -111,6 +117,7 @@ impl Runner {
             running: AtomicUsize::new(0),
             closing: std::sync::atomic::AtomicBool::new(false),
             grace,
+            inline,
             workflow_lock: Mutex::new(()),
         })
     }
@@ -140,6 +147,11 @@ impl Runner {
     /// Jobs waiting for a slot.
     pub fn queue_depth(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Jobs that have a task here (waiting for a slot, packing or running).
+    pub fn task_count(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or(0)
     }
 
     pub fn running_count(&self) -> usize {
@@ -222,8 +234,16 @@ impl Runner {
         Ok(())
     }
 
-    /// Starts the task of an accepted (stored, `queued`) job.
+    /// Starts the task of an accepted (stored, `queued`) job; without an inline worker, a
+    /// `jobpack worker` claims it from the store instead.
     pub fn spawn(self: &Arc<Self>, id: String) {
+        if self.inline {
+            self.task(id, None);
+        }
+    }
+
+    /// Runs a job this worker process claimed.
+    pub fn run_claimed(self: &Arc<Self>, id: String) {
         self.task(id, None);
     }
 

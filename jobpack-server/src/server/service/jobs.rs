@@ -25,7 +25,13 @@ pub fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ServiceResult<
 pub fn cancel(svc: &Service, caller: &Caller, id: &str) -> ServiceResult<JobRow> {
     require(caller, Action::Cancel, "cancel jobs")?;
     let r = visible_row(&svc.runner, caller, id)?;
-    if row_is_final(&r) || !(svc.runner.cancel(id) || svc.runner.cancel_waiting(&r)) {
+    let runner = &svc.runner;
+    // Here (an inline worker), or in the worker process that holds it, or not yet claimed.
+    let elsewhere = || {
+        let store = &runner.store;
+        store.stop_unclaimed(id).unwrap_or(false) || store.request_cancel(id).unwrap_or(false)
+    };
+    if row_is_final(&r) || !(runner.cancel(id) || runner.cancel_waiting(&r) || elsewhere()) {
         return Err(ServiceError::conflict(
             "already_finished",
             format!("job {} has already ended ({})", r.id, r.status),
@@ -43,10 +49,26 @@ pub async fn delete(svc: &Service, caller: &Caller, id: &str) -> ServiceResult<(
     require(caller, Action::Delete, "delete jobs")?;
     let r = visible_row(&svc.runner, caller, id)?;
     let runner = &svc.runner;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     if runner.cancel(id) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while runner.is_live(id) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    } else if !row_is_final(&r) && !runner.store.stop_unclaimed(id).unwrap_or(false) {
+        // A worker process runs it: ask it to stop, and wait until it has.
+        if runner
+            .store
+            .request_cancel(id)
+            .map_err(ServiceError::internal)?
+        {
+            while tokio::time::Instant::now() < deadline {
+                match runner.store.get(id).map_err(ServiceError::internal)? {
+                    Some(now) if !row_is_final(&now) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    _ => break,
+                }
+            }
         }
     }
     runner.store.delete(id).map_err(ServiceError::internal)?;

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod batches;
 pub mod sign_in;
+pub mod workers;
 pub mod workflows;
 
 use std::path::Path;
@@ -36,6 +37,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_sign_in",
         include_str!("../../../migrations/0005_sign_in.sql"),
+    ),
+    (
+        "0006_workers",
+        include_str!("../../../migrations/0006_workers.sql"),
     ),
 ];
 
@@ -534,8 +539,9 @@ pub(super) fn insert_job(
 ) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO jobs (id, name, status, source, request_json, run, created_at, updated_at, \
-         owner, batch_id, workflow_id, workflow_pos, requires_json) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         owner, batch_id, workflow_id, workflow_pos, requires_json, priority) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
+                 COALESCE(json_extract(?5, '$.priority'), 0))",
         params![
             j.id,
             j.name,
