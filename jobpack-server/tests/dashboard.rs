@@ -386,5 +386,124 @@ async fn the_dashboard_in_headless_chromium() {
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-jobs-page.png");
     std::fs::write(&shot, c.screenshot().await.unwrap()).unwrap();
     println!("screenshot of the jobs page: {}", shot.display());
+
+    // Password sign-in (the JobRunner's users), status cards, and the batch gallery: a segmented
+    // bar per batch and its member jobs with "View logs".
+    let (st, v) = api(
+        &s,
+        "POST",
+        "/api/v1/users",
+        Some(
+            json!({"email": "ana@example.com", "password": "a long password", "role": "submitter"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    c.find(Locator::Css("#logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let email = c.wait().for_element(Locator::Css("#email")).await.unwrap();
+    email.send_keys("ana@example.com").await.unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys("a long password")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#signin"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(20, "the signed-in user", || async {
+        text_of(&c, "#me")
+            .await
+            .contains("ana@example.com")
+            .then_some(())
+    })
+    .await;
+    // ana's batch, submitted by her own session (the dashboard's token is hers now).
+    let token: String = c
+        .execute("return sessionStorage.getItem('jobpack-token');", vec![])
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, v) = common::call(
+        &reqwest::Client::new(),
+        &s,
+        "POST",
+        "/api/v1/job-batches",
+        Some(&token),
+        Some(&json!({"name": "ui-suite", "jobs": [
+            {"name": "t1", "command": ["sh", "-c", "echo t1 ok"]},
+            {"name": "t2", "command": ["sh", "-c", "echo t2 broke >&2; exit 1"]},
+            {"name": "t3", "command": ["sh", "-c", "echo t3 ok"]}
+        ]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    until(60, "a finished segmented bar", || async {
+        let v = c
+            .execute(
+                "const b = document.querySelector('#gallery .gallery-item .seg'); if (!b) return null; \
+                 return [...b.children].map(s => [s.className, s.dataset.count, s.style.width]);",
+                vec![],
+            )
+            .await
+            .ok()?;
+        let parts = v.as_array()?;
+        let count = |k: &str| {
+            parts
+                .iter()
+                .find(|p| p[0] == format!("seg-{k}"))
+                .and_then(|p| p[1].as_str()?.parse::<u32>().ok())
+        };
+        (count("passed")? == 2 && count("failed")? == 1 && count("waiting")? == 0).then_some(())
+    })
+    .await;
+    until(20, "status cards", || async {
+        let v = c
+            .execute(
+                "return Object.fromEntries([...document.querySelectorAll('#cards .n')] \
+                 .map(e => [e.dataset.k, e.textContent]));",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (v["passed"] == "2" && v["failed"] == "1" && v["total"] == "3").then_some(())
+    })
+    .await;
+    c.find(Locator::Css("#gallery .gallery-item .title"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(20, "the member jobs", || async {
+        let t = text_of(&c, "#gallery .members").await;
+        (t.contains("t1") && t.contains("t2") && t.contains("t3")).then_some(())
+    })
+    .await;
+    let buttons = c
+        .find_all(Locator::Css("#gallery .members .view-logs"))
+        .await
+        .unwrap();
+    let names = text_of(&c, "#gallery .members").await;
+    let t2 = names.lines().position(|l| l.contains("t2")).unwrap_or(0);
+    buttons[t2.min(buttons.len() - 1)].click().await.unwrap();
+    until(20, "a job's logs", || async {
+        let t = text_of(&c, "#runner-log").await;
+        t.contains("broke").then_some(())
+    })
+    .await;
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-batch-gallery.png");
+    std::fs::write(&shot, c.screenshot().await.unwrap()).unwrap();
+    println!("screenshot of the batch gallery: {}", shot.display());
     c.close().await.unwrap();
 }

@@ -1,5 +1,6 @@
 // The jobpack dashboard: plain JavaScript, no build step, no third-party code. It uses the same
-// /v1 API as everyone else, with the token kept in sessionStorage (gone when the tab closes).
+// /v1 and /api/v1 APIs as everyone else, with the token (an API token, or the session of a
+// password sign-in) kept in sessionStorage (gone when the tab closes).
 "use strict";
 
 const FINAL = ["completed", "failed", "stopped", "timed_out", "oom_killed", "limit_exceeded", "skipped"];
@@ -149,9 +150,83 @@ async function refreshWorkflows() {
   }));
 }
 
+// Status cards: the caller's jobs (admins and viewers: everyone's) in the JobRunner's words.
+async function refreshCards() {
+  const mine = view;
+  let stats;
+  try { stats = await api("GET", "/api/v1/jobs/stats"); } catch (_) { return; }
+  if (mine !== view) return;
+  const sum = { waiting: 0, running: 0, failed: 0, passed: 0, total: 0 };
+  for (const u of stats) for (const k of Object.keys(sum)) sum[k] += u[k];
+  for (const e of document.querySelectorAll("#cards .n")) e.textContent = String(sum[e.dataset.k]);
+}
+
+// The batch gallery: each batch with a segmented bar (grey waiting, yellow running, red failed,
+// green passed); a click opens its member jobs, each with "View logs".
+const openBatches = new Set();
+async function refreshGallery() {
+  const mine = view;
+  let list;
+  try { list = await api("GET", "/api/v1/job-batches?limit=20"); } catch (_) { return; }
+  if (mine !== view) return;
+  $("gallery-box").hidden = list.length === 0;
+  const items = await Promise.all(list.map(async (b) => {
+    const item = document.createElement("div");
+    item.className = "gallery-item";
+    item.dataset.id = b.id;
+    const title = text("div", (b.name || b.id.slice(0, 8)) + " — " + b.passed + " passed, " + b.failed +
+      " failed, " + b.running + " running, " + b.waiting + " waiting of " + b.total, "title");
+    title.addEventListener("click", () => {
+      if (openBatches.has(b.id)) openBatches.delete(b.id); else openBatches.add(b.id);
+      refreshGallery();
+    });
+    const bar = document.createElement("div");
+    bar.className = "seg";
+    for (const k of ["waiting", "running", "failed", "passed"]) {
+      const part = document.createElement("span");
+      part.className = "seg-" + k;
+      part.dataset.count = String(b[k]);
+      part.style.width = (b.total ? (100 * b[k] / b.total) : 0) + "%";
+      part.title = b[k] + " " + k;
+      bar.append(part);
+    }
+    item.append(title, bar);
+    if (openBatches.has(b.id)) {
+      let jobs = [];
+      try { jobs = await api("GET", "/api/v1/job-batches/" + b.id + "/jobs"); } catch (_) { /* shown empty */ }
+      const t = document.createElement("table");
+      t.className = "members";
+      t.append(...jobs.map((j) => {
+        const tr = document.createElement("tr");
+        const st = document.createElement("td");
+        st.append(statusBadge(j.status));
+        const act = document.createElement("td");
+        const btn = text("button", "View logs", "view-logs");
+        btn.addEventListener("click", () => viewLogs(j.id));
+        act.append(btn);
+        tr.append(text("td", j.name), st, text("td", j.result.exit_code), act);
+        return tr;
+      }));
+      item.append(t);
+    }
+    return item;
+  }));
+  if (mine !== view) return;
+  $("gallery").replaceChildren(...items);
+}
+
+async function viewLogs(id) {
+  const pre = $("runner-log");
+  pre.hidden = false;
+  try {
+    const l = await api("GET", "/api/v1/jobs/" + id + "/logs");
+    pre.textContent = "--- stdout of " + id.slice(0, 8) + " ---\n" + l.stdout + "\n--- stderr ---\n" + l.stderr;
+  } catch (e) { pre.textContent = e.message; }
+}
+
 function jobsView() {
   show("jobs-view");
-  const tick = () => { refreshJobs(); refreshBatches(); refreshWorkflows(); };
+  const tick = () => { refreshCards(); refreshGallery(); refreshJobs(); refreshBatches(); refreshWorkflows(); };
   tick();
   poller = setInterval(tick, 1500);
 }
@@ -332,6 +407,18 @@ window.addEventListener("DOMContentLoaded", () => {
     const t = $("token").value.trim();
     if (await login(t)) { $("token").value = ""; route(); }
     else $("login-error").textContent = "That token is not accepted.";
+  });
+  $("signin-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const form = new URLSearchParams({ username: $("email").value.trim(), password: $("password").value, grant_type: "password" });
+    const r = await fetch("/api/v1/auth/token", { method: "POST", body: form });
+    const answer = await r.json().catch(() => ({}));
+    if (r.ok && answer.access_token && await login(answer.access_token)) {
+      $("password").value = "";
+      route();
+    } else {
+      $("login-error").textContent = answer.message || "Signing in failed.";
+    }
   });
   $("logout").addEventListener("click", () => {
     sessionStorage.removeItem("jobpack-token");
