@@ -88,7 +88,8 @@ async function refreshJobs() {
     tr.append(text("td", j.job_id.slice(0, 8)), text("td", j.name));
     const st = document.createElement("td");
     st.append(statusBadge(j.status));
-    tr.append(st, text("td", j.exit_code), text("td", j.owner),
+    tr.append(st, text("td", j.exit_code), text("td", (j.request.queue || "default") + " / " + (j.request.priority || 0)),
+      text("td", j.owner),
       text("td", j.created_at.replace("T", " ").slice(0, 19)),
       text("td", duration(j.created_at, j.finished_at)));
     tr.addEventListener("click", () => { location.hash = "#/jobs/" + j.job_id; });
@@ -266,7 +267,9 @@ async function refreshJob(id) {
   st.className = "status status-" + j.status;
   facts($("facts"), [
     ["name", j.name], ["status", j.status], ["exit code", j.exit_code], ["reason", j.reason],
-    ["owner", j.owner], ["created", j.created_at], ["started", j.started_at], ["finished", j.finished_at],
+    ["owner", j.owner], ["queue", j.request.queue || "default"], ["priority", j.request.priority || 0],
+    ["working directory", j.request.working_dir],
+    ["created", j.created_at], ["started", j.started_at], ["finished", j.finished_at],
     ["run time", j.started_at ? duration(j.started_at, j.finished_at) : null],
     ["commit", j.commit], ["artifact sha256", j.artifact_sha256], ["cpu seconds", j.cpu_seconds],
   ]);
