@@ -338,6 +338,60 @@ async fn the_job_daemons_workflow_works_upload_status_logs_tarball_cancel_delete
     assert!(body.contains("run.sh"), "{body}");
     let list: Value = serde_json::from_str(&curl(dir, &[&format!("{host}/jobs")])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    // Attacks: an entry that is a link out of the upload, and a huge jobpack.yaml.
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "main.py", "/etc/passwd").unwrap();
+    std::fs::write(
+        dir.join("link.tar.gz"),
+        b.into_inner().unwrap().finish().unwrap(),
+    )
+    .unwrap();
+    let (st, body) = curl_status(
+        dir,
+        &[
+            "-X",
+            "POST",
+            &format!("{host}/jobs"),
+            "-F",
+            r#"spec={"entry":"main.py"}"#,
+            "-F",
+            "archive=@link.tar.gz",
+        ],
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("main.py"), "{body}");
+    let big = "# padding\n".repeat(200_000);
+    std::fs::write(
+        dir.join("big.tar.gz"),
+        tar_gz(&[("jobpack.yaml", &big, 0o644), ("run.sh", "true\n", 0o755)]),
+    )
+    .unwrap();
+    let (st, body) = curl_status(
+        dir,
+        &[
+            "-X",
+            "POST",
+            &format!("{host}/jobs"),
+            "-F",
+            "file=@big.tar.gz",
+        ],
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("at most"), "{body}");
+    let list: Value = serde_json::from_str(&curl(dir, &[&format!("{host}/jobs")])).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "refused uploads leave no job: {list}"
+    );
 }
 
 const ADMIN: &str = "jp_test-admin-token-0123456789abcdef";

@@ -286,8 +286,15 @@ impl JobdApi {
             submitter.check(&mut parsed).await.map_err(refuse)?;
         }
         if let Some(entry) = entry {
-            let is_file =
-                std::fs::symlink_metadata(code_dir.join(&entry)).is_ok_and(|m| m.is_file());
+            // A regular file reached without any link (the upload may hold links).
+            let (dir, rel) = (code_dir.clone(), entry.clone());
+            let is_file = tokio::task::spawn_blocking(move || {
+                jobpack_core::tree::Tree::open(&dir)
+                    .and_then(|t| t.open_file(&rel))
+                    .is_ok()
+            })
+            .await
+            .unwrap_or(false);
             if !is_file {
                 return Err(refuse(ServiceError::invalid(
                     "invalid_spec",

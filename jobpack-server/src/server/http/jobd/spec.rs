@@ -136,12 +136,21 @@ fn interpreter_for(entry: &str) -> Option<&'static str> {
     })
 }
 
+/// The largest `jobpack.yaml|json` read from an upload.
+const MAX_SPEC_FILE: u64 = 1 << 20;
+
 /// What uploaded code without a spec runs: its own `jobpack.yaml|yml|json` (a spec without
 /// `git_url`), else `run.sh` at its top. `code` is the uploaded code directory.
 pub fn from_code(code: &Path) -> Result<Value, ServiceError> {
     for name in ["jobpack.yaml", "jobpack.yml", "jobpack.json"] {
         let p = code.join(name);
         match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() && m.len() > MAX_SPEC_FILE => {
+                return Err(invalid(format!(
+                    "{name}: {} bytes; a spec file is at most {MAX_SPEC_FILE}",
+                    m.len()
+                )));
+            }
             Ok(m) if m.is_file() => {
                 let spec = jobpack_core::JobSpec::from_path(&p)
                     .map_err(|e| invalid(format!("{name}: {e}")))?;
