@@ -155,6 +155,16 @@ pub struct ServeArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub inline_worker: bool,
+    /// Serve the gRPC door (seed 004's `joblet.JobletService`) on this address too: TLS 1.3
+    /// with client certificates, so it needs --tls-cert, --tls-key and --tls-client-ca.
+    #[arg(long, env = "JOBPACK_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// The largest gRPC message the server receives, in bytes (the seed's 512 KB).
+    #[arg(long, env = "JOBPACK_GRPC_MAX_RECV_BYTES", default_value_t = 512 * 1024)]
+    pub grpc_max_recv_bytes: usize,
+    /// The largest gRPC message the server sends, in bytes (the seed's 4 MB).
+    #[arg(long, env = "JOBPACK_GRPC_MAX_SEND_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub grpc_max_send_bytes: usize,
 }
 
 /// The variable names of the services jobpack replaces, read as jobpack's own when those are not

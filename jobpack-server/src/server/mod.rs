@@ -22,6 +22,7 @@ use poem_openapi::OpenApiService;
 
 mod config;
 mod conn;
+pub mod grpc;
 pub mod http;
 pub mod scheduler;
 pub mod service;
@@ -53,6 +54,11 @@ pub struct App {
     pub endpoint: poem::endpoint::BoxEndpoint<'static>,
     pub runner: Arc<queue::Runner>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The gRPC door, with its TLS configuration, when --grpc-listen is given.
+    grpc: Option<(
+        grpc::pb::joblet_service_server::JobletServiceServer<grpc::Door>,
+        Arc<rustls::ServerConfig>,
+    )>,
 }
 
 /// Builds the service from its options: data directory, store, packager, executor, runner (its
@@ -225,6 +231,28 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
         },
         sign_in: service::sign_in::SignInLimiter::default(),
     });
+    let grpc = match args.grpc_listen {
+        None => None,
+        Some(_) => {
+            let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+                anyhow::bail!("--grpc-listen needs --tls-cert, --tls-key and --tls-client-ca");
+            };
+            let cfg = tls::grpc_server_config(&tls::TlsOptions {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+                require_client_cert: true,
+            })?;
+            let limits = grpc::Limits {
+                max_recv_bytes: args.grpc_max_recv_bytes,
+                max_send_bytes: args.grpc_max_send_bytes,
+            };
+            Some((
+                grpc::service(svc.clone(), authenticator.clone(), &limits),
+                cfg,
+            ))
+        }
+    };
     let api = OpenApiService::new(
         (
             http::jobs::JobsApi { svc: svc.clone() },
@@ -308,6 +336,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
         endpoint: app,
         runner,
         tls,
+        grpc,
     })
 }
 
@@ -357,6 +386,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         endpoint: app,
         runner,
         tls,
+        grpc,
     } = build(&args).await?;
     let (acceptor, scheme) = match tls {
         Some(cfg) => (
@@ -394,6 +424,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // The first line on stdout, for scripts and tests that started us on port 0.
     println!("jobpack listening on {scheme}://{addr}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let grpc_task = match (grpc, args.grpc_listen) {
+        (Some((service, cfg)), Some(at)) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (--grpc-listen)"))?;
+            let local = listener.local_addr()?;
+            // The second line on stdout: where the gRPC door is (port 0: any free port).
+            println!("jobpack gRPC listening on {local}");
+            let mut rx = stop_rx.clone();
+            let stop = async move {
+                rx.wait_for(|s| *s).await.ok();
+            };
+            Some(tokio::spawn(grpc::serve(listener, cfg, service, stop)))
+        }
+        _ => None,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
     poem::Server::new_with_acceptor(acceptor)
@@ -410,6 +457,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .await
         .context("the server failed")?;
+    if stop_tx.send(true).is_err() {
+        // No gRPC door listens.
+    }
+    if let Some(t) = grpc_task {
+        match t.await {
+            Ok(Err(e)) => eprintln!("jobpack: {e:#}"),
+            Err(e) => eprintln!("jobpack: the gRPC door stopped: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     runner
         .shutdown(Duration::from_secs_f64(args.grace) + Duration::from_secs(10))
         .await;
