@@ -10,7 +10,8 @@
 #     the OCI stage (a base image made from Debian's packages, artifacts built and run with
 #     buildah); slurm-wlm and munge for the Slurm stage (a one-node cluster on loopback,
 #     scripts/slurm-up.sh); python3-venv and schemathesis (pinned, from PyPI, into .venv) for the
-#     API stage (scripts/schemathesis.sh); running the server does not need them
+#     API stage (scripts/schemathesis.sh), grpcio and grpcio-tools (pinned, from PyPI, into .venv)
+#     for the gRPC door's test; running the server does not need them
 set -euo pipefail
 
 packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3 procps util-linux)
@@ -42,9 +43,15 @@ fi
 if [ "${1:-}" = "--tests" ]; then
   cd "$(dirname "$0")/.."
   schemathesis_version=4.32.5
+  grpc_version=1.76.0
   if ! .venv/bin/schemathesis --version 2>/dev/null | grep -q "version $schemathesis_version\$"; then
     echo "setup: installing schemathesis $schemathesis_version into .venv"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check "schemathesis==$schemathesis_version"
+  fi
+  # A gRPC client that is not jobpack's own code, for the gRPC door's test.
+  if ! .venv/bin/python -c "import grpc, grpc_tools; assert grpc.__version__ == '$grpc_version'" 2>/dev/null; then
+    echo "setup: installing grpcio and grpcio-tools $grpc_version into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "grpcio==$grpc_version" "grpcio-tools==$grpc_version"
   fi
 fi

@@ -431,8 +431,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {at} (--grpc-listen)"))?;
             let local = listener.local_addr()?;
-            // The second line on stdout: where the gRPC door is (port 0: any free port).
-            println!("jobpack gRPC listening on {local}");
+            // The second line on stdout: where the gRPC door is (port 0: any free port). Not
+            // println!: a reader that closed our stdout must not stop the server.
+            {
+                use std::io::Write;
+                let mut out = std::io::stdout();
+                if writeln!(out, "jobpack gRPC listening on {local}")
+                    .and_then(|_| out.flush())
+                    .is_err()
+                {
+                    eprintln!("jobpack: gRPC listening on {local}");
+                }
+            }
             let mut rx = stop_rx.clone();
             let stop = async move {
                 rx.wait_for(|s| *s).await.ok();

@@ -55,6 +55,8 @@ pub struct Server {
     pub data: PathBuf,
     /// The server's stderr, when it was asked to be captured.
     pub stderr: Option<ChildStderr>,
+    /// The rest of its stdout (kept open: a closed pipe would fail the server's later lines).
+    pub stdout: BufReader<std::process::ChildStdout>,
 }
 
 /// The first of `tools` that is not on PATH, if any (for a stage's printed skip reason).
@@ -148,9 +150,8 @@ impl Server {
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
         let url = line
             .trim()
             .strip_prefix("jobpack listening on ")
@@ -161,6 +162,7 @@ impl Server {
             child,
             url,
             data: data.to_path_buf(),
+            stdout,
         }
     }
 

@@ -1,0 +1,112 @@
+"""A gRPC client of jobpack's gRPC door that is not jobpack's code: Python grpcio with stubs
+generated from the repository's proto/joblet.proto by grpcio-tools. Run by tests/grpc.rs with
+ADDR, the certificates' directory and the generated stubs' directory; prints OK at the end."""
+import sys
+import threading
+import time
+
+import grpc
+
+addr, certs, gen = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, gen)
+import joblet_pb2 as pb  # noqa: E402
+import joblet_pb2_grpc as rpc  # noqa: E402
+
+
+def read(name):
+    with open(f"{certs}/{name}", "rb") as f:
+        return f.read()
+
+
+def stub(who):
+    if who is None:
+        creds = grpc.ssl_channel_credentials(root_certificates=read("ca.pem"))
+    else:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=read("ca.pem"),
+            private_key=read(f"{who}.key"),
+            certificate_chain=read(f"{who}.pem"),
+        )
+    ch = grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "localhost")])
+    return rpc.JobletServiceStub(ch)
+
+
+def final(s, job_id):
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        j = s.GetJobStatus(pb.GetJobStatusReq(id=job_id)).job
+        if j.status in ("COMPLETED", "FAILED", "STOPPED"):
+            return j
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not end")
+
+
+def code_of(call):
+    try:
+        call()
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    raise AssertionError("the call succeeded")
+
+
+admin, viewer = stub("admin"), stub("viewer")
+
+# RunJob, its live output to two clients at once, then COMPLETED with its exit code.
+res = admin.RunJob(pb.RunJobReq(
+    command="sh", args=["-c", "for i in 1 2 3 4; do echo line $i; sleep 0.3; done"],
+    maxCPU=50, maxMemory=256))
+job = res.job
+assert job.status == "INITIALIZING", job
+assert job.command == "sh" and job.maxCPU == 50 and job.maxMemory == 256, job
+outputs = [b"", b""]
+
+
+def follow(i, who):
+    for chunk in who.GetJobLogs(pb.GetJobLogsReq(id=job.id)):
+        outputs[i] += chunk.payload
+
+
+threads = [threading.Thread(target=follow, args=(0, admin)), threading.Thread(target=follow, args=(1, viewer))]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(60)
+want = b"line 1\nline 2\nline 3\nline 4\n"
+assert outputs[0] == want and outputs[1] == want, outputs
+done = final(admin, job.id)
+assert done.status == "COMPLETED" and done.exitCode == 0 and done.startTime and done.endTime, done
+
+# StopJob of a job that traps SIGTERM: STOPPED after the grace, exit code -1.
+trap = admin.RunJob(pb.RunJobReq(command="sh", args=["-c", "trap '' TERM; echo up; sleep 60"])).job
+deadline = time.time() + 60
+while admin.GetJobStatus(pb.GetJobStatusReq(id=trap.id)).job.status != "RUNNING":
+    assert time.time() < deadline
+    time.sleep(0.05)
+t0 = time.time()
+stopped = admin.StopJob(pb.StopJobReq(id=trap.id))
+assert stopped.status == "STOPPED" and stopped.exitCode == -1 and stopped.endTime, stopped
+assert time.time() - t0 >= 0.4, "SIGKILL came before the grace"
+code, msg = code_of(lambda: admin.StopJob(pb.StopJobReq(id=trap.id)))
+assert code == grpc.StatusCode.FAILED_PRECONDITION, (code, msg)
+assert msg == f"job is not running: {trap.id} (current status: STOPPED)", msg
+
+# A viewer reads everything and changes nothing, with the seed's messages.
+assert viewer.GetJobStatus(pb.GetJobStatusReq(id=job.id)).job.status == "COMPLETED"
+ids = [j.id for j in viewer.ListJobs(pb.EmptyRequest()).jobs]
+assert job.id in ids and trap.id in ids, ids
+code, msg = code_of(lambda: viewer.RunJob(pb.RunJobReq(command="true")))
+assert code == grpc.StatusCode.PERMISSION_DENIED, code
+assert msg == "role viewer is not allowed to perform operation run_job", msg
+code, msg = code_of(lambda: viewer.StopJob(pb.StopJobReq(id=trap.id)))
+assert (code, msg) == (grpc.StatusCode.PERMISSION_DENIED, "role viewer is not allowed to perform operation stop_job"), msg
+
+# Unknown ids, bad requests, no certificate.
+code, msg = code_of(lambda: admin.GetJobStatus(pb.GetJobStatusReq(id="f47ac10b-58cc-4372-a567-0e02b2c3d479")))
+assert (code, msg) == (grpc.StatusCode.NOT_FOUND, "job not found: f47ac10b-58cc-4372-a567-0e02b2c3d479"), msg
+code, _ = code_of(lambda: admin.RunJob(pb.RunJobReq(command="")))
+assert code == grpc.StatusCode.INVALID_ARGUMENT, code
+code, msg = code_of(lambda: admin.RunJob(pb.RunJobReq(command="true", maxMemory=2**31 - 1)))
+assert code == grpc.StatusCode.INVALID_ARGUMENT and "maxMemory" in msg, msg
+code, _ = code_of(lambda: stub(None).ListJobs(pb.EmptyRequest(), timeout=10))
+assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED), code
+print("OK")
