@@ -17,7 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-/// Statuses a requirement may name: a job's final statuses, and `ended` for any of them.
+/// Statuses a requirement may name: a job's final statuses, `ended` for any of them, and the
+/// gRPC job service's words (`COMPLETED`, `FAILED` for any failure, `STOPPED`).
 pub const REQUIRABLE: &[&str] = &[
     "completed",
     "failed",
@@ -26,6 +27,9 @@ pub const REQUIRABLE: &[&str] = &[
     "oom_killed",
     "limit_exceeded",
     "ended",
+    "COMPLETED",
+    "FAILED",
+    "STOPPED",
 ];
 
 /// Final statuses of a workflow's jobs: a run's final statuses, and `skipped` for a job whose
@@ -93,7 +97,14 @@ pub struct Requirement {
 impl Requirement {
     /// Whether a final `status` of the required job satisfies this requirement.
     pub fn met_by(&self, status: &str) -> bool {
-        self.status == "ended" || self.status == status
+        match self.status.as_str() {
+            "ended" => true,
+            // The gRPC job service's words (its workflow files say `setup: "COMPLETED"`).
+            "COMPLETED" => status == "completed",
+            "STOPPED" => status == "stopped",
+            "FAILED" => matches!(status, "failed" | "timed_out" | "oom_killed" | "limit_exceeded"),
+            s => s == status,
+        }
     }
 }
 
@@ -215,6 +226,27 @@ impl Workflow {
                             Vec::new()
                         }
                     };
+                    // The gRPC job service's form: `command: python3` plus `args: [setup.py]`.
+                    if let Some(args) = body.remove("args") {
+                        match (body.get("command"), args) {
+                            (
+                                Some(serde_norway::Value::String(c)),
+                                serde_norway::Value::Sequence(a),
+                            ) => {
+                                let mut argv = vec![serde_norway::Value::String(c.clone())];
+                                argv.extend(a);
+                                body.insert(
+                                    serde_norway::Value::String("command".into()),
+                                    serde_norway::Value::Sequence(argv),
+                                );
+                            }
+                            _ => problems.push((
+                                format!("{path}.args"),
+                                "args go with a command string: {command: python3, args: [x.py]}"
+                                    .into(),
+                            )),
+                        }
+                    }
                     match to_json(serde_norway::Value::Mapping(body)) {
                         Ok(body) => jobs.push(WorkflowJob {
                             name: job_name,
@@ -363,6 +395,30 @@ fn parse_requirement(item: serde_norway::Value) -> Result<Requirement, String> {
         ));
     }
     Ok(Requirement { job, status })
+}
+
+#[cfg(test)]
+mod seed_tests {
+    use super::*;
+
+    #[test]
+    fn the_grpc_services_workflow_file_works_verbatim() {
+        let wf = Workflow::parse(
+            "# workflow.yaml\njobs:\n  setup-data:        # Job name: \"setup-data\"\n    \
+             command: \"python3\"\n    args: [\"setup.py\"]\n    \n  process-data:      \
+             # Job name: \"process-data\" \n    command: \"python3\"\n    args: [\"process.py\"]\n    \
+             requires:\n      - setup-data: \"COMPLETED\"\n",
+        )
+        .unwrap();
+        assert_eq!(wf.jobs[1].body["command"], serde_json::json!(["python3", "process.py"]));
+        let r = &wf.jobs[1].requires[0];
+        assert!(r.met_by("completed") && !r.met_by("failed"));
+        let failed = Requirement {
+            job: "x".into(),
+            status: "FAILED".into(),
+        };
+        assert!(failed.met_by("oom_killed") && !failed.met_by("completed"));
+    }
 }
 
 #[cfg(test)]
