@@ -102,7 +102,10 @@ impl Requirement {
             // The gRPC job service's words (its workflow files say `setup: "COMPLETED"`).
             "COMPLETED" => status == "completed",
             "STOPPED" => status == "stopped",
-            "FAILED" => matches!(status, "failed" | "timed_out" | "oom_killed" | "limit_exceeded"),
+            "FAILED" => matches!(
+                status,
+                "failed" | "timed_out" | "oom_killed" | "limit_exceeded"
+            ),
             s => s == status,
         }
     }
@@ -410,7 +413,10 @@ mod seed_tests {
              requires:\n      - setup-data: \"COMPLETED\"\n",
         )
         .unwrap();
-        assert_eq!(wf.jobs[1].body["command"], serde_json::json!(["python3", "process.py"]));
+        assert_eq!(
+            wf.jobs[1].body["command"],
+            serde_json::json!(["python3", "process.py"])
+        );
         let r = &wf.jobs[1].requires[0];
         assert!(r.met_by("completed") && !r.met_by("failed"));
         let failed = Requirement {

@@ -151,6 +151,9 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
     want.extend(
         [
             "limits",
+            "maxCPU",
+            "maxIOBPS",
+            "maxMemory",
             "network",
             "owner",
             "payload",
@@ -158,6 +161,7 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
             "queue",
             "run",
             "secret_env",
+            "secret_environment",
             "working_dir",
         ]
         .map(String::from),

@@ -55,6 +55,17 @@ pub struct JobSubmissionDoc {
     pub queue: Option<String>,
     /// Free JSON kept with the job and returned as it was (64 KiB at most).
     pub payload: Option<serde_json::Value>,
+    /// The gRPC job service's name for `limits.cpu_percent` (0: not set).
+    #[oai(rename = "maxCPU", validator(minimum(value = "0")))]
+    pub max_cpu: Option<u32>,
+    /// The gRPC job service's `limits.memory_bytes`, in MiB (0: not set).
+    #[oai(rename = "maxMemory", validator(minimum(value = "0")))]
+    pub max_memory: Option<u32>,
+    /// The gRPC job service's `limits.io_bps` (0: not set).
+    #[oai(rename = "maxIOBPS", validator(minimum(value = "0")))]
+    pub max_iobps: Option<u64>,
+    /// The gRPC job service's name for `secret_env`.
+    pub secret_environment: Option<HashMap<String, String>>,
     /// A host directory to run in, inside one the server allows (`--allowed-workdir`; 403
     /// otherwise): bound read-write at the same path, the command starts there.
     pub working_dir: Option<String>,

@@ -215,12 +215,22 @@ pub(crate) fn parse_submission(
             ));
         }
     };
-    let limits: Limits = match obj.remove("limits") {
+    let mut limits: Limits = match obj.remove("limits") {
         None => Limits::default(),
         Some(l) => {
             serde_json::from_value(l).map_err(|e| bad("bad_request", format!("limits: {e}")))?
         }
     };
+    seed_limits(obj, &mut limits).map_err(|m| bad("bad_request", m))?;
+    if let Some(s) = obj.remove("secret_environment") {
+        if obj.contains_key("secret_env") {
+            return Err(bad(
+                "bad_request",
+                "give secret_env or secret_environment, not both".into(),
+            ));
+        }
+        obj.insert("secret_env".into(), s);
+    }
     let network: NetworkPolicy = match obj.remove("network") {
         None => NetworkPolicy::default(),
         Some(n) => {
@@ -343,6 +353,46 @@ pub(crate) fn parse_submission(
         secrets,
         owner,
     })
+}
+
+/// The gRPC job service's names for limits (`maxCPU` percent, `maxMemory` MiB, `maxIOBPS`
+/// bytes/s), taken out of a submission into `limits`; 0 means "not set", as there. Given twice
+/// (also in `limits`) is an error.
+fn seed_limits(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    limits: &mut Limits,
+) -> Result<(), String> {
+    for (key, ours) in [
+        ("maxCPU", "cpu_percent"),
+        ("maxMemory", "memory_bytes"),
+        ("maxIOBPS", "io_bps"),
+    ] {
+        let Some(v) = obj.remove(key) else { continue };
+        let n = v
+            .as_u64()
+            .ok_or_else(|| format!("{key}: expected a whole number >= 0, got {v}"))?;
+        if n == 0 {
+            continue;
+        }
+        let taken = match ours {
+            "cpu_percent" => limits
+                .cpu_percent
+                .replace(u32::try_from(n).map_err(|_| format!("{key}: {n} is too large"))?)
+                .is_some(),
+            "memory_bytes" => limits
+                .memory_bytes
+                .replace(
+                    n.checked_mul(1 << 20)
+                        .ok_or(format!("{key}: {n} is too large"))?,
+                )
+                .is_some(),
+            _ => limits.io_bps.replace(n).is_some(),
+        };
+        if taken {
+            return Err(format!("give limits.{ours} or {key}, not both"));
+        }
+    }
+    Ok(())
 }
 
 /// The range of `priority`, and the largest `payload`.
@@ -572,6 +622,25 @@ mod tests {
         assert_eq!(p.sub.limits.pids, Some(8));
         assert_eq!(p.secrets["TOKEN"], "s3cret");
         assert_eq!(p.sub.secret_env["TOKEN"], MASK, "only the names are stored");
+        // The gRPC job service's names: maxCPU, maxMemory (MiB), maxIOBPS, secret_environment.
+        let p = parse_submission(
+            serde_json::json!({"command": "true", "maxCPU": 50, "maxMemory": 512, "maxIOBPS": 0,
+                               "secret_environment": {"K": "v"}}),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                p.sub.limits.cpu_percent,
+                p.sub.limits.memory_bytes,
+                p.sub.limits.io_bps
+            ),
+            (Some(50), Some(512 << 20), None)
+        );
+        assert_eq!(p.secrets["K"], "v");
+        let both =
+            serde_json::json!({"command": "x", "maxMemory": 1, "limits": {"memory_bytes": 1}});
+        assert!(parse_submission(both, false).is_err());
         for bad in [
             serde_json::json!({"command": "true", "run": "yes"}),
             serde_json::json!({"command": "true", "secret_env": {"1X": "v"}}),
