@@ -4,20 +4,18 @@
 
 use std::sync::Arc;
 
-use jobpack_core::Workflow;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::server::http::jobs::rfc3339;
 use crate::server::http::problem::{ApiError, ApiResult, Submitted, internal, problem};
-use crate::server::service::Service;
 use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
-use crate::server::service::error::ServiceError;
-use crate::server::service::submit::{Submitter, group_busy, group_detail};
+use crate::server::service::workflows::Accepted;
+use crate::server::service::{self, Service};
+use crate::server::store::JobRow;
 use crate::server::store::workflows::{WorkflowRow, requirements, status};
-use crate::server::store::{Group, JobRow, JobStatus, now};
 
 #[derive(Tags)]
 enum WorkflowTags {
@@ -28,10 +26,6 @@ enum WorkflowTags {
 pub struct WorkflowsApi {
     pub svc: Arc<Service>,
 }
-
-/// The most jobs one workflow may hold, and the largest workflow file.
-const MAX_JOBS: usize = 1000;
-const MAX_FILE_BYTES: usize = 1 << 20;
 
 /// A job another one requires, and the status it must end in.
 #[derive(Debug, Object)]
@@ -179,116 +173,10 @@ impl WorkflowsApi {
         caller: Caller,
         body: Binary<Vec<u8>>,
     ) -> ApiResult<Submitted<WorkflowInfo>> {
-        require(&caller, Action::Submit, "submit jobs")?;
-        let bad = |code: &str, m: String| ApiError::BadRequest(problem(400, code, m));
-        if body.0.len() > MAX_FILE_BYTES {
-            return Err(bad(
-                "bad_request",
-                format!("a workflow file is at most {MAX_FILE_BYTES} bytes"),
-            ));
+        match service::workflows::submit(&self.svc, &caller, body.0).await? {
+            Accepted::Created(w) => Ok(Submitted::Created(Json(self.info(w)?))),
+            Accepted::Busy(why) => Ok(Submitted::Busy(problem(503, "busy", why))),
         }
-        let text = String::from_utf8(body.0)
-            .map_err(|_| bad("bad_request", "the workflow file is not UTF-8".into()))?;
-        let wf = Workflow::parse(&text).map_err(|e| bad("invalid_workflow", e.to_string()))?;
-        if wf.jobs.len() > MAX_JOBS {
-            return Err(bad(
-                "invalid_workflow",
-                format!(
-                    "jobs: at most {MAX_JOBS} per workflow, got {}",
-                    wf.jobs.len()
-                ),
-            ));
-        }
-        if let Some(why) = group_busy(
-            &self.svc.runner,
-            self.svc.max_queued,
-            wf.jobs.len(),
-            "workflow",
-        ) {
-            return Ok(Submitted::Busy(problem(503, "busy", why)));
-        }
-        let submitter = Submitter::new(&self.svc, &caller, None)?;
-        let owner = submitter.owner.clone();
-        let w = WorkflowRow {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: wf.name.clone(),
-            owner: owner.clone(),
-            source: text,
-            created_at: now(),
-            cancelled_at: None,
-        };
-        // Every job is checked (all problems reported at once) before anything is stored.
-        let mut rows = Vec::with_capacity(wf.jobs.len());
-        let mut specs = Vec::with_capacity(wf.jobs.len());
-        let message = |e: ServiceError| e.message;
-        wf.check_jobs(|j| {
-            let mut body = j.body.clone();
-            if let Some(obj) = body.as_object_mut() {
-                match obj.get("name") {
-                    None => {
-                        obj.insert("name".into(), j.name.clone().into());
-                    }
-                    Some(n) if n.as_str() == Some(j.name.as_str()) => {}
-                    Some(_) => {
-                        return Err(vec![(
-                            "name".into(),
-                            "a workflow's job is named by its key; leave name out".into(),
-                        )]);
-                    }
-                }
-                if obj.contains_key("owner") {
-                    return Err(vec![(
-                        "owner".into(),
-                        "every job of a workflow belongs to the workflow's owner".into(),
-                    )]);
-                }
-            }
-            let mut p = submitter
-                .parse(body)
-                .map_err(|e| vec![(String::new(), message(e))])?;
-            if !p.sub.run {
-                return Err(vec![(
-                    "run".into(),
-                    "a workflow's jobs run (leave run out)".into(),
-                )]);
-            }
-            submitter
-                .limit(&mut p)
-                .map_err(|e| vec![(String::new(), message(e))])?;
-            let id = uuid::Uuid::new_v4().to_string();
-            let (mut row, secrets) = submitter
-                .row(&id, &p, "spec", None)
-                .map_err(|e| vec![(String::new(), message(e))])?;
-            row.status = JobStatus::Waiting;
-            row.workflow_id = Some(w.id.clone());
-            row.workflow_pos = Some(rows.len() as i64);
-            row.requires_json = Some(
-                serde_json::to_string(&j.requires)
-                    .map_err(|e| vec![(String::new(), e.to_string())])?,
-            );
-            specs.push((j.name.clone(), p.sub.spec.clone()));
-            rows.push((row, secrets));
-            Ok(())
-        })
-        .map_err(|e| bad("invalid_workflow", e.to_string()))?;
-        for (name, spec) in &specs {
-            submitter.destinations(spec).await.map_err(|e| {
-                bad(
-                    "forbidden_destination",
-                    format!("jobs.{name}.{}", message(e)),
-                )
-            })?;
-        }
-        let detail = group_detail(rows.len(), w.name.as_deref());
-        submitter.store(
-            Group::Workflow(&w),
-            &rows,
-            "workflow.submit",
-            &w.id,
-            Some(&detail),
-        )?;
-        self.svc.runner.advance(&w.id);
-        Ok(Submitted::Created(Json(self.info(w)?)))
     }
 
     /// Workflows, newest first (the caller's own; admins see everyone's, or `owner`'s).

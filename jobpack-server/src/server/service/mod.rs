@@ -11,6 +11,7 @@ pub mod limits;
 pub mod sign_in;
 pub mod submit;
 pub mod workdirs;
+pub mod workflows;
 
 use std::sync::Arc;
 
