@@ -55,10 +55,7 @@ pub struct App {
     pub runner: Arc<queue::Runner>,
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The gRPC door, with its TLS configuration, when --grpc-listen is given.
-    grpc: Option<(
-        grpc::pb::joblet_service_server::JobletServiceServer<grpc::Door>,
-        Arc<rustls::ServerConfig>,
-    )>,
+    grpc: Option<(grpc::Services, Arc<rustls::ServerConfig>)>,
 }
 
 /// Builds the service from its options: data directory, store, packager, executor, runner (its

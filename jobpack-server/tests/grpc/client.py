@@ -109,4 +109,38 @@ code, msg = code_of(lambda: admin.RunJob(pb.RunJobReq(command="true", maxMemory=
 assert code == grpc.StatusCode.INVALID_ARGUMENT and "maxMemory" in msg, msg
 code, _ = code_of(lambda: stub(None).ListJobs(pb.EmptyRequest(), timeout=10))
 assert code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED), code
+# The seed's workflow file verbatim through JobService.RunWorkflow: names and dependencies.
+jobs_stub = rpc.JobServiceStub(grpc.secure_channel(addr, grpc.ssl_channel_credentials(
+    root_certificates=read("ca.pem"), private_key=read("admin.key"), certificate_chain=read("admin.pem")),
+    options=[("grpc.ssl_target_name_override", "localhost")]))
+yaml = b"""# workflow.yaml
+jobs:
+  setup-data:        # Job name: "setup-data"
+    command: "python3"
+    args: ["setup.py"]
+
+  process-data:      # Job name: "process-data"
+    command: "python3"
+    args: ["process.py"]
+    requires:
+      - setup-data: "COMPLETED"
+"""
+wf = jobs_stub.RunWorkflow(pb.RunWorkflowRequest(workflow="workflow.yaml", yamlContent=yaml))
+assert wf.workflowId, wf
+deadline = time.time() + 60
+while True:
+    st = jobs_stub.GetWorkflowStatus(pb.GetWorkflowStatusRequest(workflowId=wf.workflowId))
+    if st.workflow.status not in ("QUEUED", "RUNNING"):
+        break
+    assert time.time() < deadline, st
+    time.sleep(0.1)
+by_name = {j.jobName: j for j in st.jobs}
+assert set(by_name) == {"setup-data", "process-data"}, st
+assert list(by_name["process-data"].dependencies) == ["setup-data"], st
+# No setup.py here: setup-data fails, so process-data is never started ("0").
+assert by_name["setup-data"].status == "FAILED" and by_name["setup-data"].jobId != "0", st
+assert by_name["process-data"].jobId == "0", st
+assert st.workflow.totalJobs == 2, st
+assert wf.workflowId in [w.id for w in jobs_stub.ListWorkflows(pb.ListWorkflowsRequest()).workflows]
+assert len(jobs_stub.GetWorkflowJobs(pb.GetWorkflowJobsRequest(workflowId=wf.workflowId)).jobs) == 2
 print("OK")

@@ -28,6 +28,8 @@ pub mod pb {
     tonic::include_proto!("joblet");
 }
 
+mod workflows;
+
 use pb::joblet_service_server::{JobletService, JobletServiceServer};
 
 /// A log reader that cannot hand over a chunk within this long is dropped.
@@ -45,14 +47,22 @@ pub struct Door {
 }
 
 /// The service, ready for tonic's server.
-pub fn service(
-    svc: Arc<Service>,
-    auth: Arc<Authenticator>,
-    limits: &Limits,
-) -> JobletServiceServer<Door> {
-    JobletServiceServer::new(Door { svc, auth })
-        .max_decoding_message_size(limits.max_recv_bytes)
-        .max_encoding_message_size(limits.max_send_bytes)
+pub fn service(svc: Arc<Service>, auth: Arc<Authenticator>, limits: &Limits) -> Services {
+    let door = Arc::new(Door { svc, auth });
+    Services {
+        joblet: JobletServiceServer::from_arc(door.clone())
+            .max_decoding_message_size(limits.max_recv_bytes)
+            .max_encoding_message_size(limits.max_send_bytes),
+        jobs: pb::job_service_server::JobServiceServer::from_arc(door)
+            .max_decoding_message_size(limits.max_recv_bytes)
+            .max_encoding_message_size(limits.max_send_bytes),
+    }
+}
+
+/// The door's two services, `joblet.JobletService` and `joblet.JobService`, on one door.
+pub struct Services {
+    joblet: JobletServiceServer<Door>,
+    jobs: pb::job_service_server::JobServiceServer<Door>,
 }
 
 /// The seed's status word for a jobpack status.
@@ -358,7 +368,7 @@ fn machine_memory_mb() -> Option<u64> {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    service: JobletServiceServer<Door>,
+    services: Services,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -387,7 +397,8 @@ pub async fn serve(
         rx.recv().await.map(|item| (item, rx))
     });
     let r = tonic::transport::Server::builder()
-        .add_service(service)
+        .add_service(services.joblet)
+        .add_service(services.jobs)
         .serve_with_incoming_shutdown(incoming, stop)
         .await;
     accept.abort();
