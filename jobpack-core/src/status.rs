@@ -31,6 +31,19 @@ pub enum JobStatus {
     Skipped,
 }
 
+/// The gRPC job service's word (seed 004) for a status name: INITIALIZING (waiting, queued,
+/// packing, packed), RUNNING, COMPLETED, FAILED (failed, timed_out, oom_killed, limit_exceeded,
+/// skipped), STOPPED.
+pub fn joblet_word(status: &str) -> &'static str {
+    match status {
+        "running" => "RUNNING",
+        "completed" => "COMPLETED",
+        "stopped" => "STOPPED",
+        "failed" | "timed_out" | "oom_killed" | "limit_exceeded" | "skipped" => "FAILED",
+        _ => "INITIALIZING",
+    }
+}
+
 impl JobStatus {
     /// Every status, in lifecycle order.
     pub const ALL: [JobStatus; 12] = [

@@ -57,6 +57,9 @@ enum Commands {
     /// Workflows: run a file of jobs that require each other, follow it, see its jobs, cancel.
     #[command(subcommand)]
     Workflow(client::WorkflowCommand),
+    /// The gRPC job service's command line (`rnx run|status|list|stop|log`), against a jobpack
+    /// server; an `rnx` link to this binary is the same.
+    Rnx(client::RnxArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -68,13 +71,21 @@ pub const EXIT_FAILURE: u8 = 1;
 
 /// Parses the command line and runs the command; the process's exit code.
 pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    // Called as `rnx` (a link to this binary): `jobpack rnx ...`.
+    let called_rnx = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|n| n == "rnx");
+    if called_rnx {
+        args.insert(1, "rnx".into());
+    }
     server::apply_env_aliases();
     if let Err(err) = server::apply_config_file(&args) {
         eprintln!("error: {err:#}");
         return ExitCode::from(EXIT_BAD_INPUT);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(&args);
     let result = match cli.command {
         Commands::Pack(args) => pack::run(args),
         Commands::Run(args) => run::run(args),
@@ -91,6 +102,7 @@ pub fn main() -> ExitCode {
         Commands::Download(a) => return client::block_on(client::run_download(a)),
         Commands::Batch(c) => return client::block_on(client::run_batch(c)),
         Commands::Workflow(c) => return client::block_on(client::run_workflow(c)),
+        Commands::Rnx(a) => return client::block_on(client::run_rnx(a)),
         Commands::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(

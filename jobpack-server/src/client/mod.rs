@@ -13,6 +13,7 @@ use serde_json::Value;
 
 mod batch;
 mod cmds;
+mod rnx;
 mod workflow;
 
 pub use batch::{BatchCommand, run_batch};
@@ -20,6 +21,7 @@ pub use cmds::{
     CancelArgs, DownloadArgs, ListArgs, LogsArgs, RmArgs, StatusArgs, SubmitArgs, run_cancel,
     run_download, run_list, run_logs, run_rm, run_status, run_submit,
 };
+pub use rnx::{RnxArgs, run_rnx};
 pub use workflow::{WorkflowCommand, run_workflow};
 
 /// Where the server is and how to prove who we are.

@@ -65,16 +65,7 @@ pub struct Services {
     jobs: pb::job_service_server::JobServiceServer<Door>,
 }
 
-/// The seed's status word for a jobpack status.
-pub fn seed_status(status: &str) -> &'static str {
-    match status {
-        "running" => "RUNNING",
-        "completed" => "COMPLETED",
-        "stopped" => "STOPPED",
-        "failed" | "timed_out" | "oom_killed" | "limit_exceeded" | "skipped" => "FAILED",
-        _ => "INITIALIZING",
-    }
-}
+pub use jobpack_core::status::joblet_word as seed_status;
 
 fn status_of(e: ServiceError) -> Status {
     match e.kind {
