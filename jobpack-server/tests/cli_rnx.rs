@@ -134,6 +134,26 @@ fn every_rnx_verb_as_the_seed_shows_it() {
     );
     let (_, out, _) = rnx(&link, &url, &["list", "--workflow"]);
     assert!(out.contains(&wid), "{out}");
+    // `jobpack submit -- CMD ARGS...`: a bare command without a spec file.
+    let out = Command::new(&jobpack)
+        .args([
+            "submit",
+            "--server",
+            &url,
+            "--follow",
+            "--",
+            "sh",
+            "-c",
+            "echo bare $((6*7))",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "bare 42\n");
     // Errors: an empty command, an unknown job.
     assert_eq!(rnx(&link, &url, &["run"]).0, 2);
     assert_eq!(

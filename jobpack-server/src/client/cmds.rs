@@ -17,7 +17,13 @@ use super::{Api, Conn, Failure, Result, exit, job_exit_code};
 pub struct SubmitArgs {
     /// A spec (.json/.yaml); a directory of code (its spec from DIR/jobpack.yaml, .yml or .json,
     /// or --spec); or an archive of code (.tar, .tar.gz, .tgz, .zip; with --spec or --command).
-    input: PathBuf,
+    /// Not needed with a bare command after `--`.
+    #[arg(required_unless_present = "argv")]
+    input: Option<PathBuf>,
+    /// A bare command and its arguments, run as they are (no spec, no code):
+    /// `jobpack submit -- python3 -c 'print(1)'`.
+    #[arg(last = true)]
+    argv: Vec<String>,
     /// The spec to use with a directory or an archive.
     #[arg(long)]
     spec: Option<PathBuf>,
@@ -204,7 +210,15 @@ async fn file_part(path: &Path, name: &str) -> Result<reqwest::multipart::Part> 
 
 pub async fn run_submit(a: SubmitArgs) -> Result<ExitCode> {
     let api = Api::new(&a.conn)?;
-    let input = &a.input;
+    let Some(input) = &a.input else {
+        return submit_body(&api, &a, json!({"command": a.argv}), None).await;
+    };
+    if !a.argv.is_empty() {
+        return Err(Failure::new(
+            exit::BAD_INPUT,
+            "give a spec, a directory or an archive, or a command after --, not both",
+        ));
+    }
     let meta = std::fs::metadata(input)
         .map_err(|e| Failure::new(exit::BAD_INPUT, format!("{}: {e}", input.display())))?;
     // The spec, and the code to upload (a directory is packed into a .tar.gz first).
@@ -226,7 +240,7 @@ pub async fn run_submit(a: SubmitArgs) -> Result<ExitCode> {
     } else {
         (Some(input.clone()), None)
     };
-    let mut body = match &spec_path {
+    let body = match &spec_path {
         Some(p) => read_spec(p)?,
         None if a.command.is_some() => json!({}),
         None => {
@@ -239,6 +253,17 @@ pub async fn run_submit(a: SubmitArgs) -> Result<ExitCode> {
             ));
         }
     };
+    submit_body(&api, &a, body, upload).await
+}
+
+/// Submits `body` (with the flags' name, limits, network and secrets; `upload`: an archive of
+/// code), then prints the id or follows the job.
+async fn submit_body(
+    api: &Api,
+    a: &SubmitArgs,
+    mut body: Value,
+    upload: Option<PathBuf>,
+) -> Result<ExitCode> {
     let obj = body
         .as_object_mut()
         .ok_or_else(|| Failure::new(exit::BAD_INPUT, "the spec is not an object"))?;
