@@ -8,6 +8,7 @@ pub mod batches;
 pub mod error;
 pub mod jobs;
 pub mod limits;
+pub mod parse;
 pub mod sign_in;
 pub mod submit;
 pub mod workdirs;
