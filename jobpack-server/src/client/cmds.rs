@@ -1,6 +1,5 @@
 //! The client subcommands: what each sends and how it prints the answer.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,45 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Api, Conn, Failure, Result, exit, job_exit_code};
-
-#[derive(Debug, clap::Args)]
-pub struct SubmitArgs {
-    /// A spec (.json/.yaml); a directory of code (its spec from DIR/jobpack.yaml, .yml or .json,
-    /// or --spec); or an archive of code (.tar, .tar.gz, .tgz, .zip; with --spec or --command).
-    /// Not needed with a bare command after `--`.
-    #[arg(required_unless_present = "argv")]
-    input: Option<PathBuf>,
-    /// A bare command and its arguments, run as they are (no spec, no code):
-    /// `jobpack submit -- python3 -c 'print(1)'`.
-    #[arg(last = true)]
-    argv: Vec<String>,
-    /// The spec to use with a directory or an archive.
-    #[arg(long)]
-    spec: Option<PathBuf>,
-    /// The command (instead of, or over, the spec's).
-    #[arg(long)]
-    command: Option<String>,
-    /// The job's name (over the spec's).
-    #[arg(long)]
-    name: Option<String>,
-    /// Follow the log until the job ends, and exit with the job's exit code.
-    #[arg(long, short)]
-    follow: bool,
-    /// Pack only; do not run.
-    #[arg(long)]
-    no_run: bool,
-    #[command(flatten)]
-    limits: crate::cli::run::LimitFlags,
-    /// Give the job the host's network (default: none).
-    #[arg(long)]
-    network_host: bool,
-    /// Secret environment variables (NAME=VALUE), masked in logs and answers; repeatable.
-    #[arg(long = "secret-env", value_name = "NAME=VALUE")]
-    secret_env: Vec<String>,
-    #[command(flatten)]
-    conn: Conn,
-}
+use super::{Api, Conn, Failure, Result, exit};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -128,40 +89,7 @@ pub struct DownloadArgs {
     conn: Conn,
 }
 
-fn parse_pairs(items: &[String], flag: &str) -> Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| {
-                    Failure::new(
-                        exit::BAD_INPUT,
-                        format!("{flag} wants NAME=VALUE, got {kv:?}"),
-                    )
-                })
-        })
-        .collect()
-}
-
-fn read_spec(path: &Path) -> Result<Value> {
-    let spec = jobpack_core::JobSpec::from_path(path)
-        .map_err(|e| Failure::new(exit::BAD_INPUT, format!("{}: {e}", path.display())))?;
-    serde_json::to_value(&spec).map_err(|e| Failure::new(exit::FAILURE, e.to_string()))
-}
-
-fn is_archive(p: &Path) -> bool {
-    let n = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    [".tar", ".tar.gz", ".tgz", ".zip"]
-        .iter()
-        .any(|e| n.ends_with(e))
-}
-
-/// A progress bar for `len` bytes on a terminal; hidden otherwise.
-fn bytes_bar(len: Option<u64>, what: &str) -> ProgressBar {
+pub(super) fn bytes_bar(len: Option<u64>, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -180,173 +108,6 @@ fn bytes_bar(len: Option<u64>, what: &str) -> ProgressBar {
 }
 
 /// A multipart file part streamed from disk, counted on a progress bar.
-async fn file_part(path: &Path, name: &str) -> Result<reqwest::multipart::Part> {
-    let f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| Failure::new(exit::BAD_INPUT, format!("{}: {e}", path.display())))?;
-    let len = f.metadata().await?.len();
-    let bar = bytes_bar(Some(len), "upload");
-    let stream = futures_util::stream::unfold((f, bar), |(mut f, bar)| async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = vec![0u8; 256 * 1024];
-        match f.read(&mut buf).await {
-            Ok(0) => {
-                bar.finish_and_clear();
-                None
-            }
-            Ok(n) => {
-                buf.truncate(n);
-                bar.inc(n as u64);
-                Some((Ok::<_, std::io::Error>(buf), (f, bar)))
-            }
-            Err(e) => Some((Err(e), (f, bar))),
-        }
-    });
-    Ok(
-        reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
-            .file_name(name.to_owned()),
-    )
-}
-
-pub async fn run_submit(a: SubmitArgs) -> Result<ExitCode> {
-    let api = Api::new(&a.conn)?;
-    let Some(input) = &a.input else {
-        return submit_body(&api, &a, json!({"command": a.argv}), None).await;
-    };
-    if !a.argv.is_empty() {
-        return Err(Failure::new(
-            exit::BAD_INPUT,
-            "give a spec, a directory or an archive, or a command after --, not both",
-        ));
-    }
-    let meta = std::fs::metadata(input)
-        .map_err(|e| Failure::new(exit::BAD_INPUT, format!("{}: {e}", input.display())))?;
-    // The spec, and the code to upload (a directory is packed into a .tar.gz first).
-    let tmp = tempfile::tempdir()?;
-    let (spec_path, upload): (Option<PathBuf>, Option<PathBuf>) = if meta.is_dir() {
-        let found = ["jobpack.yaml", "jobpack.yml", "jobpack.json"]
-            .iter()
-            .map(|n| input.join(n))
-            .find(|p| p.is_file());
-        let archive = tmp.path().join("code.tar.gz");
-        let (dir, out) = (input.clone(), archive.clone());
-        tokio::task::spawn_blocking(move || jobpack_core::archive::tar_gz_dir(&dir, &out))
-            .await
-            .map_err(|e| Failure::new(exit::FAILURE, e.to_string()))?
-            .map_err(|e| Failure::new(exit::BAD_INPUT, format!("{}: {e}", input.display())))?;
-        (a.spec.clone().or(found), Some(archive))
-    } else if is_archive(input) {
-        (a.spec.clone(), Some(input.clone()))
-    } else {
-        (Some(input.clone()), None)
-    };
-    let body = match &spec_path {
-        Some(p) => read_spec(p)?,
-        None if a.command.is_some() => json!({}),
-        None => {
-            return Err(Failure::new(
-                exit::BAD_INPUT,
-                format!(
-                    "{} needs a spec: --spec FILE, --command CMD, or a jobpack.yaml in the directory",
-                    input.display()
-                ),
-            ));
-        }
-    };
-    submit_body(&api, &a, body, upload).await
-}
-
-/// Submits `body` (with the flags' name, limits, network and secrets; `upload`: an archive of
-/// code), then prints the id or follows the job.
-async fn submit_body(
-    api: &Api,
-    a: &SubmitArgs,
-    mut body: Value,
-    upload: Option<PathBuf>,
-) -> Result<ExitCode> {
-    let obj = body
-        .as_object_mut()
-        .ok_or_else(|| Failure::new(exit::BAD_INPUT, "the spec is not an object"))?;
-    if let Some(c) = &a.command {
-        obj.insert("command".into(), json!(c));
-    }
-    if let Some(n) = &a.name {
-        obj.insert("name".into(), json!(n));
-    }
-    if a.no_run {
-        obj.insert("run".into(), json!(false));
-    }
-    let mut limits = serde_json::Map::new();
-    let l = &a.limits;
-    for (k, v) in [
-        ("timeout", l.timeout.map(|t| json!(t))),
-        ("memory_bytes", l.memory_bytes().map(|m| json!(m))),
-        ("cpu_percent", l.cpu.map(|c| json!(c))),
-        ("pids", l.pids.map(|p| json!(p))),
-    ] {
-        if let Some(v) = v {
-            limits.insert(k.into(), v);
-        }
-    }
-    if !limits.is_empty() {
-        obj.insert("limits".into(), Value::Object(limits));
-    }
-    if a.network_host {
-        obj.insert("network".into(), json!("host"));
-    }
-    let secrets = parse_pairs(&a.secret_env, "--secret-env")?;
-    if !secrets.is_empty() {
-        obj.insert("secret_env".into(), json!(secrets));
-    }
-
-    let req = api.request(Method::POST, "/v1/jobs");
-    let req = match upload {
-        Some(archive) => {
-            let name = archive
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "code.tar.gz".into());
-            let form = reqwest::multipart::Form::new()
-                .text("spec", body.to_string())
-                .part("archive", file_part(&archive, &name).await?);
-            req.multipart(form)
-        }
-        None => req.json(&body),
-    };
-    let created: Value = api.send_json(req).await?;
-    let id = created["job_id"].as_str().unwrap_or_default().to_owned();
-    if !a.follow {
-        if api.json {
-            println!("{created}");
-        } else {
-            println!("{id}");
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    eprintln!("submitted {id}");
-    let (status, code) = if api.json {
-        api.follow(&id, &mut std::io::sink()).await?
-    } else {
-        api.follow(&id, &mut std::io::stdout().lock()).await?
-    };
-    let job = api.get_json(&format!("/v1/jobs/{id}")).await?;
-    if api.json {
-        println!("{job}");
-    } else {
-        let reason = job["reason"]
-            .as_str()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default();
-        eprintln!(
-            "job {id} {status}{}{reason}",
-            code.map(|c| format!(" (exit code {c})"))
-                .unwrap_or_default()
-        );
-    }
-    let signal = job["signal"].as_i64().map(|s| s as i32);
-    Ok(ExitCode::from(job_exit_code(&status, code, signal)))
-}
-
 fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }

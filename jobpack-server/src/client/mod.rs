@@ -14,14 +14,16 @@ use serde_json::Value;
 mod batch;
 mod cmds;
 mod rnx;
+mod submit;
 mod workflow;
 
 pub use batch::{BatchCommand, run_batch};
 pub use cmds::{
-    CancelArgs, DownloadArgs, ListArgs, LogsArgs, RmArgs, StatusArgs, SubmitArgs, run_cancel,
-    run_download, run_list, run_logs, run_rm, run_status, run_submit,
+    CancelArgs, DownloadArgs, ListArgs, LogsArgs, RmArgs, StatusArgs, run_cancel, run_download,
+    run_list, run_logs, run_rm, run_status,
 };
 pub use rnx::{RnxArgs, run_rnx};
+pub use submit::{SubmitArgs, run_submit};
 pub use workflow::{WorkflowCommand, run_workflow};
 
 /// Where the server is and how to prove who we are.
