@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub enum JobStatus {
     /// A workflow's job whose requirements are not met yet.
     Waiting,
+    /// Accepted to start at a given time (`scheduled_at`); queued then.
+    Scheduled,
     /// Accepted, waiting for a slot.
     Queued,
     Packing,
@@ -32,13 +34,14 @@ pub enum JobStatus {
 }
 
 /// The gRPC job service's word (seed 004) for a status name: INITIALIZING (waiting, queued,
-/// packing, packed), RUNNING, COMPLETED, FAILED (failed, timed_out, oom_killed, limit_exceeded,
-/// skipped), STOPPED.
+/// packing, packed), SCHEDULED, RUNNING, COMPLETED, FAILED (failed, timed_out, oom_killed,
+/// limit_exceeded, skipped), STOPPED.
 pub fn joblet_word(status: &str) -> &'static str {
     match status {
         "running" => "RUNNING",
         "completed" => "COMPLETED",
         "stopped" => "STOPPED",
+        "scheduled" => "SCHEDULED",
         "failed" | "timed_out" | "oom_killed" | "limit_exceeded" | "skipped" => "FAILED",
         _ => "INITIALIZING",
     }
@@ -46,8 +49,9 @@ pub fn joblet_word(status: &str) -> &'static str {
 
 impl JobStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [JobStatus; 12] = [
+    pub const ALL: [JobStatus; 13] = [
         JobStatus::Waiting,
+        JobStatus::Scheduled,
         JobStatus::Queued,
         JobStatus::Packing,
         JobStatus::Packed,
@@ -76,6 +80,7 @@ impl JobStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             JobStatus::Waiting => "waiting",
+            JobStatus::Scheduled => "scheduled",
             JobStatus::Queued => "queued",
             JobStatus::Packing => "packing",
             JobStatus::Packed => "packed",
@@ -111,7 +116,7 @@ impl fmt::Display for JobStatus {
 /// A name that is no status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown status {0:?}: expected one of waiting, queued, packing, packed, running, completed, failed, stopped, timed_out, oom_killed, limit_exceeded, skipped"
+    "unknown status {0:?}: expected one of waiting, scheduled, queued, packing, packed, running, completed, failed, stopped, timed_out, oom_killed, limit_exceeded, skipped"
 )]
 pub struct UnknownStatus(pub String);
 

@@ -134,6 +134,36 @@ fn every_rnx_verb_as_the_seed_shows_it() {
     );
     let (_, out, _) = rnx(&link, &url, &["list", "--workflow"]);
     assert!(out.contains(&wid), "{out}");
+    // A scheduled job: SCHEDULED, then started on time.
+    let at =
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() + Duration::from_secs(3))
+            .to_string();
+    let (code, out, err) = rnx(
+        &link,
+        &url,
+        &["run", &format!("--schedule={at}"), "sh", "-c", "echo later"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let sid = field(&out, "ID").to_owned();
+    assert_eq!(field(&out, "ScheduledTime"), at);
+    assert_eq!(
+        field(&rnx(&link, &url, &["status", &sid]).1, "Status"),
+        "SCHEDULED"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let out = loop {
+        let (_, out) = (0, rnx(&link, &url, &["status", &sid]).1);
+        if field(&out, "Status") == "COMPLETED" {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "{out}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let started = humantime::parse_rfc3339(field(&out, "Started At")).unwrap();
+    let late = started
+        .duration_since(humantime::parse_rfc3339(&at).unwrap())
+        .expect("not before its time");
+    assert!(late < Duration::from_secs(1), "{late:?}");
     // `jobpack submit -- CMD ARGS...`: a bare command without a spec file.
     let out = Command::new(&jobpack)
         .args([

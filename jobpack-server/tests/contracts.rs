@@ -160,6 +160,8 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
             "priority",
             "queue",
             "run",
+            "scheduledTime",
+            "scheduled_at",
             "secret_env",
             "secret_environment",
             "working_dir",

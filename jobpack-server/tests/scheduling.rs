@@ -177,3 +177,77 @@ async fn a_job_runs_in_an_allowed_working_directory_and_nowhere_else() {
         assert_eq!(st, want, "{dir}: {v}");
     }
 }
+
+fn in_secs(secs: f64) -> String {
+    let t = std::time::SystemTime::now() + Duration::from_secs_f64(secs);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn unix(t: &str) -> f64 {
+    humantime::parse_rfc3339(t)
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A scheduled job waits (status `scheduled`, listed, cancellable), survives a restart of the
+/// server, and starts within a second of its time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_job_starts_on_time_survives_a_restart_and_can_be_cancelled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, &[]);
+    let c = reqwest::Client::new();
+    let at = in_secs(4.0);
+    let id = submit(&s, json!({"command": "true", "scheduled_at": at})).await;
+    let cancel_me = submit(
+        &s,
+        json!({"command": "true", "scheduledTime": in_secs(30.0)}),
+    )
+    .await;
+    let v = get(&s, &id).await;
+    assert_eq!(v["status"], "scheduled", "{v}");
+    let (_, l) = call(&c, &s, "GET", "/v1/jobs?status=scheduled", None, None).await;
+    assert_eq!(l["total"], 2, "{l}");
+    let (st, _) = call(
+        &c,
+        &s,
+        "POST",
+        &format!("/v1/jobs/{cancel_me}/cancel"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 202);
+    assert_eq!(wait_final(&s, &cancel_me).await["status"], "stopped");
+    // Restart the server while the job waits.
+    drop(s);
+    let s = Server::start(&data, &[]);
+    assert_eq!(get(&s, &id).await["status"], "scheduled");
+    let v = wait_final(&s, &id).await;
+    assert_eq!(v["status"], "completed", "{v}");
+    let late = unix(v["started_at"].as_str().unwrap()) - unix(&at);
+    assert!(
+        (0.0..1.0).contains(&late),
+        "started {late:.3} s after its time: {v}"
+    );
+    // Bad times are refused.
+    for bad in [
+        json!("tomorrow"),
+        json!("2026-12-01T09:30:00+02:00"),
+        json!(12),
+        json!(in_secs(400.0 * 86400.0)),
+    ] {
+        let (st, v) = call(
+            &c,
+            &s,
+            "POST",
+            "/v1/jobs",
+            None,
+            Some(&json!({"command": "true", "scheduled_at": bad})),
+        )
+        .await;
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+}

@@ -52,6 +52,9 @@ enum RnxCommand {
         /// IO limit in bytes per second.
         #[arg(long)]
         max_iobps: Option<u64>,
+        /// Start at this time (RFC 3339 in UTC, `2026-12-01T09:30:00Z`).
+        #[arg(long)]
+        schedule: Option<String>,
         /// A workflow file (YAML) to run instead of a command.
         #[arg(long)]
         workflow: Option<PathBuf>,
@@ -119,6 +122,7 @@ pub async fn run_rnx(a: RnxArgs) -> Result<ExitCode> {
             max_cpu,
             max_memory,
             max_iobps,
+            schedule,
             workflow,
             command,
         } => {
@@ -156,6 +160,9 @@ pub async fn run_rnx(a: RnxArgs) -> Result<ExitCode> {
                     body[k] = json!(v);
                 }
             }
+            if let Some(t) = &schedule {
+                body["scheduledTime"] = json!(t);
+            }
             let r = api
                 .request(reqwest::Method::POST, "/v1/jobs")
                 .header("content-type", "application/json")
@@ -174,6 +181,9 @@ pub async fn run_rnx(a: RnxArgs) -> Result<ExitCode> {
             println!("StartTime: {}", s(&j["created_at"]));
             println!("MaxCPU: {}", limit(&j, "cpu_percent"));
             println!("MaxMemory: {}", limit(&j, "memory_bytes") >> 20);
+            if let Some(t) = &schedule {
+                println!("ScheduledTime: {t}");
+            }
             println!(
                 "Network: {}",
                 if j["request"]["network"] == "host" {

@@ -82,6 +82,11 @@ fn status_of(e: ServiceError) -> Status {
 /// A job in the seed's shape.
 fn job_of(r: &JobRow) -> pb::Job {
     let sub: Option<Submission> = serde_json::from_str(&r.request_json).ok();
+    let scheduled = sub
+        .as_ref()
+        .and_then(|s| s.scheduled_at)
+        .map(rfc3339)
+        .unwrap_or_default();
     let (command, args, env, secrets, limits) = match &sub {
         Some(s) => {
             let (command, args) = match &s.spec.command {
@@ -120,7 +125,7 @@ fn job_of(r: &JobRow) -> pb::Job {
         } else {
             r.exit_code.unwrap_or(0)
         },
-        scheduled_time: String::new(),
+        scheduled_time: scheduled,
         runtime: String::new(),
         environment: env,
         secret_environment: secrets,
@@ -192,9 +197,9 @@ impl JobletService for Door {
                 r.max_memory
             )));
         }
-        if !r.cpu_cores.is_empty() || !r.scheduled_time.is_empty() {
+        if !r.cpu_cores.is_empty() {
             return Err(Status::unimplemented(
-                "cpuCores and scheduledTime are not supported by this server yet",
+                "cpuCores is not supported by this server yet",
             ));
         }
         let mut argv = vec![r.command.clone()];
@@ -218,6 +223,9 @@ impl JobletService for Door {
         }
         if !r.name.is_empty() {
             sub["name"] = serde_json::json!(r.name);
+        }
+        if !r.scheduled_time.is_empty() {
+            sub["scheduled_at"] = serde_json::json!(r.scheduled_time);
         }
         let submitter = Submitter::new(&self.svc, &caller, None).map_err(status_of)?;
         let mut parsed = submitter.parse(sub).map_err(status_of)?;

@@ -44,7 +44,8 @@ pub struct JobInfo {
     pub job_id: String,
     #[oai(nullable)]
     pub name: Option<String>,
-    /// waiting (a workflow job whose requirements are not met yet), queued, packing, packed,
+    /// waiting (a workflow job whose requirements are not met yet), scheduled (until its
+    /// `scheduled_at`), queued, packing, packed,
     /// running, completed, failed, stopped, timed_out, oom_killed, limit_exceeded, skipped (a
     /// workflow job whose requirements can no longer be met).
     pub status: String,

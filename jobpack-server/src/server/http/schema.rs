@@ -55,6 +55,12 @@ pub struct JobSubmissionDoc {
     pub queue: Option<String>,
     /// Free JSON kept with the job and returned as it was (64 KiB at most).
     pub payload: Option<serde_json::Value>,
+    /// When to start: an RFC 3339 time in UTC (`2026-12-01T09:30:00Z`, at most a year ahead);
+    /// the job is `scheduled` until then (cancellable; a restart keeps it).
+    pub scheduled_at: Option<String>,
+    /// The gRPC job service's name for `scheduled_at`.
+    #[oai(rename = "scheduledTime")]
+    pub scheduled_time: Option<String>,
     /// The gRPC job service's name for `limits.cpu_percent` (0: not set).
     #[oai(rename = "maxCPU", validator(minimum(value = "0")))]
     pub max_cpu: Option<u32>,

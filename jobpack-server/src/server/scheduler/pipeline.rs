@@ -25,7 +25,7 @@ impl Runner {
         let Ok(Some(row)) = self.store.get(id) else {
             return;
         };
-        if row.status != JobStatus::Queued {
+        if !matches!(row.status, JobStatus::Queued | JobStatus::Scheduled) {
             // Cancelled (or recovered) before its task began.
             return;
         }
@@ -41,6 +41,29 @@ impl Runner {
                     .await;
             }
         };
+        // A scheduled job waits for its time first (a cancel ends it; a restart resumes it).
+        if let Some(at) = sub.scheduled_at {
+            let wait = at - crate::server::store::now();
+            if wait > 0.0 {
+                if row.status != JobStatus::Scheduled {
+                    self.record(id, JobStatus::Scheduled.as_str(), || {
+                        self.store.set_status(id, JobStatus::Scheduled)
+                    })
+                    .await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs_f64(wait)) => {}
+                    _ = cancelled(&mut cancel) => return stopped(self).await,
+                }
+                if self.closing.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            self.record(id, JobStatus::Queued.as_str(), || {
+                self.store.set_status(id, JobStatus::Queued)
+            })
+            .await;
+        }
         // Wait for a slot of its queue, in priority order (or a cancel).
         self.waiting.fetch_add(1, Ordering::Relaxed);
         let permit = tokio::select! {

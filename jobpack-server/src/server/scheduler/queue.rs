@@ -43,6 +43,9 @@ pub struct Submission {
     /// at the same path, and the command starts there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
+    /// When the job starts (seconds since the epoch): `scheduled` until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<f64>,
     /// `working_dir` as the allowed root it is under and the path beneath it (for the mount).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_dir: Option<jobpack_core::exec::SharedDir>,
@@ -200,7 +203,12 @@ impl Runner {
         // All ids first: a job spawned here moves on to `packing` at once and must not be
         // found again by a later status's query (it would get a second task).
         let mut resume = Vec::new();
-        for status in [JobStatus::Queued, JobStatus::Packing, JobStatus::Packed] {
+        for status in [
+            JobStatus::Scheduled,
+            JobStatus::Queued,
+            JobStatus::Packing,
+            JobStatus::Packed,
+        ] {
             for id in self.store.ids_with_status(status)? {
                 resume.push((status, id));
             }
@@ -224,7 +232,9 @@ impl Runner {
                     }
                 }
             }
-            self.store.set_status(&id, JobStatus::Queued)?;
+            if status != JobStatus::Scheduled {
+                self.store.set_status(&id, JobStatus::Queued)?;
+            }
             self.spawn(id);
         }
         // A job may have ended just before the crash, with its dependants not yet decided.

@@ -132,6 +132,7 @@ pub(crate) fn parse_submission(
             ));
         }
     };
+    let scheduled_at = scheduled_at(obj).map_err(|m| bad("bad_request", m))?;
     let working_dir = match obj.remove("working_dir") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(w))
@@ -195,6 +196,7 @@ pub(crate) fn parse_submission(
             payload,
             working_dir,
             shared_dir: None,
+            scheduled_at,
         },
         secrets,
         owner,
@@ -239,6 +241,36 @@ fn seed_limits(
         }
     }
     Ok(())
+}
+
+/// `scheduled_at` (or the gRPC job service's `scheduledTime`): an RFC 3339 time in UTC
+/// (`2026-12-01T09:30:00Z`), at most a year ahead; a time past means now.
+fn scheduled_at(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<Option<f64>, String> {
+    let (key, v) = match (obj.remove("scheduled_at"), obj.remove("scheduledTime")) {
+        (Some(_), Some(_)) => return Err("give scheduled_at or scheduledTime, not both".into()),
+        (Some(v), None) => ("scheduled_at", v),
+        (None, Some(v)) => ("scheduledTime", v),
+        (None, None) => return Ok(None),
+    };
+    let text = match &v {
+        serde_json::Value::Null => return Ok(None),
+        serde_json::Value::String(t) if t.is_empty() => return Ok(None),
+        serde_json::Value::String(t) => t.clone(),
+        other => return Err(format!("{key}: expected an RFC 3339 time, got {other}")),
+    };
+    let t = humantime::parse_rfc3339(&text).map_err(|e| {
+        format!("{key}: {text:?} is not an RFC 3339 time in UTC (2026-12-01T09:30:00Z): {e}")
+    })?;
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{key}: {text:?} is before 1970"))?
+        .as_secs_f64();
+    if secs > crate::server::store::now() + 366.0 * 86400.0 {
+        return Err(format!("{key}: {text:?} is more than a year ahead"));
+    }
+    Ok(Some(secs))
 }
 
 /// The range of `priority`, and the largest `payload`.

@@ -274,7 +274,10 @@ pub(crate) fn new_job_row(
     let row = JobRow {
         id: id.to_owned(),
         name: sub.spec.name.clone(),
-        status: JobStatus::Queued,
+        status: match sub.scheduled_at {
+            Some(t) if t > now() => JobStatus::Scheduled,
+            _ => JobStatus::Queued,
+        },
         source: source.into(),
         request_json: serde_json::to_string(sub).map_err(ServiceError::internal)?,
         run: sub.run,

@@ -42,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_workers",
         include_str!("../../../migrations/0006_workers.sql"),
     ),
+    (
+        "0007_scheduled",
+        include_str!("../../../migrations/0007_scheduled.sql"),
+    ),
 ];
 
 /// A job as stored.
@@ -144,7 +148,7 @@ pub enum InsertError {
 
 /// The statuses of jobs that have not ended (a pack-only job ends at `packed`; a workflow's job
 /// is `waiting` until its requirements are met).
-pub(super) const ACTIVE_SQL: &str = "(status IN ('waiting', 'queued', 'packing', 'running') \
+pub(super) const ACTIVE_SQL: &str = "(status IN ('waiting', 'scheduled', 'queued', 'packing', 'running') \
      OR (status = 'packed' AND run = 1))";
 
 #[derive(Clone)]
@@ -539,9 +543,9 @@ pub(super) fn insert_job(
 ) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO jobs (id, name, status, source, request_json, run, created_at, updated_at, \
-         owner, batch_id, workflow_id, workflow_pos, requires_json, priority) \
+         owner, batch_id, workflow_id, workflow_pos, requires_json, priority, scheduled_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-                 COALESCE(json_extract(?5, '$.priority'), 0))",
+                 COALESCE(json_extract(?5, '$.priority'), 0), json_extract(?5, '$.scheduled_at'))",
         params![
             j.id,
             j.name,

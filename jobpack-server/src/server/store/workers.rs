@@ -40,10 +40,10 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare(
                 "UPDATE jobs SET worker = ?1 WHERE id = (SELECT id FROM jobs \
-                 WHERE status = 'queued' AND worker IS NULL \
-                 ORDER BY priority DESC, created_at, id LIMIT 1) RETURNING id",
+                 WHERE (status = 'queued' OR (status = 'scheduled' AND scheduled_at <= ?2)) \
+                 AND worker IS NULL ORDER BY priority DESC, created_at, id LIMIT 1) RETURNING id",
             )?;
-            let mut rows = st.query_map([worker], |r| r.get::<_, String>(0))?;
+            let mut rows = st.query_map(params![worker, now()], |r| r.get::<_, String>(0))?;
             rows.next().transpose()
         })
     }
@@ -53,7 +53,7 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT * FROM jobs WHERE worker = ?1 \
-                 AND status IN ('queued', 'packing', 'packed', 'running')",
+                 AND status IN ('scheduled', 'queued', 'packing', 'packed', 'running')",
             )?;
             st.query_map([worker], job_row)?.collect()
         })
@@ -91,7 +91,7 @@ impl Store {
         self.with(|c| {
             c.execute(
                 "UPDATE jobs SET status = 'stopped', reason = 'cancelled', updated_at = ?2, \
-                 finished_at = ?2 WHERE id = ?1 AND status = 'queued' AND worker IS NULL",
+                 finished_at = ?2 WHERE id = ?1 AND status IN ('queued', 'scheduled') AND worker IS NULL",
                 params![id, now()],
             )
         })
@@ -103,7 +103,7 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare(
                 "SELECT id FROM jobs WHERE worker = ?1 AND cancel_requested = 1 \
-                 AND status IN ('queued', 'packing', 'packed', 'running')",
+                 AND status IN ('scheduled', 'queued', 'packing', 'packed', 'running')",
             )?;
             st.query_map([worker], |r| r.get(0))?.collect()
         })
