@@ -709,3 +709,43 @@ async fn shared_directories_appear_at_their_own_path_and_links_in_them_lead_nowh
     let err = executor().start(req).await.err().expect("refused");
     assert!(err.to_string().contains("outside /usr"), "{err}");
 }
+
+/// A job pinned to one CPU runs on it alone: its cpuset says so, and two busy loops share that
+/// one core (their CPU time stays about the wall time, not twice it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_pinned_to_one_core_uses_one_core() {
+    if skip_unless_root("a_job_pinned_to_one_core_uses_one_core") {
+        return;
+    }
+    let limits = Limits {
+        cpu_cores: Some("0".into()),
+        timeout: Some(Duration::from_secs(30)),
+        ..Limits::default()
+    };
+    let (o, log) = run(
+        "grep Cpus_allowed_list /proc/self/status\n\
+         for i in 1 2; do timeout 1.5 sh -c 'while :; do :; done' & done; wait",
+        limits,
+    )
+    .await;
+    assert_eq!(o.status, RunStatus::Completed, "{o:?}\n{log}");
+    assert!(log.contains("Cpus_allowed_list:\t0\n"), "{log}");
+    assert!(
+        o.isolation.cgroup_limits.contains(&"cpuset".to_owned()),
+        "{:?}",
+        o.isolation
+    );
+    let cpu = o.cpu_time_secs.unwrap();
+    assert!(
+        cpu < 1.5 * 1.35,
+        "two busy loops on one core used {cpu:.2} s of CPU in 1.5 s"
+    );
+    println!("cpu time of two busy loops pinned to core 0 for 1.5 s: {cpu:.2} s");
+    // A CPU the machine does not have is refused before anything runs.
+    let bad = Limits {
+        cpu_cores: Some("4000".into()),
+        ..Limits::default()
+    };
+    let j = job("true");
+    assert!(executor().start(request(&j, bad)).await.is_err());
+}

@@ -134,6 +134,29 @@ fn every_rnx_verb_as_the_seed_shows_it() {
     );
     let (_, out, _) = rnx(&link, &url, &["list", "--workflow"]);
     assert!(out.contains(&wid), "{out}");
+    // A job pinned to one core: its cpuset says so; cores the machine lacks are refused.
+    let (code, out, err) = rnx(
+        &link,
+        &url,
+        &[
+            "run",
+            "--cpu-cores=0",
+            "grep",
+            "Cpus_allowed_list",
+            "/proc/self/status",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let pinned = field(&out, "ID").to_owned();
+    let (_, out, _) = rnx(&link, &url, &["log", &pinned]);
+    assert!(out.contains("Cpus_allowed_list:\t0"), "{out}");
+    assert_eq!(
+        field(&rnx(&link, &url, &["status", &pinned]).1, "CPUCores"),
+        "0"
+    );
+    let (code, _, err) = rnx(&link, &url, &["run", "--cpu-cores=4000", "true"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not available"), "{err}");
     // A scheduled job: SCHEDULED, then started on time.
     let at =
         humantime::format_rfc3339_millis(std::time::SystemTime::now() + Duration::from_secs(3))

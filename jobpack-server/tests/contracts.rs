@@ -141,6 +141,7 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
         file_size_bytes: Some(1),
         log_bytes: Some(1),
         disk_bytes: Some(1),
+        cpu_cores: Some("0".into()),
     };
     let keys = |v: serde_json::Value| {
         let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
@@ -150,6 +151,7 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
     let mut want = keys(serde_json::to_value(&spec).unwrap());
     want.extend(
         [
+            "cpuCores",
             "limits",
             "maxCPU",
             "maxIOBPS",

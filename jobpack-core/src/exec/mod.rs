@@ -60,6 +60,9 @@ pub struct Limits {
     /// [`MAX_DISK_ENTRIES`] (each file costs an inode and a check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_bytes: Option<u64>,
+    /// CPUs the job may run on, as a cpuset list (`0-1`, `2,3`), through the cpuset controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<String>,
 }
 
 /// How often the disk use of a job with `limits.disk_bytes` is measured.
@@ -75,6 +78,7 @@ impl Limits {
             || self.cpu_percent.is_some()
             || self.pids.is_some()
             || self.io_bps.is_some()
+            || self.cpu_cores.is_some()
     }
 }
 

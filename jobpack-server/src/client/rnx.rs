@@ -52,6 +52,9 @@ enum RnxCommand {
         /// IO limit in bytes per second.
         #[arg(long)]
         max_iobps: Option<u64>,
+        /// Pin the job to these CPUs (`0-1`, `2,3`).
+        #[arg(long)]
+        cpu_cores: Option<String>,
         /// Start at this time (RFC 3339 in UTC, `2026-12-01T09:30:00Z`).
         #[arg(long)]
         schedule: Option<String>,
@@ -122,6 +125,7 @@ pub async fn run_rnx(a: RnxArgs) -> Result<ExitCode> {
             max_cpu,
             max_memory,
             max_iobps,
+            cpu_cores,
             schedule,
             workflow,
             command,
@@ -162,6 +166,9 @@ pub async fn run_rnx(a: RnxArgs) -> Result<ExitCode> {
             }
             if let Some(t) = &schedule {
                 body["scheduledTime"] = json!(t);
+            }
+            if let Some(c) = &cpu_cores {
+                body["cpuCores"] = json!(c);
             }
             let r = api
                 .request(reqwest::Method::POST, "/v1/jobs")
@@ -233,6 +240,7 @@ pub async fn run_rnx(a: RnxArgs) -> Result<ExitCode> {
             println!("MaxCPU: {}", limit(&j, "cpu_percent"));
             println!("MaxMemory: {}", limit(&j, "memory_bytes") >> 20);
             println!("MaxIOBPS: {}", limit(&j, "io_bps"));
+            println!("CPUCores: {}", s(&j["request"]["limits"]["cpu_cores"]));
             let code = if word == "STOPPED" {
                 -1
             } else {

@@ -211,3 +211,75 @@ pub(crate) fn wait_empty(pids: impl Fn() -> Vec<i32>, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The CPUs of a cpuset list (`0-3,6`): each number or range, ascending, at most 4096 CPUs.
+pub fn parse_cpu_list(list: &str) -> Result<std::collections::BTreeSet<u32>, String> {
+    let mut out = std::collections::BTreeSet::new();
+    let bad = || format!("cpu cores {list:?}: expected a list like 0-1 or 2,3");
+    if list.trim().is_empty() {
+        return Err(bad());
+    }
+    for part in list.trim().split(',') {
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (part, part),
+        };
+        let (a, b): (u32, u32) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if a > b || b >= 4096 {
+            return Err(bad());
+        }
+        out.extend(a..=b);
+    }
+    Ok(out)
+}
+
+/// The CPUs this machine can run jobs on (`/sys/devices/system/cpu/online`).
+pub fn online_cpus() -> Option<std::collections::BTreeSet<u32>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    parse_cpu_list(text.trim()).ok()
+}
+
+/// `list` if it names only CPUs this machine has online; else why not.
+pub fn check_cpu_cores(list: &str) -> Result<(), String> {
+    let want = parse_cpu_list(list)?;
+    if let Some(online) = online_cpus() {
+        let missing: Vec<String> = want.difference(&online).map(u32::to_string).collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "cpu cores {list:?}: CPU {} not available (online: {})",
+                missing.join(", "),
+                online
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod cpu_list_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_and_bad_ones_say_so() {
+        assert_eq!(
+            parse_cpu_list("0-1")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert_eq!(parse_cpu_list("2,3,5-6").unwrap().len(), 4);
+        for bad in ["", "a", "3-1", "1-", "9999", "0,,1"] {
+            assert!(parse_cpu_list(bad).is_err(), "{bad}");
+        }
+        assert!(check_cpu_cores("4095").is_err());
+        assert!(check_cpu_cores("0").is_ok());
+    }
+}

@@ -8,7 +8,26 @@ use std::time::Duration;
 use super::{Usage, err, procs, read_keyed, read_u64, remove_dir, wait_empty, write};
 use crate::exec::{ExecError, Limits};
 
-const CONTROLLERS: [&str; 6] = ["memory", "cpu", "cpuacct", "pids", "blkio", "freezer"];
+const CONTROLLERS: [&str; 7] = [
+    "memory", "cpu", "cpuacct", "pids", "blkio", "freezer", "cpuset",
+];
+
+/// Gives a new v1 cpuset directory the parent's CPUs and memory nodes (a v1 cpuset starts
+/// empty, and a task cannot join an empty one).
+fn inherit_cpuset(dir: &Path) -> Result<(), ExecError> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for f in ["cpuset.cpus", "cpuset.mems"] {
+        let own = std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        if own.trim().is_empty() {
+            let theirs =
+                std::fs::read_to_string(parent.join(f)).map_err(err("read", &parent.join(f)))?;
+            write(&dir.join(f), theirs.trim())?;
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug)]
 pub struct CgroupV1 {
@@ -27,11 +46,26 @@ impl CgroupV1 {
         let mut dirs = Vec::new();
         for c in CONTROLLERS {
             let hierarchy = root.join(c);
-            if !hierarchy.join("cgroup.procs").exists() {
+            // The cpuset hierarchy only for a job pinned to cores.
+            if !hierarchy.join("cgroup.procs").exists()
+                || (c == "cpuset" && limits.cpu_cores.is_none())
+            {
                 continue;
             }
             let dir = hierarchy.join(parent).join(name);
             std::fs::create_dir_all(&dir).map_err(err("create", &dir))?;
+            if c == "cpuset" {
+                // From the top down: each level gets its parent's CPUs and memory nodes.
+                let mut at = hierarchy.clone();
+                for part in parent
+                    .split('/')
+                    .filter(|p| !p.is_empty())
+                    .chain(std::iter::once(name))
+                {
+                    at.push(part);
+                    inherit_cpuset(&at)?;
+                }
+            }
             dirs.push((c, dir));
         }
         let cg = CgroupV1 { dirs };
@@ -95,6 +129,11 @@ impl CgroupV1 {
                 &(u64::from(pct) * 1000).to_string(),
             )?;
             applied.push("cpu".into());
+        }
+        if let Some(cores) = &limits.cpu_cores {
+            let d = self.need("cpuset")?;
+            write(&d.join("cpuset.cpus"), cores)?;
+            applied.push("cpuset".into());
         }
         if let Some(n) = limits.pids {
             let d = self.need("pids")?;

@@ -25,8 +25,10 @@ impl CgroupV2 {
         std::fs::create_dir_all(&parent_dir).map_err(err("create", &parent_dir))?;
         let available =
             std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        let cpuset = limits.cpu_cores.is_some().then_some("cpuset");
         let wanted: Vec<&str> = ["memory", "cpu", "pids", "io"]
             .into_iter()
+            .chain(cpuset)
             .filter(|c| available.split_whitespace().any(|a| a == *c))
             .collect();
         // Enable the controllers from the root down to our parent (best effort per controller:
@@ -71,6 +73,10 @@ impl CgroupV2 {
                 &format!("{} 100000", u64::from(pct) * 1000),
             )?;
             applied.push("cpu".into());
+        }
+        if let Some(cores) = &limits.cpu_cores {
+            write(&d.join("cpuset.cpus"), cores)?;
+            applied.push("cpuset".into());
         }
         if let Some(n) = limits.pids {
             write(&d.join("pids.max"), &n.to_string())?;

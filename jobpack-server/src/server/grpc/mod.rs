@@ -114,7 +114,7 @@ fn job_of(r: &JobRow) -> pb::Job {
         command,
         args,
         max_cpu: l.cpu_percent.map_or(0, |c| c as i32),
-        cpu_cores: String::new(),
+        cpu_cores: l.cpu_cores.clone().unwrap_or_default(),
         max_memory: l.memory_bytes.map_or(0, |m| (m >> 20) as i32),
         max_iobps: l.io_bps.map_or(0, |b| b.min(i32::MAX as u64) as i32),
         status: status.into(),
@@ -197,11 +197,6 @@ impl JobletService for Door {
                 r.max_memory
             )));
         }
-        if !r.cpu_cores.is_empty() {
-            return Err(Status::unimplemented(
-                "cpuCores is not supported by this server yet",
-            ));
-        }
         let mut argv = vec![r.command.clone()];
         argv.extend(r.args.iter().cloned());
         let mut limits = serde_json::Map::new();
@@ -216,6 +211,9 @@ impl JobletService for Door {
         }
         if r.max_iobps > 0 {
             limits.insert("io_bps".into(), r.max_iobps.into());
+        }
+        if !r.cpu_cores.is_empty() {
+            limits.insert("cpu_cores".into(), r.cpu_cores.clone().into());
         }
         let mut sub = serde_json::json!({"command": argv, "limits": limits, "env": r.environment});
         if !r.secret_environment.is_empty() {

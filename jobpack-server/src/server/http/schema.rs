@@ -61,6 +61,9 @@ pub struct JobSubmissionDoc {
     /// The gRPC job service's name for `scheduled_at`.
     #[oai(rename = "scheduledTime")]
     pub scheduled_time: Option<String>,
+    /// The gRPC job service's name for `limits.cpu_cores`.
+    #[oai(rename = "cpuCores")]
+    pub cpu_cores: Option<String>,
     /// The gRPC job service's name for `limits.cpu_percent` (0: not set).
     #[oai(rename = "maxCPU", validator(minimum(value = "0")))]
     pub max_cpu: Option<u32>,
@@ -144,6 +147,9 @@ pub struct LimitsDoc {
     pub file_size_bytes: Option<u64>,
     pub log_bytes: Option<u64>,
     pub disk_bytes: Option<u64>,
+    /// CPUs to run on, a cpuset list (`0-1`, `2,3`) of this machine's online CPUs.
+    #[oai(validator(pattern = "^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$", max_length = 256))]
+    pub cpu_cores: Option<String>,
 }
 
 /// A job's network.

@@ -50,6 +50,7 @@ impl Default for ServerLimits {
                 file_size_bytes: Some(4 * GIB),
                 log_bytes: Some(256 * MIB),
                 disk_bytes: Some(8 * GIB),
+                cpu_cores: None,
             },
             max: Limits {
                 timeout: Some(std::time::Duration::from_secs(7 * 86400)),
@@ -61,6 +62,7 @@ impl Default for ServerLimits {
                 file_size_bytes: Some(64 * GIB),
                 log_bytes: Some(4 * GIB),
                 disk_bytes: Some(64 * GIB),
+                cpu_cores: None,
             },
             tarball_max_bytes: 8 * GIB,
             destinations: std::sync::Arc::new(jobpack_core::egress::Destinations::public_only()),

@@ -68,6 +68,26 @@ pub(crate) fn parse_submission(
         }
     };
     seed_limits(obj, &mut limits).map_err(|m| bad("bad_request", m))?;
+    match (obj.remove("cpuCores"), &limits.cpu_cores) {
+        (None, _) | (Some(serde_json::Value::Null), _) => {}
+        (Some(serde_json::Value::String(c)), None) => limits.cpu_cores = Some(c),
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "bad_request",
+                "give limits.cpu_cores or cpuCores, not both".into(),
+            ));
+        }
+        (Some(other), None) => {
+            return Err(bad(
+                "bad_request",
+                format!("cpuCores: expected a list like \"0-1\", got {other}"),
+            ));
+        }
+    }
+    if let Some(c) = &limits.cpu_cores {
+        jobpack_core::exec::cgroup::check_cpu_cores(c)
+            .map_err(|m| bad("bad_request", format!("limits.cpu_cores: {m}")))?;
+    }
     if let Some(s) = obj.remove("secret_environment") {
         if obj.contains_key("secret_env") {
             return Err(bad(
