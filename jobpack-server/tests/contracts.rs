@@ -94,6 +94,13 @@ async fn unknown_fields_are_refused_not_ignored() {
     let bad = json!({"name": 12});
     let (st, v) = call(&c, &s, "POST", "/v1/users/local/tokens", None, Some(&bad)).await;
     assert_eq!(st, 400, "{v}");
+    // A time limit too large for the server's clock is a 400, not a crash.
+    let huge = json!({"command": "true", "limits": {"timeout": 1.7e307}});
+    let (st, v) = call(&c, &s, "POST", "/v1/jobs", None, Some(&huge)).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("too large"), "{v}");
+    let (st, _) = call(&c, &s, "GET", "/v1/health", None, None).await;
+    assert_eq!(st, 200);
     // Every object a request body takes says so in the document.
     let (_, doc) = call(&c, &s, "GET", "/openapi.json", None, None).await;
     for name in [

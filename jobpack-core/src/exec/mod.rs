@@ -98,7 +98,9 @@ mod opt_secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let v: Option<f64> = Option::deserialize(d)?;
         match v {
-            Some(x) if x.is_finite() && x > 0.0 => Ok(Some(Duration::from_secs_f64(x))),
+            Some(x) if x.is_finite() && x > 0.0 => Duration::try_from_secs_f64(x)
+                .map(Some)
+                .map_err(|_| serde::de::Error::custom(format!("timeout {x} is too large"))),
             Some(x) => Err(serde::de::Error::custom(format!(
                 "timeout must be a positive number of seconds, got {x}"
             ))),

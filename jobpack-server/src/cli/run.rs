@@ -103,7 +103,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         bail!("--grace must be a non-negative number of seconds");
     }
     let timeout = match args.limits.timeout {
-        Some(t) if t.is_finite() && t > 0.0 => Some(Duration::from_secs_f64(t)),
+        Some(t) if t.is_finite() && t > 0.0 => Some(
+            Duration::try_from_secs_f64(t)
+                .map_err(|_| anyhow::anyhow!("--timeout {t} is too large"))?,
+        ),
         Some(t) => bail!("--timeout must be a positive number of seconds, got {t}"),
         None => None,
     };

@@ -224,7 +224,8 @@ fn apply_user_quota(limits: &mut Limits, q: &Quota) -> ServiceResult<()> {
     }
     let mut timeout = limits.timeout.map(|d| d.as_secs_f64());
     cap("timeout", &mut timeout, q.max_timeout_secs)?;
-    limits.timeout = timeout.map(Duration::from_secs_f64);
+    // A cap too large for a Duration is no cap at all (the server's maximum still applies).
+    limits.timeout = timeout.map(|t| Duration::try_from_secs_f64(t).unwrap_or(Duration::MAX));
     cap("memory_bytes", &mut limits.memory_bytes, q.max_memory_bytes)?;
     cap("cpu_percent", &mut limits.cpu_percent, q.max_cpu_percent)?;
     cap("pids", &mut limits.pids, q.max_pids)?;

@@ -63,7 +63,10 @@ impl FromStr for Role {
 pub struct Quota {
     /// Jobs that have not ended (queued, packing, running) at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[oai(nullable, validator(minimum(value = "0")))]
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000000000"))
+    )]
     pub max_concurrent: Option<u64>,
     /// Largest `limits.timeout`, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,15 +74,24 @@ pub struct Quota {
     pub max_timeout_secs: Option<f64>,
     /// Largest `limits.memory_bytes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[oai(nullable, validator(minimum(value = "0")))]
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000000000"))
+    )]
     pub max_memory_bytes: Option<u64>,
     /// Largest `limits.cpu_percent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[oai(nullable, validator(minimum(value = "0")))]
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "4294967295"))
+    )]
     pub max_cpu_percent: Option<u32>,
     /// Largest `limits.pids`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[oai(nullable, validator(minimum(value = "0")))]
+    #[oai(
+        nullable,
+        validator(minimum(value = "0"), maximum(value = "1000000000000000"))
+    )]
     pub max_pids: Option<u64>,
     /// Whether the user may ask for `"network": "host"` (the host's network, loopback services
     /// included). Off unless an admin grants it; admins always may.
