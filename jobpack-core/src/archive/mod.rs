@@ -23,7 +23,7 @@ use crate::io_error::{IoError, io_err};
 mod unpack;
 mod write;
 
-pub use unpack::{UnpackError, UnpackLimits, unpack, unpack_upload};
+pub use unpack::{UnpackError, UnpackLimits, is_archive_name, unpack, unpack_upload};
 pub use write::{Contents, TreeArchiveError, Written, tar_gz_dir, tar_gz_tree, write_tar_gz};
 
 /// The one compression level artifacts use. Changing it changes every artifact's bytes.

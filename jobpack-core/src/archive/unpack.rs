@@ -233,6 +233,15 @@ fn make_file(src: &mut impl Read, target: &Path, shown: &str) -> Result<(), Unpa
     Ok(())
 }
 
+/// Whether a file name is one of the archives [`unpack_upload`] takes (`.tar`, `.tar.gz`,
+/// `.tgz`, `.zip`; any case).
+pub fn is_archive_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [".tar", ".tar.gz", ".tgz", ".zip"]
+        .iter()
+        .any(|e| n.ends_with(e))
+}
+
 /// Extracts an uploaded archive (`.zip` by its name, else `.tar`/`.tar.gz` by content) into
 /// `dest` with the upload rules: no `..`, no absolute paths, no special files, no symlink that
 /// points outside, at most 100,000 entries and `max_bytes` (at most 16 GiB; a service passes the

@@ -82,6 +82,13 @@ impl Limits {
     }
 }
 
+/// Top-level directories of the sandbox's root that are its own (system directories from the
+/// host or a rootfs, the job, a fresh /tmp, /proc, /dev): no [`SharedDir`] may be under them.
+pub const SANDBOX_OWN_DIRS: &[&str] = &[
+    "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt", "job", "tmp", "proc",
+    "dev",
+];
+
 /// The rlimits of a run: (resource, soft = hard limit), set in the sandbox's pid 1 or before the
 /// fallback's exec.
 pub(crate) type Rlimits = Vec<(nix::sys::resource::Resource, u64)>;

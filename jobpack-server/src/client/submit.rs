@@ -72,13 +72,8 @@ fn read_spec(path: &Path) -> Result<Value> {
 }
 
 fn is_archive(p: &Path) -> bool {
-    let n = p
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    [".tar", ".tar.gz", ".tgz", ".zip"]
-        .iter()
-        .any(|e| n.ends_with(e))
+    p.file_name()
+        .is_some_and(|n| jobpack_core::archive::is_archive_name(&n.to_string_lossy()))
 }
 
 /// A progress bar for `len` bytes on a terminal; hidden otherwise.

@@ -346,12 +346,8 @@ fn parse_queues(items: &[String]) -> anyhow::Result<std::collections::BTreeMap<S
             .split_once('=')
             .with_context(|| format!("--queue {item:?}: expected NAME=CONCURRENCY"))?;
         let name = name.trim();
-        store::accounts::check_user_name(name).map_err(|e| {
-            anyhow::anyhow!(
-                "--queue {item:?}: {}",
-                e.replacen("user name", "queue name", 1)
-            )
-        })?;
+        store::accounts::check_name(name, "queue name")
+            .map_err(|e| anyhow::anyhow!("--queue {item:?}: {e}"))?;
         if name == service::submit::DEFAULT_QUEUE {
             anyhow::bail!("--queue {item:?}: the default queue's concurrency is --max-concurrent");
         }

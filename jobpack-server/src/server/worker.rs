@@ -133,7 +133,7 @@ async fn recover_lost(runner: &Arc<Runner>, me: &str, args: &ServeArgs) -> anyho
         {
             eprintln!("jobpack: cannot remove {}: {e}", staging.display());
         }
-        store.forget_worker(&w)?;
+        store.worker_gone(&w)?;
     }
     Ok(())
 }

@@ -146,6 +146,15 @@ impl StreamRuns {
         Ok(())
     }
 
+    /// The parts of `[start, end)` that came from `want`, in order.
+    pub fn segments_of(&self, start: u64, end: u64, want: Stream) -> Vec<(u64, u64)> {
+        self.segments(start, end)
+            .into_iter()
+            .filter(|(_, _, s)| *s == want)
+            .map(|(a, b, _)| (a, b))
+            .collect()
+    }
+
     /// The parts of the log's bytes `[start, end)`, in order, each with its stream.
     pub fn segments(&self, start: u64, end: u64) -> Vec<(u64, u64, Stream)> {
         let mut out = Vec::new();

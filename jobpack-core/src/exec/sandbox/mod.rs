@@ -69,12 +69,7 @@ pub(crate) enum MountOp {
     },
 }
 
-/// Top-level directories of the sandbox's root that are its own (system directories from the
-/// host or rootfs, the job, fresh /tmp, /proc, /dev): no shared directory may be under them.
-pub(crate) const RESERVED_TOP: &[&str] = &[
-    "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt", "job", "tmp", "proc",
-    "dev",
-];
+use super::SANDBOX_OWN_DIRS as RESERVED_TOP;
 
 /// Everything the child needs, prepared before `clone()`.
 pub(crate) struct Plan {

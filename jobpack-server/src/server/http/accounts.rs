@@ -179,7 +179,7 @@ pub enum Revoked {
     Revoked,
 }
 
-fn account_error(e: AccountError) -> ApiError {
+pub(crate) fn account_error(e: AccountError) -> ApiError {
     match e {
         AccountError::Invalid(m) => ApiError::BadRequest(problem(400, "bad_request", m)),
         AccountError::UserExists(_) => ApiError::Conflict(problem(409, "exists", e.to_string())),

@@ -98,14 +98,7 @@ pub enum BatchCancelled {
 
 impl BatchesApi {
     fn visible(&self, caller: &Caller, id: &str) -> ApiResult<BatchRow> {
-        require(caller, Action::Read, "read batches")?;
-        self.svc
-            .runner
-            .store
-            .batch(id)
-            .map_err(internal)?
-            .filter(|b| caller.sees(&b.owner))
-            .ok_or_else(|| ApiError::NotFound(problem(404, "not_found", format!("no batch {id}"))))
+        Ok(service::batches::visible(&self.svc, caller, id)?)
     }
 }
 

@@ -9,11 +9,11 @@ use futures_util::stream::BoxStream;
 use poem::Body;
 use poem::web::sse::Event;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::payload::{Attachment, Binary, EventStream, Json};
+use poem_openapi::payload::{Attachment, EventStream, Json};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi, Tags};
 
 use crate::server::http::downloads::{Download, file_download, tarball};
-use crate::server::http::logs::{LogStreamName, LogText, StreamItem, log_body, log_events};
+use crate::server::http::logs::{LogStreamName, LogText, StreamItem, log_events, log_text};
 pub use crate::server::http::problem::{ApiError, Problem, Submitted};
 use crate::server::http::problem::{ApiResult, internal, problem};
 use crate::server::http::schema::{Documented, JobSubmissionDoc};
@@ -319,23 +319,13 @@ impl JobsApi {
         stream: Query<Option<LogStreamName>>,
     ) -> ApiResult<LogText> {
         self.row(&caller, &id)?;
-        let path = self.svc.runner.log_path(&id);
-        // The length now: a log still growing is answered up to here.
-        let len = match tokio::fs::metadata(&path).await {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(LogText::Ok(Binary(Body::empty())));
-            }
-            Err(e) => return Err(internal(e)),
-        };
-        let start = match (offset.0, tail.0) {
+        let start = |len: u64| match (offset.0, tail.0) {
             (Some(o), _) => o.min(len),
             (None, Some(t)) => len.saturating_sub(t),
             (None, None) => 0,
         };
         let only = stream.0.map(LogStreamName::stream);
-        let body = log_body(path, start, len, only).map_err(internal)?;
-        Ok(LogText::Ok(Binary(body)))
+        log_text(self.svc.runner.log_path(&id), start, only).await
     }
 
     /// The log as Server-Sent Events: history then live, each event's id its byte offset

@@ -13,6 +13,7 @@ use poem_openapi::{ApiResponse, Object};
 
 use jobpack_core::exec::logs::streams::{Stream, StreamRuns};
 
+use crate::server::http::problem::{ApiResult, internal};
 use crate::server::scheduler::queue::{Runner, row_is_final};
 use crate::server::store::{JobRow, JobStatus};
 
@@ -21,6 +22,23 @@ pub enum LogText {
     /// The log bytes (UTF-8 as the job wrote it).
     #[oai(status = 200, content_type = "text/plain; charset=utf-8")]
     Ok(Binary<Body>),
+}
+
+/// The log at `path` as text, as long as it is now (a log still growing is answered up to
+/// here): from the byte `start` picks given that length, of both streams or of `only`. No log
+/// yet is an empty answer.
+pub(crate) async fn log_text(
+    path: std::path::PathBuf,
+    start: impl FnOnce(u64) -> u64,
+    only: Option<Stream>,
+) -> ApiResult<LogText> {
+    let len = match tokio::fs::metadata(&path).await {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(internal(e)),
+    };
+    let body = log_body(path, start(len), len, only).map_err(internal)?;
+    Ok(LogText::Ok(Binary(body)))
 }
 
 /// A stream of a job's output, as a query names it.
@@ -50,12 +68,7 @@ pub(crate) fn log_body(
 ) -> std::io::Result<Body> {
     let segments: Vec<(u64, u64)> = match only {
         None => vec![(start, end)],
-        Some(want) => StreamRuns::read(&path)?
-            .segments(start, end)
-            .into_iter()
-            .filter(|(_, _, s)| *s == want)
-            .map(|(a, b, _)| (a, b))
-            .collect(),
+        Some(want) => StreamRuns::read(&path)?.segments_of(start, end, want),
     };
     struct St {
         path: std::path::PathBuf,

@@ -3,7 +3,7 @@
 //! transaction, one audit entry, and the jobs started.
 
 use crate::server::service::Service;
-use crate::server::service::auth::Caller;
+use crate::server::service::auth::{Action, Caller, require};
 use crate::server::service::error::{Kind, ServiceError, ServiceResult};
 use crate::server::service::submit::{Submitter, group_busy, group_detail};
 use crate::server::store::batches::BatchRow;
@@ -25,6 +25,17 @@ pub struct BatchRequest {
 pub enum Accepted {
     Created(BatchRow),
     Busy(String),
+}
+
+/// The batch `id` if `caller` may read it; another user's is "not found", as a missing one.
+pub fn visible(svc: &Service, caller: &Caller, id: &str) -> ServiceResult<BatchRow> {
+    require(caller, Action::Read, "read batches")?;
+    svc.runner
+        .store
+        .batch(id)
+        .map_err(ServiceError::internal)?
+        .filter(|b| caller.sees(&b.owner))
+        .ok_or_else(|| ServiceError::not_found(format!("no batch {id}")))
 }
 
 /// Names the job an error is about: `jobs[3]: ...`.

@@ -127,12 +127,8 @@ pub(crate) fn parse_submission(
     let queue = match obj.remove("queue") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(q)) => {
-            crate::server::store::accounts::check_user_name(&q).map_err(|m| {
-                bad(
-                    "bad_request",
-                    format!("queue: {}", m.replacen("user name", "queue name", 1)),
-                )
-            })?;
+            crate::server::store::accounts::check_name(&q, "queue name")
+                .map_err(|m| bad("bad_request", format!("queue: {m}")))?;
             Some(q)
         }
         Some(other) => {

@@ -9,11 +9,7 @@ use jobpack_core::exec::SharedDir;
 
 use crate::server::service::error::{ServiceError, ServiceResult};
 
-/// Top-level directories that are the sandbox's own (see the library's sandbox plan).
-const RESERVED: &[&str] = &[
-    "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt", "job", "tmp", "proc",
-    "dev",
-];
+use jobpack_core::exec::SANDBOX_OWN_DIRS as RESERVED;
 
 #[derive(Debug, Default)]
 pub struct Workdirs {

@@ -150,6 +150,12 @@ impl From<crate::server::store::StoreError> for AccountError {
 
 /// User names: what a certificate's CN or an admin gives, used as the owner of jobs.
 pub fn check_user_name(name: &str) -> Result<(), String> {
+    check_name(name, "user name")
+}
+
+/// A name (`what`: user name, queue name): 1-64 characters of A-Z a-z 0-9 . _ @ -, starting with a
+/// letter or digit.
+pub fn check_name(name: &str, what: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -160,7 +166,7 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid user name {name:?}: 1-64 characters of A-Z a-z 0-9 . _ @ -, starting with a \
+            "invalid {what} {name:?}: 1-64 characters of A-Z a-z 0-9 . _ @ -, starting with a \
              letter or digit"
         ))
     }

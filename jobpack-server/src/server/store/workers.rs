@@ -70,11 +70,6 @@ impl Store {
         .map(drop)
     }
 
-    /// Drops a stale worker's record, once its jobs are recovered.
-    pub fn forget_worker(&self, id: &str) -> StoreResult<()> {
-        self.worker_gone(id)
-    }
-
     /// Asks the worker that runs job `id` to stop it. Whether the job is held by a worker.
     pub fn request_cancel(&self, id: &str) -> StoreResult<bool> {
         self.with(|c| {

@@ -20,7 +20,7 @@ use poem_openapi::{ApiResponse, Multipart, Object, OpenApi, Tags};
 
 use crate::server::http::downloads::{Download, file_download, tarball};
 use crate::server::http::jobs::{JobInfo, rfc3339};
-use crate::server::http::logs::{LineEvent, LogText, log_body, log_lines};
+use crate::server::http::logs::{LineEvent, LogText, log_lines, log_text};
 use crate::server::http::problem::{ApiError, ApiResult, Submitted, internal, problem};
 use crate::server::http::uploads::{UploadJob, store_uploads};
 use crate::server::service::Service;
@@ -208,13 +208,6 @@ fn status_of(r: &JobRow) -> JobdStatus {
     }
 }
 
-fn is_archive(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    [".tar", ".tar.gz", ".tgz", ".zip"]
-        .iter()
-        .any(|e| n.ends_with(e))
-}
-
 impl JobdApi {
     fn row(&self, caller: &Caller, id: &str) -> ApiResult<JobRow> {
         Ok(visible_row(&self.svc.runner, caller, id)?)
@@ -235,7 +228,12 @@ impl JobdApi {
         code.extend(up.file);
         code.extend(up.code_files);
         let mut archive = up.archive;
-        if archive.is_none() && code.len() == 1 && code[0].file_name().is_some_and(is_archive) {
+        if archive.is_none()
+            && code.len() == 1
+            && code[0]
+                .file_name()
+                .is_some_and(jobpack_core::archive::is_archive_name)
+        {
             archive = code.pop();
         }
         if code.is_empty() && archive.is_none() {
@@ -353,18 +351,7 @@ impl JobdApi {
     #[oai(path = "/jobs/:id/logs", method = "get")]
     async fn logs(&self, caller: Caller, id: Path<String>) -> ApiResult<LogText> {
         self.row(&caller, &id)?;
-        let path = self.svc.runner.log_path(&id);
-        let len = match tokio::fs::metadata(&path).await {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(internal(e)),
-        };
-        let body = if len == 0 {
-            poem::Body::empty()
-        } else {
-            log_body(path, 0, len, None).map_err(internal)?
-        };
-        Ok(LogText::Ok(poem_openapi::payload::Binary(body)))
+        log_text(self.svc.runner.log_path(&id), |_| 0, None).await
     }
 
     /// The log as Server-Sent Events, line by line: `event: stdout` or `event: stderr` with the

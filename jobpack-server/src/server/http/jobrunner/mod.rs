@@ -11,11 +11,12 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Form, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
+use crate::server::http::accounts::account_error;
 use crate::server::http::problem::{ApiError, ApiResult, Submitted, internal, problem};
 use crate::server::service::Service;
 use crate::server::service::auth::{Action, Caller, require};
 use crate::server::service::batches::{self, Accepted, BatchRequest};
-use crate::server::service::error::{Kind, ServiceError};
+use crate::server::service::error::ServiceError;
 use crate::server::service::jobs::visible_row;
 use crate::server::service::sign_in;
 use crate::server::service::submit::{Submitter, queue_full};
@@ -68,16 +69,13 @@ impl JobRunnerApi {
     }
 
     fn batch(&self, caller: &Caller, id: &str) -> ApiResult<BatchOut> {
-        require(caller, Action::Read, "read batches")?;
-        let store = &self.svc.runner.store;
-        let b = store
-            .batch(id)
-            .map_err(internal)?
-            .filter(|b| caller.sees(&b.owner))
-            .ok_or_else(|| {
-                ApiError::NotFound(problem(404, "not_found", format!("no batch {id}")))
-            })?;
-        let c = store.batch_counters(&b.id).map_err(internal)?;
+        let b = batches::visible(&self.svc, caller, id)?;
+        let c = self
+            .svc
+            .runner
+            .store
+            .batch_counters(&b.id)
+            .map_err(internal)?;
         Ok(BatchOut::new(b, c))
     }
 
@@ -330,16 +328,6 @@ fn user_out(u: crate::server::store::accounts::UserRow) -> UserOut {
     }
 }
 
-fn account_error(e: crate::server::store::accounts::AccountError) -> ApiError {
-    use crate::server::store::accounts::AccountError as A;
-    match e {
-        A::UserExists(n) => ServiceError::conflict("exists", format!("user {n} exists")).into(),
-        A::Invalid(m) => ServiceError::invalid("bad_request", m).into(),
-        A::NoUser(n) => ServiceError::not_found(format!("no user {n}")).into(),
-        other => ServiceError::new(Kind::Internal, "internal", other.to_string()).into(),
-    }
-}
-
 /// The last [`MAX_LOG`] bytes of each stream of the log at `path`, and whether either was cut.
 fn split_log(path: &std::path::Path) -> std::io::Result<(String, String, bool)> {
     use jobpack_core::exec::logs::streams::{Stream, StreamRuns};
@@ -353,15 +341,10 @@ fn split_log(path: &std::path::Path) -> std::io::Result<(String, String, bool)> 
     };
     let len = f.metadata()?.len();
     let runs = StreamRuns::read(path)?;
-    let segments = runs.segments(0, len);
     let mut out = [Vec::new(), Vec::new()];
     let mut cut = false;
     for want in [Stream::Stdout, Stream::Stderr] {
-        let mine: Vec<(u64, u64)> = segments
-            .iter()
-            .filter(|(_, _, s)| *s == want)
-            .map(|(a, b, _)| (*a, *b))
-            .collect();
+        let mine = runs.segments_of(0, len, want);
         // From the end backwards, at most MAX_LOG bytes.
         let mut left = MAX_LOG;
         let mut parts = Vec::new();
