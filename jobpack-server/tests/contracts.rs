@@ -12,43 +12,17 @@ use serde_json::json;
 async fn the_openapi_document_is_what_it_was() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), &[]);
-    let (st, spec) = call(
-        &reqwest::Client::new(),
-        &s,
-        "GET",
-        "/openapi.json",
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(st, 200);
-    insta::assert_snapshot!("openapi", serde_json::to_string_pretty(&spec).unwrap());
-    // The seeds' doors have documents of their own.
-    let (st, jobd) = call(
-        &reqwest::Client::new(),
-        &s,
-        "GET",
-        "/openapi/jobd.json",
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(st, 200);
-    insta::assert_snapshot!("openapi_jobd", serde_json::to_string_pretty(&jobd).unwrap());
-    let (st, runner) = call(
-        &reqwest::Client::new(),
-        &s,
-        "GET",
-        "/openapi/jobrunner.json",
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(st, 200);
-    insta::assert_snapshot!(
-        "openapi_jobrunner",
-        serde_json::to_string_pretty(&runner).unwrap()
-    );
+    let c = reqwest::Client::new();
+    // The main document, and the seeds' doors' documents of their own.
+    for (path, snapshot) in [
+        ("/openapi.json", "openapi"),
+        ("/openapi/jobd.json", "openapi_jobd"),
+        ("/openapi/jobrunner.json", "openapi_jobrunner"),
+    ] {
+        let (st, spec) = call(&c, &s, "GET", path, None, None).await;
+        assert_eq!(st, 200, "{path}");
+        insta::assert_snapshot!(snapshot, serde_json::to_string_pretty(&spec).unwrap());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
