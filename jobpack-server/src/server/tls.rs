@@ -84,24 +84,34 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
+/// The CA certificates in `ca`, as roots to check client certificates against.
+fn client_roots(ca: &Path) -> anyhow::Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for c in read_certs(ca)? {
+        roots
+            .add(c)
+            .with_context(|| format!("invalid CA certificate in {}", ca.display()))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The private key named by `opts`.
+fn read_key(opts: &TlsOptions) -> anyhow::Result<PrivateKeyDer<'static>> {
+    PrivateKeyDer::from_pem_file(&opts.key)
+        .with_context(|| format!("cannot read a PEM private key from {}", opts.key.display()))
+}
+
 /// The rustls configuration for `opts` (ring as the crypto provider; TLS 1.2 and 1.3).
 pub fn server_config(opts: &TlsOptions) -> anyhow::Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = read_certs(&opts.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&opts.key)
-        .with_context(|| format!("cannot read a PEM private key from {}", opts.key.display()))?;
+    let key = read_key(opts)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .context("no TLS protocol version available")?;
     let builder = match &opts.client_ca {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for c in read_certs(ca)? {
-                roots
-                    .add(c)
-                    .with_context(|| format!("invalid CA certificate in {}", ca.display()))?;
-            }
-            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let v = WebPkiClientVerifier::builder_with_provider(client_roots(ca)?, provider);
             let v = if opts.require_client_cert {
                 v
             } else {
@@ -133,17 +143,10 @@ pub fn grpc_server_config(opts: &TlsOptions) -> anyhow::Result<Arc<ServerConfig>
         .client_ca
         .as_ref()
         .context("--grpc-listen needs --tls-client-ca (the door takes client certificates)")?;
-    let mut roots = RootCertStore::empty();
-    for c in read_certs(ca)? {
-        roots
-            .add(c)
-            .with_context(|| format!("invalid CA certificate in {}", ca.display()))?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let verifier = WebPkiClientVerifier::builder_with_provider(client_roots(ca)?, provider.clone())
         .build()
         .context("bad client CA")?;
-    let key = PrivateKeyDer::from_pem_file(&opts.key)
-        .with_context(|| format!("cannot read a PEM private key from {}", opts.key.display()))?;
+    let key = read_key(opts)?;
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 is not available")?
