@@ -66,13 +66,26 @@ CONF
 export SLURM_CONF="$dir/slurm.conf"
 slurmctld -f "$SLURM_CONF"
 slurmd -f "$SLURM_CONF"
-for _ in $(seq 1 100); do
+# A loaded 2-core machine can take a while to register the node: wait up to 60 s, starting slurmd
+# again if it died (for instance, it raced slurmctld's start), and show both logs on failure.
+for i in $(seq 1 600); do
   if sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
     echo "SLURM_CONF=$SLURM_CONF"
     exit 0
   fi
+  if (( i % 50 == 0 )); then
+    pid=$(cat "$dir/run/slurmd.pid" 2>/dev/null || true)
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+      echo "slurm-up: slurmd is not running after $((i / 10)) s; starting it again" >&2
+      slurmd -f "$SLURM_CONF" || true
+    fi
+  fi
   sleep 0.1
 done
-echo "slurm-up: the node did not become idle; see $dir/log" >&2
+echo "slurm-up: the node did not become idle in 60 s; see $dir/log" >&2
 sinfo >&2 || true
+for f in slurmctld slurmd munged; do
+  echo "--- the last lines of $f.log" >&2
+  tail -n 25 "$dir/log/$f.log" >&2 || true
+done
 exit 1
