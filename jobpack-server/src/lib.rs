@@ -4,8 +4,16 @@
 //! - [`cli`]: the commands (`pack`, `run`, `build`, `serve`, `admin`, and the client's), the only
 //!   layer that prints and picks exit codes;
 //! - [`server`]: `jobpack serve` (store, queue, rules, front doors);
-//! - [`client`]: the HTTP client commands (`submit`, `logs`, `batch`, ...).
+//! - [`client`]: the client commands (`submit`, `logs`, `batch`, ..., and `rnx` over HTTP or gRPC);
+//! - [`proto`]: the gRPC messages, server and client of `proto/joblet.proto` (generated at build
+//!   time), shared by the gRPC door and `jobpack rnx`.
 
 pub mod cli;
 pub mod client;
 pub mod server;
+
+/// Seed 004's `package joblet`, generated from `proto/joblet.proto` by `build.rs`.
+pub mod proto {
+    #![allow(clippy::all)]
+    tonic::include_proto!("joblet");
+}

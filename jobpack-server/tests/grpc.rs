@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
 use std::process::Command;
 
@@ -62,13 +61,7 @@ fn a_grpcio_client_runs_follows_stops_and_is_refused_as_the_seed_says() {
             capture_stderr: false,
         },
     );
-    let mut line = String::new();
-    s.stdout.read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("jobpack gRPC listening on ")
-        .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
-        .to_owned();
+    let addr = s.grpc_addr();
     // Stubs from the repository's .proto, by grpcio-tools.
     let stubs = tmp.path().join("gen");
     std::fs::create_dir_all(&stubs).unwrap();

@@ -182,6 +182,17 @@ impl Server {
     pub fn u(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
+
+    /// The gRPC door's `host:port`, from the line the server prints after its URL (a server
+    /// started with `--grpc-listen`).
+    pub fn grpc_addr(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim()
+            .strip_prefix("jobpack gRPC listening on ")
+            .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+            .to_owned()
+    }
 }
 
 impl Drop for Server {

@@ -24,9 +24,7 @@ use crate::server::service::submit::Submitter;
 use crate::server::store::{JobRow, ListFilter};
 use crate::server::tls::PeerIdentity;
 
-pub mod pb {
-    tonic::include_proto!("joblet");
-}
+pub use crate::proto as pb;
 
 mod workflows;
 
@@ -320,22 +318,37 @@ impl JobletService for Door {
     ) -> Result<Response<Self::GetJobLogsStream>, Status> {
         let caller = self.caller(&req)?;
         Self::allow(&caller, Action::Read, "get_job_logs")?;
-        let id = req.get_ref().id.clone();
+        let pb::GetJobLogsReq { id, no_follow } = req.into_inner();
         self.row(&caller, &id)?;
+        // With noFollow, the output so far: up to the log's length now.
+        let until = if no_follow {
+            let path = self.svc.runner.log_path(&id);
+            Some(match tokio::fs::metadata(&path).await {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(Status::internal(format!("cannot read the log: {e}"))),
+            })
+        } else {
+            None
+        };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::DataChunk, Status>>(16);
         let mut chunks = log_chunks(self.svc.runner.clone(), id, 0);
         tokio::spawn(async move {
-            while let Some(c) = chunks.next().await {
-                let LogChunk::Data { bytes, .. } = c else {
+            while until != Some(0) {
+                let Some(LogChunk::Data { start, mut bytes }) = chunks.next().await else {
                     break;
                 };
+                let last = until.is_some_and(|u| start + bytes.len() as u64 >= u);
+                if let Some(u) = until {
+                    bytes.truncate(u.saturating_sub(start) as usize);
+                }
                 let sent = tokio::time::timeout(
                     SLOW_CLIENT,
                     tx.send(Ok(pb::DataChunk { payload: bytes })),
                 );
                 match sent.await {
-                    Ok(Ok(())) => {}
-                    // Gone, or too slow: it is dropped, nothing is buffered for it.
+                    Ok(Ok(())) if !last => {}
+                    // Done, gone, or too slow: a slow reader is dropped, nothing is buffered.
                     _ => return,
                 }
             }
