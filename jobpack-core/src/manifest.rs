@@ -38,8 +38,36 @@ pub struct Manifest {
     /// The mtime of every archive entry (seconds since the epoch); the Dockerfile's
     /// `SOURCE_DATE_EPOCH`.
     pub mtime: u64,
+    /// The command's standard input, the artifact's `stdin` file, if the job has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<StdinRecord>,
     /// Every entry of the archive except this manifest, sorted by path.
     pub files: Vec<FileEntry>,
+}
+
+/// The file name of a job's standard input at the artifact's root.
+pub const STDIN_NAME: &str = "stdin";
+
+/// A job's standard input: where it is in the artifact, its sha256 (hex) and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdinRecord {
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl StdinRecord {
+    /// The record of the file at `path` (read in chunks).
+    pub fn of(path: &std::path::Path) -> std::io::Result<StdinRecord> {
+        let mut f = std::fs::File::open(path)?;
+        let mut h = Sha256::new();
+        let size = std::io::copy(&mut f, &mut h)?;
+        Ok(StdinRecord {
+            path: STDIN_NAME.to_owned(),
+            sha256: hex::encode(h.finalize()),
+            size,
+        })
+    }
 }
 
 /// The base image.

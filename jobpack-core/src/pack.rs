@@ -76,6 +76,10 @@ pub struct PackInputs {
     pub code_dir: Option<PathBuf>,
     /// Copied into `data/` before the downloads (a download may not overwrite one of these).
     pub data_dir: Option<PathBuf>,
+    /// A file copied to the artifact's `stdin`: the command's standard input (`run.sh` redirects
+    /// it, so the sandbox, Slurm and the container all read the same bytes), recorded in the
+    /// manifest by sha256.
+    pub stdin: Option<PathBuf>,
 }
 
 /// A packed job.
@@ -242,6 +246,16 @@ impl Packager {
                 .map_err(io_err("set mode of", &p))?;
         }
 
+        let stdin = match &inputs.stdin {
+            Some(src) => {
+                let dst = root.join(manifest::STDIN_NAME);
+                fs::copy(src, &dst).map_err(io_err("copy the standard input from", src))?;
+                fs::set_permissions(&dst, Permissions::from_mode(0o644))
+                    .map_err(io_err("set mode of", &dst))?;
+                Some(manifest::StdinRecord::of(&dst).map_err(io_err("read", &dst))?)
+            }
+            None => None,
+        };
         let copies = [(&inputs.code_dir, "code"), (&inputs.data_dir, "data")];
         for (src, sub) in copies {
             if let Some(src) = src {
@@ -294,6 +308,7 @@ impl Packager {
                 .collect(),
             source_date_epoch: mtime,
             runtime: RuntimeContext::from(&runtime),
+            stdin: stdin.is_some(),
         })?;
         // The repository's own Dockerfile is used as is (its context is code/).
         let dockerfile = if runtime.kind == crate::runtime::RuntimeKind::Dockerfile {
@@ -349,6 +364,7 @@ impl Packager {
                 base_image: Some(base_image),
                 runtime: Some(runtime),
                 mtime,
+                stdin,
                 files,
             };
             let bytes = manifest.to_bytes();

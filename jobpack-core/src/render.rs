@@ -69,6 +69,8 @@ pub struct RenderContext {
     /// The archive's mtime, passed to the build as `SOURCE_DATE_EPOCH`.
     pub source_date_epoch: u64,
     pub runtime: RuntimeContext,
+    /// Whether the artifact has a `stdin` file, the command's standard input.
+    pub stdin: bool,
 }
 
 /// The install step. Every command is one string rendered with `json_encode` into
@@ -280,6 +282,7 @@ mod tests {
                 kind: "none".into(),
                 ..RuntimeContext::default()
             },
+            stdin: false,
         }
     }
 

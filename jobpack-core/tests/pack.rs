@@ -617,6 +617,7 @@ async fn the_runtime_and_a_pinned_base_are_recorded() {
     let inputs = jobpack_core::PackInputs {
         code_dir: Some(code.clone()),
         data_dir: None,
+        stdin: None,
     };
     let job = s.validate().unwrap();
     let p = Packager::new(config(&e)).unwrap();
@@ -668,6 +669,7 @@ async fn prepare_packs_and_unpacks_into_an_empty_job_directory() {
     let inputs = jobpack_core::PackInputs {
         code_dir: Some(code),
         data_dir: None,
+        stdin: None,
     };
     let p = Packager::new(config(&e)).unwrap();
     let (art, dir) = (e.root.join("a.tar.gz"), e.root.join("job"));

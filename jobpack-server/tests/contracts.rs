@@ -147,6 +147,7 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
             "scheduled_at",
             "secret_env",
             "secret_environment",
+            "stdin",
             "working_dir",
         ]
         .map(String::from),

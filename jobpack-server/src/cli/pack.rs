@@ -18,6 +18,9 @@ pub struct PackArgs {
     /// without .git).
     #[arg(long)]
     code: Option<PathBuf>,
+    /// A file to give the command as its standard input (packed as the artifact's `stdin`).
+    #[arg(long)]
+    stdin: Option<PathBuf>,
     /// Where to write the artifact [default: ./<name>-<spec digest>.tar.gz].
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -76,6 +79,7 @@ pub fn run(args: PackArgs) -> anyhow::Result<ExitCode> {
     let inputs = jobpack_core::PackInputs {
         code_dir: args.code.clone(),
         data_dir: None,
+        stdin: args.stdin.clone(),
     };
     let artifact = rt.block_on(packager.pack_job_with(&job, &inputs, args.output.as_deref()));
     bars.finish();

@@ -157,6 +157,8 @@ pub struct Health {
 }
 
 #[derive(ApiRequest)]
+// poem-openapi's request enums hold their payload types as they are (no Box); one per request.
+#[allow(clippy::large_enum_variant)]
 pub enum CreateJob {
     /// A JSON job spec, plus optional `run` (default true), `limits` and `network`.
     Json(Json<Documented<JobSubmissionDoc>>),

@@ -78,6 +78,11 @@ pub struct JobSubmissionDoc {
     /// A host directory to run in, inside one the server allows (`--allowed-workdir`; 403
     /// otherwise): bound read-write at the same path, the command starts there.
     pub working_dir: Option<String>,
+    /// The command's standard input as text (1 MiB at most; larger or binary input as the
+    /// multipart part `stdin`), packed as the artifact's `stdin` and recorded in its manifest
+    /// by sha256.
+    #[oai(validator(max_length = 1048576))]
+    pub stdin: Option<String>,
 }
 
 /// One data file.

@@ -11,7 +11,7 @@ use poem_openapi::types::multipart::Upload;
 use crate::server::http::problem::{ApiError, ApiResult, internal, problem};
 use crate::server::scheduler::queue::{Runner, Submission};
 
-/// Uploads: `spec` (JSON), and `code_files`/`input_files` or one `archive`.
+/// Uploads: `spec` (JSON), and `code_files`/`input_files` or one `archive`, and `stdin`.
 #[derive(Debug, Multipart)]
 #[oai(deny_unknown_fields)]
 pub struct UploadJob {
@@ -23,6 +23,8 @@ pub struct UploadJob {
     input_files: Vec<Upload>,
     /// One `.tar`, `.tar.gz` or `.zip` holding the code (placed in `code/`).
     archive: Option<Upload>,
+    /// The command's standard input (any bytes; instead of the spec's `stdin` text).
+    stdin: Option<Upload>,
 }
 
 impl UploadJob {
@@ -37,6 +39,7 @@ impl UploadJob {
             code_files,
             input_files,
             archive,
+            stdin: None,
         }
     }
 }
@@ -66,24 +69,41 @@ pub(crate) async fn store_uploads(
     if !up.code_files.is_empty() && up.archive.is_some() {
         return Err(bad("give either code_files or one archive, not both".into()));
     }
+    if up.stdin.is_some() && sub.stdin.is_some() {
+        return Err(bad(
+            "give stdin either as text in the spec or as the part `stdin`, not both".into(),
+        ));
+    }
     let base = runner.job_dir(id).join("upload");
     // What one submission may unpack: the job's disk quota (its working directory will hold
     // the same files).
     let max_bytes = sub.limits.disk_bytes.unwrap_or(u64::MAX);
     let result = async {
         let mut total = 0u64;
-        for (field, files, sub) in [
-            ("code_files", up.code_files, "code"),
-            ("input_files", up.input_files, "data"),
-        ] {
+        let stdin = up.stdin.map(|f| {
+            let name = jobpack_core::manifest::STDIN_NAME.to_owned();
+            ("stdin", vec![f], None::<&str>, Some(name))
+        });
+        let parts = [
+            ("code_files", up.code_files, Some("code"), None),
+            ("input_files", up.input_files, Some("data"), None),
+        ];
+        for (field, files, sub, fixed_name) in parts.into_iter().chain(stdin) {
             if files.is_empty() {
                 continue;
             }
-            let dir = base.join(sub);
+            let dir = match sub {
+                Some(s) => base.join(s),
+                None => base.clone(),
+            };
             tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
             for f in files {
-                let name =
-                    safe_upload_name(f.file_name()).map_err(|m| bad(format!("{field}: {m}")))?;
+                let name = match &fixed_name {
+                    Some(n) => n.clone(),
+                    None => {
+                        safe_upload_name(f.file_name()).map_err(|m| bad(format!("{field}: {m}")))?
+                    }
+                };
                 let p = dir.join(&name);
                 total = total.saturating_add(f.size() as u64);
                 if total > max_bytes {

@@ -107,9 +107,17 @@ impl Runner {
         let upload = dir.join("upload");
         let code_dir = upload.join("code");
         let data_dir = upload.join("data");
+        let stdin = upload.join(jobpack_core::manifest::STDIN_NAME);
+        if let Some(text) = &sub.stdin
+            && let Err(e) = write_new(&stdin, text.as_bytes())
+        {
+            let m = format!("cannot write the standard input {}: {e}", stdin.display());
+            return self.fail(id, "internal", &m).await;
+        }
         let inputs = jobpack_core::PackInputs {
             code_dir: code_dir.exists().then_some(code_dir),
             data_dir: data_dir.exists().then_some(data_dir),
+            stdin: stdin.exists().then_some(stdin),
         };
         let art = self.artifact_path(id);
         let packed = tokio::select! {
@@ -341,4 +349,17 @@ pub(crate) fn in_dir(
             format!("cd -- {d} && exec {}", args.join(" "))
         }
     })
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed over it (a crash leaves either
+/// nothing or all of it), creating its directory.
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut f = tempfile::NamedTempFile::new_in(dir)?;
+    f.write_all(bytes)?;
+    f.as_file().sync_all()?;
+    f.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }

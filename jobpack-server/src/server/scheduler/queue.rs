@@ -49,6 +49,10 @@ pub struct Submission {
     /// `working_dir` as the allowed root it is under and the path beneath it (for the mount).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_dir: Option<jobpack_core::exec::SharedDir>,
+    /// The command's standard input, as text; an uploaded `stdin` part is a file in the job's
+    /// `upload/` directory instead. Packed as the artifact's `stdin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {

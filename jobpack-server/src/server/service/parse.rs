@@ -1,6 +1,6 @@
 //! Reading a submission object, whatever the door: the job spec and the service's own keys
 //! (`run`, `limits` and the gRPC job service's `maxCPU`/`maxMemory`/`maxIOBPS`, `network`,
-//! `secret_env`/`secret_environment`, `owner`, `priority`, `queue`, `payload`, `working_dir`),
+//! `secret_env`/`secret_environment`, `owner`, `priority`, `queue`, `payload`, `working_dir`, `stdin`),
 //! each checked for its type and range; the rules that need the server's settings come after
 //! (`submit.rs`).
 
@@ -149,6 +149,25 @@ pub(crate) fn parse_submission(
         }
     };
     let scheduled_at = scheduled_at(obj).map_err(|m| bad("bad_request", m))?;
+    let stdin = match obj.remove("stdin") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(t)) if t.len() <= MAX_STDIN_BYTES => Some(t),
+        Some(serde_json::Value::String(_)) => {
+            return Err(bad(
+                "bad_request",
+                format!(
+                    "stdin: at most {MAX_STDIN_BYTES} bytes as text; upload a larger (or \
+                     binary) input as the multipart part `stdin`"
+                ),
+            ));
+        }
+        Some(other) => {
+            return Err(bad(
+                "bad_request",
+                format!("stdin: expected text, got {other}"),
+            ));
+        }
+    };
     let working_dir = match obj.remove("working_dir") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(w))
@@ -213,6 +232,7 @@ pub(crate) fn parse_submission(
             working_dir,
             shared_dir: None,
             scheduled_at,
+            stdin,
         },
         secrets,
         owner,
@@ -292,6 +312,8 @@ fn scheduled_at(
 /// The range of `priority`, and the largest `payload`.
 const MAX_PRIORITY: i64 = 1_000_000;
 const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// The largest `stdin` given as text in a JSON submission.
+pub(crate) const MAX_STDIN_BYTES: usize = 1024 * 1024;
 
 /// What secret values are replaced with wherever the API shows them.
 pub(crate) const MASK: &str = "***";
