@@ -163,3 +163,200 @@ async fn stdin_reaches_the_job_byte_for_byte_and_the_manifest_records_it() {
         assert_eq!(code, 400, "{v}");
     }
 }
+
+async fn submit(c: &reqwest::Client, s: &Server, body: Value) -> String {
+    let (code, v) = call(c, s, "POST", "/v1/jobs", None, Some(&body)).await;
+    assert_eq!(code, 201, "{v}");
+    v["job_id"].as_str().unwrap().to_owned()
+}
+
+async fn status_of(c: &reqwest::Client, s: &Server, path: &str) -> u16 {
+    c.get(s.u(path)).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_removes_old_files_keeps_rows_pinned_jobs_and_running_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, &["--retain", "1s", "--gc-interval", "1s"]);
+    let c = reqwest::Client::new();
+    let old = submit(
+        &c,
+        &s,
+        json!({"command": "echo old > out.txt; echo logged"}),
+    )
+    .await;
+    let pinned = submit(&c, &s, json!({"command": "echo kept"})).await;
+    let (code, v) = call(
+        &c,
+        &s,
+        "POST",
+        &format!("/v1/jobs/{pinned}/pin"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!((code, &v["pinned"]), (200, &json!(true)), "{v}");
+    let running = submit(&c, &s, json!({"command": "sleep 60"})).await;
+    let done = wait_final(&c, &s, &old).await;
+    wait_final(&c, &s, &pinned).await;
+
+    // Collected within a few seconds of the retention (and the settle time).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let (_, v) = call(&c, &s, "GET", &format!("/v1/jobs/{old}"), None, None).await;
+        if !v["collected_at"].is_null() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never collected: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The record stays as it was; the bytes are gone and say so.
+    for k in [
+        "status",
+        "exit_code",
+        "artifact_sha256",
+        "finished_at",
+        "request",
+    ] {
+        assert_eq!(v[k], done[k], "{k}");
+    }
+    assert!(!data.join("jobs").join(&old).exists());
+    for p in ["logs", "artifact", "manifest", "tarball", "files/out.txt"] {
+        assert_eq!(
+            status_of(&c, &s, &format!("/v1/jobs/{old}/{p}")).await,
+            410,
+            "{p}"
+        );
+    }
+    // The pinned job and the running one are untouched.
+    let (_, p) = call(&c, &s, "GET", &format!("/v1/jobs/{pinned}"), None, None).await;
+    assert!(p["collected_at"].is_null(), "{p}");
+    assert_eq!(log(&c, &s, &pinned).await, b"kept\n");
+    let (_, r) = call(&c, &s, "GET", &format!("/v1/jobs/{running}"), None, None).await;
+    assert_eq!(r["status"], "running", "{r}");
+    assert!(r["collected_at"].is_null());
+    // Unpinned, it goes too.
+    let (code, _) = call(
+        &c,
+        &s,
+        "DELETE",
+        &format!("/v1/jobs/{pinned}/pin"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = call(&c, &s, "GET", &format!("/v1/jobs/{pinned}"), None, None).await;
+        if !v["collected_at"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never collected: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    call(
+        &c,
+        &s,
+        "POST",
+        &format!("/v1/jobs/{running}/cancel"),
+        None,
+        None,
+    )
+    .await;
+}
+
+fn gc(data: &std::path::Path, args: &[&str]) -> Value {
+    let mut all = vec![
+        "admin",
+        "gc",
+        "--json",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let (code, out, err) = common::jobpack(&all);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn ids(rep: &Value) -> Vec<String> {
+    rep["collected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["job_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_budget_removes_oldest_first_dry_run_changes_nothing_and_a_killed_run_is_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, &[]);
+    let c = reqwest::Client::new();
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        // Each leaves 400 kB of real blocks in its working directory.
+        let id = submit(
+            &c,
+            &s,
+            json!({"command": "head -c 400000 /dev/urandom > big"}),
+        )
+        .await;
+        assert_eq!(wait_final(&c, &s, &id).await["status"], "completed");
+        jobs.push(id);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = gc(&data, &["--dry-run"])["used_bytes"].as_u64().unwrap();
+    // One byte over the budget: the oldest job alone goes.
+    let budget = format!("{}", (used - 1) as f64 / 1e9);
+    let dry = gc(&data, &["--dry-run", "--max-data-gb", &budget]);
+    assert_eq!(ids(&dry), vec![jobs[0].clone()], "{dry}");
+    assert!(dry["freed_bytes"].as_u64().unwrap() >= 400_000);
+    assert!(
+        data.join("jobs").join(&jobs[0]).exists(),
+        "a dry run removed files"
+    );
+    let (_, v) = call(&c, &s, "GET", &format!("/v1/jobs/{}", jobs[0]), None, None).await;
+    assert!(v["collected_at"].is_null());
+
+    let rep = gc(&data, &["--max-data-gb", &budget]);
+    assert_eq!(ids(&rep), vec![jobs[0].clone()], "{rep}");
+    assert!(!data.join("jobs").join(&jobs[0]).exists());
+    assert!(data.join("jobs").join(&jobs[1]).exists());
+    let (_, v) = call(&c, &s, "GET", &format!("/v1/jobs/{}", jobs[0]), None, None).await;
+    assert!(!v["collected_at"].is_null(), "{v}");
+
+    // A collection killed after moving a job's files to the trash, before marking it: reads
+    // answer 410 or what there is (never 500), and the next run finishes the job.
+    std::fs::create_dir_all(data.join("trash")).unwrap();
+    std::fs::rename(
+        data.join("jobs").join(&jobs[1]),
+        data.join("trash").join(&jobs[1]),
+    )
+    .unwrap();
+    for p in ["artifact", "manifest", "logs", "tarball", "files/big"] {
+        let code = status_of(&c, &s, &format!("/v1/jobs/{}/{p}", jobs[1])).await;
+        assert!(code < 500, "{p}: {code}");
+    }
+    assert_eq!(
+        status_of(&c, &s, &format!("/v1/jobs/{}/artifact", jobs[1])).await,
+        410
+    );
+    let rep = gc(&data, &["--retain", "1000d"]);
+    assert_eq!(rep["recovered"], 1, "{rep}");
+    assert!(!data.join("trash").join(&jobs[1]).exists());
+    let (_, v) = call(&c, &s, "GET", &format!("/v1/jobs/{}", jobs[1]), None, None).await;
+    assert!(!v["collected_at"].is_null(), "{v}");
+    // The newest is untouched throughout.
+    assert_eq!(
+        status_of(&c, &s, &format!("/v1/jobs/{}/artifact", jobs[2])).await,
+        200
+    );
+    // Nothing to go by is refused, not guessed.
+    let (code, _, err) = common::jobpack(&["admin", "gc", "--data-dir", data.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--retain"), "{err}");
+}

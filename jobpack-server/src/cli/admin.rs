@@ -53,6 +53,19 @@ enum AdminCommand {
         #[arg(long, default_value_t = 1000)]
         limit: u32,
     },
+    /// Remove ended jobs' files as retention says (--retain, --max-data-gb, or the server's
+    /// JOBPACK_RETAIN / JOBPACK_MAX_DATA_GB); their records stay. Pinned, queued and running
+    /// jobs are never touched.
+    Gc {
+        /// Say what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        retention: crate::server::RetentionArgs,
+        /// The shared directory jobs work in, if the server has one (`--shared-dir`).
+        #[arg(long, env = "JOBPACK_SHARED_DIR")]
+        shared_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +248,56 @@ pub fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
         }
     };
     match args.command {
+        AdminCommand::Gc {
+            dry_run,
+            retention,
+            shared_dir,
+        } => {
+            use crate::server::service::retention::{Roots, collect};
+            let policy = retention.policy();
+            if !policy.is_set() && !dry_run {
+                anyhow::bail!(
+                    "nothing says what to remove: give --retain DURATION and/or --max-data-gb N"
+                );
+            }
+            let roots = Roots {
+                data_dir: args.data_dir.clone(),
+                work_root: shared_dir.unwrap_or_else(|| args.data_dir.clone()),
+            };
+            let rep = collect(&store, &roots, &policy, dry_run, &|_| false)?;
+            if !dry_run && !rep.collected.is_empty() {
+                store.audit(
+                    &actor,
+                    "gc",
+                    None,
+                    Some(&format!(
+                        "jobs={} bytes={}",
+                        rep.collected.len(),
+                        rep.freed_bytes
+                    )),
+                );
+            }
+            let mut table = String::new();
+            for c in &rep.collected {
+                table.push_str(&format!(
+                    "{}  {:>12} bytes  {}\n",
+                    c.job_id, c.bytes, c.reason
+                ));
+            }
+            table.push_str(&format!(
+                "{} {} jobs, {} bytes (of {} used){}\n",
+                if dry_run { "would remove" } else { "removed" },
+                rep.collected.len(),
+                rep.freed_bytes,
+                rep.used_bytes,
+                if rep.recovered > 0 {
+                    format!("; finished {} left by an interrupted run", rep.recovered)
+                } else {
+                    String::new()
+                }
+            ));
+            print(serde_json::to_value(&rep)?, table);
+        }
         AdminCommand::User(UserCommand::Add {
             name,
             role,

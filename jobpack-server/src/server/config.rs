@@ -15,7 +15,8 @@ pub struct ServeArgs {
     /// A TOML file with any of: listen, data_dir, max_concurrent, max_queued, max_body_mb, grace,
     /// permissive, allow_file_urls, auth, insecure_public, tls_cert, tls_key, tls_client_ca,
     /// tls_require_client_cert, executor, shared_dir, partition, account, slurm_sandbox,
-    /// allowed_workdirs, default_working_dir, command_timeout, queues (and the limits, ...).
+    /// allowed_workdirs, default_working_dir, command_timeout, queues, retain, max_data_gb,
+    /// gc_interval (and the limits, ...).
     #[arg(long, env = "JOBPACK_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on (port 0: any free port, printed at start).
@@ -165,6 +166,41 @@ pub struct ServeArgs {
     /// The largest gRPC message the server sends, in bytes (the seed's 4 MB).
     #[arg(long, env = "JOBPACK_GRPC_MAX_SEND_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub grpc_max_send_bytes: usize,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    /// How often the collector runs when --retain or --max-data-gb is set.
+    #[arg(long, env = "JOBPACK_GC_INTERVAL", value_parser = humantime::parse_duration,
+          default_value = "10m")]
+    pub gc_interval: std::time::Duration,
+}
+
+/// What retention keeps (`jobpack serve`, and `jobpack admin gc`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetentionArgs {
+    /// Remove ended jobs' files (working directory, log, artifact) once they are this old
+    /// (`7d`, `12h`); their records stay. Pinned jobs are kept.
+    #[arg(long, env = "JOBPACK_RETAIN", value_parser = humantime::parse_duration)]
+    pub retain: Option<std::time::Duration>,
+    /// Keep the data directory under this many GB (10^9 bytes; fractions allowed), removing the
+    /// longest-ended jobs' files first.
+    #[arg(long, env = "JOBPACK_MAX_DATA_GB", value_parser = parse_gb)]
+    pub max_data_gb: Option<f64>,
+}
+
+impl RetentionArgs {
+    pub fn policy(&self) -> crate::server::service::retention::Retention {
+        crate::server::service::retention::Retention {
+            retain: self.retain,
+            max_data_bytes: self.max_data_gb.map(|g| (g * 1e9) as u64),
+        }
+    }
+}
+
+fn parse_gb(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(g) if g.is_finite() && g > 0.0 && g <= 1e9 => Ok(g),
+        _ => Err(format!("expected a number of GB above 0, got {s:?}")),
+    }
 }
 
 /// The variable names of the services jobpack replaces, read as jobpack's own when those are not
@@ -234,6 +270,11 @@ struct ConfigFile {
     command_timeout: Option<f64>,
     /// `{gpu = 1, batch = 8}`
     queues: Option<toml::Table>,
+    /// `"7d"`
+    retain: Option<String>,
+    max_data_gb: Option<f64>,
+    /// `"10m"`
+    gc_interval: Option<String>,
 }
 
 /// A config file's limits table as `NAME=VALUE,...`.
@@ -273,7 +314,10 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 31] = [
+    let pairs: [(&str, Option<String>); 34] = [
+        ("JOBPACK_RETAIN", c.retain),
+        ("JOBPACK_MAX_DATA_GB", c.max_data_gb.map(|v| v.to_string())),
+        ("JOBPACK_GC_INTERVAL", c.gc_interval),
         (
             "JOBPACK_ALLOWED_WORKDIRS",
             c.allowed_workdirs.map(|v| {

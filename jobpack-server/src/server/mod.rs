@@ -40,7 +40,7 @@ use jobpack_core::exec::{
 };
 use jobpack_core::{Packager, PackagerConfig};
 
-pub use config::{ExecutorKind, ServeArgs, apply_config_file, apply_env_aliases};
+pub use config::{ExecutorKind, RetentionArgs, ServeArgs, apply_config_file, apply_env_aliases};
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(serve(args))?;
@@ -417,6 +417,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     // The first line on stdout, for scripts and tests that started us on port 0.
     println!("jobpack listening on {scheme}://{addr}");
+    let policy = args.retention.policy();
+    let _collector = policy
+        .is_set()
+        .then(|| service::retention::spawn_periodic(runner.clone(), policy, args.gc_interval))
+        .map(AbortOnDrop);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc_task = match (grpc, args.grpc_listen) {
         (Some((service, cfg)), Some(at)) => {
@@ -544,3 +549,12 @@ fn bootstrap_admin(store: &store::Store) -> anyhow::Result<()> {
 
 /// The user created at the first start.
 const ADMIN: &str = "admin";
+
+/// Stops a background task when dropped (at the server's end).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -70,7 +70,7 @@ fn status_of(e: ServiceError) -> Status {
         Kind::Invalid | Kind::OverQuota => Status::invalid_argument(e.message),
         Kind::Unauthenticated => Status::unauthenticated(e.message),
         Kind::Forbidden => Status::permission_denied(e.message),
-        Kind::NotFound => Status::not_found(e.message),
+        Kind::NotFound | Kind::Gone => Status::not_found(e.message),
         Kind::Conflict => Status::failed_precondition(e.message),
         Kind::TooManyJobs | Kind::StorageFull => Status::resource_exhausted(e.message),
         Kind::Internal => Status::internal(e.message),

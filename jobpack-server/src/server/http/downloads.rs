@@ -10,7 +10,7 @@ use crate::server::http::problem::{ApiError, ApiResult, internal, problem};
 use crate::server::scheduler::queue::Runner;
 use crate::server::service::Service;
 use crate::server::service::auth::Caller;
-use crate::server::service::jobs::visible_row;
+use crate::server::service::jobs::files_row;
 
 #[derive(ApiResponse)]
 pub enum Download {
@@ -32,7 +32,7 @@ pub async fn file_download(
     path: &str,
 ) -> ApiResult<Download> {
     use jobpack_core::tree::{Tree, TreeError};
-    visible_row(runner, caller, id)?;
+    files_row(runner, caller, id)?;
     let work = runner.work_dir(id);
     let rel = path.to_owned();
     let opened = tokio::task::spawn_blocking(move || Tree::open(&work)?.open_file(&rel))
@@ -65,7 +65,7 @@ pub async fn file_download(
 pub(crate) async fn tarball(svc: &Service, caller: &Caller, id: &str) -> ApiResult<Download> {
     let runner = &svc.runner;
     use jobpack_core::tree::Tree;
-    let r = visible_row(runner, caller, id)?;
+    let r = files_row(runner, caller, id)?;
     let work = runner.work_dir(id);
     let tree = match tokio::task::spawn_blocking(move || Tree::open(&work))
         .await

@@ -3,7 +3,7 @@
 //! The error mapping is `problem`'s.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 use poem::Body;
@@ -33,10 +33,7 @@ enum ApiTags {
     Service,
 }
 
-pub(crate) fn rfc3339(t: f64) -> String {
-    let st = UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
-    humantime::format_rfc3339_millis(st).to_string()
-}
+pub(crate) use crate::server::store::rfc3339;
 
 /// A job as the API shows it.
 #[derive(Debug, Object)]
@@ -89,6 +86,11 @@ pub struct JobInfo {
     /// The executor's outcome (times, peak memory, isolation), once finished.
     #[oai(nullable)]
     pub outcome: Option<serde_json::Value>,
+    /// Kept by retention whatever its age (`POST /v1/jobs/{id}/pin`).
+    pub pinned: bool,
+    /// When retention removed its files (log, artifact, working directory); its record stays.
+    #[oai(nullable)]
+    pub collected_at: Option<String>,
 }
 
 impl From<JobRow> for JobInfo {
@@ -116,6 +118,8 @@ impl From<JobRow> for JobInfo {
             workflow_id: r.workflow_id,
             request: serde_json::from_str(&r.request_json).unwrap_or_default(),
             outcome: r.outcome_json.and_then(|o| serde_json::from_str(&o).ok()),
+            pinned: r.pinned,
+            collected_at: r.collected_at.map(rfc3339),
         }
     }
 }
@@ -320,7 +324,7 @@ impl JobsApi {
         /// Only this stream's bytes.
         stream: Query<Option<LogStreamName>>,
     ) -> ApiResult<LogText> {
-        self.row(&caller, &id)?;
+        self.files(&caller, &id)?;
         let start = |len: u64| match (offset.0, tail.0) {
             (Some(o), _) => o.min(len),
             (None, Some(t)) => len.saturating_sub(t),
@@ -341,7 +345,7 @@ impl JobsApi {
         #[oai(validator(minimum(value = "0"), maximum(value = "9223372036854775807")))]
         offset: Query<Option<u64>>,
     ) -> ApiResult<EventStream<BoxStream<'static, StreamItem>>> {
-        self.row(&caller, &id)?;
+        self.files(&caller, &id)?;
         let start = last_event_id
             .0
             .as_deref()
@@ -379,6 +383,18 @@ impl JobsApi {
         })))
     }
 
+    /// Pin a job: retention never removes its files. Answers the job.
+    #[oai(path = "/jobs/:id/pin", method = "post")]
+    async fn pin(&self, caller: Caller, id: Path<String>) -> ApiResult<Json<JobInfo>> {
+        Ok(Json(jobs::pin(&self.svc, &caller, &id, true)?.into()))
+    }
+
+    /// Unpin a job: retention may remove its files again. Answers the job.
+    #[oai(path = "/jobs/:id/pin", method = "delete")]
+    async fn unpin(&self, caller: Caller, id: Path<String>) -> ApiResult<Json<JobInfo>> {
+        Ok(Json(jobs::pin(&self.svc, &caller, &id, false)?.into()))
+    }
+
     /// Delete a job: cancel it if it runs, then remove its files and its record.
     #[oai(path = "/jobs/:id", method = "delete")]
     async fn delete(&self, caller: Caller, id: Path<String>) -> ApiResult<Deleted> {
@@ -389,7 +405,7 @@ impl JobsApi {
     /// The packed `.tar.gz` (a Docker build context); ETag is its sha256.
     #[oai(path = "/jobs/:id/artifact", method = "get")]
     async fn artifact(&self, caller: Caller, id: Path<String>) -> ApiResult<Download> {
-        let r = self.row(&caller, &id)?;
+        let r = self.files(&caller, &id)?;
         let Some(sha) = r.artifact_sha256 else {
             return Err(ApiError::Conflict(problem(
                 409,
@@ -399,7 +415,7 @@ impl JobsApi {
         };
         let f = tokio::fs::File::open(self.svc.runner.artifact_path(&id))
             .await
-            .map_err(internal)?;
+            .map_err(|e| jobs::file_error(&id, e))?;
         Ok(Download::Ok(
             Attachment::new(Body::from_async_read(f)).filename(format!("{}.tar.gz", r.id)),
             Some(format!("\"{sha}\"")),
@@ -414,7 +430,7 @@ impl JobsApi {
         caller: Caller,
         id: Path<String>,
     ) -> ApiResult<Json<serde_json::Value>> {
-        let r = self.row(&caller, &id)?;
+        let r = self.files(&caller, &id)?;
         if r.artifact_sha256.is_none() {
             return Err(ApiError::Conflict(problem(
                 409,
@@ -424,7 +440,7 @@ impl JobsApi {
         }
         let bytes = tokio::fs::read(self.svc.runner.manifest_path(&id))
             .await
-            .map_err(internal)?;
+            .map_err(|e| jobs::file_error(&id, e))?;
         serde_json::from_slice(&bytes).map(Json).map_err(internal)
     }
 
@@ -470,5 +486,10 @@ fn default_limit() -> u32 {
 impl JobsApi {
     fn row(&self, caller: &Caller, id: &str) -> ApiResult<JobRow> {
         Ok(visible_row(&self.svc.runner, caller, id)?)
+    }
+
+    /// The row of a job whose files are read: 410 once retention removed them.
+    fn files(&self, caller: &Caller, id: &str) -> ApiResult<JobRow> {
+        Ok(jobs::files_row(&self.svc.runner, caller, id)?)
     }
 }

@@ -80,6 +80,26 @@ pub(crate) fn metrics(Data(runner): Data<&Arc<queue::Runner>>, caller: auth::Cal
     out.push_str(&format!(
         "jobpack_job_duration_seconds_sum {sum}\njobpack_job_duration_seconds_count {n}\n"
     ));
+    {
+        use crate::server::service::retention::{COLLECTED_BYTES, USED_BYTES};
+        use std::sync::atomic::Ordering::Relaxed;
+        out.push_str(
+            "# HELP jobpack_data_bytes Disk the data directory used at the last collection.\n\
+             # TYPE jobpack_data_bytes gauge\n",
+        );
+        out.push_str(&format!(
+            "jobpack_data_bytes {}\n",
+            USED_BYTES.load(Relaxed)
+        ));
+        out.push_str(
+            "# HELP jobpack_collected_bytes_total Job files retention removed.\n\
+             # TYPE jobpack_collected_bytes_total counter\n",
+        );
+        out.push_str(&format!(
+            "jobpack_collected_bytes_total {}\n",
+            COLLECTED_BYTES.load(Relaxed)
+        ));
+    }
     Response::builder()
         .content_type("text/plain; version=0.0.4")
         .body(out)

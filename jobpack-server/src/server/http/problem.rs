@@ -34,6 +34,9 @@ pub enum ApiError {
     /// The job is not in a state that allows this.
     #[oai(status = 409)]
     Conflict(Json<Problem>),
+    /// The job's files were removed by retention (its record stays).
+    #[oai(status = 410)]
+    Gone(Json<Problem>),
     /// The request asks for more than the caller's quota allows.
     #[oai(status = 422)]
     OverQuota(Json<Problem>),
@@ -108,6 +111,7 @@ pub(crate) fn status_of(kind: Kind) -> u16 {
         Kind::Forbidden => 403,
         Kind::NotFound => 404,
         Kind::Conflict => 409,
+        Kind::Gone => 410,
         Kind::OverQuota => 422,
         Kind::TooManyJobs => 429,
         Kind::StorageFull => 507,
@@ -125,6 +129,7 @@ impl From<ServiceError> for ApiError {
             Kind::Forbidden => ApiError::Forbidden(p),
             Kind::NotFound => ApiError::NotFound(p),
             Kind::Conflict => ApiError::Conflict(p),
+            Kind::Gone => ApiError::Gone(p),
             Kind::OverQuota => ApiError::OverQuota(p),
             Kind::TooManyJobs => ApiError::TooManyJobs(p),
             Kind::StorageFull => ApiError::InsufficientStorage(p),

@@ -23,6 +23,8 @@ pub enum Kind {
     TooManyJobs,
     /// The server's disk is full: nothing was stored (507).
     StorageFull,
+    /// It was there, and retention removed it (410).
+    Gone,
     /// The server failed (500).
     Internal,
 }
@@ -62,6 +64,11 @@ impl ServiceError {
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(Kind::Conflict, code, message)
+    }
+
+    /// The files of a job that retention collected.
+    pub fn gone(message: impl Into<String>) -> Self {
+        Self::new(Kind::Gone, "collected", message)
     }
 
     pub fn over_quota(message: impl Into<String>) -> Self {

@@ -20,6 +20,42 @@ pub fn visible_row(runner: &Runner, caller: &Caller, id: &str) -> ServiceResult<
         .ok_or_else(|| ServiceError::not_found(format!("no job {id}")))
 }
 
+/// The job `id` for reading its files (log, artifact, manifest, working directory):
+/// `Gone` once retention removed them.
+pub fn files_row(runner: &Runner, caller: &Caller, id: &str) -> ServiceResult<JobRow> {
+    let r = visible_row(runner, caller, id)?;
+    match r.collected_at {
+        Some(t) => Err(ServiceError::gone(format!(
+            "the files of job {id} were removed by retention at {}; its record stays",
+            crate::server::store::rfc3339(t)
+        ))),
+        None => Ok(r),
+    }
+}
+
+/// Whether a failure to open one of a job's files means it is gone (a collection moved it
+/// away): `Gone` then, else a failure of the server.
+pub fn file_error(id: &str, e: std::io::Error) -> ServiceError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        ServiceError::gone(format!("the files of job {id} are gone"))
+    } else {
+        ServiceError::internal(e)
+    }
+}
+
+/// Pins a job (retention never collects it) or unpins it; returns the row as it is now.
+pub fn pin(svc: &Service, caller: &Caller, id: &str, pinned: bool) -> ServiceResult<JobRow> {
+    require(caller, Action::Cancel, "pin jobs")?;
+    visible_row(&svc.runner, caller, id)?;
+    svc.runner
+        .store
+        .set_pinned(id, pinned)
+        .map_err(ServiceError::internal)?;
+    let action = if pinned { "job.pin" } else { "job.unpin" };
+    svc.runner.store.audit(&caller.user, action, Some(id), None);
+    visible_row(&svc.runner, caller, id)
+}
+
 /// Stops a job (SIGTERM to all of it, SIGKILL after the grace period; a waiting one is
 /// skipped): `Conflict` if it has already ended. Returns the row as it was.
 pub fn cancel(svc: &Service, caller: &Caller, id: &str) -> ServiceResult<JobRow> {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod jobs;
 pub mod limits;
 pub mod parse;
+pub mod retention;
 pub mod sign_in;
 pub mod submit;
 pub mod workdirs;

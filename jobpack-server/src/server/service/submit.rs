@@ -300,6 +300,8 @@ pub(crate) fn new_job_row(
         workflow_id: None,
         workflow_pos: None,
         requires_json: None,
+        pinned: false,
+        collected_at: None,
     };
     let secret_json = if secrets.is_empty() || !sub.run {
         None

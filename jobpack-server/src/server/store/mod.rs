@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod batches;
+pub mod retention;
 pub mod sign_in;
 pub mod workers;
 pub mod workflows;
@@ -46,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_scheduled",
         include_str!("../../../migrations/0007_scheduled.sql"),
     ),
+    (
+        "0008_retention",
+        include_str!("../../../migrations/0008_retention.sql"),
+    ),
 ];
 
 /// A job as stored.
@@ -81,6 +86,10 @@ pub struct JobRow {
     pub workflow_pos: Option<i64>,
     /// What it requires in its workflow: `[{"job": name, "status": status}, ...]`.
     pub requires_json: Option<String>,
+    /// Never collected by retention (`POST /v1/jobs/{id}/pin`).
+    pub pinned: bool,
+    /// When retention removed its files (the row stays).
+    pub collected_at: Option<f64>,
 }
 
 /// Statuses a job cannot leave: a run's final statuses, and `skipped` (a workflow's job whose
@@ -97,6 +106,12 @@ fn status_of(r: &Row<'_>) -> rusqlite::Result<JobStatus> {
     s.parse().map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
+}
+
+/// A time as the APIs show it: RFC 3339 in UTC, to the millisecond.
+pub fn rfc3339(t: f64) -> String {
+    let st = UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0));
+    humantime::format_rfc3339_millis(st).to_string()
 }
 
 pub fn now() -> f64 {
@@ -182,6 +197,8 @@ pub(super) fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         workflow_id: r.get("workflow_id")?,
         workflow_pos: r.get("workflow_pos")?,
         requires_json: r.get("requires_json")?,
+        pinned: r.get::<_, i64>("pinned")? != 0,
+        collected_at: r.get("collected_at")?,
     })
 }
 
