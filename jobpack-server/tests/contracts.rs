@@ -148,6 +148,8 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
             "secret_env",
             "secret_environment",
             "stdin",
+            "callback_url",
+            "webhooks",
             "working_dir",
         ]
         .map(String::from),

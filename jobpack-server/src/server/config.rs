@@ -16,7 +16,8 @@ pub struct ServeArgs {
     /// permissive, allow_file_urls, auth, insecure_public, tls_cert, tls_key, tls_client_ca,
     /// tls_require_client_cert, executor, shared_dir, partition, account, slurm_sandbox,
     /// allowed_workdirs, default_working_dir, command_timeout, queues, retain, max_data_gb,
-    /// gc_interval (and the limits, ...).
+    /// gc_interval, allow_webhooks_to, webhook_timeout, webhook_retry_for, webhook_backoff (and
+    /// the limits, ...).
     #[arg(long, env = "JOBPACK_CONFIG")]
     pub config: Option<PathBuf>,
     /// Address to listen on (port 0: any free port, printed at start).
@@ -168,6 +169,26 @@ pub struct ServeArgs {
     pub grpc_max_send_bytes: usize,
     #[command(flatten)]
     pub retention: RetentionArgs,
+    /// Let webhooks go to these destinations, which are refused by default (loopback, private,
+    /// link-local, ...): a CIDR (`10.0.0.0/8`, `127.0.0.1/32`) or a host name. Repeatable.
+    #[arg(
+        long = "allow-webhooks-to",
+        env = "JOBPACK_ALLOW_WEBHOOKS_TO",
+        value_delimiter = ','
+    )]
+    pub allow_webhooks_to: Vec<String>,
+    /// One webhook delivery attempt's time limit.
+    #[arg(long, env = "JOBPACK_WEBHOOK_TIMEOUT", value_parser = humantime::parse_duration,
+          default_value = "10s")]
+    pub webhook_timeout: std::time::Duration,
+    /// How long a failing delivery is retried (timeouts, connection errors, 5xx, 429).
+    #[arg(long, env = "JOBPACK_WEBHOOK_RETRY_FOR", value_parser = humantime::parse_duration,
+          default_value = "24h")]
+    pub webhook_retry_for: std::time::Duration,
+    /// The first retry's delay; each next one doubles (with jitter), up to an hour.
+    #[arg(long, env = "JOBPACK_WEBHOOK_BACKOFF", value_parser = humantime::parse_duration,
+          default_value = "1s")]
+    pub webhook_backoff: std::time::Duration,
     /// How often the collector runs when --retain or --max-data-gb is set.
     #[arg(long, env = "JOBPACK_GC_INTERVAL", value_parser = humantime::parse_duration,
           default_value = "10m")]
@@ -275,6 +296,10 @@ struct ConfigFile {
     max_data_gb: Option<f64>,
     /// `"10m"`
     gc_interval: Option<String>,
+    allow_webhooks_to: Option<Vec<String>>,
+    webhook_timeout: Option<String>,
+    webhook_retry_for: Option<String>,
+    webhook_backoff: Option<String>,
 }
 
 /// A config file's limits table as `NAME=VALUE,...`.
@@ -314,7 +339,14 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 34] = [
+    let pairs: [(&str, Option<String>); 38] = [
+        (
+            "JOBPACK_ALLOW_WEBHOOKS_TO",
+            c.allow_webhooks_to.map(|v| v.join(",")),
+        ),
+        ("JOBPACK_WEBHOOK_TIMEOUT", c.webhook_timeout),
+        ("JOBPACK_WEBHOOK_RETRY_FOR", c.webhook_retry_for),
+        ("JOBPACK_WEBHOOK_BACKOFF", c.webhook_backoff),
         ("JOBPACK_RETAIN", c.retain),
         ("JOBPACK_MAX_DATA_GB", c.max_data_gb.map(|v| v.to_string())),
         ("JOBPACK_GC_INTERVAL", c.gc_interval),

@@ -56,6 +56,8 @@ pub struct App {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The gRPC door, with its TLS configuration, when --grpc-listen is given.
     grpc: Option<(grpc::Services, Arc<rustls::ServerConfig>)>,
+    /// Where webhooks may go and how they are retried (for the delivery task).
+    webhooks: service::webhooks::WebhookSettings,
 }
 
 /// Builds the service from its options: data directory, store, packager, executor, runner (its
@@ -227,6 +229,15 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             t => t,
         },
         sign_in: service::sign_in::SignInLimiter::default(),
+        webhooks: service::webhooks::WebhookSettings {
+            destinations: Arc::new(
+                jobpack_core::egress::Destinations::public(&args.allow_webhooks_to)
+                    .map_err(|e| anyhow::anyhow!("--allow-webhooks-to: {e}"))?,
+            ),
+            timeout: args.webhook_timeout.max(Duration::from_millis(100)),
+            retry_for: args.webhook_retry_for,
+            backoff: args.webhook_backoff.max(Duration::from_millis(10)),
+        },
     });
     let grpc = match args.grpc_listen {
         None => None,
@@ -258,6 +269,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             },
             http::batches::BatchesApi { svc: svc.clone() },
             http::workflows::WorkflowsApi { svc: svc.clone() },
+            http::webhooks::WebhooksApi { svc: svc.clone() },
         ),
         "jobpack",
         env!("CARGO_PKG_VERSION"),
@@ -334,6 +346,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
         runner,
         tls,
         grpc,
+        webhooks: svc.webhooks.clone(),
     })
 }
 
@@ -380,6 +393,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runner,
         tls,
         grpc,
+        webhooks,
     } = build(&args).await?;
     let (acceptor, scheme) = match tls {
         Some(cfg) => (
@@ -422,6 +436,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .is_set()
         .then(|| service::retention::spawn_periodic(runner.clone(), policy, args.gc_interval))
         .map(AbortOnDrop);
+    // Webhook deliveries, from the store's outbox, whichever process ran the jobs.
+    let renderers = service::webhooks::Renderers {
+        job: Box::new(http::jobs::job_json),
+        batch: Box::new(http::batches::batch_json),
+        workflow: Box::new(http::workflows::workflow_json),
+    };
+    let _deliveries = AbortOnDrop(service::webhooks::spawn(
+        runner.store.clone(),
+        webhooks,
+        renderers,
+    )?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc_task = match (grpc, args.grpc_listen) {
         (Some((service, cfg)), Some(at)) => {

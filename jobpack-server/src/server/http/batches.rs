@@ -274,3 +274,15 @@ fn default_limit() -> u32 {
 fn default_members() -> u32 {
     1000
 }
+
+/// A batch as `GET /v1/batches/{id}` answers it (without its members), as JSON (a webhook's
+/// `data`).
+pub(crate) fn batch_json(
+    store: &crate::server::store::Store,
+    id: &str,
+) -> Option<serde_json::Value> {
+    use poem_openapi::types::ToJSON;
+    let b = store.batch(id).ok()??;
+    let c = store.batch_counters(id).ok()?;
+    info(b, c, None).to_json()
+}

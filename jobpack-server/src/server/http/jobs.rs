@@ -140,6 +140,10 @@ pub struct JobStatus {
 pub struct Created {
     pub job_id: String,
     pub status: String,
+    /// The webhooks the submission carried (`callback_url`, `webhooks`), each with its secret,
+    /// shown this once.
+    #[oai(skip_serializing_if_is_none)]
+    pub webhooks: Option<Vec<crate::server::http::webhooks::WebhookInfo>>,
 }
 
 #[derive(Debug, Object)]
@@ -223,10 +227,16 @@ impl JobsApi {
             }
             None => "spec",
         };
-        submitter.submit_one(&id, &parsed, source)?;
+        let hooks = submitter.submit_one(&id, &parsed, source)?;
         Ok(Submitted::Created(Json(Created {
             job_id: id,
             status: jobpack_core::JobStatus::Queued.as_str().into(),
+            webhooks: (!hooks.is_empty()).then(|| {
+                hooks
+                    .into_iter()
+                    .map(|w| crate::server::http::webhooks::info(w, true))
+                    .collect()
+            }),
         })))
     }
 
@@ -492,4 +502,10 @@ impl JobsApi {
     fn files(&self, caller: &Caller, id: &str) -> ApiResult<JobRow> {
         Ok(jobs::files_row(&self.svc.runner, caller, id)?)
     }
+}
+
+/// A job as `GET /v1/jobs/{id}` answers it, as JSON (a webhook's `data`).
+pub(crate) fn job_json(r: &JobRow) -> Option<serde_json::Value> {
+    use poem_openapi::types::ToJSON;
+    JobInfo::from(r.clone()).to_json()
 }

@@ -17,4 +17,5 @@ pub mod pages;
 pub mod problem;
 pub mod schema;
 pub mod uploads;
+pub mod webhooks;
 pub mod workflows;

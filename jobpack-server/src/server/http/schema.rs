@@ -83,6 +83,24 @@ pub struct JobSubmissionDoc {
     /// by sha256.
     #[oai(validator(max_length = 1048576))]
     pub stdin: Option<String>,
+    /// Notified (signed, as the standing webhooks) when the job ends: Judge0's name.
+    pub callback_url: Option<String>,
+    /// Webhooks for this job's events (`job.started`, `job.finished`; default the end).
+    #[oai(validator(max_items = 8))]
+    pub webhooks: Option<Vec<SubmissionWebhookDoc>>,
+}
+
+/// A webhook a submission carries.
+#[derive(Debug, Object)]
+#[oai(rename = "SubmissionWebhook", deny_unknown_fields)]
+pub struct SubmissionWebhookDoc {
+    pub url: String,
+    pub events: Option<Vec<String>>,
+    /// Sign with the secret of this standing webhook of yours (else a new secret, returned in
+    /// the answer).
+    pub secret_ref: Option<String>,
+    /// Extra headers sent with each delivery.
+    pub headers: Option<HashMap<String, String>>,
 }
 
 /// One data file.

@@ -259,3 +259,14 @@ impl WorkflowsApi {
 fn default_limit() -> u32 {
     100
 }
+
+/// A workflow as `GET /v1/workflows/{id}` answers it, as JSON (a webhook's `data`).
+pub(crate) fn workflow_json(
+    store: &crate::server::store::Store,
+    id: &str,
+) -> Option<serde_json::Value> {
+    use poem_openapi::types::ToJSON;
+    let w = store.workflow(id).ok()??;
+    let jobs = store.workflow_jobs(id).ok()?;
+    info(w, jobs).to_json()
+}

@@ -12,6 +12,7 @@ pub mod parse;
 pub mod retention;
 pub mod sign_in;
 pub mod submit;
+pub mod webhooks;
 pub mod workdirs;
 pub mod workflows;
 
@@ -38,4 +39,6 @@ pub struct Service {
     pub command_timeout: Option<f64>,
     /// Failed password sign-ins, for throttling.
     pub sign_in: sign_in::SignInLimiter,
+    /// Where webhooks may go, and how they are retried.
+    pub webhooks: webhooks::WebhookSettings,
 }

@@ -11,6 +11,7 @@ use jobpack_core::exec::{Limits, NetworkPolicy};
 
 use crate::server::scheduler::queue::Submission;
 use crate::server::service::error::{ServiceError, ServiceResult};
+use crate::server::service::webhooks::HookRequest;
 
 /// A submission split into what is stored with the job and what is kept apart.
 pub(crate) struct Parsed {
@@ -19,7 +20,53 @@ pub(crate) struct Parsed {
     pub secrets: BTreeMap<String, String>,
     /// `owner`: an admin submitting for another user.
     pub owner: Option<String>,
+    /// `callback_url` and `webhooks`: notified of this submission's events.
+    pub hooks: Vec<HookRequest>,
 }
+
+/// A submission's `callback_url` (Judge0's name: `events` the end of the job, batch or
+/// workflow, `finished`) and `webhooks: [{url, events, secret_ref, headers}]`, taken out of it.
+/// The events and destinations are checked by the service (`webhooks::check_all`).
+pub(crate) fn parse_hooks(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    finished: &str,
+) -> Result<Vec<HookRequest>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Hook {
+        url: String,
+        events: Option<Vec<String>>,
+        secret_ref: Option<String>,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+    }
+    let mut out = Vec::new();
+    match obj.remove("callback_url") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(url)) => out.push(HookRequest {
+            url,
+            events: vec![finished.to_owned()],
+            ..HookRequest::default()
+        }),
+        Some(other) => return Err(format!("callback_url: expected a URL, got {other}")),
+    }
+    if let Some(v) = obj.remove("webhooks").filter(|v| !v.is_null()) {
+        let hooks: Vec<Hook> = serde_json::from_value(v).map_err(|e| format!("webhooks: {e}"))?;
+        if hooks.len() + out.len() > MAX_HOOKS {
+            return Err(format!("webhooks: at most {MAX_HOOKS} per submission"));
+        }
+        out.extend(hooks.into_iter().map(|h| HookRequest {
+            url: h.url,
+            events: h.events.unwrap_or_else(|| vec![finished.to_owned()]),
+            headers: h.headers,
+            secret_ref: h.secret_ref,
+        }));
+    }
+    Ok(out)
+}
+
+/// Webhooks one submission may carry.
+const MAX_HOOKS: usize = 8;
 
 /// Largest secret value, and most secrets per job.
 const MAX_SECRET_BYTES: usize = 64 * 1024;
@@ -149,6 +196,7 @@ pub(crate) fn parse_submission(
         }
     };
     let scheduled_at = scheduled_at(obj).map_err(|m| bad("bad_request", m))?;
+    let hooks = parse_hooks(obj, "job.finished").map_err(|m| bad("bad_webhook", m))?;
     let stdin = match obj.remove("stdin") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(t)) if t.len() <= MAX_STDIN_BYTES => Some(t),
@@ -236,6 +284,7 @@ pub(crate) fn parse_submission(
         },
         secrets,
         owner,
+        hooks,
     })
 }
 

@@ -69,7 +69,31 @@ impl<'a> Submitter<'a> {
         if let Some(w) = p.sub.working_dir.clone() {
             p.sub.shared_dir = Some(self.svc.workdirs.resolve(&w)?);
         }
-        Ok(())
+        crate::server::service::webhooks::check_all(&p.hooks, "job", &self.svc.webhooks)
+    }
+
+    /// Stores the webhooks a submission carried, for its `scope` (`job`, `batch`, `workflow`)
+    /// and `target` id.
+    pub fn hooks(
+        &self,
+        scope: &str,
+        target: &str,
+        hooks: &[crate::server::service::webhooks::HookRequest],
+    ) -> ServiceResult<Vec<crate::server::store::webhooks::WebhookRow>> {
+        hooks
+            .iter()
+            .map(|h| {
+                crate::server::service::webhooks::create(
+                    &self.svc.runner.store,
+                    &self.svc.webhooks,
+                    self.caller,
+                    &self.owner,
+                    h,
+                    scope,
+                    Some(target),
+                )
+            })
+            .collect()
     }
 
     /// Every check of one job: [`Submitter::limit`], then [`Submitter::destinations`].
@@ -138,7 +162,12 @@ impl Submitter<'_> {
 
     /// Stores one checked job `id` (its uploads, if any, already under its directory; `source`
     /// says which: `spec` or `upload`), audits it, and starts it. A refusal removes its files.
-    pub fn submit_one(&self, id: &str, p: &Parsed, source: &str) -> ServiceResult<()> {
+    pub fn submit_one(
+        &self,
+        id: &str,
+        p: &Parsed,
+        source: &str,
+    ) -> ServiceResult<Vec<crate::server::store::webhooks::WebhookRow>> {
         let row = self.row(id, p, source, None)?;
         let other = self.owner != self.caller.user;
         let detail = match (&row.0.name, other) {
@@ -154,8 +183,21 @@ impl Submitter<'_> {
             }
             return Err(e);
         }
+        let hooks = match self.hooks("job", id, &p.hooks) {
+            Ok(h) => h,
+            Err(e) => {
+                // The job goes with its hooks or not at all.
+                if let Err(rm) = self.svc.runner.store.delete(id) {
+                    eprintln!("jobpack: job {id}: cannot remove after its webhooks failed: {rm}");
+                }
+                if let Err(rm) = self.svc.runner.remove_files(id) {
+                    eprintln!("jobpack: job {id}: cannot remove the files of a refused job: {rm}");
+                }
+                return Err(e);
+            }
+        };
         self.svc.runner.spawn(id.to_owned());
-        Ok(())
+        Ok(hooks)
     }
 }
 

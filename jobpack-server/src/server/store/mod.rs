@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod batches;
 pub mod retention;
 pub mod sign_in;
+pub mod webhooks;
 pub mod workers;
 pub mod workflows;
 
@@ -50,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0008_retention",
         include_str!("../../../migrations/0008_retention.sql"),
+    ),
+    (
+        "0009_webhooks",
+        include_str!("../../../migrations/0009_webhooks.sql"),
     ),
 ];
 
