@@ -124,6 +124,10 @@ pub struct WorkflowJob {
 pub struct Workflow {
     pub name: Option<String>,
     pub jobs: Vec<WorkflowJob>,
+    /// Who to notify when it ends (`callback_url`) and of what (`webhooks`), as the file has
+    /// them; a service that sends notifications checks them.
+    pub callback_url: Option<String>,
+    pub webhooks: Option<serde_json::Value>,
 }
 
 /// Everything wrong with a workflow, each at its path (`jobs.process.requires[0]`).
@@ -184,12 +188,28 @@ impl Workflow {
                 None
             }
         };
+        let callback_url = match top.remove("callback_url") {
+            None | Some(serde_norway::Value::Null) => None,
+            Some(serde_norway::Value::String(s)) => Some(s),
+            Some(_) => {
+                problems.push(("callback_url".into(), "expected a URL".into()));
+                None
+            }
+        };
+        let webhooks = match top.remove("webhooks").map(to_json) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                problems.push(("webhooks".into(), e));
+                None
+            }
+        };
         let jobs_value = top.remove("jobs");
         for (k, _) in top.iter() {
             let k = k.as_str().unwrap_or("?");
             problems.push((
                 k.to_owned(),
-                "unknown field: a workflow has name and jobs".into(),
+                "unknown field: a workflow has name, jobs, callback_url and webhooks".into(),
             ));
         }
         let mut jobs = Vec::new();
@@ -265,7 +285,12 @@ impl Workflow {
                 "expected a non-empty mapping of named jobs".into(),
             )),
         }
-        let wf = Workflow { name, jobs };
+        let wf = Workflow {
+            name,
+            jobs,
+            callback_url,
+            webhooks,
+        };
         wf.check_requirements(&mut problems);
         if problems.is_empty() {
             Ok(wf)

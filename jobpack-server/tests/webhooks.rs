@@ -276,10 +276,14 @@ async fn signed_deliveries_arrive_once_retry_with_growing_gaps_and_follow_batche
         "POST",
         "/v1/batches",
         None,
-        Some(&json!({"jobs": [{"command": "sleep 0.3"}, {"command": "sleep 1"}]})),
+        Some(
+            &json!({"jobs": [{"command": "sleep 0.3"}, {"command": "sleep 1"}],
+                     "callback_url": rx.url("/batch-callback")}),
+        ),
     )
     .await;
     assert_eq!(code, 201, "{b}");
+    rx.trust(b["webhooks"][0]["secret"].as_str().unwrap());
     let bid = b["batch_id"].as_str().unwrap();
     wait_final(&c, &s, &format!("/v1/batches/{bid}")).await;
     let got = rx.wait_for("/batch", 1);
@@ -287,6 +291,37 @@ async fn signed_deliveries_arrive_once_retry_with_growing_gaps_and_follow_batche
     assert_eq!(got[0]["body"]["type"], "batch.finished");
     assert_eq!(got[0]["body"]["data"]["batch_id"], bid);
     assert_eq!(got[0]["verified"], true);
+    let got = rx.wait_for("/batch-callback", 1);
+    assert_eq!(
+        (got.len(), &got[0]["verified"]),
+        (1, &json!(true)),
+        "{got:?}"
+    );
+
+    // A workflow file's own webhooks, signed with a standing webhook's secret.
+    let file = format!(
+        "name: wf\nwebhooks:\n  - url: {}\n    events: [workflow.finished]\n    secret_ref: {hook_id}\n\
+         jobs:\n  a:\n    command: \"true\"\n  b:\n    command: \"true\"\n    requires:\n      - a: COMPLETED\n",
+        rx.url("/workflow")
+    );
+    let r = c
+        .post(s.u("/v1/workflows"))
+        .header("content-type", "application/yaml")
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let wid = r.json::<Value>().await.unwrap()["workflow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = rx.wait_for("/workflow", 1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["verified"], true);
+    assert_eq!(got[0]["body"]["type"], "workflow.finished");
+    assert_eq!(got[0]["body"]["data"]["workflow_id"], wid.as_str());
+    assert_eq!(got[0]["body"]["data"]["status"], "completed");
 }
 
 #[tokio::test(flavor = "multi_thread")]

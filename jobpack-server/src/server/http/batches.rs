@@ -59,6 +59,9 @@ pub struct BatchInfo {
     /// Member jobs, oldest first (on `GET /batches/{id}` only).
     #[oai(nullable)]
     pub jobs: Option<Vec<JobInfo>>,
+    /// The webhooks the submission carried, with their secrets (in the answer to it only).
+    #[oai(skip_serializing_if_is_none)]
+    pub webhooks: Option<Vec<crate::server::http::webhooks::WebhookInfo>>,
 }
 
 fn info(b: BatchRow, c: Counters, jobs: Option<Vec<JobInfo>>) -> BatchInfo {
@@ -79,6 +82,7 @@ fn info(b: BatchRow, c: Counters, jobs: Option<Vec<JobInfo>>) -> BatchInfo {
         finished_at: c.finished_at.map(rfc3339),
         cancelled_at: b.cancelled_at.map(rfc3339),
         jobs,
+        webhooks: None,
     }
 }
 
@@ -127,6 +131,8 @@ impl BatchesApi {
         let name = text(obj, "name")?;
         let description = text(obj, "description")?;
         let owner = text(obj, "owner")?;
+        let hooks = crate::server::service::parse::parse_hooks(obj, "batch.finished")
+            .map_err(|m| ApiError::BadRequest(problem(400, "bad_webhook", m)))?;
         let jobs = match obj.remove("jobs") {
             Some(serde_json::Value::Array(a)) if !a.is_empty() => a,
             _ => {
@@ -137,7 +143,8 @@ impl BatchesApi {
         };
         if let Some(k) = obj.keys().next() {
             return Err(bad(format!(
-                "unknown field {k:?}: a batch has name, description, owner and jobs"
+                "unknown field {k:?}: a batch has name, description, owner, jobs, callback_url and \
+                 webhooks"
             )));
         }
         let req = BatchRequest {
@@ -145,9 +152,10 @@ impl BatchesApi {
             description,
             owner,
             jobs,
+            hooks,
         };
-        let batch = match service::batches::submit(&self.svc, &caller, req).await? {
-            Accepted::Created(b) => b,
+        let (batch, hooks) = match service::batches::submit(&self.svc, &caller, req).await? {
+            Accepted::Created(b, h) => (b, h),
             Accepted::Busy(why) => return Ok(Submitted::Busy(problem(503, "busy", why))),
         };
         let counters = self
@@ -156,7 +164,16 @@ impl BatchesApi {
             .store
             .batch_counters(&batch.id)
             .map_err(internal)?;
-        Ok(Submitted::Created(Json(info(batch, counters, None))))
+        let mut shown = info(batch, counters, None);
+        if !hooks.is_empty() {
+            shown.webhooks = Some(
+                hooks
+                    .into_iter()
+                    .map(|w| crate::server::http::webhooks::info(w, true))
+                    .collect(),
+            );
+        }
+        Ok(Submitted::Created(Json(shown)))
     }
 
     /// Batches, newest first (the caller's own; admins see everyone's, or `owner`'s).

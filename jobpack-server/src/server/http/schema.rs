@@ -193,6 +193,11 @@ pub struct BatchSubmissionDoc {
     pub owner: Option<String>,
     #[oai(validator(min_items = 1, max_items = 10000))]
     pub jobs: Vec<JobSubmissionDoc>,
+    /// Notified (signed) when the batch ends.
+    pub callback_url: Option<String>,
+    /// Webhooks for the batch's end and its jobs' events.
+    #[oai(validator(max_items = 8))]
+    pub webhooks: Option<Vec<SubmissionWebhookDoc>>,
 }
 
 /// A JSON body documented as `D` and read as it came (by the server's own parser).

@@ -19,11 +19,14 @@ pub struct BatchRequest {
     /// Admins: the user the batch belongs to.
     pub owner: Option<String>,
     pub jobs: Vec<serde_json::Value>,
+    /// `callback_url` and `webhooks` of the batch (its end, and its jobs' events).
+    pub hooks: Vec<crate::server::service::webhooks::HookRequest>,
 }
 
-/// What became of a batch: stored and started, or refused for now (the queue is full; why).
+/// What became of a batch: stored (with the webhooks it carried, their secrets in them) and
+/// started, or refused for now (the queue is full; why).
 pub enum Accepted {
-    Created(BatchRow),
+    Created(BatchRow, Vec<crate::server::store::webhooks::WebhookRow>),
     Busy(String),
 }
 
@@ -64,6 +67,7 @@ pub async fn submit(svc: &Service, caller: &Caller, req: BatchRequest) -> Servic
         return Ok(Accepted::Busy(why));
     }
     let submitter = Submitter::new(svc, caller, req.owner)?;
+    crate::server::service::webhooks::check_all(&req.hooks, "batch", &svc.webhooks)?;
     let owner = submitter.owner.clone();
     let batch = BatchRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -75,6 +79,7 @@ pub async fn submit(svc: &Service, caller: &Caller, req: BatchRequest) -> Servic
     };
     // Everything is checked before anything is stored.
     let mut rows = Vec::with_capacity(jobs.len());
+    let mut job_hooks = Vec::new();
     for (i, v) in jobs.into_iter().enumerate() {
         let mut p = submitter.parse(v).map_err(|e| at(i, e))?;
         if p.owner.as_ref().is_some_and(|o| *o != owner) {
@@ -84,6 +89,9 @@ pub async fn submit(svc: &Service, caller: &Caller, req: BatchRequest) -> Servic
         submitter.check(&mut p).await.map_err(|e| at(i, e))?;
         let id = uuid::Uuid::new_v4().to_string();
         rows.push(submitter.row(&id, &p, "spec", Some(&batch.id))?);
+        if !p.hooks.is_empty() {
+            job_hooks.push((id, p.hooks));
+        }
     }
     let detail = group_detail(rows.len(), batch.name.as_deref());
     submitter.store(
@@ -93,8 +101,13 @@ pub async fn submit(svc: &Service, caller: &Caller, req: BatchRequest) -> Servic
         &batch.id,
         Some(&detail),
     )?;
+    // Its webhooks before its jobs start (so none of their events is missed).
+    let mut hooks = submitter.hooks("batch", &batch.id, &req.hooks)?;
+    for (id, h) in &job_hooks {
+        hooks.extend(submitter.hooks("job", id, h)?);
+    }
     for (row, _) in rows {
         svc.runner.spawn(row.id);
     }
-    Ok(Accepted::Created(batch))
+    Ok(Accepted::Created(batch, hooks))
 }

@@ -48,6 +48,18 @@ pub async fn submit(svc: &Service, caller: &Caller, file: Vec<u8>) -> ServiceRes
     }
     let submitter = Submitter::new(svc, caller, None)?;
     let owner = submitter.owner.clone();
+    let hooks = {
+        let mut top = serde_json::Map::new();
+        if let Some(u) = &wf.callback_url {
+            top.insert("callback_url".into(), u.clone().into());
+        }
+        if let Some(h) = &wf.webhooks {
+            top.insert("webhooks".into(), h.clone());
+        }
+        crate::server::service::parse::parse_hooks(&mut top, "workflow.finished")
+            .map_err(|m| bad("bad_webhook", m))?
+    };
+    crate::server::service::webhooks::check_all(&hooks, "workflow", &svc.webhooks)?;
     let w = WorkflowRow {
         id: uuid::Uuid::new_v4().to_string(),
         name: wf.name.clone(),
@@ -58,6 +70,7 @@ pub async fn submit(svc: &Service, caller: &Caller, file: Vec<u8>) -> ServiceRes
     };
     // Every job is checked (all problems reported at once) before anything is stored.
     let mut rows = Vec::with_capacity(wf.jobs.len());
+    let mut job_hooks = Vec::new();
     let mut specs = Vec::with_capacity(wf.jobs.len());
     let message = |e: ServiceError| e.message;
     wf.check_jobs(|j| {
@@ -105,6 +118,9 @@ pub async fn submit(svc: &Service, caller: &Caller, file: Vec<u8>) -> ServiceRes
             serde_json::to_string(&j.requires).map_err(|e| vec![(String::new(), e.to_string())])?,
         );
         specs.push((j.name.clone(), p.sub.spec.clone()));
+        if !p.hooks.is_empty() {
+            job_hooks.push((id, p.hooks.clone()));
+        }
         rows.push((row, secrets));
         Ok(())
     })
@@ -125,6 +141,11 @@ pub async fn submit(svc: &Service, caller: &Caller, file: Vec<u8>) -> ServiceRes
         &w.id,
         Some(&detail),
     )?;
+    // Its webhooks before its jobs start (so none of their events is missed).
+    submitter.hooks("workflow", &w.id, &hooks)?;
+    for (id, h) in &job_hooks {
+        submitter.hooks("job", id, h)?;
+    }
     svc.runner.advance(&w.id);
     Ok(Accepted::Created(w))
 }

@@ -225,9 +225,10 @@ impl JobRunnerApi {
             description: body.description,
             owner: None,
             jobs: body.jobs.iter().map(|j| self.submission(j)).collect(),
+            hooks: Vec::new(),
         };
         match batches::submit(&self.svc, &caller, req).await? {
-            Accepted::Created(b) => Ok(Submitted::Created(Json(self.batch(&caller, &b.id)?))),
+            Accepted::Created(b, _) => Ok(Submitted::Created(Json(self.batch(&caller, &b.id)?))),
             Accepted::Busy(why) => Ok(Submitted::Busy(problem(503, "busy", why))),
         }
     }
