@@ -128,6 +128,8 @@ pub struct Workflow {
     /// them; a service that sends notifications checks them.
     pub callback_url: Option<String>,
     pub webhooks: Option<serde_json::Value>,
+    /// The `retry` policy of every job that has none of its own, as the file has it.
+    pub retry: Option<serde_json::Value>,
 }
 
 /// Everything wrong with a workflow, each at its path (`jobs.process.requires[0]`).
@@ -204,12 +206,20 @@ impl Workflow {
                 None
             }
         };
+        let retry = match top.remove("retry").map(to_json) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                problems.push(("retry".into(), e));
+                None
+            }
+        };
         let jobs_value = top.remove("jobs");
         for (k, _) in top.iter() {
             let k = k.as_str().unwrap_or("?");
             problems.push((
                 k.to_owned(),
-                "unknown field: a workflow has name, jobs, callback_url and webhooks".into(),
+                "unknown field: a workflow has name, jobs, retry, callback_url and webhooks".into(),
             ));
         }
         let mut jobs = Vec::new();
@@ -290,6 +300,7 @@ impl Workflow {
             jobs,
             callback_url,
             webhooks,
+            retry,
         };
         wf.check_requirements(&mut problems);
         if problems.is_empty() {

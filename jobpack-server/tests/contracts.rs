@@ -150,6 +150,7 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
             "stdin",
             "callback_url",
             "webhooks",
+            "retry",
             "working_dir",
         ]
         .map(String::from),

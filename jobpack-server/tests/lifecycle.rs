@@ -360,3 +360,247 @@ async fn a_disk_budget_removes_oldest_first_dry_run_changes_nothing_and_a_killed
     assert_ne!(code, 0);
     assert!(err.contains("--retain"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_run_the_artifact_again_keep_each_attempt_and_stop_on_cancel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, &[]);
+    let c = reqwest::Client::new();
+
+    // Fails twice, then succeeds: three attempts, three logs, completed.
+    let id = submit(
+        &c,
+        &s,
+        json!({"command": "echo attempt $JOBPACK_ATTEMPT; test $JOBPACK_ATTEMPT -ge 3",
+               "retry": {"max_attempts": 5, "backoff_secs": 0.2}}),
+    )
+    .await;
+    let v = wait_final(&c, &s, &id).await;
+    assert_eq!(v["status"], "completed", "{v}");
+    let (_, a) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{id}/attempts"),
+        None,
+        None,
+    )
+    .await;
+    let a = a["attempts"].as_array().unwrap().clone();
+    let statuses: Vec<&str> = a.iter().map(|a| a["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["failed", "failed", "completed"], "{a:?}");
+    for (n, at) in a.iter().enumerate() {
+        let url = at["log_url"].as_str().unwrap();
+        let text = c.get(s.u(url)).send().await.unwrap().text().await.unwrap();
+        assert_eq!(text, format!("attempt {}\n", n + 1), "{url}");
+    }
+    assert_eq!(a[0]["exit_code"], 1);
+    // Growing waits between attempts (0.2 s, then 0.4 s at least).
+    let t = |x: &Value, k: &str| humantime::parse_rfc3339(x[k].as_str().unwrap()).unwrap();
+    let gap = |i: usize| {
+        t(&a[i + 1], "started_at")
+            .duration_since(t(&a[i], "finished_at"))
+            .unwrap()
+    };
+    assert!(gap(0) >= Duration::from_millis(150) && gap(1) >= Duration::from_millis(350));
+    // Never packed again: the artifact was written before the first run began.
+    let art = data.join("jobs").join(&id).join("artifact.tar.gz");
+    let written = std::fs::metadata(&art).unwrap().modified().unwrap();
+    assert!(
+        written <= t(&a[0], "started_at"),
+        "the artifact was written again"
+    );
+
+    // Out of attempts: the last status stays.
+    let id = submit(
+        &c,
+        &s,
+        json!({"command": "false", "retry": {"max_attempts": 2, "on": ["failed"]}}),
+    )
+    .await;
+    assert_eq!(wait_final(&c, &s, &id).await["status"], "failed");
+    let (_, a) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{id}/attempts"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(a["attempts"].as_array().unwrap().len(), 2, "{a}");
+
+    // A cancel during the backoff ends it: stopped, no further attempt.
+    let id = submit(
+        &c,
+        &s,
+        json!({"command": "false", "retry": {"max_attempts": 5, "backoff_secs": 60}}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, a) = call(
+            &c,
+            &s,
+            "GET",
+            &format!("/v1/jobs/{id}/attempts"),
+            None,
+            None,
+        )
+        .await;
+        if a["attempts"].as_array().unwrap().len() == 2 {
+            assert_eq!(a["attempts"][1]["status"], "queued", "{a}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{a}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, _) = call(&c, &s, "POST", &format!("/v1/jobs/{id}/cancel"), None, None).await;
+    assert_eq!(code, 202);
+    let v = wait_final(&c, &s, &id).await;
+    assert_eq!(v["status"], "stopped", "{v}");
+    let (_, a) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{id}/attempts"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(a["attempts"].as_array().unwrap().len(), 2, "{a}");
+
+    // A workflow's dependant waits for the last attempt.
+    let file = "jobs:\n  flaky:\n    command: \"echo try $JOBPACK_ATTEMPT; test $JOBPACK_ATTEMPT -ge 2\"\n    \
+                retry: {max_attempts: 3, backoff_secs: 0.2}\n  after:\n    command: \"echo after\"\n    \
+                requires:\n      - flaky: COMPLETED\n";
+    let r = c
+        .post(s.u("/v1/workflows"))
+        .header("content-type", "application/yaml")
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let w = r.json::<Value>().await.unwrap();
+    let wid = w["workflow_id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let w = loop {
+        let (_, w) = call(&c, &s, "GET", &format!("/v1/workflows/{wid}"), None, None).await;
+        if w["status"] != "running" && w["status"] != "queued" {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "{w}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(w["status"], "completed", "{w}");
+    let job = |name: &str| {
+        w["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .unwrap()["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (_, flaky) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{}", job("flaky")),
+        None,
+        None,
+    )
+    .await;
+    let (_, after) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{}", job("after")),
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        t(&after, "started_at") >= t(&flaky, "finished_at"),
+        "{flaky}\n{after}"
+    );
+    let (_, a) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{}/attempts", job("flaky")),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(a["attempts"].as_array().unwrap().len(), 2, "{a}");
+
+    // A batch's default policy, for the jobs without their own.
+    let (code, b) = call(
+        &c,
+        &s,
+        "POST",
+        "/v1/batches",
+        None,
+        Some(&json!({"retry": {"max_attempts": 3, "backoff_secs": 0.1},
+                     "jobs": [{"command": "test $JOBPACK_ATTEMPT -ge 2"},
+                              {"command": "false", "retry": {"max_attempts": 1}}]})),
+    )
+    .await;
+    assert_eq!(code, 201, "{b}");
+    let bid = b["batch_id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let b = loop {
+        let (_, b) = call(&c, &s, "GET", &format!("/v1/batches/{bid}"), None, None).await;
+        if FINAL.contains(&b["status"].as_str().unwrap_or("")) {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "{b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let jobs = b["jobs"].as_array().unwrap();
+    let (_, a0) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{}/attempts", jobs[0]["job_id"].as_str().unwrap()),
+        None,
+        None,
+    )
+    .await;
+    let (_, a1) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{}/attempts", jobs[1]["job_id"].as_str().unwrap()),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(a0["attempts"].as_array().unwrap().len(), 2, "{a0}");
+    assert_eq!(a0["attempts"][1]["status"], "completed");
+    assert_eq!(a1["attempts"].as_array().unwrap().len(), 1, "{a1}");
+
+    // Bad policies are refused.
+    for retry in [
+        json!({"max_attempts": 0}),
+        json!({"max_attempts": 3, "on": ["stopped"]}),
+        json!({"max_attempts": 3, "backoff_secs": -1}),
+        json!({"max_attempts": 3, "surprise": true}),
+    ] {
+        let (code, v) = call(
+            &c,
+            &s,
+            "POST",
+            "/v1/jobs",
+            None,
+            Some(&json!({"command": "true", "retry": retry})),
+        )
+        .await;
+        assert_eq!(code, 400, "{retry}: {v}");
+    }
+}

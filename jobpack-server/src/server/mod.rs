@@ -270,6 +270,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             http::batches::BatchesApi { svc: svc.clone() },
             http::workflows::WorkflowsApi { svc: svc.clone() },
             http::webhooks::WebhooksApi { svc: svc.clone() },
+            http::attempts::AttemptsApi { svc: svc.clone() },
         ),
         "jobpack",
         env!("CARGO_PKG_VERSION"),

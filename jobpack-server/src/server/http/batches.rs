@@ -133,6 +133,7 @@ impl BatchesApi {
         let owner = text(obj, "owner")?;
         let hooks = crate::server::service::parse::parse_hooks(obj, "batch.finished")
             .map_err(|m| ApiError::BadRequest(problem(400, "bad_webhook", m)))?;
+        let retry = obj.remove("retry").filter(|r| !r.is_null());
         let jobs = match obj.remove("jobs") {
             Some(serde_json::Value::Array(a)) if !a.is_empty() => a,
             _ => {
@@ -143,8 +144,8 @@ impl BatchesApi {
         };
         if let Some(k) = obj.keys().next() {
             return Err(bad(format!(
-                "unknown field {k:?}: a batch has name, description, owner, jobs, callback_url and \
-                 webhooks"
+                "unknown field {k:?}: a batch has name, description, owner, jobs, retry, \
+                 callback_url and webhooks"
             )));
         }
         let req = BatchRequest {
@@ -153,6 +154,7 @@ impl BatchesApi {
             owner,
             jobs,
             hooks,
+            retry,
         };
         let (batch, hooks) = match service::batches::submit(&self.svc, &caller, req).await? {
             Accepted::Created(b, h) => (b, h),

@@ -5,6 +5,7 @@
 //! and maps its answer.
 
 pub mod accounts;
+pub mod attempts;
 pub mod auth;
 pub mod batches;
 pub mod downloads;

@@ -83,11 +83,28 @@ pub struct JobSubmissionDoc {
     /// by sha256.
     #[oai(validator(max_length = 1048576))]
     pub stdin: Option<String>,
+    /// Run again from its artifact when it ends in one of `on`: `{max_attempts, backoff_secs,
+    /// on}` (`on` default `[failed, timed_out, oom_killed]`).
+    pub retry: Option<RetryDoc>,
     /// Notified (signed, as the standing webhooks) when the job ends: Judge0's name.
     pub callback_url: Option<String>,
     /// Webhooks for this job's events (`job.started`, `job.finished`; default the end).
     #[oai(validator(max_items = 8))]
     pub webhooks: Option<Vec<SubmissionWebhookDoc>>,
+}
+
+/// A retry policy.
+#[derive(Debug, Object)]
+#[oai(rename = "Retry", deny_unknown_fields)]
+pub struct RetryDoc {
+    /// Runs in all, the first included (1 to 20).
+    #[oai(validator(minimum(value = "1"), maximum(value = "20")))]
+    pub max_attempts: u32,
+    /// The wait before the second run; each next waits twice as long (an hour at most).
+    #[oai(validator(minimum(value = "0"), maximum(value = "3600")))]
+    pub backoff_secs: Option<f64>,
+    /// Statuses that are retried: failed, timed_out, oom_killed, limit_exceeded.
+    pub on: Option<Vec<String>>,
 }
 
 /// A webhook a submission carries.
@@ -193,6 +210,8 @@ pub struct BatchSubmissionDoc {
     pub owner: Option<String>,
     #[oai(validator(min_items = 1, max_items = 10000))]
     pub jobs: Vec<JobSubmissionDoc>,
+    /// The `retry` of every job that has none of its own.
+    pub retry: Option<RetryDoc>,
     /// Notified (signed) when the batch ends.
     pub callback_url: Option<String>,
     /// Webhooks for the batch's end and its jobs' events.

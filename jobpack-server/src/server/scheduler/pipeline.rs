@@ -89,71 +89,75 @@ impl Runner {
             Err(e) => return self.fail(id, "invalid_spec", &e.to_string()).await,
         };
 
-        // Pack.
-        self.record(id, JobStatus::Packing.as_str(), || {
-            self.store.set_status(id, JobStatus::Packing)
-        })
-        .await;
+        // Pack, unless this is a retry: that runs the artifact it has again.
         let dir = self.job_dir(id);
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            return self
-                .fail(
-                    id,
-                    "internal",
-                    &format!("cannot create {}: {e}", dir.display()),
-                )
-                .await;
-        }
-        let upload = dir.join("upload");
-        let code_dir = upload.join("code");
-        let data_dir = upload.join("data");
-        let stdin = upload.join(jobpack_core::manifest::STDIN_NAME);
-        if let Some(text) = &sub.stdin
-            && let Err(e) = write_new(&stdin, text.as_bytes())
-        {
-            let m = format!("cannot write the standard input {}: {e}", stdin.display());
-            return self.fail(id, "internal", &m).await;
-        }
-        let inputs = jobpack_core::PackInputs {
-            code_dir: code_dir.exists().then_some(code_dir),
-            data_dir: data_dir.exists().then_some(data_dir),
-            stdin: stdin.exists().then_some(stdin),
-        };
         let art = self.artifact_path(id);
-        let packed = tokio::select! {
-            r = self.packager.pack_job_with(&job, &inputs, Some(&art)) => r,
-            _ = cancelled(&mut cancel) => return stopped(self).await,
-        };
-        let artifact = match packed {
-            Ok(a) => a,
-            Err(e) => {
+        let retrying = self.store.attempt_count(id).unwrap_or(0) > 0 && art.exists();
+        if !retrying {
+            // Pack.
+            self.record(id, JobStatus::Packing.as_str(), || {
+                self.store.set_status(id, JobStatus::Packing)
+            })
+            .await;
+            if let Err(e) = std::fs::create_dir_all(&dir) {
                 return self
                     .fail(
                         id,
-                        error_code(&e),
-                        &format!("{e:#}", e = anyhow::Error::new(e)),
+                        "internal",
+                        &format!("cannot create {}: {e}", dir.display()),
                     )
                     .await;
             }
-        };
-        // The manifest beside the artifact, for the API (the artifact holds the same bytes).
-        if let Err(e) = serde_json::to_vec_pretty(&artifact.manifest)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(self.manifest_path(id), b))
-        {
-            return self
-                .fail(id, "internal", &format!("cannot save the manifest: {e}"))
-                .await;
+            let upload = dir.join("upload");
+            let code_dir = upload.join("code");
+            let data_dir = upload.join("data");
+            let stdin = upload.join(jobpack_core::manifest::STDIN_NAME);
+            if let Some(text) = &sub.stdin
+                && let Err(e) = write_new(&stdin, text.as_bytes())
+            {
+                let m = format!("cannot write the standard input {}: {e}", stdin.display());
+                return self.fail(id, "internal", &m).await;
+            }
+            let inputs = jobpack_core::PackInputs {
+                code_dir: code_dir.exists().then_some(code_dir),
+                data_dir: data_dir.exists().then_some(data_dir),
+                stdin: stdin.exists().then_some(stdin),
+            };
+            let packed = tokio::select! {
+                r = self.packager.pack_job_with(&job, &inputs, Some(&art)) => r,
+                _ = cancelled(&mut cancel) => return stopped(self).await,
+            };
+            let artifact = match packed {
+                Ok(a) => a,
+                Err(e) => {
+                    return self
+                        .fail(
+                            id,
+                            error_code(&e),
+                            &format!("{e:#}", e = anyhow::Error::new(e)),
+                        )
+                        .await;
+                }
+            };
+            // The manifest beside the artifact, for the API (the artifact holds the same bytes).
+            if let Err(e) = serde_json::to_vec_pretty(&artifact.manifest)
+                .map_err(std::io::Error::other)
+                .and_then(|b| std::fs::write(self.manifest_path(id), b))
+            {
+                return self
+                    .fail(id, "internal", &format!("cannot save the manifest: {e}"))
+                    .await;
+            }
+            self.record(id, JobStatus::Packed.as_str(), || {
+                self.store.set_packed(
+                    id,
+                    &artifact.sha256,
+                    artifact.size,
+                    artifact.commit.as_deref(),
+                )
+            })
+            .await;
         }
-        self.record(id, JobStatus::Packed.as_str(), || {
-            self.store.set_packed(
-                id,
-                &artifact.sha256,
-                artifact.size,
-                artifact.commit.as_deref(),
-            )
-        })
-        .await;
         if !sub.run || self.closing.load(Ordering::SeqCst) {
             // Pack-only jobs end here; at shutdown a packed job waits for the next start.
             return;
@@ -162,27 +166,45 @@ impl Runner {
             return stopped(self).await;
         }
 
-        // Unpack and run.
+        let handle = match self.start_run(id, &sub, &row).await {
+            Ok(h) => h,
+            Err((code, message)) => return self.fail(id, code, &message).await,
+        };
+        self.supervise(id, handle, &row, cancel).await;
+    }
+
+    /// Unpacks the artifact into a fresh working directory and starts the run: the same for the
+    /// first run and for each retry. A failure is its error code and message.
+    async fn start_run(
+        &self,
+        id: &str,
+        sub: &Submission,
+        row: &JobRow,
+    ) -> Result<Arc<dyn RunHandle>, (&'static str, String)> {
         let work = self.work_dir(id);
         let unpacked = match std::fs::remove_dir_all(&work) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => jobpack_core::unpack_job(&art, &work)
+            _ => jobpack_core::unpack_job(&self.artifact_path(id), &work)
                 .await
                 .map_err(anyhow::Error::new),
         };
         if let Err(e) = unpacked {
-            return self.fail(id, "unpack_failed", &format!("{e:#}")).await;
+            return Err(("unpack_failed", format!("{e:#}")));
         }
         // The uploaded files are in the artifact and now in the working directory: the upload's
         // own copy goes (one copy of an upload on disk, not three).
-        match std::fs::remove_dir_all(dir.join("upload")) {
+        match std::fs::remove_dir_all(self.job_dir(id).join("upload")) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 eprintln!("jobpack: job {id}: cannot remove its upload directory: {e}");
             }
             _ => {}
         }
-        let mut req = self.run_request(id, &sub);
-        match self.dependency_dirs(&row) {
+        let mut req = self.run_request(id, sub);
+        // Which run this is (1, 2, ... with a retry policy), for the job to see.
+        let attempt = self.store.attempt_count(id).unwrap_or(0) + 1;
+        req.env
+            .insert("JOBPACK_ATTEMPT".into(), attempt.to_string());
+        match self.dependency_dirs(row) {
             Ok(deps) => {
                 req.mounts = deps
                     .into_iter()
@@ -194,13 +216,10 @@ impl Runner {
                     .collect();
             }
             Err(e) => {
-                return self
-                    .fail(
-                        id,
-                        "internal",
-                        &format!("cannot find the work of the jobs it requires: {e:#}"),
-                    )
-                    .await;
+                return Err((
+                    "internal",
+                    format!("cannot find the work of the jobs it requires: {e:#}"),
+                ));
             }
         }
         if !sub.secret_env.is_empty() {
@@ -208,39 +227,24 @@ impl Runner {
             match stored.map(|s| s.map(|s| serde_json::from_str::<BTreeMap<String, String>>(&s))) {
                 Ok(Some(Ok(secrets))) => req.secret_env = secrets,
                 Ok(None) => {
-                    return self
-                        .fail(
-                            id,
-                            "secrets_lost",
-                            "the job's secret_env values are no longer stored; submit it again",
-                        )
-                        .await;
+                    return Err((
+                        "secrets_lost",
+                        "the job's secret_env values are no longer stored; submit it again"
+                            .to_owned(),
+                    ));
                 }
                 Ok(Some(Err(e))) => {
-                    return self
-                        .fail(id, "internal", &format!("stored secrets unreadable: {e}"))
-                        .await;
+                    return Err(("internal", format!("stored secrets unreadable: {e}")));
                 }
                 Err(e) => {
-                    return self
-                        .fail(
-                            id,
-                            "internal",
-                            &format!("cannot read the job's secrets: {e:#}"),
-                        )
-                        .await;
+                    return Err(("internal", format!("cannot read the job's secrets: {e:#}")));
                 }
             }
         }
-        let handle: Arc<dyn RunHandle> = match self.executor.start(req).await {
-            Ok(h) => Arc::from(h),
-            Err(e) => {
-                return self
-                    .fail(id, "run_failed", &format!("{:#}", anyhow::Error::new(e)))
-                    .await;
-            }
-        };
-        self.supervise(id, handle, &row, cancel).await;
+        match self.executor.start(req).await {
+            Ok(h) => Ok(Arc::from(h)),
+            Err(e) => Err(("run_failed", format!("{:#}", anyhow::Error::new(e)))),
+        }
     }
 
     /// The request of a job's run (the same at start and when attaching again).
@@ -253,57 +257,141 @@ impl Runner {
         req
     }
 
-    /// Waits for a started run to end (cancelling it when asked) and records its outcome.
+    /// Waits for a started run to end (cancelling it when asked) and records its outcome; a job
+    /// whose `retry` policy asks for it runs again from its artifact after its backoff, each
+    /// ended attempt kept ([`Runner::keep_attempt`]).
     pub(crate) async fn supervise(
         &self,
         id: &str,
-        handle: Arc<dyn RunHandle>,
+        mut handle: Arc<dyn RunHandle>,
         row: &JobRow,
         mut cancel: watch::Receiver<bool>,
     ) {
-        if let Ok(mut live) = self.live.lock()
-            && let Some(l) = live.get_mut(id)
-        {
-            l.log = Some(handle.logs());
-        }
-        self.record(id, JobStatus::Running.as_str(), || {
-            self.store.set_status(id, JobStatus::Running)
-        })
-        .await;
-        self.running.fetch_add(1, Ordering::Relaxed);
-        let mut wait = handle.wait();
-        let outcome = tokio::select! {
-            o = &mut wait => o,
-            _ = cancelled(&mut cancel) => {
-                handle.cancel(self.grace);
-                wait.await
+        let sub: Option<Submission> = serde_json::from_str(&row.request_json).ok();
+        loop {
+            if let Ok(mut live) = self.live.lock()
+                && let Some(l) = live.get_mut(id)
+            {
+                l.log = Some(handle.logs());
             }
-        };
-        self.running.fetch_sub(1, Ordering::Relaxed);
-        if outcome.status == RunStatus::Stopped
-            && self.closing.load(Ordering::SeqCst)
-            && row.workflow_id.is_some()
-        {
-            // Stopped by the shutdown, not by a user: a workflow's job runs again at the next
-            // start, so the workflow resumes where it was.
-            self.record(id, JobStatus::Queued.as_str(), || {
-                self.store.set_status(id, JobStatus::Queued)
+            self.record(id, JobStatus::Running.as_str(), || {
+                self.store.set_status(id, JobStatus::Running)
             })
             .await;
+            self.running.fetch_add(1, Ordering::Relaxed);
+            let mut wait = handle.wait();
+            let outcome = tokio::select! {
+                o = &mut wait => o,
+                _ = cancelled(&mut cancel) => {
+                    handle.cancel(self.grace);
+                    wait.await
+                }
+            };
+            self.running.fetch_sub(1, Ordering::Relaxed);
+            if outcome.status == RunStatus::Stopped
+                && self.closing.load(Ordering::SeqCst)
+                && row.workflow_id.is_some()
+            {
+                // Stopped by the shutdown, not by a user: a workflow's job runs again at the
+                // next start, so the workflow resumes where it was.
+                self.record(id, JobStatus::Queued.as_str(), || {
+                    self.store.set_status(id, JobStatus::Queued)
+                })
+                .await;
+                return;
+            }
+            let status: JobStatus = outcome.status.into();
+            let outcome_json = serde_json::to_string(&outcome).ok();
+            let retry = sub.as_ref().and_then(|s| s.retry.as_ref()).filter(|p| {
+                p.on.contains(&status) && !*cancel.borrow() && !self.closing.load(Ordering::SeqCst)
+            });
+            if let (Some(policy), Some(sub)) = (retry, &sub) {
+                let ended = self.store.attempt_count(id).unwrap_or(0) + 1;
+                if ended < i64::from(policy.max_attempts) {
+                    if let Err(e) = self.keep_attempt(id, ended, &outcome, outcome_json.as_deref())
+                    {
+                        let m = format!("cannot keep attempt {ended}: {e:#}");
+                        return self.fail(id, "internal", &m).await;
+                    }
+                    self.record(id, JobStatus::Queued.as_str(), || {
+                        self.store.set_status(id, JobStatus::Queued)
+                    })
+                    .await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(policy.delay(ended as u32 + 1)) => {}
+                        _ = cancelled(&mut cancel) => {
+                            return self.record(id, JobStatus::Stopped.as_str(), || {
+                                self.store.finish(
+                                    id,
+                                    &Finish::early(JobStatus::Stopped, "cancelled", None),
+                                )
+                            })
+                            .await;
+                        }
+                    }
+                    if self.closing.load(Ordering::SeqCst) {
+                        // Left queued: the next start runs the artifact again.
+                        return;
+                    }
+                    handle = match self.start_run(id, sub, row).await {
+                        Ok(h) => h,
+                        Err((code, message)) => return self.fail(id, code, &message).await,
+                    };
+                    continue;
+                }
+            }
+            let end = Finish {
+                status,
+                exit_code: outcome.exit_code,
+                signal: outcome.signal,
+                reason: outcome.reason.as_deref(),
+                error_code: None,
+                outcome_json: outcome_json.as_deref(),
+                cpu_seconds: outcome.cpu_time_secs,
+            };
+            self.record(id, outcome.status.as_str(), || self.store.finish(id, &end))
+                .await;
             return;
         }
-        let outcome_json = serde_json::to_string(&outcome).ok();
-        let end = Finish {
-            status: outcome.status.into(),
-            exit_code: outcome.exit_code,
-            signal: outcome.signal,
-            reason: outcome.reason.as_deref(),
-            error_code: None,
-            outcome_json: outcome_json.as_deref(),
-            cpu_seconds: outcome.cpu_time_secs,
-        };
-        self.record(id, outcome.status.as_str(), || self.store.finish(id, &end))
-            .await;
+    }
+
+    /// Keeps ended attempt number `n` of a job that runs again: its outcome in the store, its
+    /// log (and the log's stream index) as `attempt-N.log` beside the job's.
+    fn keep_attempt(
+        &self,
+        id: &str,
+        n: i64,
+        outcome: &jobpack_core::exec::Outcome,
+        outcome_json: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let log = self.log_path(id);
+        let kept = self.attempt_log_path(id, n);
+        for (from, to) in [
+            (log.clone(), kept.clone()),
+            (
+                jobpack_core::exec::logs::streams::index_path(&log),
+                jobpack_core::exec::logs::streams::index_path(&kept),
+            ),
+        ] {
+            match std::fs::rename(&from, &to) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        let started_at = self.store.get(id)?.and_then(|r| r.started_at);
+        self.store
+            .add_attempt(&crate::server::store::attempts::AttemptRow {
+                job_id: id.to_owned(),
+                attempt: n,
+                status: JobStatus::from(outcome.status).as_str().to_owned(),
+                exit_code: outcome.exit_code,
+                signal: outcome.signal,
+                reason: outcome.reason.clone(),
+                started_at,
+                finished_at: crate::server::store::now(),
+                outcome_json: outcome_json.map(str::to_owned),
+            })?;
+        Ok(())
     }
 }
 

@@ -53,6 +53,64 @@ pub struct Submission {
     /// `upload/` directory instead. Packed as the artifact's `stdin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
+    /// Run again from its artifact when it ends in one of `on`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+/// `retry: {max_attempts, backoff_secs, on}`: a job that ends in one of `on` runs again from its
+/// artifact (never packed again), up to `max_attempts` runs in all, waiting `backoff_secs`
+/// before the second, twice that before the third, and so on (an hour at most). A cancel stops
+/// it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub backoff_secs: f64,
+    #[serde(default = "RetryPolicy::default_on")]
+    pub on: Vec<JobStatus>,
+}
+
+impl RetryPolicy {
+    /// The statuses a retry may follow.
+    pub const RETRYABLE: &[JobStatus] = &[
+        JobStatus::Failed,
+        JobStatus::TimedOut,
+        JobStatus::OomKilled,
+        JobStatus::LimitExceeded,
+    ];
+    pub const MAX_ATTEMPTS: u32 = 20;
+
+    fn default_on() -> Vec<JobStatus> {
+        vec![JobStatus::Failed, JobStatus::TimedOut, JobStatus::OomKilled]
+    }
+
+    /// Checks the numbers and statuses.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=Self::MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(format!(
+                "retry.max_attempts: from 1 to {}, got {}",
+                Self::MAX_ATTEMPTS,
+                self.max_attempts
+            ));
+        }
+        if !(self.backoff_secs.is_finite() && (0.0..=3600.0).contains(&self.backoff_secs)) {
+            return Err("retry.backoff_secs: from 0 to 3600".into());
+        }
+        if let Some(s) = self.on.iter().find(|s| !Self::RETRYABLE.contains(s)) {
+            return Err(format!(
+                "retry.on: {s} cannot be retried (failed, timed_out, oom_killed, limit_exceeded)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The wait before run number `next` (2, 3, ...).
+    pub fn delay(&self, next: u32) -> std::time::Duration {
+        let f = 2f64.powi(next.saturating_sub(2).min(30) as i32);
+        std::time::Duration::from_secs_f64((self.backoff_secs * f).min(3600.0))
+    }
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -149,6 +207,11 @@ impl Runner {
 
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.job_dir(id).join("job.log")
+    }
+
+    /// The log of an earlier attempt (1, 2, ...) of a job that was retried.
+    pub fn attempt_log_path(&self, id: &str, n: i64) -> PathBuf {
+        self.job_dir(id).join(format!("attempt-{n}.log"))
     }
 
     /// Jobs waiting for a slot.

@@ -21,6 +21,21 @@ pub struct BatchRequest {
     pub jobs: Vec<serde_json::Value>,
     /// `callback_url` and `webhooks` of the batch (its end, and its jobs' events).
     pub hooks: Vec<crate::server::service::webhooks::HookRequest>,
+    /// The `retry` of every job that has none of its own.
+    pub retry: Option<serde_json::Value>,
+}
+
+/// Gives `job` the group's default `retry` unless it has its own.
+pub(crate) fn with_default_retry(
+    mut job: serde_json::Value,
+    retry: Option<&serde_json::Value>,
+) -> serde_json::Value {
+    if let (Some(r), Some(obj)) = (retry, job.as_object_mut())
+        && !obj.contains_key("retry")
+    {
+        obj.insert("retry".into(), r.clone());
+    }
+    job
 }
 
 /// What became of a batch: stored (with the webhooks it carried, their secrets in them) and
@@ -81,6 +96,7 @@ pub async fn submit(svc: &Service, caller: &Caller, req: BatchRequest) -> Servic
     let mut rows = Vec::with_capacity(jobs.len());
     let mut job_hooks = Vec::new();
     for (i, v) in jobs.into_iter().enumerate() {
+        let v = with_default_retry(v, req.retry.as_ref());
         let mut p = submitter.parse(v).map_err(|e| at(i, e))?;
         if p.owner.as_ref().is_some_and(|o| *o != owner) {
             let why = "owner: every job of a batch belongs to the batch's owner";

@@ -197,6 +197,15 @@ pub(crate) fn parse_submission(
     };
     let scheduled_at = scheduled_at(obj).map_err(|m| bad("bad_request", m))?;
     let hooks = parse_hooks(obj, "job.finished").map_err(|m| bad("bad_webhook", m))?;
+    let retry = match obj.remove("retry") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(r) => {
+            let r: crate::server::scheduler::queue::RetryPolicy =
+                serde_json::from_value(r).map_err(|e| bad("bad_request", format!("retry: {e}")))?;
+            r.check().map_err(|m| bad("bad_request", m))?;
+            Some(r)
+        }
+    };
     let stdin = match obj.remove("stdin") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(t)) if t.len() <= MAX_STDIN_BYTES => Some(t),
@@ -281,6 +290,7 @@ pub(crate) fn parse_submission(
             shared_dir: None,
             scheduled_at,
             stdin,
+            retry,
         },
         secrets,
         owner,

@@ -74,7 +74,8 @@ pub async fn submit(svc: &Service, caller: &Caller, file: Vec<u8>) -> ServiceRes
     let mut specs = Vec::with_capacity(wf.jobs.len());
     let message = |e: ServiceError| e.message;
     wf.check_jobs(|j| {
-        let mut body = j.body.clone();
+        let mut body =
+            crate::server::service::batches::with_default_retry(j.body.clone(), wf.retry.as_ref());
         if let Some(obj) = body.as_object_mut() {
             match obj.get("name") {
                 None => {

@@ -3,6 +3,7 @@
 //! crash leaves each job in the last state it reached.
 
 pub mod accounts;
+pub mod attempts;
 pub mod batches;
 pub mod retention;
 pub mod sign_in;
@@ -55,6 +56,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0009_webhooks",
         include_str!("../../../migrations/0009_webhooks.sql"),
+    ),
+    (
+        "0010_retries",
+        include_str!("../../../migrations/0010_retries.sql"),
     ),
 ];
 
@@ -464,6 +469,7 @@ impl Store {
     pub fn delete(&self, id: &str) -> StoreResult<bool> {
         self.with(|c| {
             let had_secrets = c.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])? > 0;
+            c.execute("DELETE FROM job_attempts WHERE job_id = ?1", [id])?;
             let n = c.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
             if had_secrets {
                 forget_wal(c)?;

@@ -226,6 +226,7 @@ impl JobRunnerApi {
             owner: None,
             jobs: body.jobs.iter().map(|j| self.submission(j)).collect(),
             hooks: Vec::new(),
+            retry: None,
         };
         match batches::submit(&self.svc, &caller, req).await? {
             Accepted::Created(b, _) => Ok(Submitted::Created(Json(self.batch(&caller, &b.id)?))),
