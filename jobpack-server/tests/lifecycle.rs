@@ -604,3 +604,63 @@ async fn retries_run_the_artifact_again_keep_each_attempt_and_stop_on_cancel() {
         assert_eq!(code, 400, "{retry}: {v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_gives_stdin_retries_and_a_callback_and_follows_every_attempt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    let input = tmp.path().join("input.txt");
+    std::fs::write(&input, "from a file\n").unwrap();
+    let url = s.u("");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_jobpack"))
+            .args(["submit", "--server", &url, "--follow", "--stdin"])
+            .arg(&input)
+            .args(["--retry", "3", "--retry-backoff", "0.1", "--"])
+            .args([
+                "sh",
+                "-c",
+                "cat; echo attempt $JOBPACK_ATTEMPT; test $JOBPACK_ATTEMPT -ge 2",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The follow went on through the retry, to the last attempt's end.
+    assert_eq!(
+        stdout,
+        "from a file\nattempt 1\nfrom a file\nattempt 2\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A callback to a loopback address is refused by the server's destination policy.
+    let url = s.u("");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_jobpack"))
+            .args([
+                "submit",
+                "--server",
+                &url,
+                "--callback-url",
+                "http://127.0.0.1:9/hook",
+            ])
+            .args(["--", "true"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

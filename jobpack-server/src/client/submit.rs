@@ -45,6 +45,21 @@ pub struct SubmitArgs {
     /// Secret environment variables (NAME=VALUE), masked in logs and answers; repeatable.
     #[arg(long = "secret-env", value_name = "NAME=VALUE")]
     secret_env: Vec<String>,
+    /// A file given to the command as its standard input (any bytes; `-`: this one's stdin).
+    #[arg(long, value_name = "FILE")]
+    stdin: Option<PathBuf>,
+    /// Run up to this many times in all while it ends failed, timed_out or oom_killed.
+    #[arg(long, value_name = "N")]
+    retry: Option<u32>,
+    /// Seconds before the second run (each next waits twice as long).
+    #[arg(long, value_name = "SECS", requires = "retry")]
+    retry_backoff: Option<f64>,
+    /// The statuses retried (comma-separated: failed, timed_out, oom_killed, limit_exceeded).
+    #[arg(long, value_name = "STATUS", requires = "retry", value_delimiter = ',')]
+    retry_on: Vec<String>,
+    /// A URL notified (signed, Standard Webhooks) when the job ends.
+    #[arg(long, value_name = "URL")]
+    callback_url: Option<String>,
     #[command(flatten)]
     conn: Conn,
 }
@@ -195,20 +210,45 @@ async fn submit_body(
     if !secrets.is_empty() {
         obj.insert("secret_env".into(), json!(secrets));
     }
+    if let Some(n) = a.retry {
+        let mut r = json!({"max_attempts": n});
+        if let Some(b) = a.retry_backoff {
+            r["backoff_secs"] = json!(b);
+        }
+        if !a.retry_on.is_empty() {
+            r["on"] = json!(a.retry_on);
+        }
+        obj.insert("retry".into(), r);
+    }
+    if let Some(u) = &a.callback_url {
+        obj.insert("callback_url".into(), json!(u));
+    }
+    // Standard input from a file (or ours), uploaded as the `stdin` part.
+    let stdin_file = match &a.stdin {
+        Some(p) if p.as_os_str() == "-" => {
+            let f = tmp_stdin()?;
+            Some((f.path().to_path_buf(), Some(f)))
+        }
+        Some(p) => Some((p.clone(), None)),
+        None => None,
+    };
 
     let req = api.request(Method::POST, "/v1/jobs");
-    let req = match upload {
-        Some(archive) => {
+    let req = if upload.is_none() && stdin_file.is_none() {
+        req.json(&body)
+    } else {
+        let mut form = reqwest::multipart::Form::new().text("spec", body.to_string());
+        if let Some(archive) = upload {
             let name = archive
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "code.tar.gz".into());
-            let form = reqwest::multipart::Form::new()
-                .text("spec", body.to_string())
-                .part("archive", file_part(&archive, &name).await?);
-            req.multipart(form)
+            form = form.part("archive", file_part(&archive, &name).await?);
         }
-        None => req.json(&body),
+        if let Some((path, _keep)) = &stdin_file {
+            form = form.part("stdin", file_part(path, "stdin").await?);
+        }
+        req.multipart(form)
     };
     let created: Value = api.send_json(req).await?;
     let id = created["job_id"].as_str().unwrap_or_default().to_owned();
@@ -242,4 +282,11 @@ async fn submit_body(
     }
     let signal = job["signal"].as_i64().map(|s| s as i32);
     Ok(ExitCode::from(job_exit_code(&status, code, signal)))
+}
+
+/// This process's standard input, spooled to a temporary file (for `--stdin -`).
+fn tmp_stdin() -> Result<tempfile::NamedTempFile> {
+    let mut f = tempfile::NamedTempFile::new()?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut f)?;
+    Ok(f)
 }

@@ -141,7 +141,8 @@ pub(crate) enum LogChunk {
 
 /// The log of a job from byte `start` as it grows (history, then live), waiting for the job to
 /// start if it has not, and ending with its final row. Ends early (without `End`) only if the
-/// job is deleted meanwhile.
+/// job is deleted meanwhile. A retried job's earlier attempts come first when `start` is 0
+/// (each attempt's bytes counted from its own start), then each next attempt as it runs.
 pub(crate) fn log_chunks(
     runner: Arc<Runner>,
     id: String,
@@ -153,22 +154,37 @@ pub(crate) fn log_chunks(
         reader: Option<jobpack_core::exec::LogReader>,
         pos: u64,
         done: bool,
+        /// The attempt whose log is read (1, 2, ...).
+        attempt: i64,
+        /// Whether it is an earlier attempt, kept as `attempt-N.log`.
+        earlier: bool,
     }
+    let earlier = runner.store.attempt_count(&id).unwrap_or(0);
     let st = St {
         runner,
         id,
         reader: None,
         pos: start,
         done: false,
+        attempt: if start == 0 { 1 } else { earlier + 1 },
+        earlier: false,
     };
     futures_util::stream::unfold(st, |mut st| async move {
         if st.done {
             return None;
         }
-        loop {
+        'next: loop {
             if st.reader.is_none() {
-                if let Some(log) = st.runner.log(&st.id) {
+                let kept = st.runner.store.attempt_count(&st.id).unwrap_or(0);
+                if st.attempt <= kept {
+                    // An earlier attempt: its kept log, whole.
+                    let path = st.runner.attempt_log_path(&st.id, st.attempt);
+                    let log = jobpack_core::exec::LogStream::finished(&path);
                     st.reader = Some(log.reader_at(st.pos));
+                    st.earlier = true;
+                } else if let Some(log) = st.runner.log(&st.id) {
+                    st.reader = Some(log.reader_at(st.pos));
+                    st.earlier = false;
                 } else {
                     // Not running here: not yet (queued, packing), never (failed before
                     // running), over, or running in a worker process (its log file grows).
@@ -179,6 +195,7 @@ pub(crate) fn log_chunks(
                                 // What the file holds, then the end.
                                 let log = jobpack_core::exec::LogStream::finished(&path);
                                 st.reader = Some(log.reader_at(st.pos));
+                                st.earlier = false;
                             } else {
                                 st.done = true;
                                 return Some((LogChunk::End(Box::new(r)), st));
@@ -208,8 +225,13 @@ pub(crate) fn log_chunks(
                     st.pos += bytes.len() as u64;
                     return Some((LogChunk::Data { start, bytes }, st));
                 }
+                Ok(None) | Err(_) if st.earlier => {
+                    // On to the next attempt's log.
+                    (st.attempt, st.reader, st.pos) = (st.attempt + 1, None, 0);
+                    continue 'next;
+                }
                 Ok(None) | Err(_) => {
-                    // The output ended; the final status follows shortly.
+                    // The output ended; the final status follows shortly, or another attempt.
                     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
                     loop {
                         match st.runner.store.get(&st.id) {
@@ -218,6 +240,14 @@ pub(crate) fn log_chunks(
                             {
                                 st.done = true;
                                 return Some((LogChunk::End(Box::new(r)), st));
+                            }
+                            // Retried: this attempt's log was kept; the next one's follows.
+                            Ok(Some(_))
+                                if st.runner.store.attempt_count(&st.id).unwrap_or(0)
+                                    >= st.attempt =>
+                            {
+                                (st.attempt, st.reader, st.pos) = (st.attempt + 1, None, 0);
+                                continue 'next;
                             }
                             Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(20)).await,
                             _ => return None,

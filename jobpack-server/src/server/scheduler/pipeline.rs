@@ -364,6 +364,12 @@ impl Runner {
         outcome: &jobpack_core::exec::Outcome,
         outcome_json: Option<&str>,
     ) -> anyhow::Result<()> {
+        // Followers of the log wait for the next attempt's (see `log_chunks`).
+        if let Ok(mut live) = self.live.lock()
+            && let Some(l) = live.get_mut(id)
+        {
+            l.log = None;
+        }
         let log = self.log_path(id);
         let kept = self.attempt_log_path(id, n);
         for (from, to) in [
