@@ -76,6 +76,18 @@ assert outputs[0] == want and outputs[1] == want, outputs
 done = final(admin, job.id)
 assert done.status == "COMPLETED" and done.exitCode == 0 and done.startTime and done.endTime, done
 
+# jobpack's fields: standard input and a retry policy; the log goes through both attempts.
+retried = admin.RunJob(pb.RunJobReq(
+    command="sh", args=["-c", "cat; test $JOBPACK_ATTEMPT -ge 2"], stdin="piped\n",
+    retry=pb.RetryPolicy(maxAttempts=3, backoffSecs=0.1))).job
+done = final(admin, retried.id)
+assert done.status == "COMPLETED", done
+log = b"".join(c.payload for c in admin.GetJobLogs(pb.GetJobLogsReq(id=retried.id)))
+assert log == b"piped\npiped\n", log
+# A callback to loopback is refused by the destination policy.
+code, msg = code_of(lambda: admin.RunJob(pb.RunJobReq(command="true", callbackUrl="http://127.0.0.1:9/")))
+assert code == grpc.StatusCode.PERMISSION_DENIED and "not allowed" in msg, (code, msg)
+
 # StopJob of a job that traps SIGTERM: STOPPED after the grace, exit code -1.
 trap = admin.RunJob(pb.RunJobReq(command="sh", args=["-c", "trap '' TERM; echo up; sleep 60"])).job
 deadline = time.time() + 60

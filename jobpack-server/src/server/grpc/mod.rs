@@ -223,6 +223,22 @@ impl JobletService for Door {
         if !r.scheduled_time.is_empty() {
             sub["scheduled_at"] = serde_json::json!(r.scheduled_time);
         }
+        if !r.callback_url.is_empty() {
+            sub["callback_url"] = serde_json::json!(r.callback_url);
+        }
+        if !r.stdin.is_empty() {
+            sub["stdin"] = serde_json::json!(r.stdin);
+        }
+        if let Some(p) = &r.retry {
+            let mut retry = serde_json::json!({
+                "max_attempts": p.max_attempts,
+                "backoff_secs": p.backoff_secs,
+            });
+            if !p.on.is_empty() {
+                retry["on"] = serde_json::json!(p.on);
+            }
+            sub["retry"] = retry;
+        }
         let submitter = Submitter::new(&self.svc, &caller, None).map_err(status_of)?;
         let mut parsed = submitter.parse(sub).map_err(status_of)?;
         submitter.check(&mut parsed).await.map_err(status_of)?;
