@@ -9,11 +9,11 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 
-use crate::server::http::jobs::rfc3339;
 use crate::server::http::problem::{ApiError, ApiResult, internal, problem};
 use crate::server::service::Service;
 use crate::server::service::auth::{Action, Caller, require};
 use crate::server::service::webhooks::{self, HookRequest};
+use crate::server::store::rfc3339;
 use crate::server::store::webhooks::{DeliveryRow, WebhookRow};
 
 #[derive(Tags)]

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod attempts;
 pub mod batches;
+mod migrations;
 pub mod retention;
 pub mod sign_in;
 pub mod webhooks;
@@ -19,49 +20,6 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 pub use jobpack_core::JobStatus;
-
-const MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_jobs",
-        include_str!("../../../migrations/0001_jobs.sql"),
-    ),
-    (
-        "0002_auth",
-        include_str!("../../../migrations/0002_auth.sql"),
-    ),
-    (
-        "0003_batches",
-        include_str!("../../../migrations/0003_batches.sql"),
-    ),
-    (
-        "0004_workflows",
-        include_str!("../../../migrations/0004_workflows.sql"),
-    ),
-    (
-        "0005_sign_in",
-        include_str!("../../../migrations/0005_sign_in.sql"),
-    ),
-    (
-        "0006_workers",
-        include_str!("../../../migrations/0006_workers.sql"),
-    ),
-    (
-        "0007_scheduled",
-        include_str!("../../../migrations/0007_scheduled.sql"),
-    ),
-    (
-        "0008_retention",
-        include_str!("../../../migrations/0008_retention.sql"),
-    ),
-    (
-        "0009_webhooks",
-        include_str!("../../../migrations/0009_webhooks.sql"),
-    ),
-    (
-        "0010_retries",
-        include_str!("../../../migrations/0010_retries.sql"),
-    ),
-];
 
 /// A job as stored.
 #[derive(Debug, Clone, Serialize)]
@@ -250,7 +208,7 @@ impl Store {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL)",
         )?;
-        for (name, sql) in MIGRATIONS {
+        for (name, sql) in migrations::MIGRATIONS {
             let done: Option<String> = conn
                 .query_row(
                     "SELECT name FROM schema_migrations WHERE name = ?1",
@@ -470,6 +428,7 @@ impl Store {
         self.with(|c| {
             let had_secrets = c.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])? > 0;
             c.execute("DELETE FROM job_attempts WHERE job_id = ?1", [id])?;
+            webhooks::delete_job_hooks(c, id)?;
             let n = c.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
             if had_secrets {
                 forget_wal(c)?;

@@ -303,3 +303,18 @@ impl Store {
         })
     }
 }
+
+/// Removes the webhooks a deleted job carried, with their deliveries (those of its batch or
+/// workflow stay).
+pub(super) fn delete_job_hooks(c: &rusqlite::Connection, id: &str) -> rusqlite::Result<()> {
+    c.execute(
+        "DELETE FROM webhook_deliveries WHERE webhook_id IN \
+         (SELECT id FROM webhooks WHERE scope = 'job' AND target_id = ?1)",
+        [id],
+    )?;
+    c.execute(
+        "DELETE FROM webhooks WHERE scope = 'job' AND target_id = ?1",
+        [id],
+    )?;
+    Ok(())
+}

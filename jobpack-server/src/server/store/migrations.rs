@@ -1,0 +1,44 @@
+//! The schema's migrations, applied in order at start (`Store::open`), each once.
+
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_jobs",
+        include_str!("../../../migrations/0001_jobs.sql"),
+    ),
+    (
+        "0002_auth",
+        include_str!("../../../migrations/0002_auth.sql"),
+    ),
+    (
+        "0003_batches",
+        include_str!("../../../migrations/0003_batches.sql"),
+    ),
+    (
+        "0004_workflows",
+        include_str!("../../../migrations/0004_workflows.sql"),
+    ),
+    (
+        "0005_sign_in",
+        include_str!("../../../migrations/0005_sign_in.sql"),
+    ),
+    (
+        "0006_workers",
+        include_str!("../../../migrations/0006_workers.sql"),
+    ),
+    (
+        "0007_scheduled",
+        include_str!("../../../migrations/0007_scheduled.sql"),
+    ),
+    (
+        "0008_retention",
+        include_str!("../../../migrations/0008_retention.sql"),
+    ),
+    (
+        "0009_webhooks",
+        include_str!("../../../migrations/0009_webhooks.sql"),
+    ),
+    (
+        "0010_retries",
+        include_str!("../../../migrations/0010_retries.sql"),
+    ),
+];
