@@ -289,6 +289,18 @@ async fn the_dashboard_in_headless_chromium() {
         (text_of(&c, "#job-status").await == "stopped").then_some(())
     })
     .await;
+    // Pin it from its page: retention keeps it; the button then unpins.
+    c.find(Locator::Css("#pin"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(20, "pinned", || async {
+        let (_, j) = api(&s, "GET", &format!("/v1/jobs/{long}"), None).await;
+        (j["pinned"] == true && text_of(&c, "#pin").await == "Unpin").then_some(())
+    })
+    .await;
 
     // The table: every job with its status colour; the filter narrows it.
     c.goto(&s.u("/#/")).await.unwrap();

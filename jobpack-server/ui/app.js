@@ -257,6 +257,14 @@ function facts(tbody, pairs) {
   }));
 }
 
+// "1 failed, 2 completed": each run of a retried job.
+async function attemptsText(id) {
+  try {
+    const a = await api("GET", "/v1/jobs/" + id + "/attempts");
+    return a.attempts.map((x) => x.attempt + " " + x.status).join(", ");
+  } catch (_) { return null; }
+}
+
 async function refreshJob(id) {
   const mine = view;
   let j;
@@ -272,7 +280,17 @@ async function refreshJob(id) {
     ["created", j.created_at], ["started", j.started_at], ["finished", j.finished_at],
     ["run time", j.started_at ? duration(j.started_at, j.finished_at) : null],
     ["commit", j.commit], ["artifact sha256", j.artifact_sha256], ["cpu seconds", j.cpu_seconds],
+    ["stdin", j.request.stdin !== undefined ? j.request.stdin.length + " bytes" : null],
+    ["retry", j.request.retry ? JSON.stringify(j.request.retry) : null],
+    ["attempts", j.request.retry ? await attemptsText(id) : null],
+    ["pinned", j.pinned ? "yes" : "no"],
+    ["files removed by retention", j.collected_at],
   ]);
+  $("pin").textContent = j.pinned ? "Unpin" : "Pin";
+  $("pin").onclick = async () => {
+    try { await api(j.pinned ? "DELETE" : "POST", "/v1/jobs/" + id + "/pin"); await refreshJob(id); }
+    catch (e) { $("action-result").textContent = e.message; }
+  };
   $("spec").textContent = JSON.stringify(j.request, null, 2);
   const done = FINAL.includes(j.status) || (!j.run && j.status === "packed");
   $("cancel").disabled = done;
