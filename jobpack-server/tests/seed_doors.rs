@@ -681,4 +681,46 @@ async fn the_job_runners_password_grant_jobs_batches_stats_and_users() {
     admin(&["jwt", "rotate"], "");
     let (st, _) = curl_json(dir, "GET", &format!("{api}/jobs"), &token, "");
     assert_eq!(st, 401, "two rotations: its key is gone");
+    // jobpack's additions on this door: a retry policy, and callbacks under the destination
+    // policy (loopback refused here).
+    let (st, v) = curl_json(
+        dir,
+        "POST",
+        &format!("{api}/jobs"),
+        ADMIN,
+        r#"{"command": ["sh", "-c", "test $JOBPACK_ATTEMPT -ge 2"],
+            "retry": {"max_attempts": 2, "backoff_secs": 0.1}}"#,
+    );
+    assert_eq!(st, 201, "{v}");
+    let rid = v["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, j) = curl_json(dir, "GET", &format!("{api}/jobs/{rid}"), ADMIN, "");
+        if j["state"] == "passed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, a) = curl_json(
+        dir,
+        "GET",
+        &s.u(&format!("/v1/jobs/{rid}/attempts")),
+        ADMIN,
+        "",
+    );
+    assert_eq!(a["attempts"].as_array().map(Vec::len), Some(2), "{a}");
+    for (path, body) in [
+        (
+            "jobs",
+            r#"{"command": ["true"], "callback_url": "http://127.0.0.1:9/"}"#,
+        ),
+        (
+            "job-batches",
+            r#"{"jobs": [{"command": ["true"]}], "callback_url": "http://127.0.0.1:9/"}"#,
+        ),
+    ] {
+        let (st, v) = curl_json(dir, "POST", &format!("{api}/{path}"), ADMIN, body);
+        assert_eq!(st, 403, "{path}: {v}");
+    }
 }

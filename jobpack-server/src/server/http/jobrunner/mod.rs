@@ -225,7 +225,15 @@ impl JobRunnerApi {
             description: body.description,
             owner: None,
             jobs: body.jobs.iter().map(|j| self.submission(j)).collect(),
-            hooks: Vec::new(),
+            hooks: body
+                .callback_url
+                .iter()
+                .map(|u| crate::server::service::webhooks::HookRequest {
+                    url: u.clone(),
+                    events: vec!["batch.finished".into()],
+                    ..Default::default()
+                })
+                .collect(),
             retry: None,
         };
         match batches::submit(&self.svc, &caller, req).await? {

@@ -32,6 +32,10 @@ pub struct CommandJob {
     pub queue: Option<String>,
     /// Higher runs first (default 0).
     pub priority: Option<i32>,
+    /// jobpack: a URL notified (signed, Standard Webhooks) when the job ends.
+    pub callback_url: Option<String>,
+    /// jobpack: `{max_attempts, backoff_secs, on}`, as on `/v1/jobs`.
+    pub retry: Option<Value>,
 }
 
 impl CommandJob {
@@ -54,6 +58,8 @@ impl CommandJob {
             ("payload", self.payload.clone()),
             ("queue", self.queue.clone().map(Value::from)),
             ("priority", self.priority.map(Value::from)),
+            ("callback_url", self.callback_url.clone().map(Value::from)),
+            ("retry", self.retry.clone()),
         ] {
             if let Some(val) = val {
                 obj.insert(k.into(), val);
@@ -74,6 +80,9 @@ pub struct CommandBatch {
     pub description: Option<String>,
     #[oai(validator(min_items = 1, max_items = 10000))]
     pub jobs: Vec<CommandJob>,
+    /// jobpack: a URL notified (signed, Standard Webhooks) when the batch ends (the seed's
+    /// "webhook notifications for batch completion").
+    pub callback_url: Option<String>,
 }
 
 /// What became of a command job.
