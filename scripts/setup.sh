@@ -10,9 +10,9 @@
 #     the OCI stage (a base image made from Debian's packages, artifacts built and run with
 #     buildah); slurm-wlm and munge for the Slurm stage (a one-node cluster on loopback,
 #     scripts/slurm-up.sh); python3-venv and schemathesis (pinned, from PyPI, into .venv) for the
-#     API stage (scripts/schemathesis.sh), grpcio and grpcio-tools, standardwebhooks (pinned, from
-#     PyPI, into .venv) for the gRPC door's and the webhooks' tests; running the server does not
-#     need them
+#     API stage (scripts/schemathesis.sh); grpcio and grpcio-tools, standardwebhooks,
+#     securesystemslib (pinned, from PyPI, into .venv) for the gRPC door's, the webhooks' and the
+#     provenance tests; running the server does not need them
 set -euo pipefail
 
 packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3 procps util-linux)
@@ -54,6 +54,13 @@ if [ "${1:-}" = "--tests" ]; then
   if ! .venv/bin/python -c "import grpc, grpc_tools; assert grpc.__version__ == '$grpc_version'" 2>/dev/null; then
     echo "setup: installing grpcio and grpcio-tools $grpc_version into .venv"
     .venv/bin/pip install --quiet --disable-pip-version-check "grpcio==$grpc_version" "grpcio-tools==$grpc_version"
+  fi
+  # DSSE envelopes checked by the Secure Systems Lab's own library (provenance test).
+  sslib_version=1.6.0
+  cryptography_version=50.0.2
+  if ! .venv/bin/python -c "import importlib.metadata as m; assert m.version('securesystemslib') == '$sslib_version' and m.version('cryptography') == '$cryptography_version'" 2>/dev/null; then
+    echo "setup: installing securesystemslib $sslib_version and cryptography $cryptography_version into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "securesystemslib==$sslib_version" "cryptography==$cryptography_version"
   fi
   # A webhook receiver that checks signatures with the Standard Webhooks project's own library.
   standardwebhooks_version=1.1.0

@@ -27,9 +27,11 @@
 //! The pipeline, one module per stage: [`spec`] (validate) → [`source::git`] (fetch the commit)
 //! ‖ [`fetch`] (download data) → [`render`] (templates, quoting) → [`manifest`] → [`archive`]
 //! (deterministic tar + gzip), tied together by [`Packager`]. Running is [`exec`]: the
-//! [`exec::Executor`] trait and the Linux sandbox behind [`exec::LocalExecutor`].
+//! [`exec::Executor`] trait and the Linux sandbox behind [`exec::LocalExecutor`]. What was packed
+//! is stated, signed, in [`attest`] (in-toto provenance in DSSE envelopes).
 
 pub mod archive;
+pub mod attest;
 pub mod container;
 pub mod egress;
 mod error;

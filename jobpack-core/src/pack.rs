@@ -156,6 +156,18 @@ impl std::fmt::Debug for Packager {
 }
 
 impl Packager {
+    /// The signed statement of what `artifact` was packed from (SLSA provenance, in-toto, DSSE),
+    /// with `invocation_id` (a job id) if any.
+    pub fn provenance(
+        &self,
+        artifact: &Artifact,
+        key: &crate::attest::Key,
+        invocation_id: Option<&str>,
+    ) -> crate::attest::Envelope {
+        let st = crate::attest::provenance(artifact, self.templates.digest(), invocation_id);
+        crate::attest::Envelope::sign_statement(key, &st)
+    }
+
     /// Loads the templates and sets up the HTTP client.
     pub fn new(config: PackagerConfig) -> Result<Self> {
         let templates = match &config.templates_dir {

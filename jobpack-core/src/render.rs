@@ -152,6 +152,8 @@ pub struct Rendered {
 #[derive(Debug, Clone)]
 pub struct Templates {
     tera: Tera,
+    /// sha256 (hex) of the two templates' texts, for the provenance.
+    digest: String,
 }
 
 impl Templates {
@@ -180,7 +182,19 @@ impl Templates {
         )
     }
 
+    /// sha256 (hex) of the templates in use (`run.sh`'s length, text, then the Dockerfile's).
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
     fn build(run_sh: String, dockerfile: String) -> Result<Self, RenderError> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for t in [&run_sh, &dockerfile] {
+            h.update((t.len() as u64).to_be_bytes());
+            h.update(t.as_bytes());
+        }
+        let digest = hex::encode(h.finalize());
         let mut tera = Tera::default();
         tera.autoescape_on(vec![]);
         tera.register_filter("sh", sh_filter);
@@ -189,7 +203,7 @@ impl Templates {
             .map_err(|e| template_error(RUN_SH, e))?;
         tera.add_raw_template(DOCKERFILE, &dockerfile)
             .map_err(|e| template_error(DOCKERFILE, e))?;
-        Ok(Templates { tera })
+        Ok(Templates { tera, digest })
     }
 
     /// Renders `run.sh` and the `Dockerfile`.

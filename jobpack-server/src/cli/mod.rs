@@ -11,6 +11,7 @@ pub mod admin;
 pub mod build;
 pub mod pack;
 pub mod run;
+pub mod verify;
 
 /// Turn a job spec into a reproducible, runnable artifact.
 #[derive(Debug, Parser)]
@@ -60,6 +61,11 @@ enum Commands {
     /// The gRPC job service's command line (`rnx run|status|list|stop|log`), against a jobpack
     /// server; an `rnx` link to this binary is the same.
     Rnx(client::RnxArgs),
+    /// Signing keys for provenance (`generate`).
+    #[command(subcommand)]
+    Key(verify::KeyCommand),
+    /// Check an artifact against its signed provenance (signature, then the artifact's sha256).
+    Verify(verify::VerifyArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
 }
@@ -93,6 +99,8 @@ pub fn main() -> ExitCode {
         Commands::Serve(args) => server::run(args),
         Commands::Worker(args) => server::worker::run(args),
         Commands::Admin(args) => admin::run(args),
+        Commands::Key(c) => verify::key(c),
+        Commands::Verify(a) => verify::run(a),
         Commands::Submit(a) => return client::block_on(client::run_submit(a)),
         Commands::Status(a) => return client::block_on(client::run_status(a)),
         Commands::List(a) => return client::block_on(client::run_list(a)),

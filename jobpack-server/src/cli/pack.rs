@@ -21,6 +21,13 @@ pub struct PackArgs {
     /// A file to give the command as its standard input (packed as the artifact's `stdin`).
     #[arg(long)]
     stdin: Option<PathBuf>,
+    /// Write the artifact's signed provenance here (an in-toto SLSA statement in a DSSE
+    /// envelope, one JSON line), signed with --key.
+    #[arg(long, value_name = "OUT.intoto.jsonl", requires = "key")]
+    attest: Option<PathBuf>,
+    /// The signing key (PKCS#8 PEM, `jobpack key generate`).
+    #[arg(long, env = "JOBPACK_SIGNING_KEY")]
+    key: Option<PathBuf>,
     /// Where to write the artifact [default: ./<name>-<spec digest>.tar.gz].
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -84,6 +91,12 @@ pub fn run(args: PackArgs) -> anyhow::Result<ExitCode> {
     let artifact = rt.block_on(packager.pack_job_with(&job, &inputs, args.output.as_deref()));
     bars.finish();
     let artifact = artifact.with_context(|| format!("cannot pack {}", args.spec.display()))?;
+    if let (Some(out), Some(key)) = (&args.attest, &args.key) {
+        let key = jobpack_core::attest::Key::load(key)?;
+        let env = packager.provenance(&artifact, &key, None);
+        let line = serde_json::to_string(&env)? + "\n";
+        std::fs::write(out, line).with_context(|| format!("cannot write {}", out.display()))?;
+    }
 
     if args.json {
         let line = serde_json::json!({

@@ -203,6 +203,10 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             queues: queues.clone(),
             inline: args.inline_worker && worker.is_none(),
             grace: Duration::from_secs_f64(args.grace),
+            signing_key: Arc::new(
+                jobpack_core::attest::Key::load_or_create(&data.join("signing-key.pem"))
+                    .context("cannot load or make the server's signing key")?,
+            ),
         },
     );
     if args.inline_worker && worker.is_none() {
@@ -271,6 +275,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             http::workflows::WorkflowsApi { svc: svc.clone() },
             http::webhooks::WebhooksApi { svc: svc.clone() },
             http::attempts::AttemptsApi { svc: svc.clone() },
+            http::attest::AttestApi { svc: svc.clone() },
         ),
         "jobpack",
         env!("CARGO_PKG_VERSION"),

@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod attempts;
+pub mod attest;
 pub mod auth;
 pub mod batches;
 pub mod downloads;

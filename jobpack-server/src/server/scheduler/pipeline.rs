@@ -148,6 +148,17 @@ impl Runner {
                     .fail(id, "internal", &format!("cannot save the manifest: {e}"))
                     .await;
             }
+            let provenance = self
+                .packager
+                .provenance(&artifact, &self.signing_key, Some(id));
+            if let Err(e) = serde_json::to_vec(&provenance)
+                .map_err(std::io::Error::other)
+                .and_then(|b| write_new(&self.provenance_path(id), &b))
+            {
+                return self
+                    .fail(id, "internal", &format!("cannot save the provenance: {e}"))
+                    .await;
+            }
             self.record(id, JobStatus::Packed.as_str(), || {
                 self.store.set_packed(
                     id,

@@ -133,6 +133,8 @@ pub struct RunnerOptions {
     pub inline: bool,
     /// Between SIGTERM and SIGKILL when a job is cancelled.
     pub grace: Duration,
+    /// Signs each artifact's provenance.
+    pub signing_key: Arc<jobpack_core::attest::Key>,
 }
 
 pub struct Runner {
@@ -153,6 +155,8 @@ pub struct Runner {
     pub(crate) inline: bool,
     /// Held while a workflow's waiting jobs are being decided (`workflows.rs`).
     pub(crate) workflow_lock: Mutex<()>,
+    /// Signs each artifact's provenance (the server's key, in its data directory).
+    pub signing_key: Arc<jobpack_core::attest::Key>,
 }
 
 impl Runner {
@@ -169,6 +173,7 @@ impl Runner {
             queues,
             inline,
             grace,
+            signing_key,
         } = opts;
         Arc::new(Runner {
             store,
@@ -184,6 +189,7 @@ impl Runner {
             grace,
             inline,
             workflow_lock: Mutex::new(()),
+            signing_key,
         })
     }
 
@@ -194,6 +200,11 @@ impl Runner {
 
     pub fn artifact_path(&self, id: &str) -> PathBuf {
         self.job_dir(id).join("artifact.tar.gz")
+    }
+
+    /// The artifact's signed provenance (a DSSE envelope, JSON).
+    pub fn provenance_path(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("provenance.intoto.json")
     }
 
     /// The packed manifest (`jobpack.json` of the artifact), as JSON.

@@ -1,0 +1,233 @@
+//! Signed provenance of every artifact, checked by a tool that is not this project's code
+//! (Python's securesystemslib, the Secure Systems Lab's DSSE implementation, from PyPI into .venv
+//! by `scripts/setup.sh --tests`) with only the public key: the server's (`/v1/keys`,
+//! `/v1/jobs/{id}/provenance`) and `jobpack pack --attest`'s; a one-byte change to the artifact,
+//! the envelope or the key fails, there and in `jobpack verify`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{FINAL, Server, call, jobpack};
+use serde_json::{Value, json};
+
+fn python() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let ok = Command::new(&p)
+        .args(["-c", "import securesystemslib, cryptography"])
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(p)
+}
+
+/// securesystemslib's verdict on `envelope` for `artifact` with the key in `pem` (`keyid`).
+fn sslib(py: &Path, envelope: &Path, pem: &Path, keyid: &str, artifact: &Path) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attest/verify.py");
+    let out = Command::new(py)
+        .arg(script)
+        .args([envelope, pem])
+        .arg(keyid)
+        .arg(artifact)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success() && text.trim_end().ends_with("OK"),
+        text,
+    )
+}
+
+fn verify(artifact: &Path, envelope: &Path, key: &Path) -> (i32, String) {
+    let (code, out, err) = jobpack(&[
+        "verify",
+        artifact.to_str().unwrap(),
+        "--provenance",
+        envelope.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    (code, format!("{out}{err}"))
+}
+
+/// A copy of `src` with byte `at` flipped.
+fn flipped(src: &Path, at: usize, to: &Path) -> PathBuf {
+    let mut b = std::fs::read(src).unwrap();
+    let i = at.min(b.len() - 1);
+    b[i] ^= 1;
+    std::fs::write(to, b).unwrap();
+    to.to_path_buf()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provenance_is_signed_verifiable_by_securesystemslib_and_tamper_evident() {
+    let Some(py) = python() else {
+        println!("SKIPPED: .venv has no securesystemslib (scripts/setup.sh --tests installs it)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let s = Server::start(&d.join("data"), &[]);
+    let c = reqwest::Client::new();
+    let (code, v) = call(
+        &c,
+        &s,
+        "POST",
+        "/v1/jobs",
+        None,
+        Some(&json!({"command": "echo hi", "stdin": "in", "run": false})),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let (_, j) = call(&c, &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
+        if FINAL.contains(&j["status"].as_str().unwrap_or("")) || j["status"] == "packed" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (_, keys) = call(&c, &s, "GET", "/v1/keys", None, None).await;
+    let key = &keys["keys"][0];
+    let keyid = key["keyid"].as_str().unwrap();
+    let pem = d.join("server.pub");
+    std::fs::write(&pem, key["public_key_pem"].as_str().unwrap()).unwrap();
+    assert!(
+        key["public_key_pem"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN PUBLIC KEY-----")
+    );
+    let (code, env) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{id}/provenance"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{env}");
+    assert_eq!(env["payloadType"], "application/vnd.in-toto+json");
+    assert_eq!(env["signatures"][0]["keyid"], keyid);
+    let envelope = d.join("job.intoto.json");
+    std::fs::write(&envelope, env.to_string()).unwrap();
+    let bytes = c
+        .get(s.u(&format!("/v1/jobs/{id}/artifact")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let artifact = d.join("artifact.tar.gz");
+    std::fs::write(&artifact, &bytes).unwrap();
+
+    // What it says: the artifact's digest, the materials, the builder.
+    use base64::Engine;
+    let st: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(env["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(st["subject"][0]["digest"]["sha256"], job["artifact_sha256"]);
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    assert!(deps.iter().any(|d| d["name"] == "templates"), "{deps:?}");
+    assert!(deps.iter().any(|d| d["name"] == "stdin"), "{deps:?}");
+    assert_eq!(
+        st["predicate"]["runDetails"]["metadata"]["invocationId"],
+        id.as_str()
+    );
+
+    // Verified by securesystemslib and by jobpack verify, with the public key only.
+    let (ok, why) = sslib(&py, &envelope, &pem, keyid, &artifact);
+    assert!(ok, "{why}");
+    let (code, out) = verify(&artifact, &envelope, &pem);
+    assert_eq!(code, 0, "{out}");
+
+    // One byte off anywhere fails: the artifact, the envelope's payload, the key.
+    let bad_artifact = flipped(&artifact, bytes.len() / 2, &d.join("bad.tar.gz"));
+    assert!(!sslib(&py, &envelope, &pem, keyid, &bad_artifact).0);
+    assert_eq!(verify(&bad_artifact, &envelope, &pem).0, 1);
+    let mut bad_env = env.clone();
+    let payload = bad_env["payload"].as_str().unwrap().to_owned();
+    let mut raw = base64::engine::general_purpose::STANDARD
+        .decode(payload)
+        .unwrap();
+    raw[20] ^= 1;
+    bad_env["payload"] = json!(base64::engine::general_purpose::STANDARD.encode(raw));
+    let bad_envelope = d.join("bad.intoto.json");
+    std::fs::write(&bad_envelope, bad_env.to_string()).unwrap();
+    assert!(!sslib(&py, &bad_envelope, &pem, keyid, &artifact).0);
+    assert_eq!(verify(&artifact, &bad_envelope, &pem).0, 1);
+    let (code, other_id, err) = jobpack(&[
+        "key",
+        "generate",
+        "--out",
+        d.join("other").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let other = d.join("other.pub");
+    assert!(!sslib(&py, &envelope, &other, other_id.trim(), &artifact).0);
+    assert_eq!(verify(&artifact, &envelope, &other).0, 1);
+}
+
+#[test]
+fn jobpack_pack_attest_writes_an_envelope_others_verify() {
+    let Some(py) = python() else {
+        println!("SKIPPED: .venv has no securesystemslib (scripts/setup.sh --tests installs it)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (code, keyid, err) = jobpack(&["key", "generate", "--out", d.join("me").to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let key = d.join("me.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::write(
+        d.join("spec.json"),
+        r#"{"name": "attested", "command": "echo hi"}"#,
+    )
+    .unwrap();
+    let (artifact, envelope) = (d.join("a.tar.gz"), d.join("a.intoto.jsonl"));
+    let (code, _, err) = jobpack(&[
+        "pack",
+        d.join("spec.json").to_str().unwrap(),
+        "--no-cache",
+        "-o",
+        artifact.to_str().unwrap(),
+        "--attest",
+        envelope.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (ok, why) = sslib(&py, &envelope, &d.join("me.pub"), keyid.trim(), &artifact);
+    assert!(ok, "{why}");
+    let (code, out) = verify(&artifact, &envelope, &d.join("me.pub"));
+    assert_eq!(code, 0, "{out}");
+    // The private key file names its public key too.
+    assert_eq!(verify(&artifact, &envelope, &key).0, 0);
+    // --attest without a key is refused before anything is packed.
+    let (code, _, err) = jobpack(&[
+        "pack",
+        d.join("spec.json").to_str().unwrap(),
+        "--attest",
+        d.join("x.jsonl").to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{err}");
+}
