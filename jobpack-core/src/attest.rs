@@ -337,6 +337,119 @@ pub fn provenance(
     })
 }
 
+/// What the receipt's predicate type is.
+pub const RECEIPT: &str = "https://github.com/jobpack/jobpack/receipt/v1";
+
+/// The digest (sha256, hex) of a job's outputs: its working directory after the run, walked
+/// without following links ([`crate::tree::Tree`]), each entry as one line (`D path`, `L path
+/// target`, `F path mode size sha256`) in byte order of paths.
+pub fn outputs_digest(dir: &Path) -> std::result::Result<String, crate::tree::TreeError> {
+    use crate::tree::{EntryKind, Tree};
+    use std::io::Read;
+    let tree = Tree::open(dir)?;
+    let mut all = Sha256::new();
+    tree.walk(&mut |e| {
+        match e.kind {
+            EntryKind::Dir => all.update(format!("D {}\n", e.path)),
+            EntryKind::Link(t) => {
+                all.update(format!("L {} ", e.path));
+                all.update(&t);
+                all.update(b"\n");
+            }
+            EntryKind::File(mut f) => {
+                let mut h = Sha256::new();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = f
+                        .file
+                        .read(&mut buf)
+                        .map_err(|source| crate::tree::TreeError::Io {
+                            path: e.path.clone(),
+                            source,
+                        })?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+                all.update(format!(
+                    "F {} {:o} {} {}\n",
+                    e.path,
+                    f.mode & 0o7777,
+                    f.size,
+                    hex::encode(h.finalize())
+                ));
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(hex::encode(all.finalize()))
+}
+
+/// A finished run, for its receipt.
+pub struct RunRecord<'a> {
+    pub job_id: &'a str,
+    pub artifact_sha256: &'a str,
+    pub log_sha256: &'a str,
+    pub outputs_sha256: Option<&'a str>,
+    /// `sandbox`, `slurm`, `container`.
+    pub backend: &'a str,
+    /// The root file system it ran on (`host` when the host's).
+    pub runtime: &'a str,
+    pub limits: Value,
+    pub network: Value,
+    /// The executor's outcome (status, exit code, signal, times, peak memory, isolation).
+    pub outcome: Value,
+    pub started_at: Option<String>,
+    pub finished_at: String,
+}
+
+/// The kernel release and CPU model of this machine (for receipts).
+pub fn host_facts() -> Value {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    json!({"kernel": kernel, "cpu_model": cpu, "arch": std::env::consts::ARCH})
+}
+
+/// A run's receipt: an in-toto statement whose subjects are the artifact, the log and the
+/// outputs, and whose predicate says how it ran and how it ended.
+pub fn receipt(r: &RunRecord<'_>) -> Value {
+    let mut subject = vec![
+        json!({"name": "artifact", "digest": {"sha256": r.artifact_sha256}}),
+        json!({"name": "log", "digest": {"sha256": r.log_sha256}}),
+    ];
+    if let Some(o) = r.outputs_sha256 {
+        subject.push(json!({"name": "outputs", "digest": {"sha256": o}}));
+    }
+    json!({
+        "_type": STATEMENT_TYPE,
+        "subject": subject,
+        "predicateType": RECEIPT,
+        "predicate": {
+            "job_id": r.job_id,
+            "backend": r.backend,
+            "runtime": r.runtime,
+            "limits": r.limits,
+            "network": r.network,
+            "outcome": r.outcome,
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
+            "host": host_facts(),
+            "jobpack": env!("CARGO_PKG_VERSION"),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -220,11 +220,9 @@ async fn the_dashboard_in_headless_chromium() {
     })
     .await;
     assert_eq!(log, want);
-    until(20, "the manifest", || async {
-        text_of(&c, "#manifest")
-            .await
-            .contains("spec digest")
-            .then_some(())
+    until(20, "the manifest and the run's signed receipt", || async {
+        let m = text_of(&c, "#manifest").await;
+        (m.contains("spec digest") && m.contains("receipt: signed by")).then_some(())
     })
     .await;
     assert!(text_of(&c, "#spec").await.contains("from-the-browser"));

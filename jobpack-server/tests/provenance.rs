@@ -231,3 +231,118 @@ fn jobpack_pack_attest_writes_an_envelope_others_verify() {
     ]);
     assert_ne!(code, 0, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_job_has_a_signed_receipt_of_its_log_outputs_and_outcome() {
+    let Some(py) = python() else {
+        println!("SKIPPED: .venv has no securesystemslib (scripts/setup.sh --tests installs it)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let s = Server::start(&d.join("data"), &[]);
+    let c = reqwest::Client::new();
+    let (_, v) = call(
+        &c,
+        &s,
+        "POST",
+        "/v1/jobs",
+        None,
+        Some(&json!({"command": "echo result > out.txt; echo done", "limits": {"pids": 64}})),
+    )
+    .await;
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    // Not run yet: 409 (or, once it ends, the receipt).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let (_, j) = call(&c, &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
+        if FINAL.contains(&j["status"].as_str().unwrap_or("")) {
+            break j;
+        }
+        let (code, _) = call(&c, &s, "GET", &format!("/v1/jobs/{id}/receipt"), None, None).await;
+        assert_eq!(code, 409);
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job["status"], "completed");
+    let (code, env) = call(&c, &s, "GET", &format!("/v1/jobs/{id}/receipt"), None, None).await;
+    assert_eq!(code, 200, "{env}");
+    use base64::Engine;
+    let st: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(env["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let subject = |name: &str| {
+        st["subject"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["digest"]["sha256"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        subject("artifact").as_deref(),
+        job["artifact_sha256"].as_str()
+    );
+    let log = c
+        .get(s.u(&format!("/v1/jobs/{id}/logs")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        subject("log").unwrap(),
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&log))
+    );
+    assert!(subject("outputs").is_some());
+    let p = &st["predicate"];
+    assert_eq!(p["outcome"]["status"], "completed", "{p}");
+    assert_eq!(p["outcome"]["exit_code"], 0);
+    assert_eq!(p["backend"], "sandbox");
+    assert_eq!(p["limits"]["pids"], 64);
+    assert!(!p["host"]["kernel"].as_str().unwrap().is_empty());
+    assert!(p["started_at"].is_string() && p["finished_at"].is_string());
+
+    // Checked by securesystemslib and jobpack verify with the server's public key.
+    let (_, keys) = call(&c, &s, "GET", "/v1/keys", None, None).await;
+    let pem = d.join("server.pub");
+    std::fs::write(&pem, keys["keys"][0]["public_key_pem"].as_str().unwrap()).unwrap();
+    let keyid = keys["keys"][0]["keyid"].as_str().unwrap();
+    let receipt = d.join("receipt.json");
+    std::fs::write(&receipt, env.to_string()).unwrap();
+    let art = c
+        .get(s.u(&format!("/v1/jobs/{id}/artifact")))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let artifact = d.join("a.tar.gz");
+    std::fs::write(&artifact, &art).unwrap();
+    let (ok, why) = sslib(&py, &receipt, &pem, keyid, &artifact);
+    assert!(ok, "{why}");
+    let (code, out, err) = jobpack(&[
+        "verify",
+        artifact.to_str().unwrap(),
+        "--receipt",
+        receipt.to_str().unwrap(),
+        "--key",
+        pem.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let other = flipped(&artifact, 100, &d.join("other.tar.gz"));
+    let (code, _, _) = jobpack(&[
+        "verify",
+        other.to_str().unwrap(),
+        "--receipt",
+        receipt.to_str().unwrap(),
+        "--key",
+        pem.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+}

@@ -311,6 +311,26 @@ async function showManifest(id) {
   return true;
 }
 
+// The signed receipt of the last run: what it is about (by digest) and who signed it.
+async function showReceipt(id) {
+  const mine = view;
+  let r;
+  try { r = await api("GET", "/v1/jobs/" + id + "/receipt"); } catch (_) { return false; }
+  if (mine !== view) return false;
+  let st = {};
+  try { st = JSON.parse(atob(r.payload)); } catch (_) { return false; }
+  const rows = [];
+  for (const s of st.subject || []) rows.push(["receipt: " + s.name + " sha256", s.digest.sha256]);
+  const p = st.predicate || {};
+  rows.push(["receipt: backend", p.backend], ["receipt: kernel", p.host && p.host.kernel]);
+  rows.push(["receipt: signed by", (r.signatures || []).map((s) => s.keyid).join(", ")]);
+  const body = $("manifest");
+  const more = document.createElement("tbody");
+  facts(more, rows);
+  body.append(...more.children);
+  return true;
+}
+
 // The log over SSE, read with fetch (EventSource cannot send a token). Each event id is a byte
 // offset: after a dropped connection, Last-Event-ID resumes exactly where it stopped.
 async function followLog(id, pre, signal) {
@@ -386,10 +406,12 @@ function jobView(id) {
   $("manifest").replaceChildren();
   $("action-result").textContent = "";
   let haveManifest = false;
+  let haveReceipt = false;
   let timer = null;
   const tick = async () => {
     const j = await refreshJob(id);
     if (j && j.artifact_sha256 && !haveManifest) haveManifest = await showManifest(id);
+    if (j && FINAL.includes(j.status) && haveManifest && !haveReceipt) haveReceipt = await showReceipt(id);
     // This view's own timer: a late tick of an earlier view must not stop the current one.
     if (j && (FINAL.includes(j.status) || (!j.run && j.status === "packed"))) clearInterval(timer);
   };

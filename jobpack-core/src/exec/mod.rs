@@ -387,6 +387,11 @@ pub(crate) fn wait_for_outcome(
 
 /// Something that runs jobs: the local sandbox, or a cluster backend.
 pub trait Executor: Send + Sync {
+    /// What runs the jobs, for run receipts: `sandbox` (the local one) or `slurm`.
+    fn backend(&self) -> &'static str {
+        "sandbox"
+    }
+
     /// Starts a run. Errors here mean the job never started.
     fn start(
         &self,

@@ -40,8 +40,12 @@ pub struct VerifyArgs {
     /// The artifact (.tar.gz).
     artifact: PathBuf,
     /// Its provenance: a DSSE envelope (JSON, or the first line of a .jsonl).
+    #[arg(long, required_unless_present = "receipt")]
+    provenance: Option<PathBuf>,
+    /// A run's receipt (`GET /v1/jobs/{id}/receipt`): its signature, and that it is about this
+    /// artifact.
     #[arg(long)]
-    provenance: PathBuf,
+    receipt: Option<PathBuf>,
     /// The public key (SPKI PEM; `GET /v1/keys` gives a server's).
     #[arg(long)]
     key: PathBuf,
@@ -50,29 +54,33 @@ pub struct VerifyArgs {
 /// Exit code: the artifact does not match its provenance, or the signature does not verify.
 pub const EXIT_MISMATCH: u8 = 1;
 
+fn envelope(path: &std::path::Path) -> anyhow::Result<Envelope> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(first)
+        .or_else(|_| serde_json::from_str(&text))
+        .with_context(|| format!("{} is not a DSSE envelope", path.display()))
+}
+
 pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let key = PublicKey::load(&a.key)?;
-    let text = std::fs::read_to_string(&a.provenance)
-        .with_context(|| format!("cannot read {}", a.provenance.display()))?;
-    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let env: Envelope = serde_json::from_str(first)
-        .or_else(|_| serde_json::from_str(&text))
-        .with_context(|| format!("{} is not a DSSE envelope", a.provenance.display()))?;
-    let checked = env
-        .verified_statement(&key)
-        .and_then(|st| file_sha256(&a.artifact).and_then(|d| check_subject(&st, &d).map(|_| d)));
-    match checked {
-        Ok(digest) => {
-            println!(
-                "verified: {} sha256:{digest}, signed by {}",
-                a.artifact.display(),
-                key.keyid()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("NOT verified: {e}");
-            Ok(ExitCode::from(EXIT_MISMATCH))
+    let digest = file_sha256(&a.artifact)?;
+    for (what, path) in [("provenance", &a.provenance), ("receipt", &a.receipt)] {
+        let Some(path) = path else { continue };
+        let env = envelope(path)?;
+        if let Err(e) = env
+            .verified_statement(&key)
+            .and_then(|st| check_subject(&st, &digest))
+        {
+            eprintln!("NOT verified ({what} {}): {e}", path.display());
+            return Ok(ExitCode::from(EXIT_MISMATCH));
         }
     }
+    println!(
+        "verified: {} sha256:{digest}, signed by {}",
+        a.artifact.display(),
+        key.keyid()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -234,6 +234,10 @@ fn batch_script(
 }
 
 impl Executor for SlurmExecutor {
+    fn backend(&self) -> &'static str {
+        "slurm"
+    }
+
     fn start(&self, req: RunRequest) -> BoxFuture<'_, Result<Box<dyn RunHandle>, ExecError>> {
         async move {
             if !req.job_dir.is_dir() {

@@ -59,9 +59,39 @@ impl AttestApi {
         let bytes = tokio::fs::read(self.svc.runner.provenance_path(&r.id))
             .await
             .map_err(|e| file_error(&r.id, e))?;
-        serde_json::from_slice(&bytes)
-            .map(Json)
-            .map_err(internal)
+        serde_json::from_slice(&bytes).map(Json).map_err(internal)
+    }
+
+    /// The signed receipt of the job's last run: an in-toto statement (subjects: the artifact,
+    /// the log and the outputs, each by sha256; predicate: backend, runtime, limits, network,
+    /// isolation and outcome, start and end, kernel and CPU model) in a DSSE envelope. 409 until
+    /// the job has run.
+    #[oai(path = "/jobs/:id/receipt", method = "get")]
+    async fn receipt(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> ApiResult<Json<serde_json::Value>> {
+        let r = files_row(&self.svc.runner, &caller, &id)?;
+        let bytes = match tokio::fs::read(self.svc.runner.receipt_path(&r.id)).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && r.finished_at.is_none() => {
+                return Err(ApiError::Conflict(problem(
+                    409,
+                    "not_run",
+                    format!("job {} has not finished a run yet ({})", r.id, r.status),
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ApiError::NotFound(problem(
+                    404,
+                    "no_receipt",
+                    format!("job {} ended without a run ({})", r.id, r.status),
+                )));
+            }
+            Err(e) => return Err(internal(e)),
+        };
+        serde_json::from_slice(&bytes).map(Json).map_err(internal)
     }
 
     /// The public keys of this server's signatures.

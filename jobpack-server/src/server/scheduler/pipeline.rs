@@ -351,6 +351,11 @@ impl Runner {
                     continue;
                 }
             }
+            if let Some(sub) = &sub
+                && let Err(e) = self.write_receipt(id, sub, outcome_json.as_deref()).await
+            {
+                eprintln!("jobpack: job {id}: no receipt: {e:#}");
+            }
             let end = Finish {
                 status,
                 exit_code: outcome.exit_code,
@@ -364,6 +369,51 @@ impl Runner {
                 .await;
             return;
         }
+    }
+
+    /// Signs and writes the receipt of a job's last run: the artifact's, log's and outputs'
+    /// digests, how it ran and how it ended.
+    async fn write_receipt(
+        &self,
+        id: &str,
+        sub: &Submission,
+        outcome_json: Option<&str>,
+    ) -> anyhow::Result<()> {
+        use jobpack_core::attest::{Envelope, RunRecord, file_sha256, outputs_digest, receipt};
+        let row = self
+            .store
+            .get(id)?
+            .ok_or_else(|| anyhow::anyhow!("the job is gone"))?;
+        let artifact = row.artifact_sha256.clone().unwrap_or_default();
+        let (log, work) = (self.log_path(id), self.work_dir(id));
+        let (log_sha, outputs) = tokio::task::spawn_blocking(move || {
+            let log_sha = match file_sha256(&log) {
+                Ok(d) => d,
+                // No output at all: the empty log's digest.
+                Err(_) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"")),
+            };
+            (log_sha, outputs_digest(&work).ok())
+        })
+        .await?;
+        let outcome: serde_json::Value = outcome_json
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or_default();
+        let st = receipt(&RunRecord {
+            job_id: id,
+            artifact_sha256: &artifact,
+            log_sha256: &log_sha,
+            outputs_sha256: outputs.as_deref(),
+            backend: self.executor.backend(),
+            runtime: "host",
+            limits: serde_json::to_value(&sub.limits)?,
+            network: serde_json::to_value(sub.network)?,
+            outcome,
+            started_at: row.started_at.map(crate::server::store::rfc3339),
+            finished_at: crate::server::store::rfc3339(crate::server::store::now()),
+        });
+        let env = Envelope::sign_statement(&self.signing_key, &st);
+        write_new(&self.receipt_path(id), &serde_json::to_vec(&env)?)?;
+        Ok(())
     }
 
     /// Keeps ended attempt number `n` of a job that runs again: its outcome in the store, its

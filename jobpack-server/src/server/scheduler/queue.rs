@@ -202,6 +202,11 @@ impl Runner {
         self.job_dir(id).join("artifact.tar.gz")
     }
 
+    /// The signed receipt of the job's last run (a DSSE envelope, JSON).
+    pub fn receipt_path(&self, id: &str) -> PathBuf {
+        self.job_dir(id).join("receipt.intoto.json")
+    }
+
     /// The artifact's signed provenance (a DSSE envelope, JSON).
     pub fn provenance_path(&self, id: &str) -> PathBuf {
         self.job_dir(id).join("provenance.intoto.json")
