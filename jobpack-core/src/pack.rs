@@ -156,6 +156,11 @@ impl std::fmt::Debug for Packager {
 }
 
 impl Packager {
+    /// The digest of the templates this packager renders (as provenance records it).
+    pub fn templates_digest(&self) -> &str {
+        self.templates.digest()
+    }
+
     /// The signed statement of what `artifact` was packed from (SLSA provenance, in-toto, DSSE),
     /// with `invocation_id` (a job id) if any.
     pub fn provenance(

@@ -5,6 +5,8 @@
 //! the envelope or the key fails, there and in `jobpack verify`.
 
 mod common;
+#[path = "../../jobpack-core/tests/support/mod.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -345,4 +347,93 @@ async fn a_finished_job_has_a_signed_receipt_of_its_log_outputs_and_outcome() {
         pem.to_str().unwrap(),
     ]);
     assert_eq!(code, 1);
+}
+
+/// `jobpack` off the async threads (the data server answers on them meanwhile).
+async fn jobpack_async(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        jobpack(&a)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_rebuild_packs_the_recorded_materials_again_and_names_the_first_difference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let repo = support::fixture_repo(d, "repo", true);
+    let ds = support::DataServer::start().await;
+    ds.serve_git(d);
+    let data = ds.route(
+        "/table.csv",
+        support::Route::Bytes(std::sync::Arc::new(b"a,b\n1,2\n".to_vec())),
+    );
+    let spec = json!({
+        "name": "rebuildable",
+        "git_url": ds.git_url("repo.git"),
+        "commit_hash": repo.commits[1],
+        "data": [{"url": data}],
+        "command": "cat ../data/table.csv",
+    });
+    std::fs::write(d.join("spec.json"), spec.to_string()).unwrap();
+    std::fs::write(d.join("in.txt"), "standard input\n").unwrap();
+    let p = |x: &str| d.join(x).display().to_string();
+    let (code, _, err) = jobpack_async(vec![
+        "key".into(),
+        "generate".into(),
+        "--out".into(),
+        p("k"),
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = jobpack_async(
+        [
+            "pack",
+            &p("spec.json"),
+            "--cache-dir",
+            &p("cache1"),
+            "-o",
+            &p("a.tar.gz"),
+            "--stdin",
+            &p("in.txt"),
+            "--attest",
+            &p("a.intoto.jsonl"),
+            "--key",
+            &p("k.key"),
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let verify = |extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "verify",
+            &p("a.tar.gz"),
+            "--provenance",
+            &p("a.intoto.jsonl"),
+            "--key",
+            &p("k.pub"),
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // The same materials, a fresh cache: the same bytes.
+    let (code, out, err) = jobpack_async(verify(&["--rebuild"])).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rebuilt: identical"), "{out}");
+    // The data changed at its URL: the rebuild differs (or is refused by the pinned sha256).
+    ds.route(
+        "/table.csv",
+        support::Route::Bytes(std::sync::Arc::new(b"a,b\n1,3\n".to_vec())),
+    );
+    let (code, out, err) = jobpack_async(verify(&["--rebuild"])).await;
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("table.csv") || err.contains("sha256"), "{err}");
+    // Without --rebuild the signature and the subject still verify.
+    assert_eq!(jobpack_async(verify(&[])).await.0, 0);
 }

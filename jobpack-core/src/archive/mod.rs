@@ -20,9 +20,11 @@ use sha2::{Digest, Sha256};
 
 use crate::io_error::{IoError, io_err};
 
+mod compare;
 mod unpack;
 mod write;
 
+pub use compare::{entry_digests, first_difference, read_entry};
 pub use unpack::{UnpackError, UnpackLimits, is_archive_name, unpack, unpack_upload};
 pub use write::{Contents, TreeArchiveError, Written, tar_gz_dir, tar_gz_tree, write_tar_gz};
 

@@ -49,6 +49,11 @@ pub struct VerifyArgs {
     /// The public key (SPKI PEM; `GET /v1/keys` gives a server's).
     #[arg(long)]
     key: PathBuf,
+    /// Also pack again from the materials the provenance records (its spec with the resolved
+    /// commit, the data by URL and sha256, the same mtime; a fresh cache) and compare byte for
+    /// byte: exit 0 only if identical, else the first path that differs.
+    #[arg(long, requires = "provenance")]
+    rebuild: bool,
 }
 
 /// Exit code: the artifact does not match its provenance, or the signature does not verify.
@@ -82,5 +87,98 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         a.artifact.display(),
         key.keyid()
     );
+    if a.rebuild
+        && let Some(path) = &a.provenance
+    {
+        let st = envelope(path)?.verified_statement(&key)?;
+        return rebuild(&a.artifact, &digest, &st);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Packs again what `st` (a verified provenance) says `artifact` was packed from, and compares.
+fn rebuild(
+    artifact: &std::path::Path,
+    digest: &str,
+    st: &serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    use jobpack_core::{JobSpec, PackInputs, Packager, PackagerConfig};
+    let def = &st["predicate"]["buildDefinition"];
+    let spec: JobSpec = serde_json::from_value(def["externalParameters"]["spec"].clone())
+        .context("the provenance's spec is not a job spec")?;
+    let job = spec.validate()?;
+    let tmp = tempfile::tempdir()?;
+    let deps = def["resolvedDependencies"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let recorded = |name: &str| {
+        deps.iter()
+            .find(|d| d["name"] == name)
+            .and_then(|d| d["digest"]["sha256"].as_str().map(str::to_owned))
+    };
+    // The standard input is the submitter's, not fetched: taken from the artifact, checked
+    // against the recorded digest.
+    let stdin = match recorded("stdin") {
+        None => None,
+        Some(want) => {
+            let bytes = jobpack_core::archive::read_entry(
+                artifact,
+                jobpack_core::manifest::STDIN_NAME,
+                u64::MAX,
+            )?
+            .context("the provenance records a stdin the artifact does not hold")?;
+            let got = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+            if got != want {
+                eprintln!("NOT rebuilt: the artifact's stdin is sha256:{got}, not sha256:{want}");
+                return Ok(ExitCode::from(EXIT_MISMATCH));
+            }
+            let p = tmp.path().join("stdin");
+            std::fs::write(&p, bytes)?;
+            Some(p)
+        }
+    };
+    let config = PackagerConfig {
+        cache_dir: Some(tmp.path().join("cache")),
+        work_dir: tmp.path().join("work"),
+        source_date_epoch: def["internalParameters"]["mtime"].as_u64(),
+        ..PackagerConfig::default()
+    };
+    let packager = Packager::new(config)?;
+    if let Some(t) = recorded("templates")
+        && t != packager.templates_digest()
+    {
+        eprintln!(
+            "NOT rebuilt: the artifact was rendered from other templates (sha256:{t}, these are \
+             sha256:{})",
+            packager.templates_digest()
+        );
+        return Ok(ExitCode::from(EXIT_MISMATCH));
+    }
+    let out = tmp.path().join("rebuilt.tar.gz");
+    let inputs = PackInputs {
+        stdin,
+        ..PackInputs::default()
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let again = rt
+        .block_on(packager.pack_job_with(&job, &inputs, Some(&out)))
+        .context("cannot pack the recorded materials again")?;
+    if again.sha256 == digest {
+        println!("rebuilt: identical (sha256:{digest})");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (a, b) = (
+        jobpack_core::archive::entry_digests(artifact)?,
+        jobpack_core::archive::entry_digests(&out)?,
+    );
+    match jobpack_core::archive::first_difference(&a, &b) {
+        Some(p) => eprintln!("NOT rebuilt: the artifacts first differ at {p}"),
+        None => eprintln!(
+            "NOT rebuilt: sha256:{} instead of sha256:{digest} (the entries are equal; the \
+             compression differs)",
+            again.sha256
+        ),
+    }
+    Ok(ExitCode::from(EXIT_MISMATCH))
 }
