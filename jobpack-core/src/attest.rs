@@ -344,18 +344,33 @@ pub const RECEIPT: &str = "https://github.com/jobpack/jobpack/receipt/v1";
 /// without following links ([`crate::tree::Tree`]), each entry as one line (`D path`, `L path
 /// target`, `F path mode size sha256`) in byte order of paths.
 pub fn outputs_digest(dir: &Path) -> std::result::Result<String, crate::tree::TreeError> {
+    outputs(dir).map(|(d, _)| d)
+}
+
+/// The most entries a receipt lists one by one (the digest covers them all).
+pub const MAX_LISTED_OUTPUTS: usize = 10_000;
+
+/// [`outputs_digest`], and each entry's line (`F path mode size sha256`, ...), the first
+/// [`MAX_LISTED_OUTPUTS`] of them, for telling which file differs.
+pub fn outputs(dir: &Path) -> std::result::Result<(String, Vec<String>), crate::tree::TreeError> {
     use crate::tree::{EntryKind, Tree};
     use std::io::Read;
     let tree = Tree::open(dir)?;
     let mut all = Sha256::new();
+    let mut lines = Vec::new();
+    let mut keep = |line: String, all: &mut Sha256| {
+        all.update(line.as_bytes());
+        if lines.len() < MAX_LISTED_OUTPUTS {
+            lines.push(line.trim_end().to_owned());
+        }
+    };
     tree.walk(&mut |e| {
         match e.kind {
-            EntryKind::Dir => all.update(format!("D {}\n", e.path)),
-            EntryKind::Link(t) => {
-                all.update(format!("L {} ", e.path));
-                all.update(&t);
-                all.update(b"\n");
-            }
+            EntryKind::Dir => keep(format!("D {}\n", e.path), &mut all),
+            EntryKind::Link(t) => keep(
+                format!("L {} {}\n", e.path, String::from_utf8_lossy(&t)),
+                &mut all,
+            ),
             EntryKind::File(mut f) => {
                 let mut h = Sha256::new();
                 let mut buf = vec![0u8; 64 * 1024];
@@ -372,18 +387,21 @@ pub fn outputs_digest(dir: &Path) -> std::result::Result<String, crate::tree::Tr
                     }
                     h.update(&buf[..n]);
                 }
-                all.update(format!(
-                    "F {} {:o} {} {}\n",
-                    e.path,
-                    f.mode & 0o7777,
-                    f.size,
-                    hex::encode(h.finalize())
-                ));
+                keep(
+                    format!(
+                        "F {} {:o} {} {}\n",
+                        e.path,
+                        f.mode & 0o7777,
+                        f.size,
+                        hex::encode(h.finalize())
+                    ),
+                    &mut all,
+                );
             }
         }
         Ok(true)
     })?;
-    Ok(hex::encode(all.finalize()))
+    Ok((hex::encode(all.finalize()), lines))
 }
 
 /// A finished run, for its receipt.
@@ -392,6 +410,8 @@ pub struct RunRecord<'a> {
     pub artifact_sha256: &'a str,
     pub log_sha256: &'a str,
     pub outputs_sha256: Option<&'a str>,
+    /// The outputs one by one ([`outputs`]).
+    pub outputs: &'a [String],
     /// `sandbox`, `slurm`, `container`.
     pub backend: &'a str,
     /// The root file system it ran on (`host` when the host's).
@@ -444,6 +464,7 @@ pub fn receipt(r: &RunRecord<'_>) -> Value {
             "outcome": r.outcome,
             "started_at": r.started_at,
             "finished_at": r.finished_at,
+            "outputs": r.outputs,
             "host": host_facts(),
             "jobpack": env!("CARGO_PKG_VERSION"),
         },

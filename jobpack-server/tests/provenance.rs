@@ -437,3 +437,83 @@ async fn verify_rebuild_packs_the_recorded_materials_again_and_names_the_first_d
     // Without --rebuild the signature and the subject still verify.
     assert_eq!(jobpack_async(verify(&[])).await.0, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_rerun_repeats_a_deterministic_run_and_names_the_file_that_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let s = Server::start(&d.join("data"), &[]);
+    let c = reqwest::Client::new();
+    let (_, keys) = call(&c, &s, "GET", "/v1/keys", None, None).await;
+    let pem = d.join("server.pub");
+    std::fs::write(&pem, keys["keys"][0]["public_key_pem"].as_str().unwrap()).unwrap();
+    let mut results = Vec::new();
+    for (name, command) in [
+        (
+            "steady",
+            "echo result > out.txt; mkdir -p sub; echo same > sub/f; echo done",
+        ),
+        (
+            "clock",
+            "echo fixed > out.txt; date +%s%N > stamp.txt; echo done",
+        ),
+    ] {
+        let (_, v) = call(
+            &c,
+            &s,
+            "POST",
+            "/v1/jobs",
+            None,
+            Some(&json!({"name": name, "command": command, "limits": {"pids": 64}})),
+        )
+        .await;
+        let id = v["job_id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, j) = call(&c, &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
+            if FINAL.contains(&j["status"].as_str().unwrap_or("")) {
+                assert_eq!(j["status"], "completed", "{j}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{j}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (_, env) = call(&c, &s, "GET", &format!("/v1/jobs/{id}/receipt"), None, None).await;
+        let receipt = d.join(format!("{name}.receipt.json"));
+        std::fs::write(&receipt, env.to_string()).unwrap();
+        let art = c
+            .get(s.u(&format!("/v1/jobs/{id}/artifact")))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let artifact = d.join(format!("{name}.tar.gz"));
+        std::fs::write(&artifact, &art).unwrap();
+        let mut args: Vec<String> = [
+            "verify",
+            artifact.to_str().unwrap(),
+            "--rerun",
+            receipt.to_str().unwrap(),
+            "--key",
+            pem.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        if !common::is_root() {
+            args.push("--permissive".into());
+        }
+        results.push(jobpack_async(args).await);
+    }
+    let (code, out, err) = &results[0];
+    assert_eq!(*code, 0, "{out}{err}");
+    assert!(out.contains("rerun: the same log and outputs"), "{out}");
+    let (code, out, err) = &results[1];
+    assert_eq!(*code, 1, "{out}{err}");
+    assert!(err.contains("differs: code/stamp.txt"), "{err}");
+    assert!(
+        !err.contains("out.txt"),
+        "only the clock's file differs: {err}"
+    );
+}

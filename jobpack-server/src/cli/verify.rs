@@ -40,7 +40,7 @@ pub struct VerifyArgs {
     /// The artifact (.tar.gz).
     artifact: PathBuf,
     /// Its provenance: a DSSE envelope (JSON, or the first line of a .jsonl).
-    #[arg(long, required_unless_present = "receipt")]
+    #[arg(long, required_unless_present_any = ["receipt", "rerun"])]
     provenance: Option<PathBuf>,
     /// A run's receipt (`GET /v1/jobs/{id}/receipt`): its signature, and that it is about this
     /// artifact.
@@ -54,6 +54,14 @@ pub struct VerifyArgs {
     /// byte: exit 0 only if identical, else the first path that differs.
     #[arg(long, requires = "provenance")]
     rebuild: bool,
+    /// Challenge a run: run the artifact again in the local sandbox with the receipt's limits
+    /// and network, and compare the log's and the outputs' digests with the receipt's, naming
+    /// each output file that differs. Exit 0 only if all are equal.
+    #[arg(long, value_name = "RECEIPT")]
+    rerun: Option<PathBuf>,
+    /// With --rerun: run without full isolation where the machine cannot provide it.
+    #[arg(long)]
+    permissive: bool,
 }
 
 /// Exit code: the artifact does not match its provenance, or the signature does not verify.
@@ -71,7 +79,11 @@ fn envelope(path: &std::path::Path) -> anyhow::Result<Envelope> {
 pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let key = PublicKey::load(&a.key)?;
     let digest = file_sha256(&a.artifact)?;
-    for (what, path) in [("provenance", &a.provenance), ("receipt", &a.receipt)] {
+    for (what, path) in [
+        ("provenance", &a.provenance),
+        ("receipt", &a.receipt),
+        ("receipt", &a.rerun),
+    ] {
         let Some(path) = path else { continue };
         let env = envelope(path)?;
         if let Err(e) = env
@@ -91,9 +103,103 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         && let Some(path) = &a.provenance
     {
         let st = envelope(path)?.verified_statement(&key)?;
-        return rebuild(&a.artifact, &digest, &st);
+        let code = rebuild(&a.artifact, &digest, &st)?;
+        if code != ExitCode::SUCCESS || a.rerun.is_none() {
+            return Ok(code);
+        }
+    }
+    if let Some(path) = &a.rerun {
+        let st = envelope(path)?.verified_statement(&key)?;
+        return rerun(&a.artifact, &st, a.permissive);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `artifact` again as the receipt `st` says it ran, and compares what it made.
+fn rerun(
+    artifact: &std::path::Path,
+    st: &serde_json::Value,
+    permissive: bool,
+) -> anyhow::Result<ExitCode> {
+    use jobpack_core::exec::{
+        Executor, IsolationMode, Limits, LocalExecutor, LocalExecutorConfig, NetworkPolicy,
+        RunRequest,
+    };
+    let p = &st["predicate"];
+    let limits: Limits = serde_json::from_value(p["limits"].clone()).unwrap_or_default();
+    let network: NetworkPolicy = serde_json::from_value(p["network"].clone()).unwrap_or_default();
+    let subject = |name: &str| {
+        st["subject"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["digest"]["sha256"].as_str().map(str::to_owned))
+    };
+    let tmp = tempfile::tempdir()?;
+    let (work, log) = (tmp.path().join("work"), tmp.path().join("job.log"));
+    let rt = tokio::runtime::Runtime::new()?;
+    let outcome = rt.block_on(async {
+        jobpack_core::unpack_job(artifact, &work).await?;
+        let executor = LocalExecutor::new(LocalExecutorConfig {
+            mode: if permissive {
+                IsolationMode::Permissive
+            } else {
+                IsolationMode::Strict
+            },
+            ..LocalExecutorConfig::default()
+        });
+        let mut req = RunRequest::new(&work, &log);
+        req.limits = limits;
+        req.network = network;
+        req.env.insert("JOBPACK_ATTEMPT".into(), "1".into());
+        let handle = executor.start(req).await?;
+        anyhow::Ok(handle.wait().await)
+    })?;
+    let log_sha = file_sha256(&log)
+        .unwrap_or_else(|_| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"")));
+    let (out_sha, lines) = jobpack_core::attest::outputs(&work)?;
+    let mut same = true;
+    if subject("log").as_deref() != Some(log_sha.as_str()) {
+        same = false;
+        eprintln!("differs: the log (sha256:{log_sha} now)");
+    }
+    if subject("outputs").as_deref() != Some(out_sha.as_str()) {
+        same = false;
+        let path_of = |l: &str| l.splitn(3, ' ').nth(1).unwrap_or("").to_owned();
+        let before: std::collections::BTreeMap<String, String> = p["outputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str())
+            .map(|l| (path_of(l), l.to_owned()))
+            .collect();
+        let now: std::collections::BTreeMap<String, String> =
+            lines.iter().map(|l| (path_of(l), l.clone())).collect();
+        for path in before
+            .keys()
+            .chain(now.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            match (before.get(path), now.get(path)) {
+                (Some(a), Some(b)) if a == b => {}
+                (Some(_), Some(_)) => eprintln!("differs: {path}"),
+                (Some(_), None) => eprintln!("missing now: {path}"),
+                (None, Some(_)) => eprintln!("new now: {path}"),
+                (None, None) => {}
+            }
+        }
+    }
+    if same {
+        println!(
+            "rerun: the same log and outputs ({}, exit code {:?})",
+            outcome.status.as_str(),
+            outcome.exit_code
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(EXIT_MISMATCH))
+    }
 }
 
 /// Packs again what `st` (a verified provenance) says `artifact` was packed from, and compares.
