@@ -166,7 +166,13 @@ fn rerun(
     }
     if subject("outputs").as_deref() != Some(out_sha.as_str()) {
         same = false;
-        let path_of = |l: &str| l.splitn(3, ' ').nth(1).unwrap_or("").to_owned();
+        // `F path mode size sha256`, `D path`, `L path target` (a link's whole line: its path and
+        // target cannot be told apart when they hold spaces).
+        let path_of = |l: &str| match l.split_at(l.len().min(2)) {
+            ("F ", rest) => rest.rsplitn(4, ' ').nth(3).unwrap_or(rest).to_owned(),
+            ("D ", rest) => rest.to_owned(),
+            _ => l.to_owned(),
+        };
         let before: std::collections::BTreeMap<String, String> = p["outputs"]
             .as_array()
             .into_iter()
