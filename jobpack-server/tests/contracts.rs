@@ -151,6 +151,7 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
             "callback_url",
             "webhooks",
             "retry",
+            "cache",
             "working_dir",
         ]
         .map(String::from),

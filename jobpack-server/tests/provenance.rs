@@ -517,3 +517,97 @@ async fn verify_rerun_repeats_a_deterministic_run_and_names_the_file_that_differ
         "only the clock's file differs: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_result_cache_answers_an_identical_job_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    let c = reqwest::Client::new();
+    let run = |body: Value| {
+        let (c, s) = (&c, &s);
+        async move {
+            let (code, v) = call(c, s, "POST", "/v1/jobs", None, Some(&body)).await;
+            assert_eq!(code, 201, "{v}");
+            let id = v["job_id"].as_str().unwrap().to_owned();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (_, j) = call(c, s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
+                if FINAL.contains(&j["status"].as_str().unwrap_or("")) {
+                    break j;
+                }
+                assert!(Instant::now() < deadline, "{j}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let log = |id: String| {
+        let (c, s) = (&c, &s);
+        async move {
+            c.get(s.u(&format!("/v1/jobs/{id}/logs")))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    // The clock makes a real second run differ: an identical log means it was not run again.
+    let body = json!({"command": "date +%s%N; date +%s%N > when.txt", "cache": true,
+                      "limits": {"pids": 64}});
+    let a = run(body.clone()).await;
+    assert!(a["cached_from"].is_null(), "{a}");
+    let b = run(body.clone()).await;
+    let (aid, bid) = (a["job_id"].as_str().unwrap(), b["job_id"].as_str().unwrap());
+    assert_eq!(b["status"], "completed");
+    assert_eq!(b["cached_from"], aid, "{b}");
+    assert_eq!(log(bid.to_owned()).await, log(aid.to_owned()).await);
+    let file = |id: &str| s.u(&format!("/v1/jobs/{id}/files/code/when.txt"));
+    let fa = c.get(file(aid)).send().await.unwrap().text().await.unwrap();
+    let fb = c.get(file(bid)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(fa, fb);
+    let (_, ra) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{aid}/receipt"),
+        None,
+        None,
+    )
+    .await;
+    let (_, rb) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{bid}/receipt"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(ra, rb, "the source's receipt");
+
+    // Any difference is a miss: a limit, the input, no opt-in, secrets.
+    for other in [
+        json!({"command": "date +%s%N; date +%s%N > when.txt", "cache": true, "limits": {"pids": 65}}),
+        json!({"command": "date +%s%N; date +%s%N > when.txt", "cache": true, "limits": {"pids": 64},
+               "stdin": "x"}),
+        json!({"command": "date +%s%N; date +%s%N > when.txt", "limits": {"pids": 64}}),
+        json!({"command": "date +%s%N; date +%s%N > when.txt", "cache": true, "limits": {"pids": 64},
+               "secret_env": {"TOKEN": "s3cret"}}),
+    ] {
+        let j = run(other.clone()).await;
+        assert!(j["cached_from"].is_null(), "{other}: {j}");
+        let jid = j["job_id"].as_str().unwrap().to_owned();
+        assert_ne!(log(jid.clone()).await, log(aid.to_owned()).await);
+        if j["artifact_sha256"] == a["artifact_sha256"] {
+            // The same artifact run for real: a source from now on, like `a`.
+            let (code, _) = call(&c, &s, "DELETE", &format!("/v1/jobs/{jid}"), None, None).await;
+            assert_eq!(code, 204);
+        }
+    }
+    // The sources deleted: none is left (a cached copy, `b`, is never one).
+    let (code, _) = call(&c, &s, "DELETE", &format!("/v1/jobs/{aid}"), None, None).await;
+    assert_eq!(code, 204);
+    let d = run(body).await;
+    assert!(d["cached_from"].is_null(), "{d}");
+}

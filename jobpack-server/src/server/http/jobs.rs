@@ -91,6 +91,9 @@ pub struct JobInfo {
     /// When retention removed its files (log, artifact, working directory); its record stays.
     #[oai(nullable)]
     pub collected_at: Option<String>,
+    /// The earlier job whose results answered this one (`cache: true`).
+    #[oai(nullable)]
+    pub cached_from: Option<String>,
 }
 
 impl From<JobRow> for JobInfo {
@@ -120,6 +123,7 @@ impl From<JobRow> for JobInfo {
             outcome: r.outcome_json.and_then(|o| serde_json::from_str(&o).ok()),
             pinned: r.pinned,
             collected_at: r.collected_at.map(rfc3339),
+            cached_from: r.cached_from,
         }
     }
 }

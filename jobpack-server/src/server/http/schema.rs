@@ -86,6 +86,9 @@ pub struct JobSubmissionDoc {
     /// Run again from its artifact when it ends in one of `on`: `{max_attempts, backoff_secs,
     /// on}` (`on` default `[failed, timed_out, oom_killed]`).
     pub retry: Option<RetryDoc>,
+    /// Answer from an earlier completed job's results (outputs, log, receipt) when its
+    /// artifact, runtime, limits and network are the same; never for a job with secrets.
+    pub cache: Option<bool>,
     /// Notified (signed, as the standing webhooks) when the job ends: Judge0's name.
     pub callback_url: Option<String>,
     /// Webhooks for this job's events (`job.started`, `job.finished`; default the end).

@@ -177,11 +177,97 @@ impl Runner {
             return stopped(self).await;
         }
 
+        if sub.cache && !retrying {
+            match self.answer_from_cache(id, &sub).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                // A cache that cannot answer is a miss: the job runs.
+                Err(e) => eprintln!("jobpack: job {id}: result cache: {e:#}"),
+            }
+        }
         let handle = match self.start_run(id, &sub, &row).await {
             Ok(h) => h,
             Err((code, message)) => return self.fail(id, code, &message).await,
         };
         self.supervise(id, handle, &row, cancel).await;
+    }
+
+    /// The result cache: if an earlier completed job ran the same artifact (so the same code,
+    /// data, command and stdin) on the same runtime with the same limits and network, and
+    /// neither had secrets, this job gets copies of its outputs, log and receipt and its
+    /// outcome, marked `cached_from`. Whether it answered.
+    async fn answer_from_cache(&self, id: &str, sub: &Submission) -> anyhow::Result<bool> {
+        if !sub.secret_env.is_empty() {
+            return Ok(false);
+        }
+        let Some(me) = self.store.get(id)? else {
+            return Ok(false);
+        };
+        let Some(sha) = &me.artifact_sha256 else {
+            return Ok(false);
+        };
+        let source = self.store.cache_candidates(sha, id)?.into_iter().find(|r| {
+            serde_json::from_str::<Submission>(&r.request_json).is_ok_and(|s| {
+                s.limits == sub.limits && s.network == sub.network && s.secret_env.is_empty()
+            }) && r.cached_from.is_none()
+                && self.receipt_path(&r.id).exists()
+        });
+        let Some(src) = source else {
+            return Ok(false);
+        };
+        let (from, to) = (self.work_dir(&src.id), self.work_dir(id));
+        match std::fs::remove_dir_all(&to) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        let copied = tokio::task::spawn_blocking(move || {
+            jobpack_core::tree::Tree::open(&from).and_then(|t| t.copy_to(&to))
+        })
+        .await?;
+        if let Err(e) = copied {
+            // The source went meanwhile (deleted, collected): a miss.
+            let to = self.work_dir(id);
+            if let Err(rm) = std::fs::remove_dir_all(&to)
+                && rm.kind() != std::io::ErrorKind::NotFound
+            {
+                eprintln!("jobpack: job {id}: cannot remove a half-made cache copy: {rm}");
+            }
+            eprintln!(
+                "jobpack: job {id}: result cache: cannot copy {}: {e}",
+                src.id
+            );
+            return Ok(false);
+        }
+        let log = self.log_path(id);
+        for (from, to) in [
+            (self.log_path(&src.id), log.clone()),
+            (
+                jobpack_core::exec::logs::streams::index_path(&self.log_path(&src.id)),
+                jobpack_core::exec::logs::streams::index_path(&log),
+            ),
+            (self.receipt_path(&src.id), self.receipt_path(id)),
+        ] {
+            match std::fs::copy(&from, &to) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        self.store.set_cached_from(id, &src.id)?;
+        let reason = format!("answered from job {}'s results (cache)", src.id);
+        let end = Finish {
+            status: JobStatus::Completed,
+            exit_code: src.exit_code,
+            signal: src.signal,
+            reason: Some(&reason),
+            error_code: None,
+            outcome_json: src.outcome_json.as_deref(),
+            cpu_seconds: src.cpu_seconds,
+        };
+        self.record(id, JobStatus::Completed.as_str(), || {
+            self.store.finish(id, &end)
+        })
+        .await;
+        Ok(true)
     }
 
     /// Unpacks the artifact into a fresh working directory and starts the run: the same for the

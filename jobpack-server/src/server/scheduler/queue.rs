@@ -56,6 +56,10 @@ pub struct Submission {
     /// Run again from its artifact when it ends in one of `on`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// Answer from an earlier completed job's results when its artifact, runtime, limits and
+    /// network are the same (never for a job with secrets).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
 }
 
 /// `retry: {max_attempts, backoff_secs, on}`: a job that ends in one of `on` runs again from its

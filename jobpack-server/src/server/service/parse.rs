@@ -197,6 +197,16 @@ pub(crate) fn parse_submission(
     };
     let scheduled_at = scheduled_at(obj).map_err(|m| bad("bad_request", m))?;
     let hooks = parse_hooks(obj, "job.finished").map_err(|m| bad("bad_webhook", m))?;
+    let cache = match obj.remove("cache") {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(bad(
+                "bad_request",
+                format!("cache: expected true or false, got {other}"),
+            ));
+        }
+    };
     let retry = match obj.remove("retry") {
         None | Some(serde_json::Value::Null) => None,
         Some(r) => {
@@ -291,6 +301,7 @@ pub(crate) fn parse_submission(
             scheduled_at,
             stdin,
             retry,
+            cache,
         },
         secrets,
         owner,

@@ -344,6 +344,7 @@ pub(crate) fn new_job_row(
         requires_json: None,
         pinned: false,
         collected_at: None,
+        cached_from: None,
     };
     let secret_json = if secrets.is_empty() || !sub.run {
         None

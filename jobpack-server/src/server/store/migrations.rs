@@ -41,4 +41,8 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0010_retries",
         include_str!("../../../migrations/0010_retries.sql"),
     ),
+    (
+        "0011_result_cache",
+        include_str!("../../../migrations/0011_result_cache.sql"),
+    ),
 ];

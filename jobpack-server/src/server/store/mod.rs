@@ -58,6 +58,8 @@ pub struct JobRow {
     pub pinned: bool,
     /// When retention removed its files (the row stays).
     pub collected_at: Option<f64>,
+    /// The earlier job whose results answered this one (the result cache).
+    pub cached_from: Option<String>,
 }
 
 /// Statuses a job cannot leave: a run's final statuses, and `skipped` (a workflow's job whose
@@ -167,6 +169,7 @@ pub(super) fn row(r: &Row<'_>) -> rusqlite::Result<JobRow> {
         requires_json: r.get("requires_json")?,
         pinned: r.get::<_, i64>("pinned")? != 0,
         collected_at: r.get("collected_at")?,
+        cached_from: r.get("cached_from")?,
     })
 }
 

@@ -41,4 +41,27 @@ impl Store {
             .map(|n| n > 0)
         })
     }
+
+    /// Completed jobs with the artifact `sha256` whose files are still there, newest first:
+    /// the result cache's candidates for job `not`.
+    pub fn cache_candidates(&self, sha256: &str, not: &str) -> StoreResult<Vec<JobRow>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT * FROM jobs WHERE artifact_sha256 = ?1 AND status = 'completed' \
+                 AND collected_at IS NULL AND id != ?2 ORDER BY finished_at DESC LIMIT 20",
+            )?;
+            st.query_map(params![sha256, not], row)?.collect()
+        })
+    }
+
+    /// Records that `id` was answered by `source`'s results.
+    pub fn set_cached_from(&self, id: &str, source: &str) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET cached_from = ?2 WHERE id = ?1",
+                params![id, source],
+            )
+            .map(drop)
+        })
+    }
 }
