@@ -340,24 +340,51 @@ pub fn provenance(
 /// What the receipt's predicate type is.
 pub const RECEIPT: &str = "https://github.com/jobpack/jobpack/receipt/v1";
 
-/// The digest (sha256, hex) of a job's outputs: its working directory after the run, walked
-/// without following links ([`crate::tree::Tree`]), each entry as one line (`D path`, `L path
-/// target`, `F path mode size sha256`) in byte order of paths.
-pub fn outputs_digest(dir: &Path) -> std::result::Result<String, crate::tree::TreeError> {
-    outputs(dir).map(|(d, _)| d)
+/// What a receipt reads of a job's outputs at most: file contents hashed (a file that would pass
+/// it is listed by mode and size only, `-` for its digest), and entries walked.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputBudget {
+    pub hash_bytes: u64,
+    pub entries: u64,
+}
+
+impl Default for OutputBudget {
+    /// 256 MiB of contents and 100,000 entries: a receipt never holds a job's end up for long.
+    fn default() -> Self {
+        OutputBudget {
+            hash_bytes: 256 << 20,
+            entries: 100_000,
+        }
+    }
+}
+
+/// A job's outputs as a receipt records them.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    /// sha256 (hex) of every entry's line, in order.
+    pub digest: String,
+    /// The first [`MAX_LISTED_OUTPUTS`] lines.
+    pub lines: Vec<String>,
+    /// Whether every entry was walked and every file hashed (else the budget ran out).
+    pub complete: bool,
 }
 
 /// The most entries a receipt lists one by one (the digest covers them all).
 pub const MAX_LISTED_OUTPUTS: usize = 10_000;
 
-/// [`outputs_digest`], and each entry's line (`F path mode size sha256`, ...), the first
-/// [`MAX_LISTED_OUTPUTS`] of them, for telling which file differs.
-pub fn outputs(dir: &Path) -> std::result::Result<(String, Vec<String>), crate::tree::TreeError> {
+/// The outputs of a job: its working directory after the run, walked without following links
+/// ([`crate::tree::Tree`]), each entry one line (`D path`, `L path target`, `F path mode size
+/// sha256`, or `F path mode size -` past the budget) in byte order of paths.
+pub fn outputs(
+    dir: &Path,
+    budget: OutputBudget,
+) -> std::result::Result<Outputs, crate::tree::TreeError> {
     use crate::tree::{EntryKind, Tree};
     use std::io::Read;
     let tree = Tree::open(dir)?;
     let mut all = Sha256::new();
     let mut lines = Vec::new();
+    let (mut hashed, mut walked, mut complete) = (0u64, 0u64, true);
     let mut keep = |line: String, all: &mut Sha256| {
         all.update(line.as_bytes());
         if lines.len() < MAX_LISTED_OUTPUTS {
@@ -365,12 +392,24 @@ pub fn outputs(dir: &Path) -> std::result::Result<(String, Vec<String>), crate::
         }
     };
     tree.walk(&mut |e| {
+        walked += 1;
+        if walked > budget.entries {
+            complete = false;
+            return Ok(false);
+        }
         match e.kind {
             EntryKind::Dir => keep(format!("D {}\n", e.path), &mut all),
             EntryKind::Link(t) => keep(
                 format!("L {} {}\n", e.path, String::from_utf8_lossy(&t)),
                 &mut all,
             ),
+            EntryKind::File(f) if hashed.saturating_add(f.size) > budget.hash_bytes => {
+                complete = false;
+                keep(
+                    format!("F {} {:o} {} -\n", e.path, f.mode & 0o7777, f.size),
+                    &mut all,
+                );
+            }
             EntryKind::File(mut f) => {
                 let mut h = Sha256::new();
                 let mut buf = vec![0u8; 64 * 1024];
@@ -385,6 +424,7 @@ pub fn outputs(dir: &Path) -> std::result::Result<(String, Vec<String>), crate::
                     if n == 0 {
                         break;
                     }
+                    hashed += n as u64;
                     h.update(&buf[..n]);
                 }
                 keep(
@@ -401,7 +441,11 @@ pub fn outputs(dir: &Path) -> std::result::Result<(String, Vec<String>), crate::
         }
         Ok(true)
     })?;
-    Ok((hex::encode(all.finalize()), lines))
+    Ok(Outputs {
+        digest: hex::encode(all.finalize()),
+        lines,
+        complete,
+    })
 }
 
 /// A finished run, for its receipt.
@@ -409,9 +453,8 @@ pub struct RunRecord<'a> {
     pub job_id: &'a str,
     pub artifact_sha256: &'a str,
     pub log_sha256: &'a str,
-    pub outputs_sha256: Option<&'a str>,
-    /// The outputs one by one ([`outputs`]).
-    pub outputs: &'a [String],
+    /// The outputs ([`outputs`]), if the working directory could be read.
+    pub outputs: Option<&'a Outputs>,
     /// `sandbox`, `slurm`, `container`.
     pub backend: &'a str,
     /// The root file system it ran on (`host` when the host's).
@@ -448,8 +491,8 @@ pub fn receipt(r: &RunRecord<'_>) -> Value {
         json!({"name": "artifact", "digest": {"sha256": r.artifact_sha256}}),
         json!({"name": "log", "digest": {"sha256": r.log_sha256}}),
     ];
-    if let Some(o) = r.outputs_sha256 {
-        subject.push(json!({"name": "outputs", "digest": {"sha256": o}}));
+    if let Some(o) = r.outputs {
+        subject.push(json!({"name": "outputs", "digest": {"sha256": o.digest}}));
     }
     json!({
         "_type": STATEMENT_TYPE,
@@ -464,7 +507,8 @@ pub fn receipt(r: &RunRecord<'_>) -> Value {
             "outcome": r.outcome,
             "started_at": r.started_at,
             "finished_at": r.finished_at,
-            "outputs": r.outputs,
+            "outputs": r.outputs.map(|o| &o.lines),
+            "outputs_complete": r.outputs.map(|o| o.complete),
             "host": host_facts(),
             "jobpack": env!("CARGO_PKG_VERSION"),
         },
@@ -498,6 +542,41 @@ mod tests {
         assert_eq!(env.signatures[0].keyid, p.keyid());
         assert!(check_subject(&st, "ab").is_ok());
         assert!(check_subject(&st, "cd").is_err());
+    }
+
+    #[test]
+    fn outputs_hash_within_their_budget_and_say_when_they_stopped() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("sub/small"), b"abc").unwrap();
+        std::fs::write(d.path().join("big"), vec![0u8; 4096]).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("link")).unwrap();
+        let all = outputs(d.path(), OutputBudget::default()).unwrap();
+        assert!(all.complete);
+        assert_eq!(all.lines.len(), 4, "{:?}", all.lines);
+        assert!(all.lines.contains(&"L link /etc/passwd".to_owned()));
+        let small = OutputBudget {
+            hash_bytes: 100,
+            entries: 100,
+        };
+        let part = outputs(d.path(), small).unwrap();
+        assert!(!part.complete);
+        assert!(
+            part.lines
+                .iter()
+                .any(|l| l.starts_with("F big ") && l.ends_with(" -"))
+        );
+        assert!(
+            part.lines
+                .iter()
+                .any(|l| l.starts_with("F sub/small ") && !l.ends_with(" -"))
+        );
+        assert_ne!(part.digest, all.digest);
+        let few = OutputBudget {
+            hash_bytes: 1 << 20,
+            entries: 2,
+        };
+        assert!(!outputs(d.path(), few).unwrap().complete);
     }
 
     #[test]

@@ -158,7 +158,11 @@ fn rerun(
     })?;
     let log_sha = file_sha256(&log)
         .unwrap_or_else(|_| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"")));
-    let (out_sha, lines) = jobpack_core::attest::outputs(&work)?;
+    let jobpack_core::attest::Outputs {
+        digest: out_sha,
+        lines,
+        ..
+    } = jobpack_core::attest::outputs(&work, jobpack_core::attest::OutputBudget::default())?;
     let mut same = true;
     if subject("log").as_deref() != Some(log_sha.as_str()) {
         same = false;

@@ -465,7 +465,9 @@ impl Runner {
         sub: &Submission,
         outcome_json: Option<&str>,
     ) -> anyhow::Result<()> {
-        use jobpack_core::attest::{Envelope, RunRecord, file_sha256, outputs, receipt};
+        use jobpack_core::attest::{
+            Envelope, OutputBudget, RunRecord, file_sha256, outputs, receipt,
+        };
         let row = self
             .store
             .get(id)?
@@ -478,11 +480,9 @@ impl Runner {
                 // No output at all: the empty log's digest.
                 Err(_) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"")),
             };
-            (log_sha, outputs(&work).ok())
+            (log_sha, outputs(&work, OutputBudget::default()).ok())
         })
         .await?;
-        let (outputs_sha, listed) = outputs.unzip();
-        let listed = listed.unwrap_or_default();
         let outcome: serde_json::Value = outcome_json
             .and_then(|o| serde_json::from_str(o).ok())
             .unwrap_or_default();
@@ -490,8 +490,7 @@ impl Runner {
             job_id: id,
             artifact_sha256: &artifact,
             log_sha256: &log_sha,
-            outputs_sha256: outputs_sha.as_deref(),
-            outputs: &listed,
+            outputs: outputs.as_ref(),
             backend: self.executor.backend(),
             runtime: "host",
             limits: serde_json::to_value(&sub.limits)?,
