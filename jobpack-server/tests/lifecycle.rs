@@ -61,6 +61,9 @@ async fn stdin_reaches_the_job_byte_for_byte_and_the_manifest_records_it() {
         hex::encode(Sha256::digest(text.as_bytes()))
     );
     assert_eq!(m["stdin"]["size"], text.len());
+    // Kept as a file, never in the job's row: the job as shown does not carry it.
+    let (_, j) = call(&c, &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
+    assert!(j["request"].get("stdin").is_none(), "{j}");
 
     // Binary, as an uploaded part: every byte value, and NULs.
     let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();

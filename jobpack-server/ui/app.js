@@ -280,7 +280,6 @@ async function refreshJob(id) {
     ["created", j.created_at], ["started", j.started_at], ["finished", j.finished_at],
     ["run time", j.started_at ? duration(j.started_at, j.finished_at) : null],
     ["commit", j.commit], ["artifact sha256", j.artifact_sha256], ["cpu seconds", j.cpu_seconds],
-    ["stdin", j.request.stdin !== undefined ? j.request.stdin.length + " bytes" : null],
     ["retry", j.request.retry ? JSON.stringify(j.request.retry) : null],
     ["attempts", j.request.retry ? await attemptsText(id) : null],
     ["pinned", j.pinned ? "yes" : "no"],

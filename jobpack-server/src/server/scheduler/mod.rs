@@ -6,3 +6,5 @@ mod pipeline;
 pub mod queue;
 pub mod slots;
 pub mod workflows;
+
+pub(crate) use pipeline::write_new;

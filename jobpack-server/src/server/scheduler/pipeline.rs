@@ -112,12 +112,6 @@ impl Runner {
             let code_dir = upload.join("code");
             let data_dir = upload.join("data");
             let stdin = upload.join(jobpack_core::manifest::STDIN_NAME);
-            if let Some(text) = &sub.stdin
-                && let Err(e) = write_new(&stdin, text.as_bytes())
-            {
-                let m = format!("cannot write the standard input {}: {e}", stdin.display());
-                return self.fail(id, "internal", &m).await;
-            }
             let inputs = jobpack_core::PackInputs {
                 code_dir: code_dir.exists().then_some(code_dir),
                 data_dir: data_dir.exists().then_some(data_dir),
@@ -596,7 +590,7 @@ pub(crate) fn in_dir(
 
 /// Writes `bytes` to `path` through a temporary file renamed over it (a crash leaves either
 /// nothing or all of it), creating its directory.
-fn write_new(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_new(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir)?;

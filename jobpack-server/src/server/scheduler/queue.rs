@@ -49,9 +49,10 @@ pub struct Submission {
     /// `working_dir` as the allowed root it is under and the path beneath it (for the mount).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_dir: Option<jobpack_core::exec::SharedDir>,
-    /// The command's standard input, as text; an uploaded `stdin` part is a file in the job's
-    /// `upload/` directory instead. Packed as the artifact's `stdin`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The command's standard input, as text: written to the job's `upload/stdin` when it is
+    /// stored (as an uploaded `stdin` part is), never into its row. Packed as the artifact's
+    /// `stdin`.
+    #[serde(default, skip_serializing)]
     pub stdin: Option<String>,
     /// Run again from its artifact when it ends in one of `on`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

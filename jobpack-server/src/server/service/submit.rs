@@ -26,6 +26,9 @@ pub(crate) struct Submitter<'a> {
     /// Whom the jobs belong to.
     pub owner: String,
     pub quota: Quota,
+    /// The `stdin` texts of the rows made so far, by job id: written to their upload
+    /// directories by [`Submitter::store`] (never into the rows, which lists read by hundreds).
+    stdin: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl<'a> Submitter<'a> {
@@ -38,6 +41,7 @@ impl<'a> Submitter<'a> {
             caller,
             owner,
             quota,
+            stdin: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -115,6 +119,11 @@ impl<'a> Submitter<'a> {
         source: &str,
         batch_id: Option<&str>,
     ) -> ServiceResult<(JobRow, Option<String>)> {
+        if let Some(text) = &p.sub.stdin
+            && let Ok(mut pending) = self.stdin.lock()
+        {
+            pending.push((id.to_owned(), text.clone()));
+        }
         new_job_row(id, &p.sub, &p.secrets, &self.owner, source, batch_id)
     }
 
@@ -129,11 +138,37 @@ impl<'a> Submitter<'a> {
         target: &str,
         detail: Option<&str>,
     ) -> ServiceResult<()> {
-        self.svc
-            .runner
+        let runner = &self.svc.runner;
+        let forget = || {
+            for (row, _) in rows {
+                if let Err(e) = runner.remove_files(&row.id) {
+                    eprintln!(
+                        "jobpack: job {}: cannot remove a refused job's files: {e}",
+                        row.id
+                    );
+                }
+            }
+        };
+        let pending = std::mem::take(&mut *self.stdin.lock().map_err(|_| {
+            ServiceError::internal(anyhow::anyhow!("the submission's lock is poisoned"))
+        })?);
+        for (id, text) in &pending {
+            let path = runner
+                .job_dir(id)
+                .join("upload")
+                .join(jobpack_core::manifest::STDIN_NAME);
+            if let Err(e) = crate::server::scheduler::write_new(&path, text.as_bytes()) {
+                forget();
+                return Err(ServiceError::internal(e));
+            }
+        }
+        if let Err(e) = runner
             .store
             .insert_all(group, rows, self.quota.max_concurrent)
-            .map_err(|e| insert_failed(&self.owner, e))?;
+        {
+            forget();
+            return Err(insert_failed(&self.owner, e));
+        }
         self.svc
             .runner
             .store
