@@ -12,8 +12,4 @@ pub mod cli;
 pub mod client;
 pub mod server;
 
-/// Seed 004's `package joblet`, generated from `proto/joblet.proto` by `build.rs`.
-pub mod proto {
-    #![allow(clippy::all)]
-    tonic::include_proto!("joblet");
-}
+pub mod proto;

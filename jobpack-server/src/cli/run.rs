@@ -15,6 +15,8 @@ use jobpack_core::exec::{
 };
 use jobpack_core::{JobSpec, Packager, PackagerConfig};
 
+use crate::client::LimitFlags;
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// A job spec (.json/.yaml, packed first), an artifact (.tar.gz) made by `jobpack pack`, or
@@ -269,27 +271,4 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::from(exit_code(&outcome)))
     })
-}
-
-/// The resource limit flags of `jobpack run` and `jobpack submit`.
-#[derive(Debug, clap::Args)]
-pub struct LimitFlags {
-    /// Stop the job after this many seconds (status timed_out).
-    #[arg(long)]
-    pub timeout: Option<f64>,
-    /// Memory limit in MiB (status oom_killed when exceeded).
-    #[arg(long)]
-    pub memory: Option<u64>,
-    /// CPU limit in percent of one core (50 = half a core, 200 = two cores).
-    #[arg(long)]
-    pub cpu: Option<u32>,
-    /// Maximum number of processes and threads.
-    #[arg(long)]
-    pub pids: Option<u64>,
-}
-
-impl LimitFlags {
-    pub fn memory_bytes(&self) -> Option<u64> {
-        self.memory.map(|m| m.saturating_mul(1 << 20))
-    }
 }

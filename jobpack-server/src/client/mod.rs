@@ -352,3 +352,26 @@ pub fn job_exit_code(status: &str, exit_code: Option<i32>, signal: Option<i32>) 
         _ => 1,
     }
 }
+
+/// The resource limit flags of `jobpack run` and `jobpack submit`.
+#[derive(Debug, clap::Args)]
+pub struct LimitFlags {
+    /// Stop the job after this many seconds (status timed_out).
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Memory limit in MiB (status oom_killed when exceeded).
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// CPU limit in percent of one core (50 = half a core, 200 = two cores).
+    #[arg(long)]
+    pub cpu: Option<u32>,
+    /// Maximum number of processes and threads.
+    #[arg(long)]
+    pub pids: Option<u64>,
+}
+
+impl LimitFlags {
+    pub fn memory_bytes(&self) -> Option<u64> {
+        self.memory.map(|m| m.saturating_mul(1 << 20))
+    }
+}

@@ -38,7 +38,7 @@ pub struct SubmitArgs {
     #[arg(long)]
     no_run: bool,
     #[command(flatten)]
-    limits: crate::cli::run::LimitFlags,
+    limits: super::LimitFlags,
     /// Give the job the host's network (default: none).
     #[arg(long)]
     network_host: bool,

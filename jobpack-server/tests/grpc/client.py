@@ -91,9 +91,14 @@ assert code == grpc.StatusCode.PERMISSION_DENIED and "not allowed" in msg, (code
 # StopJob of a job that traps SIGTERM: STOPPED after the grace, exit code -1.
 trap = admin.RunJob(pb.RunJobReq(command="sh", args=["-c", "trap '' TERM; echo up; sleep 60"])).job
 deadline = time.time() + 60
-while admin.GetJobStatus(pb.GetJobStatusReq(id=trap.id)).job.status != "RUNNING":
+# Running, and past its `trap` (it has said "up"): else a loaded machine could deliver SIGTERM
+# before the shell ignores it.
+while b"up" not in b"".join(
+    c.payload for c in admin.GetJobLogs(pb.GetJobLogsReq(id=trap.id, noFollow=True))
+):
     assert time.time() < deadline
     time.sleep(0.05)
+assert admin.GetJobStatus(pb.GetJobStatusReq(id=trap.id)).job.status == "RUNNING"
 t0 = time.time()
 stopped = admin.StopJob(pb.StopJobReq(id=trap.id))
 assert stopped.status == "STOPPED" and stopped.exitCode == -1 and stopped.endTime, stopped
