@@ -150,23 +150,6 @@ pub fn client(opts: &DownloadOptions) -> Result<reqwest::Client, FetchError> {
     b.build().map_err(FetchError::Client)
 }
 
-/// The policy refusal inside a transfer error, if that is what it is.
-fn forbidden_in(e: &(dyn std::error::Error + 'static)) -> Option<crate::egress::Forbidden> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(f) = c.downcast_ref::<crate::egress::Forbidden>() {
-            return Some(f.clone());
-        }
-        if let Some(crate::egress::ResolveError::Forbidden(f)) =
-            c.downcast_ref::<crate::egress::ResolveError>()
-        {
-            return Some(f.clone());
-        }
-        cur = c.source();
-    }
-    None
-}
-
 /// Downloads every item into `data_dir` (at `item.path`), concurrently; returns them in spec order.
 /// On failure no partial file is left in `data_dir` for the failed item.
 pub async fn download_all(
@@ -312,7 +295,7 @@ async fn attempt_once(
         url: url.to_owned(),
         what,
     };
-    let transfer = |source: reqwest::Error| match forbidden_in(&source) {
+    let transfer = |source: reqwest::Error| match crate::egress::forbidden_in(&source) {
         Some(f) => FetchError::Forbidden {
             url: url.to_owned(),
             source: f,

@@ -28,14 +28,36 @@ pub use proxy::{EgressProxy, http_via};
 
 /// A refused destination.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error(
-    "destination {host} ({addr}) is not allowed: {why}; an admin can allow it with \
-     --allow-fetch-from"
-)]
+#[error("{}", self.explain("--allow-fetch-from"))]
 pub struct Forbidden {
     pub host: String,
     pub addr: String,
     pub why: &'static str,
+}
+
+impl Forbidden {
+    /// What was refused, and the server flag (`flag`) with which an admin can allow it.
+    pub fn explain(&self, flag: &str) -> String {
+        format!(
+            "destination {} ({}) is not allowed: {}; an admin can allow it with {flag}",
+            self.host, self.addr, self.why
+        )
+    }
+}
+
+/// The policy refusal inside an error (a transfer's, a connection's), if that is what it is.
+pub fn forbidden_in(e: &(dyn std::error::Error + 'static)) -> Option<Forbidden> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(f) = c.downcast_ref::<Forbidden>() {
+            return Some(f.clone());
+        }
+        if let Some(ResolveError::Forbidden(f)) = c.downcast_ref::<ResolveError>() {
+            return Some(f.clone());
+        }
+        cur = c.source();
+    }
+    None
 }
 
 /// Which destinations may be reached.

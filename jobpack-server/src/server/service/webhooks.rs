@@ -52,6 +52,8 @@ pub struct HookRequest {
 }
 
 const MAX_URL: usize = 2048;
+/// The flag with which an admin allows more destinations for webhooks.
+const ALLOW_FLAG: &str = "--allow-webhooks-to";
 const MAX_HEADERS: usize = 16;
 /// Headers a webhook's extra headers may not set: the signature's, and the transport's.
 const RESERVED: &[&str] = &[
@@ -93,11 +95,7 @@ fn check(req: &HookRequest, allowed: &[&str], settings: &WebhookSettings) -> Ser
         settings.destinations.check(host, ip).map_err(|f| {
             ServiceError::forbidden(
                 "forbidden_destination",
-                format!(
-                    "url: {}",
-                    f.to_string()
-                        .replace("--allow-fetch-from", "--allow-webhooks-to")
-                ),
+                format!("url: {}", f.explain(ALLOW_FLAG)),
             )
         })?;
     }
@@ -333,17 +331,21 @@ async fn attempt(
             .to_owned();
         h.parse::<std::net::IpAddr>().ok().map(|ip| (h, ip))
     });
+    // Err((refused by the destination policy, why)).
     let sent = match literal.map(|(h, ip)| settings.destinations.check(&h, ip)) {
-        Some(Err(f)) => Err(f.to_string()),
+        Some(Err(f)) => Err((true, f.explain(ALLOW_FLAG))),
         _ => req.send().await.map_err(|e| {
+            if let Some(f) = jobpack_core::egress::forbidden_in(&e) {
+                return (true, f.explain(ALLOW_FLAG));
+            }
             let mut cause: &dyn std::error::Error = &e;
             while let Some(s) = cause.source() {
                 cause = s;
             }
             if e.is_timeout() {
-                format!("timed out after {:?}", settings.timeout)
+                (false, format!("timed out after {:?}", settings.timeout))
             } else {
-                cause.to_string()
+                (false, cause.to_string())
             }
         }),
     };
@@ -381,7 +383,7 @@ async fn attempt(
                 )?;
             }
         }
-        Err(e) if e.contains("is not allowed") => {
+        Err((true, e)) => {
             store.record_attempt(
                 &d.id,
                 &Attempted::Failed {
@@ -390,7 +392,7 @@ async fn attempt(
                 },
             )?;
         }
-        Err(e) => retry(None, &e)?,
+        Err((false, e)) => retry(None, &e)?,
     }
     Ok(())
 }
