@@ -119,7 +119,7 @@ pub fn collect(
             break;
         };
         let dirs = job_dirs(roots, &r.id);
-        let bytes: u64 = dirs.iter().map(|d| disk_usage(d)).sum();
+        let bytes: u64 = dirs.iter().map(|d| job_usage(d)).sum();
         if !dry_run {
             remove_job_files(store, roots, &r.id)?;
         }
@@ -207,24 +207,47 @@ fn remove_all(p: &Path) -> std::io::Result<()> {
     }
 }
 
-/// The disk a tree uses (allocated blocks), without following symbolic links; an iterative walk,
-/// so a job's deep nesting cannot exhaust the stack.
+/// The disk a directory uses (allocated blocks), measured through [`jobpack_core::tree::Tree`]:
+/// relative to open directory handles, never following a link, so a running job that swaps a
+/// directory of its tree for a link to elsewhere cannot make other files count as its own. The
+/// jobs under `jobs/` are measured one by one, so one that cannot be (nested past the tree's
+/// depth limit) is left out and said, not the whole total lost.
 pub fn disk_usage(root: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
     let mut total = 0u64;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&p) else {
-            continue;
+    for e in entries.flatten() {
+        // The root's own entries are the server's (database, jobs/, trash/, ...).
+        let (path, meta) = match e.metadata() {
+            Ok(m) => (e.path(), m),
+            Err(_) => continue,
         };
-        total = total.saturating_add(m.blocks().saturating_mul(512));
-        if m.is_dir()
-            && let Ok(entries) = std::fs::read_dir(&p)
-        {
-            stack.extend(entries.flatten().map(|e| e.path()));
-        }
+        let bytes = if meta.is_dir() && e.file_name() == "jobs" {
+            std::fs::read_dir(&path)
+                .map(|jobs| jobs.flatten().map(|j| job_usage(&j.path())).sum())
+                .unwrap_or(0)
+        } else if meta.is_dir() {
+            job_usage(&path)
+        } else {
+            meta.blocks().saturating_mul(512)
+        };
+        total = total.saturating_add(bytes);
     }
     total
+}
+
+/// The disk one job's directory uses ([`disk_usage`]'s way, for a single tree).
+fn job_usage(dir: &Path) -> u64 {
+    match jobpack_core::tree::Tree::open(dir).and_then(|t| t.usage(u64::MAX, u64::MAX)) {
+        Ok(u) => u.bytes,
+        Err(jobpack_core::tree::TreeError::NotFound { .. }) => 0,
+        Err(e) => {
+            eprintln!("jobpack: retention: cannot measure {}: {e}", dir.display());
+            0
+        }
+    }
 }
 
 impl Roots {
