@@ -7,10 +7,12 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 
+use crate::server::http::downloads::packed_json;
 use crate::server::http::problem::{ApiError, ApiResult, internal, problem};
+use crate::server::scheduler::queue::Runner;
 use crate::server::service::Service;
 use crate::server::service::auth::{Action, Caller, require};
-use crate::server::service::jobs::{file_error, files_row};
+use crate::server::service::jobs::files_row;
 
 #[derive(Tags)]
 enum AttestTags {
@@ -48,18 +50,7 @@ impl AttestApi {
         caller: Caller,
         id: Path<String>,
     ) -> ApiResult<Json<serde_json::Value>> {
-        let r = files_row(&self.svc.runner, &caller, &id)?;
-        if r.artifact_sha256.is_none() {
-            return Err(ApiError::Conflict(problem(
-                409,
-                "not_packed",
-                format!("job {} is not packed yet ({})", r.id, r.status),
-            )));
-        }
-        let bytes = tokio::fs::read(self.svc.runner.provenance_path(&r.id))
-            .await
-            .map_err(|e| file_error(&r.id, e))?;
-        serde_json::from_slice(&bytes).map(Json).map_err(internal)
+        packed_json(&self.svc.runner, &caller, &id, Runner::provenance_path).await
     }
 
     /// The signed receipt of the job's last run: an in-toto statement (subjects: the artifact,

@@ -167,3 +167,27 @@ impl std::io::Write for ChannelWriter {
         self.send()
     }
 }
+
+/// A JSON file written when job `id` was packed (its manifest, its provenance), as the job's
+/// reader `caller` may see it: 409 until it is packed, 410 once its files are gone.
+pub(crate) async fn packed_json(
+    runner: &Runner,
+    caller: &Caller,
+    id: &str,
+    path: fn(&Runner, &str) -> std::path::PathBuf,
+) -> ApiResult<poem_openapi::payload::Json<serde_json::Value>> {
+    let r = files_row(runner, caller, id)?;
+    if r.artifact_sha256.is_none() {
+        return Err(ApiError::Conflict(problem(
+            409,
+            "not_packed",
+            format!("job {} is not packed yet ({})", r.id, r.status),
+        )));
+    }
+    let bytes = tokio::fs::read(path(runner, &r.id))
+        .await
+        .map_err(|e| crate::server::service::jobs::file_error(&r.id, e))?;
+    serde_json::from_slice(&bytes)
+        .map(poem_openapi::payload::Json)
+        .map_err(internal)
+}

@@ -12,12 +12,13 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Attachment, EventStream, Json};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi, Tags};
 
-use crate::server::http::downloads::{Download, file_download, tarball};
+use crate::server::http::downloads::{Download, file_download, packed_json, tarball};
 use crate::server::http::logs::{LogStreamName, LogText, StreamItem, log_events, log_text};
 pub use crate::server::http::problem::{ApiError, Problem, Submitted};
 use crate::server::http::problem::{ApiResult, internal, problem};
 use crate::server::http::schema::{Documented, JobSubmissionDoc};
 use crate::server::http::uploads::{UploadJob, store_uploads};
+use crate::server::scheduler::queue::Runner;
 use crate::server::service::Service;
 use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
@@ -444,18 +445,7 @@ impl JobsApi {
         caller: Caller,
         id: Path<String>,
     ) -> ApiResult<Json<serde_json::Value>> {
-        let r = self.files(&caller, &id)?;
-        if r.artifact_sha256.is_none() {
-            return Err(ApiError::Conflict(problem(
-                409,
-                "not_packed",
-                format!("job {} is not packed yet ({})", r.id, r.status),
-            )));
-        }
-        let bytes = tokio::fs::read(self.svc.runner.manifest_path(&id))
-            .await
-            .map_err(|e| jobs::file_error(&id, e))?;
-        serde_json::from_slice(&bytes).map(Json).map_err(internal)
+        packed_json(&self.svc.runner, &caller, &id, Runner::manifest_path).await
     }
 
     /// The job's working directory after the run, as `.tar.gz`.
