@@ -11,18 +11,9 @@ use common::{Launch, Pki, Server};
 
 const ADMIN: &str = "jp_test-admin-token-0123456789abcdef";
 
-fn python() -> Option<std::path::PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let ok = Command::new(&p)
-        .args(["-c", "import grpc, grpc_tools"])
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(p)
-}
-
 #[test]
 fn a_grpcio_client_runs_follows_stops_and_is_refused_as_the_seed_says() {
-    let Some(py) = python() else {
+    let Some(py) = common::venv_python("grpc, grpc_tools") else {
         println!(
             "SKIPPED: .venv has no grpcio/grpcio-tools (scripts/setup.sh --tests installs them)"
         );

@@ -5,21 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{FINAL, Server, call};
+use common::{FINAL, Server, call, wait_final};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-async fn wait_final(c: &reqwest::Client, s: &Server, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, v) = call(c, s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-        if FINAL.contains(&v["status"].as_str().unwrap_or("")) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn log(c: &reqwest::Client, s: &Server, id: &str) -> Vec<u8> {
     let r = c.get(s.u(&format!("/v1/jobs/{id}/logs"))).send().await;
@@ -45,7 +33,10 @@ async fn stdin_reaches_the_job_byte_for_byte_and_the_manifest_records_it() {
     .await;
     assert_eq!(code, 201, "{v}");
     let id = v["job_id"].as_str().unwrap().to_owned();
-    assert_eq!(wait_final(&c, &s, &id).await["status"], "completed");
+    assert_eq!(
+        wait_final(&c, &s, &format!("/v1/jobs/{id}")).await["status"],
+        "completed"
+    );
     assert_eq!(log(&c, &s, &id).await, text.as_bytes());
     let (_, m) = call(
         &c,
@@ -85,7 +76,10 @@ async fn stdin_reaches_the_job_byte_for_byte_and_the_manifest_records_it() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(wait_final(&c, &s, &id).await["status"], "completed");
+    assert_eq!(
+        wait_final(&c, &s, &format!("/v1/jobs/{id}")).await["status"],
+        "completed"
+    );
     // sha256sum reads it all; wc then finds nothing left (one stdin, read once).
     assert_eq!(
         String::from_utf8(log(&c, &s, &id).await).unwrap(),
@@ -139,7 +133,7 @@ async fn stdin_reaches_the_job_byte_for_byte_and_the_manifest_records_it() {
     )
     .await;
     let id = v["job_id"].as_str().unwrap().to_owned();
-    wait_final(&c, &s, &id).await;
+    wait_final(&c, &s, &format!("/v1/jobs/{id}")).await;
     assert_eq!(log(&c, &s, &id).await, b"0\n");
 
     // Refused: both forms at once, text over 1 MiB, not text.
@@ -201,8 +195,8 @@ async fn retention_removes_old_files_keeps_rows_pinned_jobs_and_running_ones() {
     .await;
     assert_eq!((code, &v["pinned"]), (200, &json!(true)), "{v}");
     let running = submit(&c, &s, json!({"command": "sleep 60"})).await;
-    let done = wait_final(&c, &s, &old).await;
-    wait_final(&c, &s, &pinned).await;
+    let done = wait_final(&c, &s, &format!("/v1/jobs/{old}")).await;
+    wait_final(&c, &s, &format!("/v1/jobs/{pinned}")).await;
 
     // Collected within a few seconds of the retention (and the settle time).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -308,7 +302,10 @@ async fn a_disk_budget_removes_oldest_first_dry_run_changes_nothing_and_a_killed
             json!({"command": "head -c 400000 /dev/urandom > big"}),
         )
         .await;
-        assert_eq!(wait_final(&c, &s, &id).await["status"], "completed");
+        assert_eq!(
+            wait_final(&c, &s, &format!("/v1/jobs/{id}")).await["status"],
+            "completed"
+        );
         jobs.push(id);
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -379,7 +376,7 @@ async fn retries_run_the_artifact_again_keep_each_attempt_and_stop_on_cancel() {
                "retry": {"max_attempts": 5, "backoff_secs": 0.2}}),
     )
     .await;
-    let v = wait_final(&c, &s, &id).await;
+    let v = wait_final(&c, &s, &format!("/v1/jobs/{id}")).await;
     assert_eq!(v["status"], "completed", "{v}");
     let (_, a) = call(
         &c,
@@ -422,7 +419,10 @@ async fn retries_run_the_artifact_again_keep_each_attempt_and_stop_on_cancel() {
         json!({"command": "false", "retry": {"max_attempts": 2, "on": ["failed"]}}),
     )
     .await;
-    assert_eq!(wait_final(&c, &s, &id).await["status"], "failed");
+    assert_eq!(
+        wait_final(&c, &s, &format!("/v1/jobs/{id}")).await["status"],
+        "failed"
+    );
     let (_, a) = call(
         &c,
         &s,
@@ -461,7 +461,7 @@ async fn retries_run_the_artifact_again_keep_each_attempt_and_stop_on_cancel() {
     }
     let (code, _) = call(&c, &s, "POST", &format!("/v1/jobs/{id}/cancel"), None, None).await;
     assert_eq!(code, 202);
-    let v = wait_final(&c, &s, &id).await;
+    let v = wait_final(&c, &s, &format!("/v1/jobs/{id}")).await;
     assert_eq!(v["status"], "stopped", "{v}");
     let (_, a) = call(
         &c,

@@ -12,17 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{FINAL, Server, call, jobpack};
+use common::{FINAL, Server, call, jobpack, wait_final};
 use serde_json::{Value, json};
-
-fn python() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let ok = Command::new(&p)
-        .args(["-c", "import securesystemslib, cryptography"])
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(p)
-}
 
 /// securesystemslib's verdict on `envelope` for `artifact` with the key in `pem` (`keyid`).
 fn sslib(py: &Path, envelope: &Path, pem: &Path, keyid: &str, artifact: &Path) -> (bool, String) {
@@ -68,7 +59,7 @@ fn flipped(src: &Path, at: usize, to: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn provenance_is_signed_verifiable_by_securesystemslib_and_tamper_evident() {
-    let Some(py) = python() else {
+    let Some(py) = common::venv_python("securesystemslib, cryptography") else {
         println!("SKIPPED: .venv has no securesystemslib (scripts/setup.sh --tests installs it)");
         return;
     };
@@ -186,7 +177,7 @@ async fn provenance_is_signed_verifiable_by_securesystemslib_and_tamper_evident(
 
 #[test]
 fn jobpack_pack_attest_writes_an_envelope_others_verify() {
-    let Some(py) = python() else {
+    let Some(py) = common::venv_python("securesystemslib, cryptography") else {
         println!("SKIPPED: .venv has no securesystemslib (scripts/setup.sh --tests installs it)");
         return;
     };
@@ -236,7 +227,7 @@ fn jobpack_pack_attest_writes_an_envelope_others_verify() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_finished_job_has_a_signed_receipt_of_its_log_outputs_and_outcome() {
-    let Some(py) = python() else {
+    let Some(py) = common::venv_python("securesystemslib, cryptography") else {
         println!("SKIPPED: .venv has no securesystemslib (scripts/setup.sh --tests installs it)");
         return;
     };
@@ -468,16 +459,8 @@ async fn verify_rerun_repeats_a_deterministic_run_and_names_the_file_that_differ
         )
         .await;
         let id = v["job_id"].as_str().unwrap().to_owned();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (_, j) = call(&c, &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-            if FINAL.contains(&j["status"].as_str().unwrap_or("")) {
-                assert_eq!(j["status"], "completed", "{j}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "{j}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let j = wait_final(&c, &s, &format!("/v1/jobs/{id}")).await;
+        assert_eq!(j["status"], "completed", "{j}");
         let (_, env) = call(&c, &s, "GET", &format!("/v1/jobs/{id}/receipt"), None, None).await;
         let receipt = d.join(format!("{name}.receipt.json"));
         std::fs::write(&receipt, env.to_string()).unwrap();
@@ -529,15 +512,7 @@ async fn the_result_cache_answers_an_identical_job_and_nothing_else() {
             let (code, v) = call(c, s, "POST", "/v1/jobs", None, Some(&body)).await;
             assert_eq!(code, 201, "{v}");
             let id = v["job_id"].as_str().unwrap().to_owned();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let (_, j) = call(c, s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-                if FINAL.contains(&j["status"].as_str().unwrap_or("")) {
-                    break j;
-                }
-                assert!(Instant::now() < deadline, "{j}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_final(c, s, &format!("/v1/jobs/{id}")).await
         }
     };
     let log = |id: String| {

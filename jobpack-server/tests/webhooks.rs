@@ -10,17 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{FINAL, Server, call};
+use common::{Server, call, wait_final};
 use serde_json::{Value, json};
-
-fn python() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let ok = Command::new(&p)
-        .args(["-c", "import standardwebhooks"])
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(p)
-}
 
 /// The receiver process, stopped on drop (a panic included).
 struct Receiver {
@@ -110,18 +101,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn wait_final(c: &reqwest::Client, s: &Server, path: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, v) = call(c, s, "GET", path, None, None).await;
-        if FINAL.contains(&v["status"].as_str().unwrap_or("")) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn deliveries(c: &reqwest::Client, s: &Server, hook: &str) -> Vec<Value> {
     let (code, v) = call(
         c,
@@ -147,7 +126,7 @@ const ALLOW: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_deliveries_arrive_once_retry_with_growing_gaps_and_follow_batches() {
-    let Some(py) = python() else {
+    let Some(py) = common::venv_python("standardwebhooks") else {
         println!("SKIPPED: .venv has no standardwebhooks (scripts/setup.sh --tests installs it)");
         return;
     };
@@ -326,7 +305,7 @@ async fn signed_deliveries_arrive_once_retry_with_growing_gaps_and_follow_batche
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delivery_waits_out_a_receiver_down_across_a_server_restart() {
-    let Some(py) = python() else {
+    let Some(py) = common::venv_python("standardwebhooks") else {
         println!("SKIPPED: .venv has no standardwebhooks (scripts/setup.sh --tests installs it)");
         return;
     };

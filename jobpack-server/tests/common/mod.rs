@@ -248,3 +248,28 @@ impl Pki {
         (cert.pem(), key.serialize_pem())
     }
 }
+
+/// The project's Python (`.venv`, made by `scripts/setup.sh --tests`), if it can import every
+/// one of `modules` (`"grpc, grpc_tools"`).
+pub fn venv_python(modules: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let ok = Command::new(&p)
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(p)
+}
+
+/// GETs `path` (a job, batch or workflow) until its `status` is final, for two minutes at most;
+/// the last answer.
+pub async fn wait_final(c: &reqwest::Client, s: &Server, path: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (_, v) = call(c, s, "GET", path, None, None).await;
+        if FINAL.contains(&v["status"].as_str().unwrap_or("")) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
