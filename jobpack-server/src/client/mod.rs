@@ -172,14 +172,9 @@ impl Api {
     /// Sends a request; a non-2xx answer becomes a `Failure` with the server's message.
     pub async fn send(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let resp = r.send().await.map_err(|e| {
-            // The innermost cause says what happened (refused, TLS, DNS, ...).
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(s) = cause.source() {
-                cause = s;
-            }
             Failure::new(
                 exit::UNREACHABLE,
-                format!("cannot reach {}: {cause}", self.base),
+                format!("cannot reach {}: {}", self.base, innermost(&e)),
             )
         })?;
         let status = resp.status().as_u16();
@@ -374,4 +369,15 @@ impl LimitFlags {
     pub fn memory_bytes(&self) -> Option<u64> {
         self.memory.map(|m| m.saturating_mul(1 << 20))
     }
+}
+
+/// The innermost cause of an error: what happened (refused, TLS, DNS, ...).
+pub fn innermost<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut cause = e;
+    while let Some(s) = cause.source() {
+        cause = s;
+    }
+    cause
 }

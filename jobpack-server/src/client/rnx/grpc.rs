@@ -118,11 +118,10 @@ impl GrpcDoor {
             .tls_config(config)
             .map_err(|e| bad(format!("cannot set up TLS: {e}")))?;
         let channel = endpoint.connect().await.map_err(|e| {
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(s) = cause.source() {
-                cause = s;
-            }
-            Failure::new(exit::UNREACHABLE, format!("cannot reach {addr}: {cause}"))
+            Failure::new(
+                exit::UNREACHABLE,
+                format!("cannot reach {addr}: {}", crate::client::innermost(&e)),
+            )
         })?;
         Ok(GrpcDoor {
             jobs: JobletServiceClient::new(channel.clone()),
