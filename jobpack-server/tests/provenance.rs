@@ -36,6 +36,29 @@ fn sslib(py: &Path, envelope: &Path, pem: &Path, keyid: &str, artifact: &Path) -
     )
 }
 
+/// The bytes `path` answers.
+async fn body(c: &reqwest::Client, s: &Server, path: &str) -> Vec<u8> {
+    let r = c.get(s.u(path)).send().await.unwrap();
+    r.bytes().await.unwrap().to_vec()
+}
+
+/// The in-toto statement a DSSE envelope carries (not verified: what it says).
+fn statement(env: &Value) -> Value {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(env["payload"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// The server's first public key, written to `dir/server.pub`: (its path, its keyid).
+async fn server_key(c: &reqwest::Client, s: &Server, dir: &Path) -> (PathBuf, String) {
+    let (_, keys) = call(c, s, "GET", "/v1/keys", None, None).await;
+    let pem = dir.join("server.pub");
+    std::fs::write(&pem, keys["keys"][0]["public_key_pem"].as_str().unwrap()).unwrap();
+    (pem, keys["keys"][0]["keyid"].as_str().unwrap().to_owned())
+}
+
 fn verify(artifact: &Path, envelope: &Path, key: &Path) -> (i32, String) {
     let (code, out, err) = jobpack(&[
         "verify",
@@ -112,25 +135,12 @@ async fn provenance_is_signed_verifiable_by_securesystemslib_and_tamper_evident(
     assert_eq!(env["signatures"][0]["keyid"], keyid);
     let envelope = d.join("job.intoto.json");
     std::fs::write(&envelope, env.to_string()).unwrap();
-    let bytes = c
-        .get(s.u(&format!("/v1/jobs/{id}/artifact")))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = body(&c, &s, &format!("/v1/jobs/{id}/artifact")).await;
     let artifact = d.join("artifact.tar.gz");
     std::fs::write(&artifact, &bytes).unwrap();
 
     // What it says: the artifact's digest, the materials, the builder.
-    use base64::Engine;
-    let st: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(env["payload"].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let st = statement(&env);
     assert_eq!(st["subject"][0]["digest"]["sha256"], job["artifact_sha256"]);
     let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
         .as_array()
@@ -154,6 +164,7 @@ async fn provenance_is_signed_verifiable_by_securesystemslib_and_tamper_evident(
     assert_eq!(verify(&bad_artifact, &envelope, &pem).0, 1);
     let mut bad_env = env.clone();
     let payload = bad_env["payload"].as_str().unwrap().to_owned();
+    use base64::Engine;
     let mut raw = base64::engine::general_purpose::STANDARD
         .decode(payload)
         .unwrap();
@@ -260,13 +271,7 @@ async fn a_finished_job_has_a_signed_receipt_of_its_log_outputs_and_outcome() {
     assert_eq!(job["status"], "completed");
     let (code, env) = call(&c, &s, "GET", &format!("/v1/jobs/{id}/receipt"), None, None).await;
     assert_eq!(code, 200, "{env}");
-    use base64::Engine;
-    let st: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::STANDARD
-            .decode(env["payload"].as_str().unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let st = statement(&env);
     let subject = |name: &str| {
         st["subject"]
             .as_array()
@@ -279,14 +284,7 @@ async fn a_finished_job_has_a_signed_receipt_of_its_log_outputs_and_outcome() {
         subject("artifact").as_deref(),
         job["artifact_sha256"].as_str()
     );
-    let log = c
-        .get(s.u(&format!("/v1/jobs/{id}/logs")))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let log = body(&c, &s, &format!("/v1/jobs/{id}/logs")).await;
     assert_eq!(
         subject("log").unwrap(),
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&log))
@@ -301,20 +299,11 @@ async fn a_finished_job_has_a_signed_receipt_of_its_log_outputs_and_outcome() {
     assert!(p["started_at"].is_string() && p["finished_at"].is_string());
 
     // Checked by securesystemslib and jobpack verify with the server's public key.
-    let (_, keys) = call(&c, &s, "GET", "/v1/keys", None, None).await;
-    let pem = d.join("server.pub");
-    std::fs::write(&pem, keys["keys"][0]["public_key_pem"].as_str().unwrap()).unwrap();
-    let keyid = keys["keys"][0]["keyid"].as_str().unwrap();
+    let (pem, keyid) = server_key(&c, &s, d).await;
+    let keyid = keyid.as_str();
     let receipt = d.join("receipt.json");
     std::fs::write(&receipt, env.to_string()).unwrap();
-    let art = c
-        .get(s.u(&format!("/v1/jobs/{id}/artifact")))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let art = body(&c, &s, &format!("/v1/jobs/{id}/artifact")).await;
     let artifact = d.join("a.tar.gz");
     std::fs::write(&artifact, &art).unwrap();
     let (ok, why) = sslib(&py, &receipt, &pem, keyid, &artifact);
@@ -435,9 +424,7 @@ async fn verify_rerun_repeats_a_deterministic_run_and_names_the_file_that_differ
     let d = tmp.path();
     let s = Server::start(&d.join("data"), &[]);
     let c = reqwest::Client::new();
-    let (_, keys) = call(&c, &s, "GET", "/v1/keys", None, None).await;
-    let pem = d.join("server.pub");
-    std::fs::write(&pem, keys["keys"][0]["public_key_pem"].as_str().unwrap()).unwrap();
+    let (pem, _) = server_key(&c, &s, d).await;
     let mut results = Vec::new();
     for (name, command) in [
         (
@@ -464,14 +451,7 @@ async fn verify_rerun_repeats_a_deterministic_run_and_names_the_file_that_differ
         let (_, env) = call(&c, &s, "GET", &format!("/v1/jobs/{id}/receipt"), None, None).await;
         let receipt = d.join(format!("{name}.receipt.json"));
         std::fs::write(&receipt, env.to_string()).unwrap();
-        let art = c
-            .get(s.u(&format!("/v1/jobs/{id}/artifact")))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let art = body(&c, &s, &format!("/v1/jobs/{id}/artifact")).await;
         let artifact = d.join(format!("{name}.tar.gz"));
         std::fs::write(&artifact, &art).unwrap();
         let mut args: Vec<String> = [
