@@ -2,6 +2,8 @@
 # The whole test suite, exactly as CI runs it: system packages, formatting, lints, every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A clean clone gains nothing from incremental compilation; its files only fill the disk.
+export CARGO_INCREMENTAL=0
 scripts/setup.sh --tests
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -42,6 +42,7 @@ pub mod manifest;
 mod pack;
 pub mod progress;
 pub mod render;
+pub mod rootfs;
 pub mod runtime;
 pub mod source;
 pub mod spec;
