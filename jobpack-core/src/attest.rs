@@ -307,6 +307,18 @@ pub fn provenance(
         }
         deps.push(dep);
     }
+    if let crate::manifest::RootFsRecord::Runtime {
+        name,
+        digest,
+        image,
+    } = &m.runtime_fs
+    {
+        deps.push(json!({
+            "uri": format!("oci://{image}"),
+            "name": format!("runtime_fs:{name}"),
+            "digest": {"sha256": digest.trim_start_matches("sha256:")},
+        }));
+    }
     if let Some(s) = &m.stdin {
         deps.push(json!({"name": "stdin", "digest": {"sha256": s.sha256}}));
     }

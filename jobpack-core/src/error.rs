@@ -24,6 +24,9 @@ pub enum Error {
     /// for does not match the code.
     #[error("runtime: {0}")]
     Runtime(#[from] RuntimeError),
+    /// The spec's `runtime_fs` is not installed, not the pinned one, or the store is damaged.
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
     /// An artifact could not be unpacked into its job directory (a refused entry, a limit, I/O).

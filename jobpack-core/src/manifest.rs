@@ -32,6 +32,10 @@ pub struct Manifest {
     /// The image the Dockerfile builds from, and whether it is pinned by digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_image: Option<BaseImageRecord>,
+    /// The root file system the job runs on: the host's, or a pinned runtime's (whose image the
+    /// Dockerfile builds from).
+    #[serde(default)]
+    pub runtime_fs: RootFsRecord,
     /// The install step and how it was chosen (detected from which files, or the spec's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<crate::runtime::Runtime>,
@@ -67,6 +71,33 @@ impl StdinRecord {
             sha256: hex::encode(h.finalize()),
             size,
         })
+    }
+}
+
+/// The root file system a job runs on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RootFsRecord {
+    /// The sandbox binds the host's `/usr`, `/etc`, ...; the container runs on `base_image`.
+    #[default]
+    Host,
+    /// A runtime ([`crate::rootfs`]): its tree in the sandbox, its image in the container.
+    Runtime {
+        name: String,
+        /// `sha256:<hex>` of its canonical layer.
+        digest: String,
+        /// `localhost/jobpack-runtime/NAME@sha256:<manifest>`.
+        image: String,
+    },
+}
+
+impl RootFsRecord {
+    /// The runtime's digest, or `host`.
+    pub fn digest_or_host(&self) -> &str {
+        match self {
+            RootFsRecord::Host => "host",
+            RootFsRecord::Runtime { digest, .. } => digest,
+        }
     }
 }
 

@@ -48,6 +48,9 @@ pub struct PackagerConfig {
     /// The mtime of every archive entry. `None`: the commit's time (0 without a commit).
     /// `Default` takes it from `SOURCE_DATE_EPOCH` when that is set.
     pub source_date_epoch: Option<u64>,
+    /// The runtime store ([`crate::rootfs::Store`]) a spec's `runtime_fs` is resolved in.
+    /// `None`: a spec naming one is refused.
+    pub runtimes: Option<PathBuf>,
 }
 
 impl Default for PackagerConfig {
@@ -64,6 +67,7 @@ impl Default for PackagerConfig {
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
                 .ok()
                 .and_then(|v| v.trim().parse().ok()),
+            runtimes: None,
         }
     }
 }
@@ -236,6 +240,34 @@ impl Packager {
         self.pack_job_with(job, &PackInputs::default(), out).await
     }
 
+    /// `job` with its `runtime_fs` pinned and its base image the runtime's, and the manifest's
+    /// record of the root file system.
+    fn resolve_runtime(&self, job: &Job) -> Result<(Job, manifest::RootFsRecord)> {
+        let Some(want) = &job.runtime_fs else {
+            return Ok((job.clone(), manifest::RootFsRecord::Host));
+        };
+        let Some(dir) = &self.config.runtimes else {
+            return Err(Error::Policy(format!(
+                "runtime_fs {want}: this packager has no runtime store (give one with --runtimes)"
+            )));
+        };
+        let rt = crate::rootfs::Store::open(dir)?.resolve(want)?;
+        let mut job = job.clone();
+        job.runtime_fs = Some(crate::rootfs::RuntimeRef {
+            name: rt.name.clone(),
+            digest: Some(rt.digest.clone()),
+        });
+        job.base_image = rt.image.clone();
+        Ok((
+            job,
+            manifest::RootFsRecord::Runtime {
+                name: rt.name,
+                digest: rt.digest,
+                image: rt.image,
+            },
+        ))
+    }
+
     /// Like [`Packager::pack_job`], with uploaded code and/or data directories.
     pub async fn pack_job_with(
         &self,
@@ -244,6 +276,7 @@ impl Packager {
         out: Option<&Path>,
     ) -> Result<Artifact> {
         let cfg = &*self.config;
+        let (job, runtime_fs) = &self.resolve_runtime(job)?;
         if inputs.code_dir.is_some() && job.source.is_some() {
             return Err(Error::Policy(
                 "give either git_url/commit_hash or uploaded code, not both".into(),
@@ -369,6 +402,7 @@ impl Packager {
             reference: job.base_image.clone(),
         };
         let progress = self.progress.clone();
+        let root_fs = runtime_fs.clone();
         let (manifest, written) = tokio::task::spawn_blocking(move || {
             let files = archive::scan(&root)?;
             let manifest = Manifest {
@@ -380,6 +414,7 @@ impl Packager {
                 data: downloads,
                 base_image: Some(base_image),
                 runtime: Some(runtime),
+                runtime_fs: root_fs,
                 mtime,
                 stdin,
                 files,

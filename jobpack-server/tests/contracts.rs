@@ -111,6 +111,7 @@ async fn the_documented_submission_matches_the_spec_and_limits() {
         base_image: Some("debian".into()),
         runtime: Some("none".into()),
         install: Some(vec!["make".into()]),
+        runtime_fs: Some("python-3.11-bookworm".into()),
     };
     let limits = Limits {
         timeout: Some(std::time::Duration::from_secs(1)),

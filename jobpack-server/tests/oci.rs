@@ -215,3 +215,61 @@ fn artifacts_build_and_run_as_containers() {
     assert!(err.contains("the build failed: buildah exited"), "{err}");
     assert!(out.is_empty(), "no image id for a failed build: {out}");
 }
+
+/// The outputs digest a `jobpack run` reported on stderr.
+fn outputs_of(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("jobpack: outputs "))
+        .unwrap_or_else(|| panic!("no outputs line in {stderr}"))
+        .to_owned()
+}
+
+#[test]
+fn a_runtime_runs_the_same_bytes_in_the_sandbox_and_the_container() {
+    let Some(mut oci) = skip("a_runtime_runs_the_same_bytes_in_the_sandbox_and_the_container")
+    else {
+        return;
+    };
+    let rootfs = common::marked_debian_rootfs(oci.tmp.path(), "oci-test").unwrap();
+    let store = oci.tmp.path().join("runtimes");
+    oci.env
+        .push(("JOBPACK_RUNTIMES".into(), store.display().to_string()));
+    let (code, reference, err) =
+        oci.jobpack(&["runtime", "import", "py", rootfs.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // The job reads the runtime's os-release and Python, and writes outputs from both.
+    let art = oci.pack(
+        "runtime",
+        &format!(
+            "name: on-runtime\nruntime_fs: {}\ncommand: \"grep ^VARIANT_ID= /etc/os-release; \
+             python3 --version; python3 main.py\"\n",
+            reference.trim()
+        ),
+        &[(
+            "main.py",
+            "import os, sys\nos.makedirs('out', exist_ok=True)\n\
+             open('out/version.txt', 'w').write(sys.version)\n\
+             open('out/os.txt', 'w').write(open('/etc/os-release').read())\nprint('wrote out/')\n",
+        )],
+    );
+    let (code, sandbox_out, sandbox_err) = oci.jobpack(&["run", art.to_str().unwrap()]);
+    assert_eq!(code, 0, "{sandbox_err}");
+    assert!(
+        sandbox_out.starts_with("VARIANT_ID=oci-test\nPython 3.11"),
+        "{sandbox_out}"
+    );
+    let (code, container_out, container_err) =
+        oci.jobpack(&["run", art.to_str().unwrap(), "--container"]);
+    assert_eq!(code, 0, "{container_err}");
+    assert!(
+        container_err.contains("jobpack: loaded the runtime py@sha256:"),
+        "{container_err}"
+    );
+    assert_eq!(container_out, sandbox_out, "the same output");
+    assert_eq!(
+        outputs_of(&container_err),
+        outputs_of(&sandbox_err),
+        "the same outputs (every file's mode, size and sha256)"
+    );
+}

@@ -174,6 +174,9 @@ pub struct RunRequest {
     pub mounts: Vec<Mount>,
     /// Host directories shown read-write at their own path (a shared working directory).
     pub shared_dirs: Vec<SharedDir>,
+    /// A root file system (a runtime's tree, [`crate::rootfs::Store::tree`]) bound read-only
+    /// as the job's `/usr`, `/etc`, `/bin`, ... instead of the executor's default (the host's).
+    pub rootfs: Option<PathBuf>,
 }
 
 /// A host directory a job works in, shown at the same path in the sandbox, read-write: `rel`
@@ -212,6 +215,7 @@ impl RunRequest {
             run_id: None,
             mounts: Vec::new(),
             shared_dirs: Vec::new(),
+            rootfs: None,
         }
     }
 }

@@ -69,6 +69,12 @@ pub struct JobSpec {
     /// after the code is copied).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install: Option<Vec<String>>,
+    /// The root file system the job runs on, `NAME@sha256:<digest>` (or `NAME`, pinned when
+    /// packed): a runtime of the packer's store ([`crate::rootfs`]). The sandbox binds it as the
+    /// job's `/usr`, `/etc`, ... and the Dockerfile builds from its image, so both run the same
+    /// bytes. Without it the sandbox uses the host's and the Dockerfile `base_image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_fs: Option<String>,
 }
 
 /// One data file: where to get it, optionally its expected sha256 and where to put it under `data/`.
@@ -176,7 +182,7 @@ impl SpecError {
 }
 
 /// The fields of a spec (a test checks them against `JobSpec`'s own).
-pub const SPEC_FIELDS: [&str; 10] = [
+pub const SPEC_FIELDS: [&str; 11] = [
     "name",
     "git_url",
     "commit_hash",
@@ -187,6 +193,7 @@ pub const SPEC_FIELDS: [&str; 10] = [
     "base_image",
     "runtime",
     "install",
+    "runtime_fs",
 ];
 
 const DATA_FIELDS: [&str; 3] = ["url", "sha256", "path"];
@@ -358,6 +365,28 @@ impl JobSpec {
         if let Some(cmds) = &self.install {
             check_install(cmds, &mut errs);
         }
+        let runtime_fs = match self
+            .runtime_fs
+            .as_deref()
+            .map(crate::rootfs::RuntimeRef::parse)
+        {
+            None => None,
+            Some(Ok(r)) => {
+                if self.base_image.is_some() {
+                    errs.push(
+                        "runtime_fs",
+                        "runtime_fs and base_image both choose the image; the runtime's image is \
+                         the base: leave base_image out"
+                            .to_owned(),
+                    );
+                }
+                Some(r)
+            }
+            Some(Err(e)) => {
+                errs.push("runtime_fs", e.to_string());
+                None
+            }
+        };
 
         if !errs.0.is_empty() {
             return Err(SpecError::Invalid(errs.0));
@@ -371,6 +400,7 @@ impl JobSpec {
             base_image,
             runtime,
             install: self.install.clone(),
+            runtime_fs,
         })
     }
 }
@@ -389,6 +419,9 @@ pub struct Job {
     pub runtime: Option<RuntimeKind>,
     /// Install commands replacing the detected ones.
     pub install: Option<Vec<String>>,
+    /// The runtime root file system; the packager pins its digest and makes `base_image` its
+    /// image.
+    pub runtime_fs: Option<crate::rootfs::RuntimeRef>,
 }
 
 /// A repository and the commit to take from it.
@@ -451,6 +484,7 @@ impl Job {
             base_image: Some(self.base_image.clone()),
             runtime: self.runtime.map(|k| k.as_str().to_owned()),
             install: self.install.clone(),
+            runtime_fs: self.runtime_fs.as_ref().map(|r| r.to_string()),
         }
     }
 }

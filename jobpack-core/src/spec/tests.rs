@@ -32,6 +32,7 @@ fn every_unknown_field_is_named_and_the_field_list_is_the_specs() {
         base_image: Some("debian".into()),
         runtime: Some("none".into()),
         install: Some(vec!["make".into()]),
+        runtime_fs: Some("py".into()),
     };
     let v = serde_json::to_value(&full).unwrap();
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();

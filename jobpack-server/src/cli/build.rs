@@ -39,6 +39,8 @@ pub struct BuildArgs {
     /// The builder (default: docker if its engine answers, else podman, else buildah).
     #[arg(long, value_enum, env = "JOBPACK_BUILDER")]
     builder: Option<BuilderFlag>,
+    #[command(flatten)]
+    store: crate::cli::runtime::StoreFlag,
 }
 
 /// An artifact ready to build: its unpacked directory (a temporary one for a .tar.gz).
@@ -117,6 +119,7 @@ pub fn build_image(builder: &Builder, dir: &Path, tag: Option<&str>) -> anyhow::
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let builder = Builder::detect(args.builder.map(Into::into))?;
     let art = unpacked(&args.artifact)?;
+    crate::cli::runtime::load_image(&builder, &art.dir, &args.store)?;
     let id = build_image(&builder, &art.dir, args.tag.as_deref())?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
@@ -128,8 +131,10 @@ pub fn run_container(
     artifact: &Path,
     limits: &Limits,
     network: NetworkPolicy,
+    store: &crate::cli::runtime::StoreFlag,
 ) -> anyhow::Result<u8> {
     let art = unpacked(artifact)?;
+    crate::cli::runtime::load_image(builder, &art.dir, store)?;
     let image = build_image(builder, &art.dir, None)?;
     let code = |s: std::process::ExitStatus| {
         use std::os::unix::process::ExitStatusExt;
@@ -162,7 +167,27 @@ pub fn run_container(
     let name = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let argv = image_command(builder, &image).unwrap_or_else(|| vec!["./run.sh".into()]);
     let status = status_of(&mut builder.buildah_run(&name, &argv), "the container");
-    let _ = builder.buildah_rm(&name).stdout(Stdio::null()).status();
+    // The container's /job, read as the sandbox's job directory is.
+    match Command::new(&builder.program)
+        .args(["mount", &name])
+        .output()
+    {
+        Ok(m) if m.status.success() => {
+            let root = PathBuf::from(String::from_utf8_lossy(&m.stdout).trim());
+            crate::cli::run::outputs_line(&root.join("job"));
+            let umount = Command::new(&builder.program)
+                .args(["umount", &name])
+                .stdout(Stdio::null())
+                .status();
+            if let Err(e) = umount {
+                eprintln!("jobpack: buildah umount {name}: {e}");
+            }
+        }
+        _ => eprintln!("jobpack: cannot mount the container to read its outputs"),
+    }
+    if let Err(e) = builder.buildah_rm(&name).stdout(Stdio::null()).status() {
+        eprintln!("jobpack: buildah rm {name}: {e}");
+    }
     Ok(code(status?))
 }
 

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod build;
 pub mod pack;
 pub mod run;
+pub mod runtime;
 pub mod verify;
 
 /// Turn a job spec into a reproducible, runnable artifact.
@@ -61,6 +62,9 @@ enum Commands {
     /// The gRPC job service's command line (`rnx run|status|list|stop|log`), against a jobpack
     /// server; an `rnx` link to this binary is the same.
     Rnx(client::RnxArgs),
+    /// Runtimes: root file systems pinned by digest for a spec's runtime_fs (build from
+    /// Debian's packages, import a tarball or OCI layout, list, info, rm, test).
+    Runtime(runtime::RuntimeArgs),
     /// Signing keys for provenance (`generate`).
     #[command(subcommand)]
     Key(verify::KeyCommand),
@@ -99,6 +103,7 @@ pub fn main() -> ExitCode {
         Commands::Serve(args) => server::run(args),
         Commands::Worker(args) => server::worker::run(args),
         Commands::Admin(args) => admin::run(args),
+        Commands::Runtime(a) => runtime::run(a),
         Commands::Key(c) => verify::key(c),
         Commands::Verify(a) => verify::run(a),
         Commands::Submit(a) => return client::block_on(client::run_submit(a)),

@@ -12,6 +12,8 @@ use jobpack_core::{JobSpec, Packager, PackagerConfig, Progress, Stage};
 
 #[derive(Debug, clap::Args)]
 pub struct PackArgs {
+    #[command(flatten)]
+    store: crate::cli::runtime::StoreFlag,
     /// The job spec: a .json or .yaml file.
     spec: PathBuf,
     /// Take the code from this local directory instead of the spec's git_url (copied as is,
@@ -72,6 +74,7 @@ pub fn run(args: PackArgs) -> anyhow::Result<ExitCode> {
         },
         templates_dir: args.templates.clone(),
         git_timeout: Duration::from_secs(args.timeout),
+        runtimes: Some(args.store.dir()),
         ..PackagerConfig::default()
     };
     if let Some(w) = &args.work_dir {

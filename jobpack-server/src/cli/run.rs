@@ -58,6 +58,12 @@ pub struct RunArgs {
     /// buildah).
     #[arg(long, value_enum, env = "JOBPACK_BUILDER")]
     builder: Option<crate::cli::build::BuilderFlag>,
+    #[command(flatten)]
+    store: crate::cli::runtime::StoreFlag,
+    /// Bind this tree as the job's root file system (`/usr`, `/etc`, ...) instead of the one
+    /// the artifact's runtime_fs names in the store (or the host's).
+    #[arg(long, conflicts_with = "container")]
+    rootfs: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -96,6 +102,28 @@ fn is_artifact(path: &Path) -> bool {
 /// timeout(1)), 130 for a cancel — the same mapping `jobpack submit --follow` uses.
 pub fn exit_code(o: &Outcome) -> u8 {
     crate::client::job_exit_code(o.status.as_str(), o.exit_code, o.signal)
+}
+
+/// The digest of a job directory's outputs as a receipt records them (`jobpack: outputs
+/// sha256:<hex>` on stderr), so a sandbox run and a container run can be compared.
+pub fn outputs_line(job_dir: &Path) -> Option<String> {
+    use jobpack_core::attest::{OutputBudget, outputs};
+    match outputs(job_dir, OutputBudget::default()) {
+        Ok(o) => {
+            let d = format!("sha256:{}", o.digest);
+            let partial = if o.complete {
+                ""
+            } else {
+                " (partial: over the budget)"
+            };
+            eprintln!("jobpack: outputs {d}{partial}");
+            Some(d)
+        }
+        Err(e) => {
+            eprintln!("jobpack: the outputs could not be read: {e}");
+            None
+        }
+    }
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -140,6 +168,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let packer = || -> anyhow::Result<Packager> {
             Ok(Packager::new(PackagerConfig {
                 cache_dir: crate::cli::pack::default_cache_dir(),
+                runtimes: Some(args.store.dir()),
                 ..PackagerConfig::default()
             })?)
         };
@@ -170,8 +199,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
                 None => args.input.clone(),
             };
+            let store = args.store.clone();
             let code = tokio::task::spawn_blocking(move || {
-                crate::cli::build::run_container(&builder, &art, &limits, network)
+                crate::cli::build::run_container(&builder, &art, &limits, network, &store)
             })
             .await??;
             eprintln!("jobpack: the container exited with {code}");
@@ -213,6 +243,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ..LocalExecutorConfig::default()
         });
         let mut req = RunRequest::new(&job_dir, work.join("job.log"));
+        req.rootfs = match &args.rootfs {
+            Some(r) => Some(r.clone()),
+            None => crate::cli::runtime::tree_for(&job_dir, &args.store)?,
+        };
         req.env = env;
         req.secret_env = secret_env;
         req.network = network;
@@ -253,8 +287,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let _ = pump.await;
+        let outputs = outputs_line(&job_dir);
         if args.json {
-            println!("{}", serde_json::to_string(&outcome)?);
+            let mut v = serde_json::to_value(&outcome)?;
+            if let Some(d) = &outputs {
+                v["outputs_sha256"] = serde_json::json!(d);
+            }
+            println!("{v}");
         } else {
             let detail = outcome.reason.as_deref().unwrap_or("exit 0");
             eprintln!(

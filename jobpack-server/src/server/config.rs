@@ -13,7 +13,7 @@ use super::auth;
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// A TOML file with any of: listen, data_dir, max_concurrent, max_queued, max_body_mb, grace,
-    /// permissive, allow_file_urls, auth, insecure_public, tls_cert, tls_key, tls_client_ca,
+    /// permissive, allow_file_urls, runtimes, auth, insecure_public, tls_cert, tls_key, tls_client_ca,
     /// tls_require_client_cert, executor, shared_dir, partition, account, slurm_sandbox,
     /// allowed_workdirs, default_working_dir, command_timeout, queues, retain, max_data_gb,
     /// gc_interval, allow_webhooks_to, webhook_timeout, webhook_retry_for, webhook_backoff (and
@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// Allow file:// git URLs (the server's own file system). Off by default.
     #[arg(long, env = "JOBPACK_ALLOW_FILE_URLS")]
     pub allow_file_urls: bool,
+    /// The runtime store (root file systems a spec's `runtime_fs` names; `jobpack runtime`
+    /// manages it). Default: DATA_DIR/runtimes.
+    #[arg(long, env = "JOBPACK_RUNTIMES")]
+    pub runtimes: Option<PathBuf>,
     /// `token`: API tokens and client certificates; `none`: no authentication (a single-user
     /// laptop; refused on a non-loopback address without --insecure-public).
     #[arg(long, env = "JOBPACK_AUTH", value_enum, default_value = "token")]
@@ -266,6 +270,7 @@ struct ConfigFile {
     grace: Option<f64>,
     permissive: Option<bool>,
     allow_file_urls: Option<bool>,
+    runtimes: Option<PathBuf>,
     auth: Option<auth::AuthMode>,
     insecure_public: Option<bool>,
     tls_cert: Option<PathBuf>,
@@ -339,7 +344,7 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 38] = [
+    let pairs: [(&str, Option<String>); 39] = [
         (
             "JOBPACK_ALLOW_WEBHOOKS_TO",
             c.allow_webhooks_to.map(|v| v.join(",")),
@@ -407,6 +412,10 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
         (
             "JOBPACK_ALLOW_FILE_URLS",
             c.allow_file_urls.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_RUNTIMES",
+            c.runtimes.map(|d| d.display().to_string()),
         ),
         (
             "JOBPACK_AUTH",

@@ -108,6 +108,11 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
         out_dir: data.join("jobs"),
         cache_dir: Some(data.join("cache")),
         allow_file_urls: args.allow_file_urls,
+        runtimes: Some(
+            args.runtimes
+                .clone()
+                .unwrap_or_else(|| data.join("runtimes")),
+        ),
         download: jobpack_core::DownloadOptions {
             destinations: destinations.clone(),
             ..jobpack_core::DownloadOptions::default()
@@ -276,6 +281,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             http::webhooks::WebhooksApi { svc: svc.clone() },
             http::attempts::AttemptsApi { svc: svc.clone() },
             http::attest::AttestApi { svc: svc.clone() },
+            http::runtimes::RuntimesApi { svc: svc.clone() },
         ),
         "jobpack",
         env!("CARGO_PKG_VERSION"),

@@ -273,3 +273,72 @@ pub async fn wait_final(c: &reqwest::Client, s: &Server, path: &str) -> serde_js
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A Debian root file system as a tarball in `dir`: the one `scripts/oci-base.sh` caches
+/// (debootstrap minbase bookworm + python3 + a wheel directory `/opt/wheels`), with the line
+/// `VARIANT_ID=<marker>` added to its os-release so that it is never mistaken for the host's
+/// (this machine may be Debian bookworm too). `Err` says why there is none (not root, no
+/// debootstrap or podman: `scripts/setup.sh --tests` installs them).
+pub fn marked_debian_rootfs(dir: &Path, marker: &str) -> Result<PathBuf, String> {
+    let cache = std::env::var_os("JOBPACK_OCI_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/jobpack-oci"));
+    let cached = cache.join("bookworm-minbase-python3.tar");
+    if !cached.exists() {
+        if !is_root() {
+            return Err("making a Debian root file system needs root (CI runs as root)".into());
+        }
+        if let Some(tool) = missing_tool(&["debootstrap", "podman"]) {
+            return Err(format!(
+                "{tool} is not installed (scripts/setup.sh --tests installs it)"
+            ));
+        }
+        // oci-base.sh also imports the image: into a throw-away store.
+        let conf = dir.join("storage.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(script("oci-base.sh"))
+            .env("CONTAINERS_STORAGE_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "oci-base.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out_path = dir.join(format!("rootfs-{marker}.tar"));
+    let mut src = tar::Archive::new(std::fs::File::open(&cached).unwrap());
+    let mut b = tar::Builder::new(std::io::BufWriter::new(
+        std::fs::File::create(&out_path).unwrap(),
+    ));
+    let mut marked = false;
+    for e in src.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut h = e.header().clone();
+        let path = e.path().unwrap().into_owned();
+        let kind = h.entry_type();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = e.link_name().unwrap().unwrap().into_owned();
+            b.append_link(&mut h, &path, &target).unwrap();
+        } else if path.ends_with("usr/lib/os-release") {
+            let mut text = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut text).unwrap();
+            text.extend_from_slice(format!("VARIANT_ID={marker}\n").as_bytes());
+            h.set_size(text.len() as u64);
+            b.append_data(&mut h, &path, &text[..]).unwrap();
+            marked = true;
+        } else {
+            b.append_data(&mut h, &path, &mut e).unwrap();
+        }
+    }
+    b.into_inner().unwrap();
+    assert!(marked, "{} has no usr/lib/os-release", cached.display());
+    Ok(out_path)
+}

@@ -119,7 +119,7 @@ pub(super) async fn start_sandboxed(
     let plan = Plan::build(PlanInput {
         job_dir: &req.job_dir,
         root_dir: &root_dir,
-        rootfs: cfg.rootfs.as_deref(),
+        rootfs: req.rootfs.as_deref().or(cfg.rootfs.as_deref()),
         tmp_size_mb: cfg.tmp_size_mb,
         network_none,
         argv: &req.argv,

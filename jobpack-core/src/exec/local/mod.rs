@@ -339,6 +339,15 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
                     .missing
                     .push("cgroup limits (memory, cpu, pids, io) are not enforced".into());
             }
+            // No mount namespace: no other root file system either.
+            if let Some(r) = &req.rootfs {
+                return Err(ExecError::Invalid(format!(
+                    "the job asks for the root file system {} but this machine cannot run the \
+                     sandbox ({}): it would run on the host's",
+                    r.display(),
+                    report.missing.join("; ")
+                )));
+            }
             // No mount namespace: each mount becomes a link to its source (writable).
             for m in &req.mounts {
                 let at = mount_point(&req.job_dir, &m.target)?;

@@ -209,6 +209,9 @@ fn batch_script(
             if req.network == super::NetworkPolicy::Host {
                 cmd.extend(["--network".into(), "host".into()]);
             }
+            if let Some(r) = &req.rootfs {
+                cmd.extend(["--rootfs".into(), r.display().to_string()]);
+            }
         }
         None => cmd.extend(req.argv.iter().cloned()),
     }
@@ -245,6 +248,13 @@ impl Executor for SlurmExecutor {
                     "the job directory {} does not exist",
                     req.job_dir.display()
                 )));
+            }
+            if req.rootfs.is_some() && self.cfg.sandbox.is_none() {
+                return Err(ExecError::Invalid(
+                    "a job with a runtime_fs needs jobpack's sandbox on the node \
+                     (--slurm-sandbox): plain Slurm would run it on the node's own root"
+                        .into(),
+                ));
             }
             if !req.mounts.is_empty() {
                 return Err(ExecError::Invalid(

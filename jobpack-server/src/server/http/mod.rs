@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod logs;
 pub mod pages;
 pub mod problem;
+pub mod runtimes;
 pub mod schema;
 pub mod uploads;
 pub mod webhooks;

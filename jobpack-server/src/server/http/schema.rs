@@ -37,6 +37,9 @@ pub struct JobSubmissionDoc {
     pub runtime: Option<String>,
     /// Install commands replacing the detected ones.
     pub install: Option<Vec<String>>,
+    /// The root file system to run on: `NAME@sha256:<digest>` of a runtime this server has
+    /// (`GET /v1/runtimes`), or `NAME` (pinned when packed). Not with `base_image`.
+    pub runtime_fs: Option<String>,
     /// Run after packing (default true); false: pack only.
     pub run: Option<bool>,
     /// Resource limits; each one not given gets the quota's cap or the server's default.

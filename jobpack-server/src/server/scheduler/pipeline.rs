@@ -213,6 +213,7 @@ impl Runner {
             _ => {}
         }
         let mut req = self.run_request(id, sub);
+        req.rootfs = self.runtime_taken(id)?;
         // Which run this is (1, 2, ... with a retry policy), for the job to see.
         let attempt = self.store.attempt_count(id).unwrap_or(0) + 1;
         req.env
@@ -260,6 +261,58 @@ impl Runner {
         }
     }
 
+    /// The root file system of the job's artifact (its saved manifest says), `Host` if unknown.
+    pub(crate) fn root_fs(&self, id: &str) -> jobpack_core::manifest::RootFsRecord {
+        std::fs::read(self.manifest_path(id))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<jobpack_core::Manifest>(&b).ok())
+            .map(|m| m.runtime_fs)
+            .unwrap_or_default()
+    }
+
+    /// The tree of the runtime the job's artifact names (counted as in use until
+    /// [`Runner::runtime_released`]), `None` for the host's; an error if it is gone.
+    fn runtime_taken(
+        &self,
+        id: &str,
+    ) -> Result<Option<std::path::PathBuf>, (&'static str, String)> {
+        use jobpack_core::manifest::RootFsRecord;
+        let RootFsRecord::Runtime { name, digest, .. } = self.root_fs(id) else {
+            return Ok(None);
+        };
+        let mut in_use = self
+            .runtimes_in_use
+            .lock()
+            .map_err(|_| ("internal", "the runtime table is poisoned".to_owned()))?;
+        let found = self.runtimes.as_ref().and_then(|s| {
+            s.get(&name)
+                .ok()
+                .filter(|rt| rt.digest == digest)
+                .map(|rt| s.tree(&rt))
+        });
+        let Some(tree) = found else {
+            return Err((
+                "runtime_missing",
+                format!("the runtime {name}@{digest} is no longer installed on this server"),
+            ));
+        };
+        *in_use.entry(digest).or_default() += 1;
+        Ok(Some(tree))
+    }
+
+    /// The job's run has ended: its runtime is one use fewer.
+    pub(crate) fn runtime_released(&self, id: &str) {
+        if let jobpack_core::manifest::RootFsRecord::Runtime { digest, .. } = self.root_fs(id)
+            && let Ok(mut in_use) = self.runtimes_in_use.lock()
+            && let Some(n) = in_use.get_mut(&digest)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                in_use.remove(&digest);
+            }
+        }
+    }
+
     /// The request of a job's run (the same at start and when attaching again).
     pub(crate) fn run_request(&self, id: &str, sub: &Submission) -> RunRequest {
         let mut req = RunRequest::new(self.work_dir(id), self.log_path(id));
@@ -301,6 +354,7 @@ impl Runner {
                 }
             };
             self.running.fetch_sub(1, Ordering::Relaxed);
+            self.runtime_released(id);
             if outcome.status == RunStatus::Stopped
                 && self.closing.load(Ordering::SeqCst)
                 && row.workflow_id.is_some()
@@ -398,6 +452,7 @@ fn error_code(e: &jobpack_core::Error) -> &'static str {
         E::Fetch(_) => "download_failed",
         E::Policy(_) => "forbidden",
         E::Runtime(_) => "invalid_runtime",
+        E::Rootfs(_) => "runtime_unavailable",
         _ => "pack_failed",
     }
 }

@@ -162,6 +162,10 @@ pub struct Runner {
     pub(crate) workflow_lock: Mutex<()>,
     /// Signs each artifact's provenance (the server's key, in its data directory).
     pub signing_key: Arc<jobpack_core::attest::Key>,
+    /// The runtime store (`None` if it cannot be opened: a job naming a runtime then fails).
+    pub runtimes: Option<jobpack_core::rootfs::Store>,
+    /// How many runs use each runtime (by digest) now: one in use is never removed.
+    pub(crate) runtimes_in_use: Mutex<HashMap<String, usize>>,
 }
 
 impl Runner {
@@ -180,6 +184,11 @@ impl Runner {
             grace,
             signing_key,
         } = opts;
+        let runtimes = packager.config().runtimes.as_ref().and_then(|dir| {
+            jobpack_core::rootfs::Store::open(dir)
+                .map_err(|e| eprintln!("jobpack: the runtime store is unusable: {e}"))
+                .ok()
+        });
         Arc::new(Runner {
             store,
             packager,
@@ -195,6 +204,8 @@ impl Runner {
             inline,
             workflow_lock: Mutex::new(()),
             signing_key,
+            runtimes,
+            runtimes_in_use: Mutex::new(HashMap::new()),
         })
     }
 

@@ -124,7 +124,7 @@ impl Runner {
             log_sha256: &log_sha,
             outputs: outputs.as_ref(),
             backend: self.executor.backend(),
-            runtime: "host",
+            runtime: self.root_fs(id).digest_or_host(),
             limits: serde_json::to_value(&sub.limits)?,
             network: serde_json::to_value(sub.network)?,
             outcome,

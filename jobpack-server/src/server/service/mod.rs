@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod limits;
 pub mod parse;
 pub mod retention;
+pub mod runtimes;
 pub mod sign_in;
 pub mod submit;
 pub mod webhooks;

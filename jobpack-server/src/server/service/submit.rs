@@ -103,7 +103,25 @@ impl<'a> Submitter<'a> {
     /// Every check of one job: [`Submitter::limit`], then [`Submitter::destinations`].
     pub async fn check(&self, p: &mut Parsed) -> ServiceResult<()> {
         self.limit(p)?;
+        self.runtime_fs(&p.sub.spec)?;
         self.destinations(&p.sub.spec).await
+    }
+
+    /// The runtime a spec names is installed here (and is the pinned one): 400 otherwise, at
+    /// submission rather than when the job is packed.
+    pub fn runtime_fs(&self, spec: &JobSpec) -> ServiceResult<()> {
+        let Some(text) = &spec.runtime_fs else {
+            return Ok(());
+        };
+        let bad = |m: String| ServiceError::invalid("invalid_spec", format!("runtime_fs: {m}"));
+        let want = jobpack_core::rootfs::RuntimeRef::parse(text).map_err(|e| bad(e.to_string()))?;
+        let Some(store) = &self.svc.runner.runtimes else {
+            return Err(bad("this server has no usable runtime store".into()));
+        };
+        store
+            .resolve(&want)
+            .map(drop)
+            .map_err(|e| bad(e.to_string()))
     }
 
     /// The check that resolves names: every destination the spec fetches from is allowed.
