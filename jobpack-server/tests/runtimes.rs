@@ -354,6 +354,57 @@ async fn the_server_installs_runtimes_and_runs_jobs_pinned_to_them() {
     let rec = statement(&rec);
     assert_eq!(rec["predicate"]["runtime"], digest.as_str(), "{rec:#}");
 
+    // Challenge the run and the pack on the same runtime: the server's store is DATA/runtimes.
+    let (_, keys) = call(&c, &s, "GET", "/v1/keys", Some(sam), None).await;
+    let pem = tmp.path().join("server.pub");
+    std::fs::write(&pem, keys["keys"][0]["public_key_pem"].as_str().unwrap()).unwrap();
+    let files = [("receipt.json", "receipt"), ("prov.json", "provenance")];
+    for (file, what) in files {
+        let (_, env) = call(
+            &c,
+            &s,
+            "GET",
+            &format!("/v1/jobs/{id}/{what}"),
+            Some(sam),
+            None,
+        )
+        .await;
+        std::fs::write(tmp.path().join(file), env.to_string()).unwrap();
+    }
+    let art = c
+        .get(s.u(&format!("/v1/jobs/{id}/artifact")))
+        .bearer_auth(sam)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let art_path = tmp.path().join("job.tar.gz");
+    std::fs::write(&art_path, &art).unwrap();
+    let store = data.join("runtimes");
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            art_path.to_str().unwrap(),
+            "--key",
+            pem.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        jobpack_in(
+            tmp.path(),
+            &args,
+            &[("JOBPACK_RUNTIMES", store.to_str().unwrap())],
+        )
+    };
+    let receipt = tmp.path().join("receipt.json");
+    let (code, out, err) = verify(&["--rerun", receipt.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("rerun: the same log and outputs"), "{out}");
+    let prov = tmp.path().join("prov.json");
+    let (code, out, err) = verify(&["--provenance", prov.to_str().unwrap(), "--rebuild"]);
+    assert_eq!(code, 0, "{out}{err}");
+
     // Unknown runtimes and wrong pins are refused at submission.
     for bad in [
         "nope".to_owned(),
@@ -443,4 +494,171 @@ async fn text(c: &reqwest::Client, s: &Server, path: &str, token: &str) -> Strin
         .text()
         .await
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grpc_runtime_service_answers_as_the_rest_door() {
+    use jobpack_server::proto::joblet_service_client::JobletServiceClient;
+    use jobpack_server::proto::runtime_service_client::RuntimeServiceClient;
+    use jobpack_server::proto::{self as pb};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(rootfs) = fixture(tmp.path(), "the_grpc_runtime_service", "grpc-test") else {
+        return;
+    };
+    // The server's store, filled on the machine before it starts.
+    let data = tmp.path().join("data");
+    let store = data.join("runtimes");
+    let (code, _, err) = jobpack_in(
+        tmp.path(),
+        &["runtime", "import", "py", rootfs.to_str().unwrap()],
+        &[("JOBPACK_RUNTIMES", store.to_str().unwrap())],
+    );
+    assert_eq!(code, 0, "{err}");
+    let pki = common::Pki::new("jobpack test CA");
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let mut files = std::collections::HashMap::new();
+    for (name, cn, ous, server) in [
+        ("server", "localhost", vec![], true),
+        ("admin", "alice", vec!["admin"], false),
+        ("viewer", "vera", vec!["viewer"], false),
+    ] {
+        let (cert, key) = pki.leaf(&["localhost", "127.0.0.1"], cn, &ous, server);
+        files.insert(name, (cert, key));
+    }
+    let (scert, skey) = (tmp.path().join("s.pem"), tmp.path().join("s.key"));
+    std::fs::write(&scert, &files["server"].0).unwrap();
+    std::fs::write(&skey, &files["server"].1).unwrap();
+    let mut s = Server::launch(
+        &data,
+        Launch {
+            args: &[
+                "--tls-cert",
+                scert.to_str().unwrap(),
+                "--tls-key",
+                skey.to_str().unwrap(),
+                "--tls-client-ca",
+                ca.to_str().unwrap(),
+                "--grpc-listen",
+                "127.0.0.1:0",
+            ],
+            env: &[("JOBPACK_ADMIN_TOKEN", ADMIN)],
+            capture_stderr: false,
+        },
+    );
+    let addr = s.grpc_addr();
+    let channel = |who: &str| {
+        let (cert, key) = files[who].clone();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki.ca_pem))
+            .domain_name("localhost")
+            .identity(Identity::from_pem(cert, key));
+        let ep = Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap();
+        async move { ep.connect().await.unwrap() }
+    };
+    let (admin, viewer): (Channel, Channel) = (channel("admin").await, channel("viewer").await);
+    let mut rv = RuntimeServiceClient::new(viewer);
+    let mut ra = RuntimeServiceClient::new(admin.clone());
+
+    let list = rv
+        .list_runtimes(pb::ListRuntimesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.runtimes.len(), 1);
+    let digest = list.runtimes[0].digest.clone();
+    assert_eq!(list.runtimes[0].reference, format!("py@{digest}"));
+    let missing = rv
+        .get_runtime_info(pb::GetRuntimeInfoRequest {
+            name: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing}");
+    for denied in [
+        rv.test_runtime(pb::TestRuntimeRequest { name: "py".into() })
+            .await
+            .unwrap_err(),
+        rv.install_runtime(pb::InstallRuntimeRequest {
+            name: "x".into(),
+            tarball: vec![0; 1024],
+        })
+        .await
+        .unwrap_err(),
+    ] {
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
+    }
+    let t = ra
+        .test_runtime(pb::TestRuntimeRequest { name: "py".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(t.success && t.output.contains("Python 3.11"), "{t:?}");
+    let mut hostile = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+    h.set_cksum();
+    hostile.append(&h, &b"x"[..]).unwrap();
+    let bad = ra
+        .install_runtime(pb::InstallRuntimeRequest {
+            name: "evil".into(),
+            tarball: hostile.into_inner().unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad}");
+    assert!(!tmp.path().join("data/escape").exists() && !data.join("runtimes/escape").exists());
+
+    // RunJob on the runtime: the job's `runtime` is the pinned reference, its log the runtime's.
+    let mut jobs = JobletServiceClient::new(admin);
+    let job = jobs
+        .run_job(pb::RunJobReq {
+            command: "sh".into(),
+            args: vec!["-c".into(), PROBE.into()],
+            runtime: "py".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .job
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let done = loop {
+        let j = jobs
+            .get_job_status(pb::GetJobStatusReq { id: job.id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .job
+            .unwrap();
+        if !matches!(j.status.as_str(), "INITIALIZING" | "RUNNING") {
+            break j;
+        }
+        assert!(std::time::Instant::now() < deadline, "{j:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.status, "COMPLETED", "{done:?}");
+    assert_eq!(done.runtime, "py", "the runtime as asked: {done:?}");
+    let mut logs = jobs
+        .get_job_logs(pb::GetJobLogsReq {
+            id: job.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = Vec::new();
+    while let Some(chunk) = logs.message().await.unwrap() {
+        text.extend(chunk.payload);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("VARIANT_ID=grpc-test"), "{text}");
 }

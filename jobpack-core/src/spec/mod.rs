@@ -481,7 +481,9 @@ impl Job {
                 .collect(),
             command: self.command.clone(),
             env: self.env.clone(),
-            base_image: Some(self.base_image.clone()),
+            // A runtime's image is the base: the spec names the runtime only (it validates
+            // again as it was given).
+            base_image: self.runtime_fs.is_none().then(|| self.base_image.clone()),
             runtime: self.runtime.map(|k| k.as_str().to_owned()),
             install: self.install.clone(),
             runtime_fs: self.runtime_fs.as_ref().map(|r| r.to_string()),

@@ -245,7 +245,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut req = RunRequest::new(&job_dir, work.join("job.log"));
         req.rootfs = match &args.rootfs {
             Some(r) => Some(r.clone()),
-            None => crate::cli::runtime::tree_for(&job_dir, &args.store)?,
+            None => crate::cli::runtime::tree_for(&job_dir, &args.store)?.map(|(_, tree)| tree),
         };
         req.env = env;
         req.secret_env = secret_env;

@@ -212,8 +212,9 @@ fn manifest_of(dir: &Path) -> anyhow::Result<Manifest> {
     serde_json::from_slice(&text).with_context(|| format!("{} is invalid", p.display()))
 }
 
-/// The tree an unpacked artifact's runtime_fs names, from `store` (`None`: the host's root).
-pub fn tree_for(dir: &Path, store: &StoreFlag) -> anyhow::Result<Option<PathBuf>> {
+/// The runtime an unpacked artifact's runtime_fs names and its tree, from `store` (`None`:
+/// the host's root).
+pub fn tree_for(dir: &Path, store: &StoreFlag) -> anyhow::Result<Option<(RuntimeFs, PathBuf)>> {
     let RootFsRecord::Runtime { name, digest, .. } = manifest_of(dir)?.runtime_fs else {
         return Ok(None);
     };
@@ -223,7 +224,8 @@ pub fn tree_for(dir: &Path, store: &StoreFlag) -> anyhow::Result<Option<PathBuf>
         digest: Some(digest),
     };
     let rt = s.resolve(&want)?;
-    Ok(Some(s.tree(&rt)))
+    let tree = s.tree(&rt);
+    Ok(Some((rt, tree)))
 }
 
 /// Puts the image of the runtime an unpacked artifact names into the builder's store (podman,

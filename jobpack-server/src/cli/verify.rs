@@ -62,6 +62,9 @@ pub struct VerifyArgs {
     /// With --rerun: run without full isolation where the machine cannot provide it.
     #[arg(long)]
     permissive: bool,
+    /// Where the runtime an artifact's runtime_fs names is found (for --rebuild and --rerun).
+    #[command(flatten)]
+    store: crate::cli::runtime::StoreFlag,
 }
 
 /// Exit code: the artifact does not match its provenance, or the signature does not verify.
@@ -103,14 +106,14 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         && let Some(path) = &a.provenance
     {
         let st = envelope(path)?.verified_statement(&key)?;
-        let code = rebuild(&a.artifact, &digest, &st)?;
+        let code = rebuild(&a.artifact, &digest, &st, &a.store)?;
         if code != ExitCode::SUCCESS || a.rerun.is_none() {
             return Ok(code);
         }
     }
     if let Some(path) = &a.rerun {
         let st = envelope(path)?.verified_statement(&key)?;
-        return rerun(&a.artifact, &st, a.permissive);
+        return rerun(&a.artifact, &st, a.permissive, &a.store);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -120,6 +123,7 @@ fn rerun(
     artifact: &std::path::Path,
     st: &serde_json::Value,
     permissive: bool,
+    store: &crate::cli::runtime::StoreFlag,
 ) -> anyhow::Result<ExitCode> {
     use jobpack_core::exec::{
         Executor, IsolationMode, Limits, LocalExecutor, LocalExecutorConfig, NetworkPolicy,
@@ -150,6 +154,17 @@ fn rerun(
             ..LocalExecutorConfig::default()
         });
         let mut req = RunRequest::new(&work, &log);
+        // The same root file system: the runtime the artifact names, which must be the one the
+        // receipt says ran.
+        let runtime = crate::cli::runtime::tree_for(&work, store)?;
+        let ran = p["runtime"].as_str().unwrap_or("host");
+        let named = runtime
+            .as_ref()
+            .map_or("host", |(rt, _)| rt.digest.as_str());
+        req.rootfs = runtime.as_ref().map(|(_, tree)| tree.clone());
+        if ran != named {
+            anyhow::bail!("the receipt's run was on {ran}, this artifact names {named}");
+        }
         req.limits = limits;
         req.network = network;
         req.env.insert("JOBPACK_ATTEMPT".into(), "1".into());
@@ -217,6 +232,7 @@ fn rebuild(
     artifact: &std::path::Path,
     digest: &str,
     st: &serde_json::Value,
+    store: &crate::cli::runtime::StoreFlag,
 ) -> anyhow::Result<ExitCode> {
     use jobpack_core::{JobSpec, PackInputs, Packager, PackagerConfig};
     let def = &st["predicate"]["buildDefinition"];
@@ -258,6 +274,7 @@ fn rebuild(
         cache_dir: Some(tmp.path().join("cache")),
         work_dir: tmp.path().join("work"),
         source_date_epoch: def["internalParameters"]["mtime"].as_u64(),
+        runtimes: Some(store.dir()),
         ..PackagerConfig::default()
     };
     let packager = Packager::new(config)?;

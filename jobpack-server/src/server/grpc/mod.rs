@@ -26,6 +26,7 @@ use crate::server::tls::PeerIdentity;
 
 pub use crate::proto as pb;
 
+mod runtimes;
 mod workflows;
 
 use pb::joblet_service_server::{JobletService, JobletServiceServer};
@@ -51,16 +52,21 @@ pub fn service(svc: Arc<Service>, auth: Arc<Authenticator>, limits: &Limits) -> 
         joblet: JobletServiceServer::from_arc(door.clone())
             .max_decoding_message_size(limits.max_recv_bytes)
             .max_encoding_message_size(limits.max_send_bytes),
-        jobs: pb::job_service_server::JobServiceServer::from_arc(door)
+        jobs: pb::job_service_server::JobServiceServer::from_arc(door.clone())
+            .max_decoding_message_size(limits.max_recv_bytes)
+            .max_encoding_message_size(limits.max_send_bytes),
+        runtimes: pb::runtime_service_server::RuntimeServiceServer::from_arc(door)
             .max_decoding_message_size(limits.max_recv_bytes)
             .max_encoding_message_size(limits.max_send_bytes),
     }
 }
 
-/// The door's two services, `joblet.JobletService` and `joblet.JobService`, on one door.
+/// The door's services, `joblet.JobletService`, `joblet.JobService` and
+/// `joblet.RuntimeService`, on one door.
 pub struct Services {
     joblet: JobletServiceServer<Door>,
     jobs: pb::job_service_server::JobServiceServer<Door>,
+    runtimes: pb::runtime_service_server::RuntimeServiceServer<Door>,
 }
 
 pub use jobpack_core::status::joblet_word as seed_status;
@@ -124,7 +130,10 @@ fn job_of(r: &JobRow) -> pb::Job {
             r.exit_code.unwrap_or(0)
         },
         scheduled_time: scheduled,
-        runtime: String::new(),
+        runtime: sub
+            .as_ref()
+            .and_then(|s| s.spec.runtime_fs.clone())
+            .unwrap_or_default(),
         environment: env,
         secret_environment: secrets,
     }
@@ -228,6 +237,9 @@ impl JobletService for Door {
         }
         if !r.stdin.is_empty() {
             sub["stdin"] = serde_json::json!(r.stdin);
+        }
+        if !r.runtime.is_empty() {
+            sub["runtime_fs"] = serde_json::json!(r.runtime);
         }
         if let Some(p) = &r.retry {
             let mut retry = serde_json::json!({
@@ -425,6 +437,7 @@ pub async fn serve(
     let r = tonic::transport::Server::builder()
         .add_service(services.joblet)
         .add_service(services.jobs)
+        .add_service(services.runtimes)
         .serve_with_incoming_shutdown(incoming, stop)
         .await;
     accept.abort();
