@@ -253,14 +253,15 @@ fn a_runtime_runs_the_same_bytes_in_the_sandbox_and_the_container() {
              open('out/os.txt', 'w').write(open('/etc/os-release').read())\nprint('wrote out/')\n",
         )],
     );
-    let (code, sandbox_out, sandbox_err) = oci.jobpack(&["run", art.to_str().unwrap()]);
+    let (code, sandbox_out, sandbox_err) =
+        oci.jobpack(&["run", art.to_str().unwrap(), "--outputs"]);
     assert_eq!(code, 0, "{sandbox_err}");
     assert!(
         sandbox_out.starts_with("VARIANT_ID=oci-test\nPython 3.11"),
         "{sandbox_out}"
     );
     let (code, container_out, container_err) =
-        oci.jobpack(&["run", art.to_str().unwrap(), "--container"]);
+        oci.jobpack(&["run", art.to_str().unwrap(), "--container", "--outputs"]);
     assert_eq!(code, 0, "{container_err}");
     assert!(
         container_err.contains("jobpack: loaded the runtime py@sha256:"),

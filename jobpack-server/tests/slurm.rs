@@ -270,8 +270,19 @@ async fn jobs_run_through_slurm() {
     assert_eq!(log(&s, &long).await, "before\nafter-restart\n");
     drop(s);
 
-    // --slurm-sandbox: on the node, the job runs inside jobpack's own sandbox.
+    // --slurm-sandbox: on the node, the job runs inside jobpack's own sandbox, on a runtime's
+    // root when it names one (the server's store, on this one-node cluster's disk).
     let bin = env!("CARGO_BIN_EXE_jobpack");
+    let rootfs = common::marked_debian_rootfs(tmp.path(), "slurm-test");
+    if let Ok(r) = &rootfs {
+        let store = tmp.path().join("data-sandbox/runtimes");
+        let (code, _, err) = common::jobpack_in(
+            tmp.path(),
+            &["runtime", "import", "py", r.to_str().unwrap()],
+            &[("JOBPACK_RUNTIMES", store.to_str().unwrap())],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
     let s = server(
         &tmp.path().join("data-sandbox"),
         &shared,
@@ -286,6 +297,23 @@ async fn jobs_run_through_slurm() {
         text.starts_with("1000\njobpack\n"),
         "not in the sandbox: {text}"
     );
+    match rootfs {
+        Ok(_) => {
+            let id = submit(
+                &s,
+                json!({"runtime_fs": "py", "command": "grep ^VARIANT_ID= /etc/os-release; ls /opt/wheels"}),
+            )
+            .await;
+            let j = wait_for(&s, &id, &["completed", "failed"]).await;
+            assert_eq!(j["status"], "completed", "{j:#}");
+            let text = log(&s, &id).await;
+            assert!(
+                text.starts_with("VARIANT_ID=slurm-test\njobpack_hello-1.0-py3-none-any.whl\n"),
+                "not on the runtime's root: {text}"
+            );
+        }
+        Err(why) => println!("SKIPPED the Slurm runtime job: {why}"),
+    }
     drop(s);
 
     // Clear errors: a controller that is down, and no Slurm commands at all.

@@ -132,6 +132,7 @@ pub fn run_container(
     limits: &Limits,
     network: NetworkPolicy,
     store: &crate::cli::runtime::StoreFlag,
+    print_outputs: bool,
 ) -> anyhow::Result<u8> {
     let art = unpacked(artifact)?;
     crate::cli::runtime::load_image(builder, &art.dir, store)?;
@@ -168,22 +169,24 @@ pub fn run_container(
     let argv = image_command(builder, &image).unwrap_or_else(|| vec!["./run.sh".into()]);
     let status = status_of(&mut builder.buildah_run(&name, &argv), "the container");
     // The container's /job, read as the sandbox's job directory is.
-    match Command::new(&builder.program)
-        .args(["mount", &name])
-        .output()
-    {
-        Ok(m) if m.status.success() => {
-            let root = PathBuf::from(String::from_utf8_lossy(&m.stdout).trim());
-            crate::cli::run::outputs_line(&root.join("job"));
-            let umount = Command::new(&builder.program)
-                .args(["umount", &name])
-                .stdout(Stdio::null())
-                .status();
-            if let Err(e) = umount {
-                eprintln!("jobpack: buildah umount {name}: {e}");
+    if print_outputs {
+        match Command::new(&builder.program)
+            .args(["mount", &name])
+            .output()
+        {
+            Ok(m) if m.status.success() => {
+                let root = PathBuf::from(String::from_utf8_lossy(&m.stdout).trim());
+                crate::cli::run::outputs_line(&root.join("job"), true);
+                let umount = Command::new(&builder.program)
+                    .args(["umount", &name])
+                    .stdout(Stdio::null())
+                    .status();
+                if let Err(e) = umount {
+                    eprintln!("jobpack: buildah umount {name}: {e}");
+                }
             }
+            _ => eprintln!("jobpack: cannot mount the container to read its outputs"),
         }
-        _ => eprintln!("jobpack: cannot mount the container to read its outputs"),
     }
     if let Err(e) = builder.buildah_rm(&name).stdout(Stdio::null()).status() {
         eprintln!("jobpack: buildah rm {name}: {e}");

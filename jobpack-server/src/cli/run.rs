@@ -58,6 +58,11 @@ pub struct RunArgs {
     /// buildah).
     #[arg(long, value_enum, env = "JOBPACK_BUILDER")]
     builder: Option<crate::cli::build::BuilderFlag>,
+    /// Print the digest of the job's outputs at the end (`jobpack: outputs sha256:...` on
+    /// stderr: the working directory walked as a receipt records it), in the sandbox and, with
+    /// buildah, in the container, so the two can be compared.
+    #[arg(long)]
+    outputs: bool,
     #[command(flatten)]
     store: crate::cli::runtime::StoreFlag,
     /// Bind this tree as the job's root file system (`/usr`, `/etc`, ...) instead of the one
@@ -104,9 +109,10 @@ pub fn exit_code(o: &Outcome) -> u8 {
     crate::client::job_exit_code(o.status.as_str(), o.exit_code, o.signal)
 }
 
-/// The digest of a job directory's outputs as a receipt records them (`jobpack: outputs
-/// sha256:<hex>` on stderr), so a sandbox run and a container run can be compared.
-pub fn outputs_line(job_dir: &Path) -> Option<String> {
+/// The digest of a job directory's outputs as a receipt records them (with `print`, also as
+/// `jobpack: outputs sha256:<hex>` on stderr), so a sandbox run and a container run can be
+/// compared.
+pub fn outputs_line(job_dir: &Path, print: bool) -> Option<String> {
     use jobpack_core::attest::{OutputBudget, outputs};
     match outputs(job_dir, OutputBudget::default()) {
         Ok(o) => {
@@ -116,7 +122,9 @@ pub fn outputs_line(job_dir: &Path) -> Option<String> {
             } else {
                 " (partial: over the budget)"
             };
-            eprintln!("jobpack: outputs {d}{partial}");
+            if print {
+                eprintln!("jobpack: outputs {d}{partial}");
+            }
             Some(d)
         }
         Err(e) => {
@@ -201,7 +209,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             };
             let store = args.store.clone();
             let code = tokio::task::spawn_blocking(move || {
-                crate::cli::build::run_container(&builder, &art, &limits, network, &store)
+                crate::cli::build::run_container(&builder, &art, &limits, network, &store, args.outputs)
             })
             .await??;
             eprintln!("jobpack: the container exited with {code}");
@@ -287,7 +295,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let _ = pump.await;
-        let outputs = outputs_line(&job_dir);
+        let outputs = if args.outputs || args.json {
+            outputs_line(&job_dir, args.outputs)
+        } else {
+            None
+        };
         if args.json {
             let mut v = serde_json::to_value(&outcome)?;
             if let Some(d) = &outputs {
