@@ -662,3 +662,52 @@ async fn the_grpc_runtime_service_answers_as_the_rest_door() {
     let text = String::from_utf8_lossy(&text);
     assert!(text.contains("VARIANT_ID=grpc-test"), "{text}");
 }
+
+#[test]
+fn a_runtime_is_built_from_debians_packages() {
+    if !common::is_root() {
+        println!("SKIPPED a_runtime_is_built_from_debians_packages: debootstrap needs root");
+        return;
+    }
+    if let Some(tool) = common::missing_tool(&["debootstrap"]) {
+        println!(
+            "SKIPPED a_runtime_is_built_from_debians_packages: no {tool} (setup.sh installs it)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let env = [("JOBPACK_RUNTIMES", store.to_str().unwrap())];
+    let jp = |args: &[&str]| jobpack_in(tmp.path(), args, &env);
+    let (code, out, err) = jp(&["runtime", "build", "mini", "--suite", "bookworm"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.trim().starts_with("mini@sha256:"), "{out}");
+    let (code, probe, err) = jp(&["runtime", "test", "mini"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        probe, "Debian GNU/Linux 12 (bookworm)\n",
+        "minbase has no python3"
+    );
+    let (_, info, _) = jp(&["runtime", "info", "mini"]);
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["source"], "debootstrap bookworm minbase", "{info}");
+    // What only the build needed is gone, and no device node was kept.
+    let tree = store
+        .join("fs")
+        .join(&info["digest"].as_str().unwrap()[7..]);
+    assert_eq!(
+        std::fs::read_dir(tree.join("var/cache/apt/archives"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_type().unwrap().is_file())
+            .count(),
+        0
+    );
+    assert!(!tree.join("dev/null").exists());
+    // Bad input is refused before anything runs.
+    let (code, _, err) = jp(&["runtime", "build", "x", "--include", "python3;rm -rf /"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is not a package name"), "{err}");
+    let (code, _, err) = jp(&["runtime", "build", "x", "--mirror", "file:///etc"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not http(s)"), "{err}");
+}
