@@ -4,7 +4,8 @@
 #   - build: a C compiler (libgit2 and libssh2 are built from source), pkg-config, OpenSSL headers
 #   - tests: git (fixture repositories and `git daemon` on 127.0.0.1); python3, procps (ps) and
 #     util-linux (unshare) used by jobs inside the sandbox tests
-#   - benchmarks: curl, bc, python3
+#   - benchmarks: curl, bc, python3; with --bench (scripts/bench.sh passes it) or --tests (its
+#     smoke run): bubblewrap, the sandbox the first row compares with
 #   - with --tests (scripts/test.sh passes it): chromium and chromium-driver for the dashboard
 #     test (headless Chromium driven over WebDriver); buildah, podman, runc and debootstrap for
 #     the OCI stage (a base image made from Debian's packages, artifacts built and run with
@@ -16,6 +17,9 @@
 set -euo pipefail
 
 packages=(git pkg-config libssl-dev gcc libc6-dev make ca-certificates curl bc python3 procps util-linux)
+if [ "${1:-}" = "--tests" ] || [ "${1:-}" = "--bench" ]; then
+  packages+=(bubblewrap)
+fi
 if [ "${1:-}" = "--tests" ]; then
   packages+=(chromium chromium-driver buildah podman runc debootstrap slurm-wlm munge python3-venv)
 fi

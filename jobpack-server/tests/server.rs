@@ -697,3 +697,48 @@ async fn sigterm_stops_running_jobs_and_keeps_queued_ones() {
     assert_eq!(v["status"], "stopped", "{v}");
     wait_status(&s, &queued, &["completed"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_pages_by_cursor_as_by_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    for _ in 0..7 {
+        let (st, v) = post_json(&s, &json!({"command": "true", "run": false})).await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let ids = |l: &Value| -> Vec<String> {
+        l["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, all) = get_json(&s, "/v1/jobs?limit=100").await;
+    assert!(
+        all["next"].is_null(),
+        "a page that is not full has no next: {all}"
+    );
+    let want = ids(&all);
+    assert_eq!(want.len(), 7);
+    // Three pages of three by cursor: the same jobs in the same order as by offset.
+    let mut got = Vec::new();
+    let mut path = "/v1/jobs?limit=3".to_owned();
+    for page in 0..3 {
+        let (st, l) = get_json(&s, &path).await;
+        assert_eq!(st, 200, "{l}");
+        assert_eq!(l["total"], 7);
+        let (_, by_offset) = get_json(&s, &format!("/v1/jobs?limit=3&offset={}", page * 3)).await;
+        assert_eq!(ids(&l), ids(&by_offset), "page {page}");
+        got.extend(ids(&l));
+        match l["next"].as_str() {
+            Some(c) => path = format!("/v1/jobs?limit=3&after={}", c.replace('/', "%2F")),
+            None => assert_eq!(page, 2, "only the last page has no next"),
+        }
+    }
+    assert_eq!(got, want);
+    for bad in ["x", "1.5", "nan/abc", "1.5/../../etc", "1.5/zz"] {
+        let (st, v) = get_json(&s, &format!("/v1/jobs?after={bad}")).await;
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+}

@@ -157,6 +157,9 @@ pub struct JobList {
     pub total: u64,
     pub limit: u32,
     pub offset: u32,
+    /// The cursor of the next page (`after=`), when this page is full: keyset pagination, the
+    /// same cost at any depth (a deep `offset` reads every row before it).
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Object)]
@@ -273,8 +276,21 @@ impl JobsApi {
             validator(minimum(value = "0"), maximum(value = "4294967295"))
         )]
         offset: Query<u32>,
+        /// Only the jobs after this cursor (a previous page's `next`): keyset pagination.
+        #[oai(validator(max_length = 128))]
+        after: Query<Option<String>>,
     ) -> ApiResult<Json<JobList>> {
         require(&caller, Action::Read, "read jobs")?;
+        let after = match after.0.as_deref() {
+            None => None,
+            Some(c) => Some(crate::server::store::parse_cursor(c).ok_or_else(|| {
+                ApiError::BadRequest(problem(
+                    400,
+                    "bad_request",
+                    format!("after: {c:?} is not a cursor from a listing's `next`"),
+                ))
+            })?),
+        };
         if let Some(p) = &id_prefix.0
             && !p.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
         {
@@ -293,13 +309,18 @@ impl JobsApi {
             name: name.0,
             limit: limit.0,
             offset: offset.0,
+            after,
         };
         let (rows, total) = self.svc.runner.store.list(&f).map_err(internal)?;
+        let next = (rows.len() == f.limit as usize)
+            .then(|| rows.last().map(crate::server::store::cursor_of))
+            .flatten();
         Ok(Json(JobList {
             jobs: rows.into_iter().map(JobInfo::from).collect(),
             total,
             limit: f.limit,
             offset: f.offset,
+            next,
         }))
     }
 

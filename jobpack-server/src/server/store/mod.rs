@@ -188,6 +188,23 @@ pub struct ListFilter {
     pub name: Option<String>,
     pub limit: u32,
     pub offset: u32,
+    /// Keyset pagination: only the jobs after this one in the listing's order (newest first),
+    /// its `(created_at, id)`; a page then costs the same at any depth.
+    pub after: Option<(f64, String)>,
+}
+
+/// The cursor of a listing's row (what `ListFilter::after` takes back): `created_at/id`.
+pub fn cursor_of(r: &JobRow) -> String {
+    format!("{}/{}", r.created_at, r.id)
+}
+
+/// A cursor as [`cursor_of`] writes it, or `None` if it is not one.
+pub fn parse_cursor(s: &str) -> Option<(f64, String)> {
+    let (t, id) = s.split_once('/')?;
+    let t: f64 = t.parse().ok().filter(|t: &f64| t.is_finite())?;
+    let id_ok =
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    id_ok.then(|| (t, id.to_owned()))
 }
 
 /// After secrets were deleted: copies the WAL into the database (where `secure_delete` has
@@ -333,9 +350,20 @@ impl Store {
                 ],
                 |r| r.get(0),
             )?;
+            // The cursor's clause only when there is one, so the planner can seek the index.
+            let keyset = if f.after.is_some() {
+                "AND created_at <= ?9 AND (created_at < ?9 OR id > ?10)"
+            } else {
+                "AND ?9 IS NULL AND ?10 IS NULL"
+            };
             let mut st = c.prepare(&format!(
-                "SELECT * FROM jobs {where_} ORDER BY created_at DESC, id LIMIT ?4 OFFSET ?5"
+                "SELECT * FROM jobs {where_} {keyset} ORDER BY created_at DESC, id \
+                 LIMIT ?4 OFFSET ?5"
             ))?;
+            let (after_t, after_id) = match &f.after {
+                Some((t, id)) => (Some(*t), Some(id.as_str())),
+                None => (None, None),
+            };
             let rows = st
                 .query_map(
                     params![
@@ -346,7 +374,9 @@ impl Store {
                         f.offset,
                         f.id_prefix,
                         f.batch_id,
-                        f.workflow_id
+                        f.workflow_id,
+                        after_t,
+                        after_id
                     ],
                     row,
                 )?
