@@ -163,7 +163,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             (Some(t), p)
         }
     };
-    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    // One job, one thread of async work: no worker threads to start and switch between.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(async move {
         let in_place = args.input.is_dir();
         // A spec is packed here (beside the run's job directory); an artifact or a directory

@@ -97,9 +97,16 @@ fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32) -> Result<BpfProg
         .map_err(|e: seccompiler::BackendError| e.to_string())
 }
 
+/// The filters, compiled once per process (they never change) and cloned for each sandbox.
+pub fn build() -> Result<Vec<BpfProgram>, String> {
+    static FILTERS: std::sync::OnceLock<Result<Vec<BpfProgram>, String>> =
+        std::sync::OnceLock::new();
+    FILTERS.get_or_init(compile_all).clone()
+}
+
 /// Compiles the filters (in the parent; the child only installs them). Two programs: the deny
 /// list (EPERM) and `clone3` (ENOSYS); the kernel runs both and the stricter answer wins.
-pub fn build() -> Result<Vec<BpfProgram>, String> {
+fn compile_all() -> Result<Vec<BpfProgram>, String> {
     let e = |e: seccompiler::BackendError| e.to_string();
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for (_, nr) in DENIED {

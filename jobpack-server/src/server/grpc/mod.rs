@@ -360,7 +360,7 @@ impl JobletService for Door {
             None
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::DataChunk, Status>>(16);
-        let mut chunks = log_chunks(self.svc.runner.clone(), id, 0);
+        let mut chunks = log_chunks(self.svc.runner.clone(), id, 0, 64 * 1024);
         tokio::spawn(async move {
             while until != Some(0) {
                 let Some(LogChunk::Data { start, mut bytes }) = chunks.next().await else {

@@ -147,6 +147,7 @@ pub(crate) fn log_chunks(
     runner: Arc<Runner>,
     id: String,
     start: u64,
+    chunk: usize,
 ) -> BoxStream<'static, LogChunk> {
     struct St {
         runner: Arc<Runner>,
@@ -169,7 +170,7 @@ pub(crate) fn log_chunks(
         attempt: if start == 0 { 1 } else { earlier + 1 },
         earlier: false,
     };
-    futures_util::stream::unfold(st, |mut st| async move {
+    futures_util::stream::unfold(st, move |mut st| async move {
         if st.done {
             return None;
         }
@@ -202,7 +203,7 @@ pub(crate) fn log_chunks(
                             }
                         }
                         Ok(Some(r)) if r.status == JobStatus::Running => {
-                            if let Some(bytes) = read_from(&path, st.pos).await {
+                            if let Some(bytes) = read_from(&path, st.pos, chunk).await {
                                 let start = st.pos;
                                 st.pos += bytes.len() as u64;
                                 return Some((LogChunk::Data { start, bytes }, st));
@@ -219,7 +220,7 @@ pub(crate) fn log_chunks(
                 }
             }
             let reader = st.reader.as_mut()?;
-            match reader.next_chunk(64 * 1024).await {
+            match reader.next_chunk(chunk).await {
                 Ok(Some(bytes)) => {
                     let start = st.pos;
                     st.pos += bytes.len() as u64;
@@ -260,12 +261,16 @@ pub(crate) fn log_chunks(
     .boxed()
 }
 
-/// At most 64 KiB of the file at `path` from `pos`, if it has bytes there.
-async fn read_from(path: &std::path::Path, pos: u64) -> Option<Vec<u8>> {
+/// The most bytes of log one SSE event carries: a stream's buffers are a few of these, so many
+/// readers of one noisy job stay small.
+const SSE_CHUNK: usize = 16 * 1024;
+
+/// At most `chunk` bytes of the file at `path` from `pos`, if it has bytes there.
+async fn read_from(path: &std::path::Path, pos: u64, chunk: usize) -> Option<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let mut f = tokio::fs::File::open(path).await.ok()?;
     f.seek(std::io::SeekFrom::Start(pos)).await.ok()?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; chunk];
     let n = f.read(&mut buf).await.ok()?;
     (n > 0).then(|| {
         buf.truncate(n);
@@ -282,7 +287,7 @@ pub(crate) fn log_events(
 ) -> BoxStream<'static, StreamItem> {
     let mut carry: Vec<u8> = Vec::new();
     let mut emitted = start;
-    log_chunks(runner, id, start)
+    log_chunks(runner, id, start, SSE_CHUNK)
         .flat_map(move |c| {
             let items = match c {
                 LogChunk::Data { bytes, .. } => {
@@ -346,7 +351,7 @@ pub(crate) fn log_lines(runner: Arc<Runner>, id: String) -> BoxStream<'static, L
         Stream::Stdout => 0,
         Stream::Stderr => 1,
     };
-    log_chunks(runner, id, 0)
+    log_chunks(runner, id, 0, SSE_CHUNK)
         .flat_map(move |c| {
             let mut out = Vec::new();
             match c {

@@ -225,6 +225,8 @@ pub struct Renderers {
 /// job ends). Returns how many events it took.
 pub fn dispatch(store: &Store, render: &Renderers) -> anyhow::Result<usize> {
     let events = store.job_events(100)?;
+    // Events no webhook wants leave the outbox together, in one transaction at the end.
+    let mut unwanted = Vec::new();
     for ev in &events {
         let mut out = Vec::new();
         if let Some(job) = store.get(&ev.job_id)? {
@@ -234,6 +236,11 @@ pub fn dispatch(store: &Store, render: &Renderers) -> anyhow::Result<usize> {
                 ("workflow", job.workflow_id.as_deref()),
             ];
             let hooks = store.webhooks_for(&job.owner, &subjects)?;
+            if hooks.is_empty() {
+                // Nothing to send: no status object to render.
+                unwanted.push(ev.seq);
+                continue;
+            }
             let mut wanted: Vec<(String, String, serde_json::Value)> = Vec::new();
             if let Some(data) = (render.job)(&job) {
                 wanted.push((ev.event.clone(), job.id.clone(), data));
@@ -274,8 +281,13 @@ pub fn dispatch(store: &Store, render: &Renderers) -> anyhow::Result<usize> {
                 }
             }
         }
-        store.enqueue_deliveries(ev.seq, &out)?;
+        if out.is_empty() {
+            unwanted.push(ev.seq);
+        } else {
+            store.enqueue_deliveries(ev.seq, &out)?;
+        }
     }
+    store.drop_job_events(&unwanted)?;
     Ok(events.len())
 }
 

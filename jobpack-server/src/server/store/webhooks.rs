@@ -220,6 +220,23 @@ impl Store {
         })
     }
 
+    /// Takes events that make no delivery off the outbox, all in one transaction.
+    pub fn drop_job_events(&self, seqs: &[i64]) -> StoreResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            {
+                let mut st = tx.prepare_cached("DELETE FROM job_events WHERE seq = ?1")?;
+                for seq in seqs {
+                    st.execute([seq])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
     /// Whether every job of the batch (or workflow) has ended.
     pub fn group_finished(&self, column: &str, id: &str) -> StoreResult<bool> {
         let column = match column {
