@@ -67,8 +67,9 @@ HPORT=$(free_port)
 python3 -m http.server "$HPORT" --bind 127.0.0.1 --directory "$B/www" >/dev/null 2>&1 & HTTP=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HPORT/data.bin" -o /dev/null && break; sleep 0.1; done
 git clone -q --bare . "$B/self.git"
-printf 'git_url: "file://%s"\ncommit_hash: "%s"\ndata: [{url: "http://127.0.0.1:%s/data.bin"}]\ncommand: "true"\n' \
-  "$B/self.git" "$(git rev-parse HEAD)" "$HPORT" > "$B/self.yaml"
+# Every input pinned (the full commit, the data's sha256), as a reproducible spec is.
+printf 'git_url: "file://%s"\ncommit_hash: "%s"\ndata: [{url: "http://127.0.0.1:%s/data.bin", sha256: "%s"}]\ncommand: "true"\n' \
+  "$B/self.git" "$(git rev-parse HEAD)" "$HPORT" "$(sha256sum "$B/www/data.bin" | cut -d' ' -f1)" > "$B/self.yaml"
 "$jp" pack "$B/self.yaml" -o "$B/warm.tar.gz" --cache-dir "$B/warm-cache" >/dev/null 2>&1
 pair "a second \`jobpack pack\` of the same spec (warm cache) vs the first (cold)" "$runs" \
   "$jp pack $B/self.yaml -o $B/warm.tar.gz --cache-dir $B/warm-cache" \

@@ -31,6 +31,7 @@
 //! is stated, signed, in [`attest`] (in-toto provenance in DSSE envelopes).
 
 pub mod archive;
+mod artifact_cache;
 pub mod attest;
 pub mod container;
 pub mod egress;

@@ -48,6 +48,10 @@ pub struct PackagerConfig {
     /// The mtime of every archive entry. `None`: the commit's time (0 without a commit).
     /// `Default` takes it from `SOURCE_DATE_EPOCH` when that is set.
     pub source_date_epoch: Option<u64>,
+    /// Whether a spec whose inputs are all pinned is answered from `cache_dir/artifacts` when it
+    /// was packed before (the same bytes, copied; [`crate::artifact_cache`]). The CLI turns it
+    /// on; a service whose destination policy may change between packs leaves it off.
+    pub artifact_cache: bool,
     /// The runtime store ([`crate::rootfs::Store`]) a spec's `runtime_fs` is resolved in.
     /// `None`: a spec naming one is refused.
     pub runtimes: Option<PathBuf>,
@@ -67,6 +71,7 @@ impl Default for PackagerConfig {
             source_date_epoch: std::env::var("SOURCE_DATE_EPOCH")
                 .ok()
                 .and_then(|v| v.trim().parse().ok()),
+            artifact_cache: false,
             runtimes: None,
         }
     }
@@ -276,7 +281,71 @@ impl Packager {
         out: Option<&Path>,
     ) -> Result<Artifact> {
         let cfg = &*self.config;
-        let (job, runtime_fs) = &self.resolve_runtime(job)?;
+        let (job, runtime_fs) = self.resolve_runtime(job)?;
+        // A spec whose inputs are all pinned: the artifact cache may already hold its bytes.
+        let cached = match (&cfg.cache_dir, cfg.artifact_cache) {
+            (Some(dir), true) => crate::artifact_cache::key(
+                &job,
+                inputs.code_dir.is_some() || inputs.data_dir.is_some(),
+                inputs.stdin.as_deref(),
+                self.templates.digest(),
+                cfg.source_date_epoch,
+            )
+            .map_err(io_err(
+                "read the standard input at",
+                inputs.stdin.clone().unwrap_or_default(),
+            ))?
+            .map(|k| (dir.clone(), k)),
+            _ => None,
+        };
+        if let Some((dir, key)) = &cached {
+            let dest = match out {
+                Some(p) => p.to_path_buf(),
+                None => default_out(
+                    cfg,
+                    &job,
+                    &manifest::spec_digest(&job.normalised_spec(None)),
+                ),
+            };
+            let hit = crate::artifact_cache::take(dir, key, &dest)
+                .map_err(io_err("read the artifact cache in", dir))?;
+            if let Some(e) = hit {
+                (self.progress)(Progress::ArtifactCache {
+                    hit: true,
+                    note: None,
+                });
+                (self.progress)(Progress::Stage { stage: Stage::Done });
+                return Ok(Artifact {
+                    path: dest,
+                    sha256: e.sha256,
+                    size: e.size,
+                    commit: e.commit,
+                    shallow_fetch: false,
+                    manifest: e.manifest,
+                });
+            }
+        }
+        let artifact = self.pack_fresh(&job, &runtime_fs, inputs, out).await?;
+        if let Some((dir, key)) = &cached {
+            let kept = crate::artifact_cache::put(dir, key, &artifact);
+            // The pack succeeded; a cache that cannot keep it is said, not fatal.
+            let note = kept
+                .err()
+                .map(|e| format!("not kept in the artifact cache: {e}"));
+            (self.progress)(Progress::ArtifactCache { hit: false, note });
+        }
+        Ok(artifact)
+    }
+
+    /// Packs `job` (its runtime resolved) from its sources.
+    async fn pack_fresh(
+        &self,
+        job: &Job,
+        runtime_fs: &manifest::RootFsRecord,
+        inputs: &PackInputs,
+        out: Option<&Path>,
+    ) -> Result<Artifact> {
+        let cfg = &*self.config;
         if inputs.code_dir.is_some() && job.source.is_some() {
             return Err(Error::Policy(
                 "give either git_url/commit_hash or uploaded code, not both".into(),
@@ -382,11 +451,7 @@ impl Packager {
         });
         let out = match out {
             Some(p) => p.to_path_buf(),
-            None => {
-                let stem = job.name.as_deref().unwrap_or("job");
-                let digest = spec_digest.trim_start_matches("sha256:");
-                cfg.out_dir.join(format!("{stem}-{}.tar.gz", &digest[..12]))
-            }
+            None => default_out(cfg, job, &spec_digest),
         };
         let source = match (&job.source, &checkout) {
             (Some(s), Some(c)) => Some(SourceRecord {
@@ -530,4 +595,11 @@ impl Packager {
             },
         }
     }
+}
+
+/// Where an artifact goes without an explicit path: `out_dir/<name>-<spec digest prefix>.tar.gz`.
+fn default_out(cfg: &PackagerConfig, job: &Job, spec_digest: &str) -> PathBuf {
+    let stem = job.name.as_deref().unwrap_or("job");
+    let digest = spec_digest.trim_start_matches("sha256:");
+    cfg.out_dir.join(format!("{stem}-{}.tar.gz", &digest[..12]))
 }

@@ -42,6 +42,9 @@ pub enum Progress {
     },
     /// The archive writer advanced (uncompressed bytes written so far, out of `total`).
     Archive { written: u64, total: u64 },
+    /// The artifact came from the artifact cache (`hit`), or was packed and kept there (`note`
+    /// says why it could not be).
+    ArtifactCache { hit: bool, note: Option<String> },
 }
 
 /// Where progress events go. Called from several threads; must be cheap.

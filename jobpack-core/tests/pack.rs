@@ -691,3 +691,112 @@ async fn prepare_packs_and_unpacks_into_an_empty_job_directory() {
     assert_eq!(names.len(), 1);
     assert_eq!(std::fs::read_to_string(full.join("mine")).unwrap(), "keep");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_spec_packs_again_from_the_artifact_cache_and_nothing_else_does() {
+    use jobpack_core::Progress;
+    let e = env();
+    let repos = e.root.join("repos");
+    let fx = fixture_repo(&repos, "app", true);
+    let daemon = GitDaemon::start(&repos);
+    let data = DataServer::start().await;
+    let body = Arc::new(b"pinned data\n".repeat(1000));
+    let url = data.route("/d.bin", Route::Bytes(body.clone()));
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let cache = e.root.join("cache");
+    let packager = Packager::new(PackagerConfig {
+        cache_dir: Some(cache.clone()),
+        artifact_cache: true,
+        ..config(&e)
+    })
+    .unwrap()
+    .with_progress(Arc::new(move |p| sink.lock().unwrap().push(p)));
+    let hits = |events: &std::sync::Mutex<Vec<Progress>>| -> Vec<bool> {
+        let mut ev = events.lock().unwrap();
+        let out = ev
+            .iter()
+            .filter_map(|p| match p {
+                Progress::ArtifactCache { hit, note } => {
+                    assert!(note.is_none(), "{note:?}");
+                    Some(*hit)
+                }
+                _ => None,
+            })
+            .collect();
+        ev.clear();
+        out
+    };
+    let pinned = spec(serde_json::json!({
+        "git_url": daemon.url("app.git"),
+        "commit_hash": fx.commits[1],
+        "data": [{"url": url, "sha256": sha256(&body)}],
+        "command": "true",
+    }));
+    let first = packager
+        .pack_to(&pinned, &e.out.join("1.tar.gz"))
+        .await
+        .unwrap();
+    assert_eq!(hits(&events), [false], "packed, and kept");
+    let second = packager
+        .pack_to(&pinned, &e.out.join("2.tar.gz"))
+        .await
+        .unwrap();
+    assert_eq!(hits(&events), [true], "the second comes from the cache");
+    assert_eq!(second.sha256, first.sha256);
+    assert_eq!(second.manifest, first.manifest);
+    assert_eq!(
+        std::fs::read(&second.path).unwrap(),
+        std::fs::read(&first.path).unwrap(),
+        "the same bytes"
+    );
+    // Without an output path it goes where a fresh pack would put it.
+    let third = packager.pack(&pinned).await.unwrap();
+    assert_eq!(hits(&events), [true]);
+    assert_eq!(third.sha256, first.sha256);
+    assert!(third.path.starts_with(&e.out), "{}", third.path.display());
+
+    // A damaged entry is never served: the spec is packed again (and kept again).
+    for f in std::fs::read_dir(cache.join("artifacts")).unwrap() {
+        let p = f.unwrap().path();
+        if p.extension().is_some_and(|x| x == "gz") {
+            let mut b = std::fs::read(&p).unwrap();
+            let n = b.len();
+            b[n / 2] ^= 1;
+            std::fs::write(&p, b).unwrap();
+        }
+    }
+    let again = packager
+        .pack_to(&pinned, &e.out.join("4.tar.gz"))
+        .await
+        .unwrap();
+    assert_eq!(hits(&events), [false]);
+    assert_eq!(again.sha256, first.sha256);
+
+    // Not pinned: an abbreviated commit, data without sha256. Never from the cache.
+    for unpinned in [
+        serde_json::json!({"git_url": daemon.url("app.git"), "commit_hash": &fx.commits[1][..10],
+                           "command": "true"}),
+        serde_json::json!({"git_url": daemon.url("app.git"), "commit_hash": fx.commits[1],
+                           "data": [{"url": url}], "command": "true"}),
+    ] {
+        let s = spec(unpinned);
+        packager.pack_to(&s, &e.out.join("u.tar.gz")).await.unwrap();
+        packager.pack_to(&s, &e.out.join("u.tar.gz")).await.unwrap();
+        assert_eq!(hits(&events), Vec::<bool>::new(), "no cache for {s:?}");
+    }
+    // Another command: another key.
+    let other = spec(serde_json::json!({
+        "git_url": daemon.url("app.git"),
+        "commit_hash": fx.commits[1],
+        "data": [{"url": url, "sha256": sha256(&body)}],
+        "command": "false",
+    }));
+    let o = packager
+        .pack_to(&other, &e.out.join("o.tar.gz"))
+        .await
+        .unwrap();
+    assert_eq!(hits(&events), [false]);
+    assert_ne!(o.sha256, first.sha256);
+    assert_no_leftovers(&e);
+}

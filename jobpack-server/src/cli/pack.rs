@@ -75,6 +75,7 @@ pub fn run(args: PackArgs) -> anyhow::Result<ExitCode> {
         templates_dir: args.templates.clone(),
         git_timeout: Duration::from_secs(args.timeout),
         runtimes: Some(args.store.dir()),
+        artifact_cache: true,
         ..PackagerConfig::default()
     };
     if let Some(w) = &args.work_dir {
@@ -228,6 +229,17 @@ impl Bars {
                         b
                     });
                     bar.set_position(written);
+                }
+                Progress::ArtifactCache { hit, note } => {
+                    // Said whether or not bars are drawn (a cache that cannot keep is news).
+                    if hit {
+                        multi.suspend(|| {
+                            eprintln!("jobpack: the same bytes as an earlier pack (artifact cache)")
+                        });
+                    }
+                    if let Some(n) = note {
+                        multi.suspend(|| eprintln!("jobpack: warning: {n}"));
+                    }
                 }
             }
         })

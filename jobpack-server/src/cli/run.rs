@@ -181,6 +181,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(Packager::new(PackagerConfig {
                 cache_dir: crate::cli::pack::default_cache_dir(),
                 runtimes: Some(args.store.dir()),
+                artifact_cache: true,
                 ..PackagerConfig::default()
             })?)
         };
