@@ -85,7 +85,7 @@ fi
 # The server's rows.
 echo
 if $smoke; then
-  BENCH_SMOKE=1 cargo test -q --locked -p jobpack-server --bench service -- 2>/dev/null
+  BENCH_SMOKE=1 cargo test -q --locked -p jobpack-server --bench service
 else
   cargo bench -q --locked -p jobpack-server --bench service
 fi

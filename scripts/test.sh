@@ -10,6 +10,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 # The API against its OpenAPI document: schemathesis --checks all, bounded examples, fixed seed.
 scripts/schemathesis.sh
+# The benchmark, at tiny sizes on the debug build: that every row still runs (not how fast).
+scripts/bench.sh --smoke
 # Every process a test starts is ended by a guard (also on panic); anything still running now is a
 # leak: git daemons, servers or browsers of a test's temporary directory, or a sandbox.
 left=$(pgrep -af -- 'git-daemon .*--base-path=/tmp/|jobpack (serve|worker) .*--data-dir /tmp/|jobpack-sandbox-init|chromedriver --port=' || true)

@@ -51,10 +51,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
 /// Two malloc arenas instead of glibc's eight per core: the runtime's many short-lived blocking
 /// threads otherwise each grow an arena of their own, and the server's memory with them.
 pub(crate) fn limit_arenas() {
+    // glibc's own MALLOC_ARENA_MAX, when given, wins.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: called before any other thread exists; mallopt only sets a tunable.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called before any other thread exists; mallopt only sets a tunable.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
     }
 }
 
@@ -459,6 +462,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .is_set()
         .then(|| service::retention::spawn_periodic(runner.clone(), policy, args.gc_interval))
         .map(AbortOnDrop);
+    let _trim = AbortOnDrop(runner.spawn_memory_trim(std::time::Duration::from_secs(2)));
     // Webhook deliveries, from the store's outbox, whichever process ran the jobs.
     let renderers = service::webhooks::Renderers {
         job: Box::new(http::jobs::job_json),

@@ -166,6 +166,8 @@ pub struct Runner {
     pub runtimes: Option<jobpack_core::rootfs::Store>,
     /// How many runs use each runtime (by digest) now: one in use is never removed.
     pub(crate) runtimes_in_use: Mutex<HashMap<String, usize>>,
+    /// Jobs ended since the allocator last gave memory back ([`Runner::spawn_memory_trim`]).
+    pub(crate) trim_due: std::sync::atomic::AtomicBool,
 }
 
 impl Runner {
@@ -206,6 +208,7 @@ impl Runner {
             signing_key,
             runtimes,
             runtimes_in_use: Mutex::new(HashMap::new()),
+            trim_due: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -375,16 +378,10 @@ impl Runner {
                 None => me.process(&id, rx).await,
                 Some((handle, row)) => me.supervise(&id, handle, &row, rx).await,
             }
-            let idle = match me.live.lock() {
-                Ok(mut live) => {
-                    live.remove(&id);
-                    live.is_empty()
-                }
-                Err(_) => false,
-            };
-            if idle {
-                give_back_memory();
+            if let Ok(mut live) = me.live.lock() {
+                live.remove(&id);
             }
+            me.trim_due.store(true, Ordering::Relaxed);
             // The end of a workflow's job may let others start (or skip them). At shutdown the
             // workflow is left as it is and resumes at the next start.
             if !me.closing.load(Ordering::SeqCst)
@@ -520,8 +517,25 @@ pub fn row_is_final(r: &JobRow) -> bool {
     is_final(r.status, r.run)
 }
 
-/// With no job in progress, hands the allocator's free memory back to the system (glibc keeps
-/// what a burst of jobs freed: without this the server's RSS stays at its peak).
+impl Runner {
+    /// Every `every`, once no job is in progress and some ended since the last time, hands the
+    /// allocator's free memory back to the system (glibc keeps what a burst of jobs freed:
+    /// without this the server's RSS stays at its peak). Never on a job's own path.
+    pub fn spawn_memory_trim(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let idle = me.live.lock().map(|l| l.is_empty()).unwrap_or(false);
+                if idle && me.trim_due.swap(false, Ordering::Relaxed) {
+                    give_back_memory();
+                }
+            }
+        })
+    }
+}
+
+/// Hands the allocator's free memory back to the system.
 fn give_back_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
