@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{is_root, jobpack_in, missing_tool, script};
+use common::{is_root, jobpack_in, manifest, missing_tool, script};
 
 const BASE: &str = "localhost/jobpack-base:bookworm";
 
@@ -106,18 +106,6 @@ fn skip(test: &str) -> Option<Oci> {
             None
         }
     }
-}
-
-fn manifest(art: &Path) -> serde_json::Value {
-    let f = std::fs::File::open(art).unwrap();
-    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.path().unwrap().to_str() == Some("jobpack.json") {
-            return serde_json::from_reader(&mut e).unwrap();
-        }
-    }
-    panic!("no jobpack.json in {}", art.display());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{FINAL, Server, call, jobpack, wait_final};
+use common::{FINAL, Server, call, jobpack, statement, wait_final};
 use serde_json::{Value, json};
 
 /// securesystemslib's verdict on `envelope` for `artifact` with the key in `pem` (`keyid`).
@@ -40,15 +40,6 @@ fn sslib(py: &Path, envelope: &Path, pem: &Path, keyid: &str, artifact: &Path) -
 async fn body(c: &reqwest::Client, s: &Server, path: &str) -> Vec<u8> {
     let r = c.get(s.u(path)).send().await.unwrap();
     r.bytes().await.unwrap().to_vec()
-}
-
-/// The in-toto statement a DSSE envelope carries (not verified: what it says).
-fn statement(env: &Value) -> Value {
-    use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(env["payload"].as_str().unwrap())
-        .unwrap();
-    serde_json::from_slice(&raw).unwrap()
 }
 
 /// The server's first public key, written to `dir/server.pub`: (its path, its keyid).

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Launch, Server, call, jobpack_in, marked_debian_rootfs};
+use common::{Launch, Server, call, jobpack_in, manifest, marked_debian_rootfs, statement};
 use serde_json::{Value, json};
 
 const ADMIN: &str = "jp_test-admin-token-0123456789abcdef";
@@ -26,19 +26,6 @@ fn fixture(dir: &Path, test: &str, marker: &str) -> Option<std::path::PathBuf> {
             None
         }
     }
-}
-
-fn manifest(art: &Path) -> Value {
-    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(
-        std::fs::File::open(art).unwrap(),
-    ));
-    for e in a.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.path().unwrap().to_str() == Some("jobpack.json") {
-            return serde_json::from_reader(&mut e).unwrap();
-        }
-    }
-    panic!("no jobpack.json in {}", art.display());
 }
 
 #[test]
@@ -198,14 +185,6 @@ async fn install(
         .unwrap();
     let st = r.status().as_u16();
     (st, r.json().await.unwrap_or(Value::Null))
-}
-
-fn statement(env: &Value) -> Value {
-    use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(env["payload"].as_str().unwrap())
-        .unwrap();
-    serde_json::from_slice(&raw).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

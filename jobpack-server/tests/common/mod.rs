@@ -342,3 +342,25 @@ pub fn marked_debian_rootfs(dir: &Path, marker: &str) -> Result<PathBuf, String>
     assert!(marked, "{} has no usr/lib/os-release", cached.display());
     Ok(out_path)
 }
+
+/// The in-toto statement a DSSE envelope carries (not verified: what it says).
+pub fn statement(env: &serde_json::Value) -> serde_json::Value {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(env["payload"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// The `jobpack.json` inside the artifact at `art`.
+pub fn manifest(art: &Path) -> serde_json::Value {
+    let f = std::fs::File::open(art).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_str() == Some("jobpack.json") {
+            return serde_json::from_reader(&mut e).unwrap();
+        }
+    }
+    panic!("no jobpack.json in {}", art.display());
+}

@@ -159,6 +159,7 @@ pub struct JobList {
     pub offset: u32,
     /// The cursor of the next page (`after=`), when this page is full: keyset pagination, the
     /// same cost at any depth (a deep `offset` reads every row before it).
+    #[oai(skip_serializing_if_is_none)]
     pub next: Option<String>,
 }
 

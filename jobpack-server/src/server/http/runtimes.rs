@@ -97,7 +97,13 @@ impl RuntimesApi {
 
     /// One runtime (seed 004's GetRuntimeInfo).
     #[oai(path = "/runtimes/:name", method = "get")]
-    async fn get(&self, caller: Caller, name: Path<String>) -> ApiResult<Json<RuntimeInfo>> {
+    async fn get(
+        &self,
+        caller: Caller,
+        #[oai(validator(pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*$", max_length = 64))] name: Path<
+            String,
+        >,
+    ) -> ApiResult<Json<RuntimeInfo>> {
         Ok(Json(info(self.svc.runtime(&caller, &name)?)))
     }
 
@@ -108,7 +114,9 @@ impl RuntimesApi {
     async fn install(
         &self,
         caller: Caller,
-        name: Path<String>,
+        #[oai(validator(pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*$", max_length = 64))] name: Path<
+            String,
+        >,
         body: Binary<Body>,
     ) -> ApiResult<Installed> {
         // Refused before the upload is read when the caller may not, or the name is bad.
@@ -147,13 +155,25 @@ impl RuntimesApi {
 
     /// Remove a runtime (admins); 409 while a job runs on it.
     #[oai(path = "/runtimes/:name", method = "delete")]
-    async fn remove(&self, caller: Caller, name: Path<String>) -> ApiResult<Json<RuntimeInfo>> {
+    async fn remove(
+        &self,
+        caller: Caller,
+        #[oai(validator(pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*$", max_length = 64))] name: Path<
+            String,
+        >,
+    ) -> ApiResult<Json<RuntimeInfo>> {
         Ok(Json(info(self.svc.remove_runtime(&caller, &name)?)))
     }
 
     /// Run a probe in the sandbox on the runtime (admins; seed 004's TestRuntime).
     #[oai(path = "/runtimes/:name/test", method = "post")]
-    async fn test(&self, caller: Caller, name: Path<String>) -> ApiResult<Json<RuntimeTest>> {
+    async fn test(
+        &self,
+        caller: Caller,
+        #[oai(validator(pattern = r"^[a-z0-9]+([._-][a-z0-9]+)*$", max_length = 64))] name: Path<
+            String,
+        >,
+    ) -> ApiResult<Json<RuntimeTest>> {
         let t = self.svc.test_runtime(&caller, &name).await?;
         Ok(Json(RuntimeTest {
             runtime: info(t.runtime),
