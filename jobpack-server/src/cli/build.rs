@@ -176,7 +176,7 @@ pub fn run_container(
         {
             Ok(m) if m.status.success() => {
                 let root = PathBuf::from(String::from_utf8_lossy(&m.stdout).trim());
-                crate::cli::run::outputs_line(&root.join("job"), true);
+                outputs_line(&root.join("job"), true);
                 let umount = Command::new(&builder.program)
                     .args(["umount", &name])
                     .stdout(Stdio::null())
@@ -220,4 +220,29 @@ fn image_command(builder: &Builder, image: &str) -> Option<Vec<String>> {
     };
     let argv: Vec<String> = list("Entrypoint").into_iter().chain(list("Cmd")).collect();
     (!argv.is_empty()).then_some(argv)
+}
+
+/// The digest of a job directory's outputs as a receipt records them (with `print`, also as
+/// `jobpack: outputs sha256:<hex>` on stderr), so a sandbox run and a container run can be
+/// compared.
+pub fn outputs_line(job_dir: &Path, print: bool) -> Option<String> {
+    use jobpack_core::attest::{OutputBudget, outputs};
+    match outputs(job_dir, OutputBudget::default()) {
+        Ok(o) => {
+            let d = format!("sha256:{}", o.digest);
+            let partial = if o.complete {
+                ""
+            } else {
+                " (partial: over the budget)"
+            };
+            if print {
+                eprintln!("jobpack: outputs {d}{partial}");
+            }
+            Some(d)
+        }
+        Err(e) => {
+            eprintln!("jobpack: the outputs could not be read: {e}");
+            None
+        }
+    }
 }

@@ -109,31 +109,6 @@ pub fn exit_code(o: &Outcome) -> u8 {
     crate::client::job_exit_code(o.status.as_str(), o.exit_code, o.signal)
 }
 
-/// The digest of a job directory's outputs as a receipt records them (with `print`, also as
-/// `jobpack: outputs sha256:<hex>` on stderr), so a sandbox run and a container run can be
-/// compared.
-pub fn outputs_line(job_dir: &Path, print: bool) -> Option<String> {
-    use jobpack_core::attest::{OutputBudget, outputs};
-    match outputs(job_dir, OutputBudget::default()) {
-        Ok(o) => {
-            let d = format!("sha256:{}", o.digest);
-            let partial = if o.complete {
-                ""
-            } else {
-                " (partial: over the budget)"
-            };
-            if print {
-                eprintln!("jobpack: outputs {d}{partial}");
-            }
-            Some(d)
-        }
-        Err(e) => {
-            eprintln!("jobpack: the outputs could not be read: {e}");
-            None
-        }
-    }
-}
-
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let env = parse_env(&args.env, "--env")?;
     let secret_env = parse_env(&args.secret_env, "--secret-env")?;
@@ -301,7 +276,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
         let _ = pump.await;
         let outputs = if args.outputs || args.json {
-            outputs_line(&job_dir, args.outputs)
+            crate::cli::build::outputs_line(&job_dir, args.outputs)
         } else {
             None
         };

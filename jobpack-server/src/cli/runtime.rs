@@ -202,7 +202,11 @@ fn probe(store: &Store, rt: &RuntimeFs) -> anyhow::Result<u8> {
         "{}",
         std::fs::read_to_string(tmp.path().join("log")).unwrap_or_default()
     );
-    Ok(crate::cli::run::exit_code(&outcome))
+    Ok(crate::client::job_exit_code(
+        outcome.status.as_str(),
+        outcome.exit_code,
+        outcome.signal,
+    ))
 }
 
 /// The manifest of an unpacked artifact's directory.
