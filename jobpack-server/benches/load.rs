@@ -10,16 +10,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{pct, start_server};
+use support::{one_job_to_running_ms, pct, start_server, to_running_ms, wait_completed};
 
 use serde_json::Value;
-
-fn secs(t: &str) -> f64 {
-    let st = humantime::parse_rfc3339(t).expect("rfc3339");
-    st.duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 #[tokio::main]
 async fn main() {
@@ -72,22 +65,7 @@ async fn main() {
         }
     }
     // Wait for all to finish.
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let v: Value = client
-            .get(format!("{url}/v1/jobs?status=completed&limit=1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["total"].as_u64().unwrap() as usize == jobs {
-            break;
-        }
-        assert!(Instant::now() < deadline, "jobs did not complete");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_completed(&client, &url, jobs, Duration::from_secs(600)).await;
     let elapsed = t0.elapsed().as_secs_f64();
     let mut to_running = Vec::new();
     for id in &ids {
@@ -99,44 +77,12 @@ async fn main() {
             .json()
             .await
             .unwrap();
-        to_running.push(
-            (secs(v["started_at"].as_str().unwrap()) - secs(v["created_at"].as_str().unwrap()))
-                * 1e3,
-        );
+        to_running.push(to_running_ms(&v));
     }
     // Unloaded: one job at a time, so the latency is the server's own, not the queue's.
     let mut idle = Vec::new();
     for _ in 0..20 {
-        let r = client
-            .post(format!("{url}/v1/jobs"))
-            .header("content-type", "application/json")
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        let id = r.json::<Value>().await.unwrap()["job_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        loop {
-            let v: Value = client
-                .get(format!("{url}/v1/jobs/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if v["status"] == "completed" {
-                idle.push(
-                    (secs(v["started_at"].as_str().unwrap())
-                        - secs(v["created_at"].as_str().unwrap()))
-                        * 1e3,
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        idle.push(one_job_to_running_ms(&client, &url, &body).await);
     }
     let _ = child.kill();
     let _ = child.wait();

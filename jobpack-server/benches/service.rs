@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use support::{pct, start_server};
+use support::{one_job_to_running_ms, pct, start_server, wait_completed};
 
 fn env_or(name: &str, smoke: bool, small: usize, full: usize) -> usize {
     std::env::var(name)
@@ -172,22 +172,7 @@ async fn main() {
         }
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        let v: Value = c
-            .get(format!("{url}/v1/jobs?status=completed&limit=1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["total"].as_u64().unwrap_or(0) as usize == jobs {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the jobs did not all complete");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_completed(&c, &url, jobs, Duration::from_secs(1800)).await;
     let job_rate = jobs as f64 / t0.elapsed().as_secs_f64();
     row(
         &format!("{jobs} trivial jobs through HTTP, {clients} clients, submit to all final"),
@@ -210,39 +195,7 @@ async fn main() {
     let n = if smoke { 5 } else { 50 };
     let mut lat = Vec::new();
     for _ in 0..n {
-        let r = c
-            .post(format!("{url}/v1/jobs"))
-            .header("content-type", "application/json")
-            .body(r#"{"command":"true"}"#)
-            .send()
-            .await
-            .unwrap();
-        let id = r.json::<Value>().await.unwrap()["job_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        loop {
-            let v: Value = c
-                .get(format!("{url}/v1/jobs/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if v["status"] == "completed" {
-                let t = |k: &str| {
-                    humantime::parse_rfc3339(v[k].as_str().unwrap())
-                        .unwrap()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_secs_f64()
-                };
-                lat.push((t("started_at") - t("created_at")) * 1e3);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        lat.push(one_job_to_running_ms(&c, &url, r#"{"command":"true"}"#).await);
     }
     let (hp50, hp99) = get_ms(&c, &health, 50).await;
     row(

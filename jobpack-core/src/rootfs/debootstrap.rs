@@ -46,8 +46,8 @@ impl Store {
         }
         self.refuse_existing(name)?;
         let stage = self.stage()?;
-        let tree = stage.path().join("tree");
-        let log_path = stage.path().join("debootstrap.log");
+        let tree = stage.tree.clone();
+        let log_path = stage.dir.path().join("debootstrap.log");
         let log = File::create(&log_path).map_err(io_err("create", &log_path))?;
         let mut cmd = std::process::Command::new("debootstrap");
         cmd.arg("--variant=minbase");

@@ -164,6 +164,12 @@ pub struct Debootstrap {
     pub timeout: Duration,
 }
 
+/// An import in progress: its private directory and the tree being filled in it.
+struct Staging {
+    dir: tempfile::TempDir,
+    tree: PathBuf,
+}
+
 /// A directory of runtimes (see the module's doc).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -247,6 +253,29 @@ impl Store {
             .join(rt.digest.trim_start_matches("sha256:"))
     }
 
+    /// The request that tests `rt` (`jobpack runtime test`, seed 004's TestRuntime): `sh` on
+    /// its root prints its os-release name, then python3's version where it has one; 30 s at
+    /// most. Its job directory is made in `dir` (empty, the caller's), its log is `dir/log`.
+    pub fn probe_request(
+        &self,
+        rt: &RuntimeFs,
+        dir: &Path,
+    ) -> Result<crate::exec::RunRequest, RootfsError> {
+        let job = dir.join("job");
+        fs::create_dir(&job).map_err(io_err("create", &job))?;
+        let mut req = crate::exec::RunRequest::new(&job, dir.join("log"));
+        req.argv = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            ". /etc/os-release && echo \"$PRETTY_NAME\"; \
+             if command -v python3 >/dev/null; then python3 --version; fi"
+                .into(),
+        ];
+        req.rootfs = Some(self.tree(rt));
+        req.limits.timeout = Some(Duration::from_secs(30));
+        Ok(req)
+    }
+
     fn record_path(&self, name: &str) -> PathBuf {
         self.root.join("runtimes").join(format!("{name}.json"))
     }
@@ -308,13 +337,17 @@ impl Store {
             .map_err(|(_, e)| io_err("lock", &p)(e.into()).into())
     }
 
-    /// A fresh staging directory under `tmp/` (removed by the guard unless committed).
-    fn stage(&self) -> Result<tempfile::TempDir, RootfsError> {
+    /// A fresh staging directory under `tmp/` with an empty `tree/` to fill (removed with the
+    /// guard unless committed).
+    fn stage(&self) -> Result<Staging, RootfsError> {
         let tmp = self.root.join("tmp");
-        tempfile::Builder::new()
+        let dir = tempfile::Builder::new()
             .prefix("import-")
             .tempdir_in(&tmp)
-            .map_err(|e| io_err("create a directory in", &tmp)(e).into())
+            .map_err(io_err("create a directory in", &tmp))?;
+        let tree = dir.path().join("tree");
+        fs::create_dir(&tree).map_err(io_err("create", &tree))?;
+        Ok(Staging { dir, tree })
     }
 
     /// Imports a rootfs tarball (plain or gzip) as `name`.
@@ -328,9 +361,7 @@ impl Store {
         check_name(name)?;
         self.refuse_existing(name)?;
         let stage = self.stage()?;
-        let tree = stage.path().join("tree");
-        fs::create_dir(&tree).map_err(io_err("create", &tree))?;
-        layer::unpack_layer(reader, &tree, limits, &mut layer::Counted::default())?;
+        layer::unpack_layer(reader, &stage.tree, limits, &mut layer::Counted::default())?;
         self.commit(name, &stage, source.to_owned())
     }
 
@@ -347,8 +378,6 @@ impl Store {
         self.refuse_existing(name)?;
         let layers = oci::layers(layout, reference)?;
         let stage = self.stage()?;
-        let tree = stage.path().join("tree");
-        fs::create_dir(&tree).map_err(io_err("create", &tree))?;
         let mut counted = layer::Counted::default();
         for l in &layers {
             let mut f = File::open(&l.path).map_err(io_err("open", &l.path))?;
@@ -362,7 +391,7 @@ impl Store {
                 )));
             }
             let f = File::open(&l.path).map_err(io_err("open", &l.path))?;
-            layer::unpack_layer(f, &tree, limits, &mut counted)?;
+            layer::unpack_layer(f, &stage.tree, limits, &mut counted)?;
         }
         let source = match reference {
             Some(r) => format!("import oci:{}:{r}", layout.display()),
@@ -387,18 +416,18 @@ impl Store {
     fn commit(
         &self,
         name: &str,
-        stage: &tempfile::TempDir,
+        stage: &Staging,
         source: String,
     ) -> Result<RuntimeFs, RootfsError> {
-        let tree = stage.path().join("tree");
-        let layer_path = stage.path().join("layer.tar");
+        let tree = &stage.tree;
+        let layer_path = stage.dir.path().join("layer.tar");
         let file = File::create(&layer_path).map_err(io_err("create", &layer_path))?;
         let mut w = layer::Hashing {
             inner: BufWriter::with_capacity(1 << 20, file),
             hasher: sha2::Sha256::new(),
             len: 0,
         };
-        let entries = layer::write_canonical(&tree, &mut w)?;
+        let entries = layer::write_canonical(tree, &mut w)?;
         let (size, hex) = (w.len, hex::encode(w.hasher.finalize()));
         let digest = format!("sha256:{hex}");
         let ((config, _), (manifest, image_digest)) = oci::image(&digest, size);
@@ -411,7 +440,7 @@ impl Store {
         }
         let fs_dir = self.root.join("fs").join(&hex);
         if !fs_dir.exists() {
-            fs::rename(&tree, &fs_dir).map_err(io_err("move into place", &fs_dir))?;
+            fs::rename(tree, &fs_dir).map_err(io_err("move into place", &fs_dir))?;
         }
         let blobs = self.root.join("blobs/sha256");
         let layer_blob = blobs.join(&hex);

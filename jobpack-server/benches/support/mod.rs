@@ -1,4 +1,5 @@
-//! What the benchmarks share: starting the real server, and percentiles.
+//! What the benchmarks share: starting the real server, waiting for its jobs, and percentiles.
+#![allow(dead_code)]
 
 use std::io::BufRead;
 use std::path::Path;
@@ -41,4 +42,68 @@ pub fn start_server(
 pub fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A job's submitted -> running time in ms (the server's own `created_at` and `started_at`).
+pub fn to_running_ms(job: &serde_json::Value) -> f64 {
+    let t = |k: &str| {
+        humantime::parse_rfc3339(job[k].as_str().expect("an RFC 3339 time"))
+            .expect("rfc3339")
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    (t("started_at") - t("created_at")) * 1e3
+}
+
+/// Waits until the server at `url` has `n` completed jobs; panics after `within`.
+pub async fn wait_completed(c: &reqwest::Client, url: &str, n: usize, within: std::time::Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let v: serde_json::Value = c
+            .get(format!("{url}/v1/jobs?status=completed&limit=1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["total"].as_u64().unwrap_or(0) as usize == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the jobs did not all complete"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Submits `body` alone and waits for it: its submitted -> running time in ms.
+pub async fn one_job_to_running_ms(c: &reqwest::Client, url: &str, body: &str) -> f64 {
+    let r = c
+        .post(format!("{url}/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<serde_json::Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    loop {
+        let v: serde_json::Value = c
+            .get(format!("{url}/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "completed" {
+            return to_running_ms(&v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }

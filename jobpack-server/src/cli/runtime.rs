@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use jobpack_core::container::{Builder, BuilderKind};
-use jobpack_core::exec::{Executor, LocalExecutor, LocalExecutorConfig, RunRequest};
+use jobpack_core::exec::{Executor, LocalExecutor, LocalExecutorConfig};
 use jobpack_core::manifest::{MANIFEST_NAME, Manifest, RootFsRecord};
 use jobpack_core::rootfs::{Debootstrap, ImportLimits, RuntimeFs, Store};
 
@@ -178,18 +178,8 @@ fn print_made(rt: &RuntimeFs) {
 /// `jobpack runtime test`: the probe's output on stdout, its exit code.
 fn probe(store: &Store, rt: &RuntimeFs) -> anyhow::Result<u8> {
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let job = tmp.path().join("job");
-    std::fs::create_dir(&job)?;
-    let mut req = RunRequest::new(&job, tmp.path().join("log"));
-    req.argv = vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        ". /etc/os-release && echo \"$PRETTY_NAME\"; \
-         if command -v python3 >/dev/null; then python3 --version; fi"
-            .into(),
-    ];
-    req.rootfs = Some(store.tree(rt));
-    req.limits.timeout = Some(Duration::from_secs(30));
+    let req = store.probe_request(rt, tmp.path())?;
+    let log = req.log_path.clone();
     let rt_ = tokio::runtime::Runtime::new()?;
     let outcome = rt_.block_on(async {
         let h = LocalExecutor::new(LocalExecutorConfig::default())
@@ -198,10 +188,7 @@ fn probe(store: &Store, rt: &RuntimeFs) -> anyhow::Result<u8> {
             .context("cannot start the probe")?;
         anyhow::Ok(h.wait().await)
     })?;
-    print!(
-        "{}",
-        std::fs::read_to_string(tmp.path().join("log")).unwrap_or_default()
-    );
+    print!("{}", std::fs::read_to_string(&log).unwrap_or_default());
     Ok(crate::client::job_exit_code(
         outcome.status.as_str(),
         outcome.exit_code,

@@ -52,15 +52,7 @@ impl Masker {
         // A match that starts before `safe` has every longer secret's bytes in `buf`, so the
         // automaton's choice is final; from `safe` on a secret may still be cut off.
         let safe = buf.len().saturating_sub(self.longest - 1);
-        let mut plain_start = 0;
-        for m in finder.find_iter(buf.as_slice()) {
-            if m.start() >= safe {
-                break;
-            }
-            out.extend_from_slice(&buf[plain_start..m.start()]);
-            out.extend_from_slice(MASK);
-            plain_start = m.end();
-        }
+        let mut plain_start = mask_matches(finder, buf, safe, out);
         let mut i = plain_start.max(safe);
         'scan: while i < buf.len() {
             let rest = &buf[i..];
@@ -94,15 +86,30 @@ impl Masker {
             out.append(&mut self.pending);
             return;
         };
-        let mut plain_start = 0;
-        for m in finder.find_iter(self.pending.as_slice()) {
-            out.extend_from_slice(&self.pending[plain_start..m.start()]);
-            out.extend_from_slice(MASK);
-            plain_start = m.end();
-        }
+        let plain_start = mask_matches(finder, &self.pending, self.pending.len(), out);
         out.extend_from_slice(&self.pending[plain_start..]);
         self.pending.clear();
     }
+}
+
+/// Copies `buf` to `out` with every match that starts before `until` masked, up to the end of
+/// the last one; where the unmasked rest begins.
+fn mask_matches(
+    finder: &aho_corasick::AhoCorasick,
+    buf: &[u8],
+    until: usize,
+    out: &mut Vec<u8>,
+) -> usize {
+    let mut plain_start = 0;
+    for m in finder.find_iter(buf) {
+        if m.start() >= until {
+            break;
+        }
+        out.extend_from_slice(&buf[plain_start..m.start()]);
+        out.extend_from_slice(MASK);
+        plain_start = m.end();
+    }
+    plain_start
 }
 
 #[cfg(test)]

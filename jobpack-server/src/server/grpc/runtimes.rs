@@ -34,17 +34,11 @@ impl RuntimeService for Door {
             "install_runtime",
         )?;
         let r = req.into_inner();
-        // The message is within the door's size limit; the tarball goes to a file to unpack.
-        let tmp = tempfile::Builder::new()
-            .prefix("runtime-upload-")
-            .tempfile_in(&self.svc.runner.data_dir)
-            .map_err(|e| Status::internal(format!("cannot store the upload: {e}")))?;
-        std::fs::write(tmp.path(), &r.tarball)
-            .map_err(|e| Status::internal(format!("cannot store the upload: {e}")))?;
-        let max = jobpack_core::rootfs::ImportLimits::default().max_bytes;
+        // The message is within the door's size limit: unpacked from memory as it is.
+        let upload = Box::new(std::io::Cursor::new(r.tarball));
         let rt = self
             .svc
-            .install_runtime(&caller, &r.name, tmp.path().to_path_buf(), max)
+            .install_runtime(&caller, &r.name, upload)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::InstallRuntimeResponse {

@@ -142,14 +142,11 @@ impl RuntimesApi {
                 .await
                 .map_err(internal)?;
         }
+        // A scratch file, read once and removed: flushed, never synced.
         file.flush().await.map_err(internal)?;
-        file.sync_all().await.map_err(internal)?;
         drop(file);
-        let max = jobpack_core::rootfs::ImportLimits::default().max_bytes;
-        let rt = self
-            .svc
-            .install_runtime(&caller, &name, tmp.path().to_path_buf(), max)
-            .await?;
+        let upload = Box::new(std::io::BufReader::new(tmp.reopen().map_err(internal)?));
+        let rt = self.svc.install_runtime(&caller, &name, upload).await?;
         Ok(Installed::Created(Json(info(rt))))
     }
 

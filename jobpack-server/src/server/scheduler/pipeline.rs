@@ -262,15 +262,21 @@ impl Runner {
     }
 
     /// The root file system of the job's artifact (its saved manifest says), `Host` if unknown.
+    /// Only that field is decoded: the manifest's file list is skipped, not built.
     pub(crate) fn root_fs(&self, id: &str) -> jobpack_core::manifest::RootFsRecord {
+        #[derive(serde::Deserialize)]
+        struct RootFsOnly {
+            #[serde(default)]
+            runtime_fs: jobpack_core::manifest::RootFsRecord,
+        }
         std::fs::read(self.manifest_path(id))
             .ok()
-            .and_then(|b| serde_json::from_slice::<jobpack_core::Manifest>(&b).ok())
+            .and_then(|b| serde_json::from_slice::<RootFsOnly>(&b).ok())
             .map(|m| m.runtime_fs)
             .unwrap_or_default()
     }
 
-    /// The tree of the runtime the job's artifact names (counted as in use until
+    /// The tree of the runtime the job's artifact names (the job is in the runtime table until
     /// [`Runner::runtime_released`]), `None` for the host's; an error if it is gone.
     fn runtime_taken(
         &self,
@@ -296,20 +302,14 @@ impl Runner {
                 format!("the runtime {name}@{digest} is no longer installed on this server"),
             ));
         };
-        *in_use.entry(digest).or_default() += 1;
+        in_use.insert(id.to_owned(), digest);
         Ok(Some(tree))
     }
 
-    /// The job's run has ended: its runtime is one use fewer.
+    /// The job's run has ended: it no longer holds its runtime.
     pub(crate) fn runtime_released(&self, id: &str) {
-        if let jobpack_core::manifest::RootFsRecord::Runtime { digest, .. } = self.root_fs(id)
-            && let Ok(mut in_use) = self.runtimes_in_use.lock()
-            && let Some(n) = in_use.get_mut(&digest)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                in_use.remove(&digest);
-            }
+        if let Ok(mut in_use) = self.runtimes_in_use.lock() {
+            in_use.remove(id);
         }
     }
 

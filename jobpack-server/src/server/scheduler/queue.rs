@@ -164,8 +164,8 @@ pub struct Runner {
     pub signing_key: Arc<jobpack_core::attest::Key>,
     /// The runtime store (`None` if it cannot be opened: a job naming a runtime then fails).
     pub runtimes: Option<jobpack_core::rootfs::Store>,
-    /// How many runs use each runtime (by digest) now: one in use is never removed.
-    pub(crate) runtimes_in_use: Mutex<HashMap<String, usize>>,
+    /// The runtime (digest) of each job running on one now: one in use is never removed.
+    pub(crate) runtimes_in_use: Mutex<HashMap<String, String>>,
     /// Jobs ended since the allocator last gave memory back ([`Runner::spawn_memory_trim`]).
     pub(crate) trim_due: std::sync::atomic::AtomicBool,
 }

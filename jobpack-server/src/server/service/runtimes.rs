@@ -4,10 +4,6 @@
 //! server itself never fetches a file system for a caller. Building one from Debian's packages
 //! is `jobpack runtime build` on the machine.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use jobpack_core::exec::RunRequest;
 use jobpack_core::rootfs::{ImportLimits, RootfsError, RuntimeFs, Store};
 
 use super::Service;
@@ -43,10 +39,6 @@ fn from_rootfs(e: RootfsError) -> ServiceError {
     ServiceError::invalid(code, e.to_string())
 }
 
-/// The probe `test` runs: the os-release name, then python3's version where there is one.
-const PROBE: &str = ". /etc/os-release && echo \"$PRETTY_NAME\"; \
-                     if command -v python3 >/dev/null; then python3 --version; fi";
-
 impl Service {
     fn runtimes(&self) -> ServiceResult<&Store> {
         self.runner.runtimes.as_ref().ok_or_else(|| {
@@ -68,32 +60,21 @@ impl Service {
         self.runtimes()?.get(name).map_err(from_rootfs)
     }
 
-    /// Installs the uploaded tarball `file` (the HTTP body, already bounded) as `name`.
+    /// Installs the uploaded tarball `upload` (a file the door wrote, or the bytes of a message,
+    /// already bounded by the door's size limit) as `name`, within the import's own bounds.
     pub async fn install_runtime(
         &self,
         caller: &Caller,
         name: &str,
-        file: PathBuf,
-        max_bytes: u64,
+        upload: Box<dyn std::io::Read + Send>,
     ) -> ServiceResult<RuntimeFs> {
         require(caller, Action::Administer, "install runtimes")?;
         let store = self.runtimes()?.clone();
         let name = name.to_owned();
         let source = format!("install by {}", caller.user);
         tokio::task::spawn_blocking(move || {
-            let f = std::fs::File::open(&file).map_err(|e| {
-                ServiceError::new(
-                    Kind::Internal,
-                    "internal",
-                    format!("cannot read the upload: {e}"),
-                )
-            })?;
-            let limits = ImportLimits {
-                max_bytes,
-                ..ImportLimits::default()
-            };
             store
-                .import_tar(&name, f, &source, limits)
+                .import_tar(&name, upload, &source, ImportLimits::default())
                 .map_err(from_rootfs)
         })
         .await
@@ -111,7 +92,8 @@ impl Service {
             .runtimes_in_use
             .lock()
             .map_err(|_| ServiceError::new(Kind::Internal, "internal", "poisoned lock"))?;
-        if let Some(n) = in_use.get(&rt.digest).filter(|n| **n > 0) {
+        let n = in_use.values().filter(|d| **d == rt.digest).count();
+        if n > 0 {
             return Err(ServiceError::new(
                 Kind::Conflict,
                 "in_use",
@@ -131,12 +113,10 @@ impl Service {
             .prefix("runtime-test-")
             .tempdir_in(&self.runner.data_dir)
             .map_err(|e| internal(format!("cannot create a test directory: {e}")))?;
-        let job = tmp.path().join("job");
-        std::fs::create_dir(&job).map_err(|e| internal(e.to_string()))?;
-        let mut req = RunRequest::new(&job, tmp.path().join("log"));
-        req.argv = vec!["/bin/sh".into(), "-c".into(), PROBE.into()];
-        req.rootfs = Some(store.tree(&rt));
-        req.limits.timeout = Some(Duration::from_secs(30));
+        let req = store
+            .probe_request(&rt, tmp.path())
+            .map_err(|e| internal(e.to_string()))?;
+        let log = req.log_path.clone();
         let handle = self
             .runner
             .executor
@@ -144,7 +124,7 @@ impl Service {
             .await
             .map_err(|e| ServiceError::new(Kind::Conflict, "unusable", e.to_string()))?;
         let outcome = handle.wait().await;
-        let output = std::fs::read(tmp.path().join("log"))
+        let output = std::fs::read(&log)
             .map(|b| String::from_utf8_lossy(&b[..b.len().min(64 << 10)]).into_owned())
             .unwrap_or_default();
         Ok(TestResult {
