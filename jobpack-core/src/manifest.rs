@@ -39,6 +39,10 @@ pub struct Manifest {
     /// The install step and how it was chosen (detected from which files, or the spec's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<crate::runtime::Runtime>,
+    /// How the archive was compressed (backend, version, level, block size): the one input of
+    /// its bytes that is not in the tree. Absent in artifacts packed before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressor: Option<String>,
     /// The mtime of every archive entry (seconds since the epoch); the Dockerfile's
     /// `SOURCE_DATE_EPOCH`.
     pub mtime: u64,

@@ -480,6 +480,7 @@ impl Packager {
                 base_image: Some(base_image),
                 runtime: Some(runtime),
                 runtime_fs: root_fs,
+                compressor: Some(archive::pgzip::COMPRESSOR.to_owned()),
                 mtime,
                 stdin,
                 files,

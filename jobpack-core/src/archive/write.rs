@@ -10,6 +10,7 @@ use std::path::Path;
 use flate2::{Compression, GzBuilder};
 use sha2::{Digest, Sha256};
 
+use super::pgzip::ParGzWriter;
 use super::{ArchiveError, EntryKind, FileEntry, GZIP_LEVEL, scan};
 use crate::io_error::io_err;
 use crate::progress::{Progress, ProgressFn};
@@ -48,10 +49,7 @@ pub fn write_tar_gz(
         .tempfile_in(dir)
         .map_err(io_err("create a temporary file in", dir))?;
     let hashing = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp.as_file()));
-    let gz = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(hashing, Compression::new(GZIP_LEVEL));
+    let gz = ParGzWriter::new(hashing, GZIP_LEVEL);
     let mut tar = tar::Builder::new(gz);
     let total: u64 = entries.iter().map(|(e, _)| e.size).sum();
     let mut written = 0u64;
