@@ -749,3 +749,62 @@ async fn a_job_pinned_to_one_core_uses_one_core() {
     let j = job("true");
     assert!(executor().start(request(&j, bad)).await.is_err());
 }
+
+/// Runs share one skeleton root (made once, not per run) that no job can change, and leave
+/// nothing of their own in the runtime directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_share_one_read_only_skeleton_and_leave_nothing_behind() {
+    if skip_unless_root("runs_share_one_read_only_skeleton_and_leave_nothing_behind") {
+        return;
+    }
+    let runtime = tempfile::tempdir().unwrap();
+    let exec = LocalExecutor::new(LocalExecutorConfig {
+        runtime_dir: runtime.path().to_path_buf(),
+        ..LocalExecutorConfig::default()
+    });
+    let listing = |p: &Path| {
+        let mut v: Vec<String> = walk(p);
+        v.sort();
+        v
+    };
+    fn walk(p: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap();
+            out.push(e.path().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            }
+        }
+        out
+    }
+    let mut before = None;
+    for i in 0..3 {
+        let j = job(&format!(
+            "touch /new-{i} 2>&1; mkdir /dev/x 2>&1; rmdir /proc 2>&1; echo run {i}"
+        ));
+        let h = exec.start(request(&j, timeout(30))).await.unwrap();
+        let o = h.wait().await;
+        let log =
+            String::from_utf8_lossy(&h.logs().reader().read_to_end().await.unwrap()).into_owned();
+        assert_eq!(o.status, RunStatus::Completed, "{o:?}\n{log}");
+        assert!(log.contains(&format!("run {i}")), "{log}");
+        assert_eq!(log.matches("Read-only file system").count(), 3, "{log}");
+        // One skeleton, the same after every run: no run adds to it or leaves a directory.
+        let top: Vec<_> = std::fs::read_dir(runtime.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(top, [".skeletons"], "{top:?}");
+        let skeletons: Vec<_> = std::fs::read_dir(runtime.path().join(".skeletons"))
+            .unwrap()
+            .collect();
+        assert_eq!(skeletons.len(), 1);
+        let now = listing(runtime.path());
+        assert!(now.iter().any(|p| p.ends_with("/dev/null")), "{now:?}");
+        if let Some(b) = &before {
+            assert_eq!(b, &now);
+        }
+        before = Some(now);
+    }
+}

@@ -1,13 +1,14 @@
 //! Starting a run in the namespace sandbox: the cgroup, the skeleton root, the plan, pid 1.
 
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 
-pub(super) type Started = (Proc, Option<Cgroup>, File, File, Option<PathBuf>);
+/// The process, its cgroup, its stdout and stderr, and a root directory of its own to remove
+/// when it ends (a shared skeleton is not).
+pub(super) type Started = (Proc, Option<Cgroup>, File, File, Option<std::path::PathBuf>);
 
 /// How long building a sandbox may take before it is abandoned.
 const SETUP_LIMIT: Duration = Duration::from_secs(30);
@@ -18,7 +19,8 @@ pub(super) async fn start_sandboxed(
     req: &RunRequest,
     report: &mut IsolationReport,
 ) -> Result<Started, ExecError> {
-    use crate::exec::sandbox::{self, IdMap, Plan, PlanInput, Report};
+    use crate::exec::sandbox::{self, IdMap, Plan, PlanInput, Report, skeleton};
+    use std::path::Path;
     let strict = cfg.mode == IsolationMode::Strict;
     let needs_cgroup = req.limits.needs_cgroup();
     let (euid, egid) = (
@@ -109,17 +111,14 @@ pub(super) async fn start_sandboxed(
             host_gid: egid,
         }
     };
-    let root_dir = cfg.runtime_dir.join(&name);
-    if let Err(e) = std::fs::create_dir_all(&root_dir) {
-        cleanup_cg(&cgroup);
-        return Err(io_err("create", &root_dir)(e).into());
-    }
     let env = environment(req, "/tmp", sandbox::SANDBOX_PATH);
     let network_none = req.network == NetworkPolicy::None;
-    let plan = Plan::build(PlanInput {
+    let rootfs = req.rootfs.as_deref().or(cfg.rootfs.as_deref());
+    let input = PlanInput {
         job_dir: &req.job_dir,
-        root_dir: &root_dir,
-        rootfs: req.rootfs.as_deref().or(cfg.rootfs.as_deref()),
+        root_dir: Path::new("/"),
+        create_skeleton: false,
+        rootfs,
         tmp_size_mb: cfg.tmp_size_mb,
         network_none,
         argv: &req.argv,
@@ -128,12 +127,47 @@ pub(super) async fn start_sandboxed(
         parent_is_root: is_root,
         mounts: &req.mounts,
         shared_dirs: &req.shared_dirs,
+    };
+    // The new root: this shape's shared skeleton, made by the first run that needs it. A run
+    // with shared working directories (whose paths are the users') has one of its own instead,
+    // removed when it ends, so skeletons do not pile up one per directory ever shared.
+    let build = |tmp: &Path| {
+        Plan::build(PlanInput {
+            root_dir: tmp,
+            create_skeleton: true,
+            ..input.clone()
+        })
+        .map(drop)
+    };
+    let (root_dir, own_root) = if req.shared_dirs.is_empty() {
+        let key = skeleton::key(rootfs.unwrap_or(Path::new("/")));
+        (skeleton::ensure(&cfg.runtime_dir, &key, build), None)
+    } else {
+        let dir = cfg.runtime_dir.join(&name);
+        let made = std::fs::create_dir_all(&dir)
+            .map_err(|e| io_err("create", &dir)(e).into())
+            .and_then(|()| build(&dir));
+        (made.map(|()| dir.clone()), Some(dir))
+    };
+    let remove_own = |own: &Option<std::path::PathBuf>| {
+        if let Some(d) = own
+            && let Err(e) = std::fs::remove_dir_all(d)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("jobpack: cannot remove {}: {e}", d.display());
+        }
+    };
+    let plan = root_dir.and_then(|root_dir| {
+        Plan::build(PlanInput {
+            root_dir: &root_dir,
+            ..input
+        })
     });
     let plan = match plan {
         Ok(p) => p,
         Err(e) => {
             cleanup_cg(&cgroup);
-            let _ = std::fs::remove_dir_all(&root_dir);
+            remove_own(&own_root);
             return Err(e);
         }
     };
@@ -206,12 +240,12 @@ pub(super) async fn start_sandboxed(
                 cgroup,
                 s.stdout,
                 s.stderr,
-                Some(root_dir),
+                own_root,
             ))
         }
         Err(e) => {
             cleanup_cg(&cgroup);
-            let _ = std::fs::remove_dir_all(&root_dir);
+            remove_own(&own_root);
             Err(e)
         }
     }

@@ -26,6 +26,7 @@ use crate::io_error::io_err;
 
 mod child;
 pub mod seccomp;
+pub(crate) mod skeleton;
 mod spawn;
 
 pub(crate) use spawn::{IdMap, Report, spawn};
@@ -104,10 +105,14 @@ pub(crate) struct Plan {
 unsafe impl Send for Plan {}
 
 /// What the sandbox needs to know to build a plan.
+#[derive(Clone)]
 pub(crate) struct PlanInput<'a> {
     pub job_dir: &'a Path,
-    /// An empty host directory that becomes the new root's mount point.
+    /// The host directory that becomes the new root's mount point: a [`skeleton`] directory.
     pub root_dir: &'a Path,
+    /// Make the skeleton's directories, links and device mount points in `root_dir` (once per
+    /// skeleton), or take them as made.
+    pub create_skeleton: bool,
     /// A root filesystem to use instead of the host's `/usr`, `/etc`, ... (bound read-only).
     pub rootfs: Option<&'a Path>,
     pub tmp_size_mb: u64,
@@ -177,6 +182,13 @@ fn locked_flags(path: &Path) -> MsFlags {
     out
 }
 
+/// The system directories bound from the host (or a runtime), or recreated as its links.
+const SYSTEM_DIRS: [&str; 9] = [
+    "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt",
+];
+/// The host's character devices bound into the sandbox's `/dev`, where the host has them.
+const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
 /// The search path inside the sandbox.
 pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -192,23 +204,31 @@ impl Plan {
         };
         // The skeleton of the new root is made here, on the host: inside the namespace the first
         // process still has the host's uid, which is unmapped there, so it could not create files.
+        let create = input.create_skeleton;
         let mkdir = |p: &Path| -> Result<(), ExecError> {
-            Ok(std::fs::create_dir_all(p).map_err(io_err("create", p))?)
+            if create {
+                std::fs::create_dir_all(p).map_err(io_err("create", p))?;
+            }
+            Ok(())
         };
         let symlink = |target: &Path, p: &Path| -> Result<(), ExecError> {
-            Ok(std::os::unix::fs::symlink(target, p).map_err(io_err("create symlink", p))?)
+            if create {
+                std::os::unix::fs::symlink(target, p).map_err(io_err("create symlink", p))?;
+            }
+            Ok(())
         };
         let touch = |p: &Path| -> Result<(), ExecError> {
-            Ok(File::create(p).map(drop).map_err(io_err("create", p))?)
+            if create {
+                File::create(p).map(drop).map_err(io_err("create", p))?;
+            }
+            Ok(())
         };
         let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
 
         // System directories: from the configured rootfs, or the host's, read-only. Merged-/usr
         // hosts have symlinks for bin, lib, ...: recreate those as symlinks.
         let sys_root = input.rootfs.unwrap_or(Path::new("/"));
-        for name in [
-            "usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "opt",
-        ] {
+        for name in SYSTEM_DIRS {
             let host = sys_root.join(name);
             let Ok(meta) = std::fs::symlink_metadata(&host) else {
                 continue;
@@ -316,7 +336,7 @@ impl Plan {
         // A minimal /dev: a few character devices bound from the host, the usual symlinks, shm.
         let dev = under("dev");
         mkdir(&dev)?;
-        for node in ["null", "zero", "full", "random", "urandom", "tty"] {
+        for node in DEV_NODES {
             let host = Path::new("/dev").join(node);
             if !host.exists() {
                 continue;
