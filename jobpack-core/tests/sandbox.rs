@@ -808,3 +808,27 @@ async fn runs_share_one_read_only_skeleton_and_leave_nothing_behind() {
         before = Some(now);
     }
 }
+
+/// A program that cannot be executed is an error of the start, with the exec's reason (the
+/// job's process reports its failed exec to pid 1 before anything is said to be running).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_that_cannot_be_executed_is_an_error_with_its_reason() {
+    if skip_unless_root("a_program_that_cannot_be_executed_is_an_error_with_its_reason") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let j = job("echo never");
+    std::fs::set_permissions(j.dir.join("run.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = match executor().start(request(&j, timeout(30))).await {
+        Err(e) => e.to_string(),
+        Ok(h) => panic!("started: {:?}", h.wait().await),
+    };
+    assert!(
+        err.contains("exec") && err.contains("Permission denied"),
+        "{err}"
+    );
+    // The next job runs as usual (pid 1's exec pipe and the shared stack left nothing behind).
+    let (o, log) = run("echo fine", timeout(30)).await;
+    assert_eq!(o.status, RunStatus::Completed, "{o:?}");
+    assert_eq!(log, "fine\n");
+}

@@ -382,6 +382,37 @@ fn raw_status(s: WaitStatus) -> i32 {
 /// pid 1 of the sandbox.
 ///
 /// # Safety
+/// What the job's process needs between its clone and its exec.
+struct JobStart<'a> {
+    plan: &'a Plan,
+    old_mask: SigSet,
+    exec_w: i32,
+}
+
+/// The job's process, from its clone to its exec: the signal mask it should have, a session of
+/// its own, the exec; if that fails, its errno on the exec pipe and exit 127.
+extern "C" fn job_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `JobStart` pid 1 passed to clone, alive while pid 1 waits for us.
+    let start = unsafe { &*arg.cast::<JobStart<'_>>() };
+    let plan = start.plan;
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&start.old_mask), None).ok();
+    setsid().ok();
+    // SAFETY: the plan's NUL-terminated pointer arrays into its own CStrings (alive for the
+    // whole life of this process); nix's execve would allocate them anew.
+    unsafe {
+        libc::execve(
+            plan.exe.as_ptr(),
+            plan.argv_ptrs.as_ptr(),
+            plan.envp_ptrs.as_ptr(),
+        );
+    }
+    // SAFETY: pid 1's end of the exec pipe, open (and close-on-exec) until pid 1 closes it after
+    // we are gone.
+    let w = unsafe { BorrowedFd::borrow_raw(start.exec_w) };
+    write(w, &Errno::last_raw().to_ne_bytes()).ok();
+    exit_now(127);
+}
+
 /// Only in the child of the fork-like `clone()` in [`super::spawn`].
 pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
     arrange_fds(fds);
@@ -441,36 +472,30 @@ pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
 
     // A pipe that tells pid 1 whether the job's exec worked (it closes on success).
     let (exec_r, exec_w) = pipe2(OFlag::O_CLOEXEC).or_fail(ST_PIPE);
-    // SAFETY: a fork-like clone (no CLONE_VM, no new stack): the job's process gets a copy of
-    // this address space and runs only the branch below, which execs or exits.
+    let start = JobStart {
+        plan,
+        old_mask: old,
+        exec_w: exec_w.as_raw_fd(),
+    };
+    // The job's process shares this one's memory until its exec (CLONE_VM | CLONE_VFORK: pid 1
+    // waits meanwhile), on the stack the plan prepared: no copy of the address space (a copy of
+    // the server's, as pid 1 is) is made only to be thrown away by the exec.
+    // The top of the stack (it grows down), aligned as the ABI wants.
+    let top = plan.job_stack.as_ptr_range().end as usize & !15;
+    let stack = top as *mut libc::c_void;
+    // SAFETY: `job_main` runs on its own stack (the plan's, unused by anything else) and only
+    // makes system calls until it execs or exits; `start` outlives it, as this process is
+    // suspended until then.
     let job = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::SIGCHLD as libc::c_ulong,
-            0usize,
-            0usize,
-            0,
-            0,
+        libc::clone(
+            job_main,
+            stack,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::from_ref(&start).cast_mut().cast::<libc::c_void>(),
         )
     };
     check!(ST_FORK, job);
-    if job == 0 {
-        drop(exec_r);
-        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None).ok();
-        setsid().ok();
-        // SAFETY: the plan's NUL-terminated pointer arrays into its own CStrings (alive for the
-        // whole life of this process); nix's execve would allocate them anew.
-        unsafe {
-            libc::execve(
-                plan.exe.as_ptr(),
-                plan.argv_ptrs.as_ptr(),
-                plan.envp_ptrs.as_ptr(),
-            );
-        }
-        write(&exec_w, &Errno::last_raw().to_ne_bytes()).ok();
-        exit_now(127);
-    }
-    let job = Pid::from_raw(job as i32);
+    let job = Pid::from_raw(job);
     drop(exec_w);
     // pid 1 keeps no end of the job's output pipes: the log ends when the job's processes end.
     for fd in 0..=2 {

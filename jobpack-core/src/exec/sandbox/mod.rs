@@ -98,6 +98,9 @@ pub(crate) struct Plan {
     _envp: Vec<CString>,
     pub argv_ptrs: Vec<*const c_char>,
     pub envp_ptrs: Vec<*const c_char>,
+    /// The stack the job's process runs on from its clone to its exec (it shares pid 1's memory
+    /// until then), prepared here as pid 1 may not allocate.
+    pub job_stack: Vec<u8>,
 }
 
 // SAFETY: the raw pointers only point into the CStrings owned by the same Plan, which are never
@@ -188,6 +191,9 @@ const SYSTEM_DIRS: [&str; 9] = [
 ];
 /// The host's character devices bound into the sandbox's `/dev`, where the host has them.
 const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Bytes of stack for the job's process between its clone and its exec (a few calls deep).
+const JOB_STACK: usize = 64 << 10;
 
 /// The search path inside the sandbox.
 pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -448,6 +454,7 @@ impl Plan {
             _envp: envp,
             argv_ptrs,
             envp_ptrs,
+            job_stack: vec![0; JOB_STACK],
         })
     }
 
