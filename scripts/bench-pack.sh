@@ -5,13 +5,16 @@
 #     committed into a fixture repo), served by `git daemon`;
 #   - a 200 MB CSV-like data file, served by a local HTTP server.
 # Prints each run, the medians and the ratio baseline/jobpack (> 1 means jobpack is faster).
-# Usage: scripts/bench-pack.sh [RUNS] [DATA_MB]
+# Usage: scripts/bench-pack.sh [RUNS] [DATA_MB]; JOBPACK=/path/to/jobpack measures that binary
+# (say, an earlier build, for a before/after) instead of building this tree's.
 set -euo pipefail
 RUNS=${1:-3}
 DATA_MB=${2:-200}
 cd "$(dirname "$0")/.."
-cargo build --release -q -p jobpack-server
-JOBPACK=$PWD/target/release/jobpack
+if [ -z "${JOBPACK:-}" ]; then
+  cargo build --release -q -p jobpack-server
+  JOBPACK=$PWD/target/release/jobpack
+fi
 
 B=$(mktemp -d /tmp/jobpack-bench.XXXXXX)
 cleanup() { kill "${DAEMON:-}" "${HTTP:-}" 2>/dev/null || true; rm -rf "$B"; }

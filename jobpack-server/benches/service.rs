@@ -8,7 +8,10 @@
 //! - submitted -> running when a slot is free (one job at a time), p50/p99;
 //! - RSS after those jobs (and none lost: every one completed);
 //! - `GET /v1/jobs?limit=100` at offset 0 and near the end, p50/p99, beside `GET /v1/health`;
-//! - `BENCH_READERS` SSE readers of one noisy job: the server's peak RSS.
+//! - `BENCH_READERS` SSE readers of one noisy job: the server's peak RSS;
+//! - `GET /v1/jobs?limit=100` with `BENCH_STORED` jobs stored (100,000; written into the store
+//!   beforehand, as completed jobs, then served by a server started on it): at offset 0, at the
+//!   last page by offset, and at the last page by the `after` cursor, p50/p99.
 //!
 //! `BENCH_SMOKE=1` (the test command's smoke run, in the debug build) makes every count tiny: it
 //! checks that the bench runs, not how fast.
@@ -281,4 +284,80 @@ async fn main() {
         format!("{:.2}x", peak / before_peak.max(0.001)),
     );
     drop(server);
+
+    // Listing with many jobs stored: a store filled beforehand, served by a server of its own.
+    let stored = env_or("BENCH_STORED", smoke, 2_000, 100_000);
+    let big = tempfile::tempdir().unwrap();
+    seed_store(&big.path().join("jobpack.db"), stored);
+    let (child, url) = start_server(big.path(), &args, &[], true);
+    let _server = Stop(child);
+    let (h50, _) = get_ms(&c, &format!("{url}/v1/health"), 30).await;
+    let list = format!("{url}/v1/jobs?limit=100");
+    let (l0, l0_99) = get_ms(&c, &list, 30).await;
+    let last = stored.saturating_sub(100);
+    let (ld, ld_99) = get_ms(&c, &format!("{list}&offset={last}"), 30).await;
+    // The cursor of the page before the last one, from the listing itself.
+    let page: Value = c
+        .get(format!("{list}&offset={}", last.saturating_sub(100)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = page["next"].as_str().expect("a next cursor").to_owned();
+    let (lc, lc_99) = get_ms(&c, &format!("{list}&after={next}"), 30).await;
+    row(
+        &format!(
+            "GET /v1/jobs?limit=100, {stored} stored: offset 0 / offset {last} / `after` at \
+             the same depth (p50, p99)"
+        ),
+        format!("{l0:.1}, {l0_99:.1} / {ld:.1}, {ld_99:.1} / {lc:.1}, {lc_99:.1} ms"),
+        format!("GET /v1/health {h50:.1} ms"),
+        format!(
+            "p99 {:.1} ms at most (goal 20 ms)",
+            l0_99.max(ld_99).max(lc_99)
+        ),
+    );
+}
+
+/// Fills a new store with `n` completed jobs of one owner, a second apart, in transactions of
+/// 5,000 (what the server would have written after serving them).
+fn seed_store(db: &std::path::Path, n: usize) {
+    use jobpack_server::server::store::{Group, JobRow, JobStatus, Store};
+    let store = Store::open(db).unwrap();
+    let t0 = jobpack_server::server::store::now() - n as f64;
+    let row = |i: usize| JobRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        name: None,
+        status: JobStatus::Completed,
+        source: "bench".into(),
+        request_json: r#"{"spec":{"command":"true"},"run":true}"#.into(),
+        run: true,
+        created_at: t0 + i as f64,
+        updated_at: t0 + i as f64 + 0.5,
+        started_at: Some(t0 + i as f64 + 0.1),
+        finished_at: Some(t0 + i as f64 + 0.5),
+        exit_code: Some(0),
+        signal: None,
+        reason: None,
+        error_code: None,
+        artifact_sha256: Some("0".repeat(64)),
+        artifact_size: Some(1024),
+        commit_id: None,
+        outcome_json: None,
+        owner: "local".into(),
+        cpu_seconds: Some(0.01),
+        batch_id: None,
+        workflow_id: None,
+        workflow_pos: None,
+        requires_json: None,
+        pinned: false,
+        collected_at: None,
+        cached_from: None,
+    };
+    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+        let rows: Vec<_> = chunk.iter().map(|&i| (row(i), None)).collect();
+        store.insert_all(Group::None, &rows, None).unwrap();
+    }
 }

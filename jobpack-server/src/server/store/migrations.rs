@@ -45,4 +45,8 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0011_result_cache",
         include_str!("../../../migrations/0011_result_cache.sql"),
     ),
+    (
+        "0012_listing",
+        include_str!("../../../migrations/0012_listing.sql"),
+    ),
 ];

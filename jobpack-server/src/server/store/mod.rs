@@ -332,54 +332,62 @@ impl Store {
     }
 
     pub fn list(&self, f: &ListFilter) -> StoreResult<(Vec<JobRow>, u64)> {
+        use rusqlite::types::Value;
+        // Only the filters given, so the planner can use an index for each (a `?1 IS NULL OR
+        // status = ?1` form made every listing read every row).
+        let mut clauses: Vec<&str> = Vec::new();
+        let mut args: Vec<Value> = Vec::new();
+        let text = |v: &Option<String>| v.clone().map(Value::Text);
+        for (clause, value) in [
+            ("status = ?", text(&f.status)),
+            ("name = ?", text(&f.name)),
+            ("owner = ?", text(&f.owner)),
+            ("id LIKE ? || '%'", text(&f.id_prefix)),
+            ("batch_id = ?", text(&f.batch_id)),
+            ("workflow_id = ?", text(&f.workflow_id)),
+        ] {
+            if let Some(v) = value {
+                clauses.push(clause);
+                args.push(v);
+            }
+        }
+        let where_ = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
         self.with(|c| {
-            let where_ = "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR name = ?2) \
-                          AND (?3 IS NULL OR owner = ?3) AND (?6 IS NULL OR id LIKE ?6 || '%') \
-                          AND (?7 IS NULL OR batch_id = ?7) AND (?8 IS NULL OR workflow_id = ?8)";
             let total: i64 = c.query_row(
                 &format!("SELECT COUNT(*) FROM jobs {where_}"),
-                params![
-                    f.status,
-                    f.name,
-                    f.owner,
-                    None::<u32>,
-                    None::<u32>,
-                    f.id_prefix,
-                    f.batch_id,
-                    f.workflow_id
-                ],
+                rusqlite::params_from_iter(&args),
                 |r| r.get(0),
             )?;
-            // The cursor's clause only when there is one, so the planner can seek the index.
-            let keyset = if f.after.is_some() {
-                "AND created_at <= ?9 AND (created_at < ?9 OR id > ?10)"
-            } else {
-                "AND ?9 IS NULL AND ?10 IS NULL"
+            let mut page_args = args.clone();
+            let keyset = match &f.after {
+                Some((t, id)) => {
+                    page_args.push(Value::Real(*t));
+                    page_args.push(Value::Text(id.clone()));
+                    let n = page_args.len();
+                    format!(
+                        "{} created_at <= ?{} AND (created_at < ?{} OR id > ?{n})",
+                        if clauses.is_empty() { "WHERE" } else { "AND" },
+                        n - 1,
+                        n - 1
+                    )
+                }
+                None => String::new(),
             };
-            let mut st = c.prepare(&format!(
-                "SELECT * FROM jobs {where_} {keyset} ORDER BY created_at DESC, id \
-                 LIMIT ?4 OFFSET ?5"
-            ))?;
-            let (after_t, after_id) = match &f.after {
-                Some((t, id)) => (Some(*t), Some(id.as_str())),
-                None => (None, None),
-            };
+            page_args.push(Value::Integer(f.limit.into()));
+            page_args.push(Value::Integer(f.offset.into()));
+            // The page's rowids from the index (skipping `offset` entries there, not rows), then
+            // those rows only.
+            let sql = format!(
+                "SELECT * FROM jobs WHERE rowid IN (SELECT rowid FROM jobs {where_} {keyset} \
+                 ORDER BY created_at DESC, id LIMIT ? OFFSET ?) ORDER BY created_at DESC, id"
+            );
+            let mut st = c.prepare(&sql)?;
             let rows = st
-                .query_map(
-                    params![
-                        f.status,
-                        f.name,
-                        f.owner,
-                        f.limit,
-                        f.offset,
-                        f.id_prefix,
-                        f.batch_id,
-                        f.workflow_id,
-                        after_t,
-                        after_id
-                    ],
-                    row,
-                )?
+                .query_map(rusqlite::params_from_iter(&page_args), row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((rows, total as u64))
         })
