@@ -402,6 +402,12 @@ pub trait Executor: Send + Sync {
         req: RunRequest,
     ) -> futures_util::future::BoxFuture<'_, Result<Box<dyn RunHandle>, ExecError>>;
 
+    /// Whether it can start runs now, as a readiness check asks (blocking, quick): `Err` says
+    /// what is missing.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Kills and removes whatever is left of run `run_id` after its supervisor died (a server
     /// crash). Returns whether anything was found. Blocking.
     fn reap(&self, run_id: &str) -> Result<bool, ExecError> {

@@ -108,6 +108,10 @@ pub struct ServeArgs {
     /// Most bytes of files one working-directory tarball may hold.
     #[arg(long, env = "JOBPACK_TARBALL_MAX_MB", default_value_t = 8192)]
     pub tarball_max_mb: u64,
+    /// `GET /v1/ready` says not ready when the data directory's file system has this many MiB
+    /// free or fewer.
+    #[arg(long, env = "JOBPACK_READY_MIN_FREE_MB", default_value_t = 1024)]
+    pub ready_min_free_mb: u64,
     /// Let the server fetch data and git repositories from these destinations, which it refuses
     /// by default (loopback, private, link-local, ...): a CIDR (`10.0.0.0/8`, `127.0.0.1/32`) or
     /// a host name. Repeatable.
@@ -286,6 +290,7 @@ struct ConfigFile {
     default_limits: Option<toml::Table>,
     max_limits: Option<toml::Table>,
     tarball_max_mb: Option<u64>,
+    ready_min_free_mb: Option<u64>,
     allow_fetch_from: Option<Vec<String>>,
     max_connections: Option<u64>,
     max_uploads: Option<u64>,
@@ -344,7 +349,7 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 39] = [
+    let pairs: [(&str, Option<String>); 40] = [
         (
             "JOBPACK_ALLOW_WEBHOOKS_TO",
             c.allow_webhooks_to.map(|v| v.join(",")),
@@ -391,6 +396,10 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
         (
             "JOBPACK_TARBALL_MAX_MB",
             c.tarball_max_mb.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_READY_MIN_FREE_MB",
+            c.ready_min_free_mb.map(|v| v.to_string()),
         ),
         (
             "JOBPACK_ALLOW_FETCH_FROM",

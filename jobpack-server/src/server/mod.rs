@@ -261,6 +261,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             retry_for: args.webhook_retry_for,
             backoff: args.webhook_backoff.max(Duration::from_millis(10)),
         },
+        ready_min_free_bytes: args.ready_min_free_mb.saturating_mul(1 << 20),
     });
     let grpc = match args.grpc_listen {
         None => None,

@@ -104,6 +104,28 @@ impl Executor for LocalExecutor {
         .boxed()
     }
 
+    /// Its runtime directory takes a new file, and in strict mode a cgroup hierarchy is there.
+    fn ready(&self) -> Result<(), String> {
+        let dir = &self.config.runtime_dir;
+        std::fs::create_dir_all(dir)
+            .and_then(|()| tempfile::Builder::new().prefix(".ready-").tempfile_in(dir))
+            .map_err(|e| {
+                format!(
+                    "its runtime directory {} is not writable: {e}",
+                    dir.display()
+                )
+            })?;
+        if self.config.mode == IsolationMode::Strict
+            && cgroup::detect(&self.config.cgroup_root).is_none()
+        {
+            return Err(format!(
+                "no usable cgroup v1 or v2 under {} (strict isolation needs one)",
+                self.config.cgroup_root.display()
+            ));
+        }
+        Ok(())
+    }
+
     fn reap(&self, run_id: &str) -> Result<bool, ExecError> {
         let name = run_name(run_id)?;
         let mut found = false;

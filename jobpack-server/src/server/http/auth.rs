@@ -18,9 +18,10 @@ impl<'a> FromRequest<'a> for Caller {
     }
 }
 
-/// Paths anyone may fetch: liveness, the API description, the dashboard's static files.
+/// Paths anyone may fetch: liveness and readiness, the API description, the dashboard's static files.
 fn is_public(path: &str) -> bool {
     path == "/v1/health"
+        || path == "/v1/ready"
         || path == "/openapi.json"
         || path == "/docs"
         || path.starts_with("/docs/")

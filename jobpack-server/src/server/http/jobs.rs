@@ -23,6 +23,7 @@ use crate::server::service::Service;
 use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
 use crate::server::service::jobs::{self, visible_row};
+use crate::server::service::ready;
 use crate::server::service::submit::{Submitter, parse_submission, queue_full};
 use crate::server::store::{JobRow, ListFilter, now};
 
@@ -181,6 +182,32 @@ pub enum CreateJob {
     Json(Json<Documented<JobSubmissionDoc>>),
     /// A spec with uploaded files.
     Multipart(UploadJob),
+}
+
+/// One readiness check's result.
+#[derive(Debug, Object)]
+pub struct ReadyCheck {
+    pub ok: bool,
+    /// What it found, or what is wrong.
+    pub detail: String,
+}
+
+/// Whether the server can take and run jobs now, check by check (`store`, `disk`, `executor`).
+#[derive(Debug, Object)]
+pub struct Ready {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    pub checks: std::collections::BTreeMap<String, ReadyCheck>,
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// Every check passed.
+    #[oai(status = 200)]
+    Ready(Json<Ready>),
+    /// A check failed (each says what it found).
+    #[oai(status = 503)]
+    NotReady(Json<Ready>),
 }
 
 #[derive(ApiResponse)]
@@ -501,6 +528,37 @@ impl JobsApi {
             status: "ok".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             limits: serde_json::to_value(&self.svc.limits).unwrap_or_default(),
+        })
+    }
+
+    /// Readiness: the store takes a write, the data directory's disk has room above the floor
+    /// (`--ready-min-free-mb`), the executor can start runs. 503 when any check fails.
+    #[oai(path = "/ready", method = "get", tag = "ApiTags::Service")]
+    async fn ready(&self) -> poem::Result<ReadyResponse> {
+        let svc = self.svc.clone();
+        let r = tokio::task::spawn_blocking(move || ready::readiness(&svc))
+            .await
+            .map_err(poem::error::InternalServerError)?;
+        let body = Ready {
+            status: if r.ready { "ready" } else { "not_ready" }.into(),
+            checks: r
+                .checks
+                .into_iter()
+                .map(|(k, c)| {
+                    (
+                        k,
+                        ReadyCheck {
+                            ok: c.ok,
+                            detail: c.detail,
+                        },
+                    )
+                })
+                .collect(),
+        };
+        Ok(if r.ready {
+            ReadyResponse::Ready(Json(body))
+        } else {
+            ReadyResponse::NotReady(Json(body))
         })
     }
 }

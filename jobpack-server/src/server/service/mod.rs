@@ -9,6 +9,7 @@ pub mod error;
 pub mod jobs;
 pub mod limits;
 pub mod parse;
+pub mod ready;
 pub mod retention;
 pub mod runtimes;
 pub mod sign_in;
@@ -42,4 +43,6 @@ pub struct Service {
     pub sign_in: sign_in::SignInLimiter,
     /// Where webhooks may go, and how they are retried.
     pub webhooks: webhooks::WebhookSettings,
+    /// Below this many free bytes on the data directory's file system, `/v1/ready` says no.
+    pub ready_min_free_bytes: u64,
 }

@@ -49,4 +49,8 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0012_listing",
         include_str!("../../../migrations/0012_listing.sql"),
     ),
+    (
+        "0013_ready",
+        include_str!("../../../migrations/0013_ready.sql"),
+    ),
 ];

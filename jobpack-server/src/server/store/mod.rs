@@ -393,6 +393,19 @@ impl Store {
         })
     }
 
+    /// Writes and commits the readiness row: whether the store takes writes now (the file
+    /// system has room, the database is not locked or read-only).
+    pub fn probe_write(&self) -> StoreResult<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO readiness (id, at) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                [now()],
+            )
+            .map(drop)
+        })
+    }
+
     /// Ids of jobs in `status`, oldest first.
     pub fn ids_with_status(&self, status: JobStatus) -> StoreResult<Vec<String>> {
         self.with(|c| {
