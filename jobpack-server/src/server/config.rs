@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled.
     #[arg(long, env = "JOBPACK_GRACE", default_value_t = 5.0)]
     pub grace: f64,
+    /// The log on stderr: `text`, or `json` (one object per line). Which events: JOBPACK_LOG or
+    /// RUST_LOG (default `info`).
+    #[arg(long, env = "JOBPACK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Run jobs without full isolation where the machine cannot provide it (reported per job).
     #[arg(long, env = "JOBPACK_PERMISSIVE")]
     pub permissive: bool,
@@ -262,6 +266,15 @@ pub enum ExecutorKind {
     Slurm,
 }
 
+/// How the server's log is written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (the fields flattened: `request_id`, `job_id`, ...).
+    Json,
+}
+
 /// The config file's keys (all optional; unknown keys are an error).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,6 +304,7 @@ struct ConfigFile {
     max_limits: Option<toml::Table>,
     tarball_max_mb: Option<u64>,
     ready_min_free_mb: Option<u64>,
+    log_format: Option<String>,
     allow_fetch_from: Option<Vec<String>>,
     max_connections: Option<u64>,
     max_uploads: Option<u64>,
@@ -349,7 +363,7 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 40] = [
+    let pairs: [(&str, Option<String>); 41] = [
         (
             "JOBPACK_ALLOW_WEBHOOKS_TO",
             c.allow_webhooks_to.map(|v| v.join(",")),
@@ -401,6 +415,7 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
             "JOBPACK_READY_MIN_FREE_MB",
             c.ready_min_free_mb.map(|v| v.to_string()),
         ),
+        ("JOBPACK_LOG_FORMAT", c.log_format),
         (
             "JOBPACK_ALLOW_FETCH_FROM",
             c.allow_fetch_from.map(|v| v.join(",")),

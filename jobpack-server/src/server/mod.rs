@@ -24,6 +24,7 @@ mod config;
 mod conn;
 pub mod grpc;
 pub mod http;
+pub mod logging;
 pub mod scheduler;
 pub mod service;
 pub mod store;
@@ -43,6 +44,7 @@ use jobpack_core::{Packager, PackagerConfig};
 pub use config::{ExecutorKind, RetentionArgs, ServeArgs, apply_config_file, apply_env_aliases};
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     limit_arenas();
+    logging::init(args.log_format)?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(serve(args))?;
     Ok(std::process::ExitCode::SUCCESS)
@@ -367,6 +369,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
         .data(runner.clone())
         .around(move |ep, req| http::auth::authenticate(ep, req, authenticator.clone()))
         .around(move |ep, req| edge::edge(ep, req, max_body, uploads.clone(), methods.clone()))
+        .around(http::trace::log_request)
         .boxed();
     Ok(App {
         endpoint: app,

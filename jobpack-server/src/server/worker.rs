@@ -22,6 +22,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     crate::server::limit_arenas();
+    crate::server::logging::init(args.log_format)?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(work(args))?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -53,9 +53,16 @@ pub async fn authenticate<E: poem::Endpoint>(
         .map(|v| v.to_str().unwrap_or(""));
     match auth.identify(header, PeerIdentity::of(&req).as_ref()) {
         Ok(caller) => {
+            if let Some(slot) = req.extensions().get::<super::trace::CallerSlot>() {
+                slot.set(&caller.user);
+            }
             req.extensions_mut().insert(caller);
         }
-        Err(why) if !is_public(req.uri().path()) => return Ok(unauthorized(why)),
+        Err(why) if !is_public(req.uri().path()) => {
+            // What was wrong, never the credential itself.
+            tracing::warn!(path = req.uri().path(), reason = %why, "authentication failed");
+            return Ok(unauthorized(why));
+        }
         Err(_) => {}
     }
     ep.call(req).await.map(IntoResponse::into_response)

@@ -19,6 +19,7 @@ pub mod pages;
 pub mod problem;
 pub mod runtimes;
 pub mod schema;
+pub mod trace;
 pub mod uploads;
 pub mod webhooks;
 pub mod workflows;

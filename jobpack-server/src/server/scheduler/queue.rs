@@ -126,6 +126,8 @@ fn is_zero(n: &i32) -> bool {
 pub(crate) struct Live {
     pub(crate) cancel: watch::Sender<bool>,
     pub(crate) log: Option<LogStream>,
+    /// The state it was last recorded in, and when (the log's stage durations).
+    pub(crate) stage: Option<(String, std::time::Instant)>,
 }
 
 /// How many jobs run at once (in all, and per named queue), and how long a cancelled one gets.
@@ -369,6 +371,16 @@ impl Runner {
                 Live {
                     cancel: tx,
                     log: None,
+                    // Its task begins with the job waiting (or, found again, running).
+                    stage: Some((
+                        if attached.is_some() {
+                            "running"
+                        } else {
+                            "queued"
+                        }
+                        .to_owned(),
+                        std::time::Instant::now(),
+                    )),
                 },
             );
         }
@@ -477,6 +489,7 @@ impl Runner {
                     if tries > 0 {
                         eprintln!("jobpack: job {id}: {what} recorded after {tries} failed tries");
                     }
+                    self.log_state(id, what);
                     return;
                 }
                 Err(e) => {
@@ -493,6 +506,27 @@ impl Runner {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// One log line per recorded state change: the job, its new state, and how long the state
+    /// it left lasted (`packing` is the pack, `packed` the unpack and the sandbox's start,
+    /// `running` the run) when this process saw it begin.
+    fn log_state(&self, id: &str, status: &str) {
+        let now = std::time::Instant::now();
+        let previous = self.live.lock().ok().and_then(|mut live| {
+            let l = live.get_mut(id)?;
+            l.stage.replace((status.to_owned(), now))
+        });
+        match previous {
+            Some((stage, since)) => tracing::info!(
+                job_id = id,
+                status,
+                stage = stage.as_str(),
+                stage_ms = (now - since).as_secs_f64() * 1e3,
+                "job state"
+            ),
+            None => tracing::info!(job_id = id, status, "job state"),
         }
     }
 

@@ -187,6 +187,14 @@ impl<'a> Submitter<'a> {
             forget();
             return Err(insert_failed(&self.owner, e));
         }
+        for (row, _) in rows {
+            tracing::info!(
+                job_id = row.id.as_str(),
+                owner = row.owner.as_str(),
+                source = row.source.as_str(),
+                "job accepted"
+            );
+        }
         self.svc
             .runner
             .store

@@ -1,0 +1,181 @@
+//! What the server says about what it does: the JSON log of a real server run (`--log-format
+//! json`, `JOBPACK_LOG=info`) read back line by line.
+
+mod common;
+
+use std::io::BufRead;
+
+use common::{Launch, Server, call, wait_final};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_log_has_each_request_and_every_state_change_of_a_job_with_its_ids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::launch(
+        tmp.path(),
+        Launch {
+            args: &["--auth", "none", "--log-format", "json"],
+            env: &[("JOBPACK_LOG", "info")],
+            capture_stderr: true,
+        },
+    );
+    // Read the log as it comes (a full pipe would stop the server).
+    let stderr = s.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let c = reqwest::Client::new();
+
+    // The client's request id comes back, and is on the request's lines.
+    let r = c
+        .post(s.u("/v1/jobs"))
+        .header("x-request-id", "client-req-42")
+        .json(&json!({"command": "echo hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-request-id"], "client-req-42");
+    let id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = wait_final(&c, &s, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    // An unusable id (spaces; it would go into logs and headers as it is) is replaced.
+    let r = c
+        .get(s.u(&format!("/v1/jobs/{id}")))
+        .header("x-request-id", "not usable\tid")
+        .send()
+        .await
+        .unwrap();
+    let given = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(
+        given.len() == 32 && given.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{given}"
+    );
+    // A request no route answers is logged with its status all the same.
+    let (st, _) = call(&c, &s, "GET", "/v1/nowhere", None, None).await;
+    assert_eq!(st, 404);
+
+    drop(s);
+    let lines = reader.join().unwrap();
+    let events: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    assert!(!events.is_empty(), "no JSON lines in {lines:#?}");
+    let request_id = |e: &Value| e["span"]["request_id"].as_str().map(str::to_owned);
+
+    // The submission: its request line (method, path, status, duration, caller) and the
+    // service's "job accepted" line, both in the client's request.
+    let post = events
+        .iter()
+        .find(|e| e["message"] == "request" && e["method"] == "POST")
+        .unwrap_or_else(|| panic!("no POST request line in {events:#?}"));
+    assert_eq!(request_id(post).as_deref(), Some("client-req-42"), "{post}");
+    assert_eq!(post["path"], "/v1/jobs");
+    assert_eq!(post["status"], 201);
+    assert!(post["duration_ms"].as_f64().unwrap() > 0.0, "{post}");
+    assert_eq!(post["caller"], "local", "{post}");
+    assert!(
+        events.iter().any(|e| e["message"] == "job accepted"
+            && e["job_id"] == id.as_str()
+            && request_id(e).as_deref() == Some("client-req-42")),
+        "{events:#?}"
+    );
+    // The job's reads carry its id; the replaced request id is the one logged.
+    let gets: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["message"] == "request" && e["job_id"] == id.as_str())
+        .collect();
+    assert!(
+        gets.iter()
+            .any(|e| request_id(e).as_deref() == Some(given.as_str())),
+        "{gets:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "request" && e["path"] == "/v1/nowhere" && e["status"] == 404),
+        "{events:#?}"
+    );
+
+    // Every state change of the job, in order, each with the stage it ended and how long that
+    // took.
+    let states: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["message"] == "job state" && e["job_id"] == id.as_str())
+        .collect();
+    let seen: Vec<&str> = states
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        seen,
+        ["packing", "packed", "running", "completed"],
+        "{states:#?}"
+    );
+    let stages: Vec<&str> = states
+        .iter()
+        .map(|e| e["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        ["queued", "packing", "packed", "running"],
+        "{states:#?}"
+    );
+    for e in &states {
+        assert!(e["stage_ms"].as_f64().unwrap() >= 0.0, "{e}");
+        assert_eq!(e["level"], "INFO", "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_authentication_is_logged_without_the_credential() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::launch(
+        tmp.path(),
+        Launch {
+            args: &["--log-format", "json"],
+            env: &[("JOBPACK_LOG", "info")],
+            capture_stderr: true,
+        },
+    );
+    let stderr = s.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    let c = reqwest::Client::new();
+    let secret = "jp_not-a-real-token-0123456789";
+    let (st, _) = call(&c, &s, "GET", "/v1/jobs", Some(secret), None).await;
+    assert_eq!(st, 401);
+    drop(s);
+    let lines = reader.join().unwrap();
+    let failed: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["message"] == "authentication failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{lines:#?}");
+    assert_eq!(failed[0]["level"], "WARN");
+    assert_eq!(failed[0]["path"], "/v1/jobs");
+    assert!(failed[0]["span"]["request_id"].is_string(), "{}", failed[0]);
+    assert!(
+        lines.iter().all(|l| !l.contains(secret)),
+        "the token is in the log: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|e| e["message"] == "request" && e["status"] == 401),
+        "{lines:#?}"
+    );
+}
