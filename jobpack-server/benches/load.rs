@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{one_job_to_running_ms, pct, start_server, to_running_ms, wait_completed};
+use support::{get_json, one_job_to_running_ms, pct, start_server, to_running_ms, wait_completed};
 
 use serde_json::Value;
 
@@ -69,14 +69,7 @@ async fn main() {
     let elapsed = t0.elapsed().as_secs_f64();
     let mut to_running = Vec::new();
     for id in &ids {
-        let v: Value = client
-            .get(format!("{url}/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(&client, &format!("{url}/v1/jobs/{id}")).await;
         to_running.push(to_running_ms(&v));
     }
     // Unloaded: one job at a time, so the latency is the server's own, not the queue's.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use support::{one_job_to_running_ms, pct, start_server, wait_completed};
+use support::{get_json, one_job_to_running_ms, pct, start_server, wait_completed};
 
 fn env_or(name: &str, smoke: bool, small: usize, full: usize) -> usize {
     std::env::var(name)
@@ -297,14 +297,7 @@ async fn main() {
     let last = stored.saturating_sub(100);
     let (ld, ld_99) = get_ms(&c, &format!("{list}&offset={last}"), 30).await;
     // The cursor of the page before the last one, from the listing itself.
-    let page: Value = c
-        .get(format!("{list}&offset={}", last.saturating_sub(100)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(&c, &format!("{list}&offset={}", last.saturating_sub(100))).await;
     let next = page["next"].as_str().expect("a next cursor").to_owned();
     let (lc, lc_99) = get_ms(&c, &format!("{list}&after={next}"), 30).await;
     row(

@@ -8,6 +8,18 @@ use std::io::BufRead;
 use common::{Launch, Server, call, wait_final};
 use serde_json::{Value, json};
 
+/// The server's stderr, read line by line as it comes (a full pipe would stop the server) until
+/// the server ends.
+fn log_lines(s: &mut Server) -> std::thread::JoinHandle<Vec<String>> {
+    let stderr = s.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_json_log_has_each_request_and_every_state_change_of_a_job_with_its_ids() {
     let tmp = tempfile::tempdir().unwrap();
@@ -19,14 +31,7 @@ async fn the_json_log_has_each_request_and_every_state_change_of_a_job_with_its_
             capture_stderr: true,
         },
     );
-    // Read the log as it comes (a full pipe would stop the server).
-    let stderr = s.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
+    let reader = log_lines(&mut s);
     let c = reqwest::Client::new();
 
     // The client's request id comes back, and is on the request's lines.
@@ -145,13 +150,7 @@ async fn a_failed_authentication_is_logged_without_the_credential() {
             capture_stderr: true,
         },
     );
-    let stderr = s.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<String>>()
-    });
+    let reader = log_lines(&mut s);
     let c = reqwest::Client::new();
     let secret = "jp_not-a-real-token-0123456789";
     let (st, _) = call(&c, &s, "GET", "/v1/jobs", Some(secret), None).await;

@@ -56,18 +56,16 @@ pub fn to_running_ms(job: &serde_json::Value) -> f64 {
     (t("started_at") - t("created_at")) * 1e3
 }
 
+/// GETs `url` and reads its JSON body.
+pub async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Waits until the server at `url` has `n` completed jobs; panics after `within`.
 pub async fn wait_completed(c: &reqwest::Client, url: &str, n: usize, within: std::time::Duration) {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let v: serde_json::Value = c
-            .get(format!("{url}/v1/jobs?status=completed&limit=1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = get_json(c, &format!("{url}/v1/jobs?status=completed&limit=1")).await;
         if v["total"].as_u64().unwrap_or(0) as usize == n {
             return;
         }
