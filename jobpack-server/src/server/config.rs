@@ -487,3 +487,29 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `--queue NAME=CONCURRENCY,...`: each name a queue's, at least one slot, `default` not among
+/// them (its concurrency is --max-concurrent).
+pub(crate) fn parse_queues(
+    items: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+    let mut out = std::collections::BTreeMap::new();
+    for item in items.iter().filter(|i| !i.trim().is_empty()) {
+        let (name, n) = item
+            .split_once('=')
+            .with_context(|| format!("--queue {item:?}: expected NAME=CONCURRENCY"))?;
+        let name = name.trim();
+        super::store::accounts::check_name(name, "queue name")
+            .map_err(|e| anyhow::anyhow!("--queue {item:?}: {e}"))?;
+        if name == super::service::submit::DEFAULT_QUEUE {
+            anyhow::bail!("--queue {item:?}: the default queue's concurrency is --max-concurrent");
+        }
+        let n: usize = n.trim().parse().ok().filter(|n| *n >= 1).with_context(|| {
+            format!("--queue {item:?}: CONCURRENCY must be a whole number >= 1")
+        })?;
+        if out.insert(name.to_owned(), n).is_some() {
+            anyhow::bail!("--queue {name}: given twice");
+        }
+    }
+    Ok(out)
+}

@@ -188,7 +188,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
     if !(args.grace.is_finite() && args.grace >= 0.0) {
         anyhow::bail!("--grace must be a non-negative number of seconds");
     }
-    let queues = parse_queues(&args.queues)?;
+    let queues = config::parse_queues(&args.queues)?;
     if args.auth == auth::AuthMode::None && !args.listen.ip().is_loopback() && !args.insecure_public
     {
         anyhow::bail!(
@@ -378,30 +378,6 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
         grpc,
         webhooks: svc.webhooks.clone(),
     })
-}
-
-/// `--queue NAME=CONCURRENCY,...`: each name a queue's, at least one slot, `default` not among
-/// them (its concurrency is --max-concurrent).
-fn parse_queues(items: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
-    let mut out = std::collections::BTreeMap::new();
-    for item in items.iter().filter(|i| !i.trim().is_empty()) {
-        let (name, n) = item
-            .split_once('=')
-            .with_context(|| format!("--queue {item:?}: expected NAME=CONCURRENCY"))?;
-        let name = name.trim();
-        store::accounts::check_name(name, "queue name")
-            .map_err(|e| anyhow::anyhow!("--queue {item:?}: {e}"))?;
-        if name == service::submit::DEFAULT_QUEUE {
-            anyhow::bail!("--queue {item:?}: the default queue's concurrency is --max-concurrent");
-        }
-        let n: usize = n.trim().parse().ok().filter(|n| *n >= 1).with_context(|| {
-            format!("--queue {item:?}: CONCURRENCY must be a whole number >= 1")
-        })?;
-        if out.insert(name.to_owned(), n).is_some() {
-            anyhow::bail!("--queue {name}: given twice");
-        }
-    }
-    Ok(out)
 }
 
 /// An OpenAPI document as served: request objects closed (see `schema::close_request_objects`).
