@@ -178,3 +178,175 @@ async fn a_failed_authentication_is_logged_without_the_credential() {
         "{lines:#?}"
     );
 }
+
+/// `/metrics` read back with a Prometheus text parser after a few jobs: the histograms count
+/// every request and every job stage, the counters every job's end; with `--metrics-listen` the
+/// same metrics are on a port of their own without authentication.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_the_requests_and_the_jobs_stages_and_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start(tmp.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let metrics_url = second_line(&mut s, "jobpack metrics listening on ");
+    let c = reqwest::Client::new();
+    let jobs = 3;
+    for _ in 0..jobs {
+        let (st, v) = call(
+            &c,
+            &s,
+            "POST",
+            "/v1/jobs",
+            None,
+            Some(&json!({"command": "true"})),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+        let id = v["job_id"].as_str().unwrap().to_owned();
+        let done = wait_final(&c, &s, &format!("/v1/jobs/{id}")).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    let r = c.get(s.u("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+        "{:?}",
+        r.headers()
+    );
+    let text = r.text().await.unwrap();
+    let scrape = parse(&text);
+    let post = [("method", "POST"), ("route", "/v1/jobs"), ("status", "2xx")];
+    assert_eq!(
+        histogram_count(&scrape, "jobpack_http_request_duration_seconds", &post),
+        jobs as f64,
+        "{text}"
+    );
+    for stage in ["queued", "packing", "packed", "running"] {
+        assert_eq!(
+            histogram_count(
+                &scrape,
+                "jobpack_job_stage_duration_seconds",
+                &[("stage", stage)]
+            ),
+            jobs as f64,
+            "{stage}: {text}"
+        );
+    }
+    assert_eq!(
+        histogram_count(
+            &scrape,
+            "jobpack_job_duration_seconds",
+            &[("status", "completed")]
+        ),
+        jobs as f64,
+        "{text}"
+    );
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in {text}"))
+    };
+    assert_eq!(
+        value(
+            "jobpack_jobs_finished_total",
+            &[("status", "completed"), ("backend", "sandbox")]
+        ),
+        jobs as f64
+    );
+    assert_eq!(
+        value("jobpack_jobs", &[("status", "completed")]),
+        jobs as f64
+    );
+    assert_eq!(value("jobpack_running", &[]), 0.0);
+
+    // The metrics port: the same metrics, no token asked.
+    let text = c
+        .get(format!("{metrics_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        histogram_count(
+            &parse(&text),
+            "jobpack_job_stage_duration_seconds",
+            &[("stage", "running")]
+        ),
+        jobs as f64,
+        "{text}"
+    );
+    drop(s);
+
+    // With token authentication: /metrics on the API is for admins, the metrics port open.
+    let mut s = Server::launch(
+        &tmp.path().join("tokens"),
+        Launch {
+            args: &["--metrics-listen", "127.0.0.1:0"],
+            ..Launch::default()
+        },
+    );
+    let metrics_url = second_line(&mut s, "jobpack metrics listening on ");
+    let (st, _) = call(&c, &s, "GET", "/metrics", None, None).await;
+    assert_eq!(st, 401);
+    let r = c
+        .get(format!("{metrics_url}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("jobpack_queue_depth"));
+}
+
+/// The server's next line on stdout, which must start with `prefix`: the rest of it.
+fn second_line(s: &mut Server, prefix: &str) -> String {
+    let mut line = String::new();
+    s.stdout.read_line(&mut line).unwrap();
+    line.trim()
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_owned()
+}
+
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// A histogram's count for the series with these labels: its `+Inf` bucket, checked against its
+/// `_count`.
+fn histogram_count(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let matches = |l: &prometheus_parse::Labels| labels.iter().all(|(k, v)| l.get(k) == Some(*v));
+    let inf = scrape
+        .samples
+        .iter()
+        .filter(|x| x.metric == name && matches(&x.labels))
+        .find_map(|x| match &x.value {
+            prometheus_parse::Value::Histogram(b) => b
+                .iter()
+                .find(|h| h.less_than.is_infinite())
+                .map(|h| h.count),
+            _ => None,
+        })
+        .unwrap_or(0.0);
+    let count = scrape
+        .samples
+        .iter()
+        .filter(|x| x.metric == format!("{name}_count") && matches(&x.labels))
+        .find_map(|x| match x.value {
+            prometheus_parse::Value::Untyped(v) | prometheus_parse::Value::Counter(v) => Some(v),
+            _ => None,
+        })
+        .unwrap_or(0.0);
+    assert_eq!(inf, count, "{name} {labels:?}: +Inf bucket vs _count");
+    inf
+}

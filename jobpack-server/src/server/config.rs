@@ -173,6 +173,10 @@ pub struct ServeArgs {
     /// with client certificates, so it needs --tls-cert, --tls-key and --tls-client-ca.
     #[arg(long, env = "JOBPACK_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Serve the metrics (`/metrics`, without authentication) on this address too, for a
+    /// scraper on a private network; `/metrics` on the main address stays admins-only.
+    #[arg(long, env = "JOBPACK_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The largest gRPC message the server receives, in bytes (the seed's 512 KB).
     #[arg(long, env = "JOBPACK_GRPC_MAX_RECV_BYTES", default_value_t = 512 * 1024)]
     pub grpc_max_recv_bytes: usize,
@@ -305,6 +309,7 @@ struct ConfigFile {
     tarball_max_mb: Option<u64>,
     ready_min_free_mb: Option<u64>,
     log_format: Option<String>,
+    metrics_listen: Option<String>,
     allow_fetch_from: Option<Vec<String>>,
     max_connections: Option<u64>,
     max_uploads: Option<u64>,
@@ -363,7 +368,7 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 41] = [
+    let pairs: [(&str, Option<String>); 42] = [
         (
             "JOBPACK_ALLOW_WEBHOOKS_TO",
             c.allow_webhooks_to.map(|v| v.join(",")),
@@ -416,6 +421,7 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
             c.ready_min_free_mb.map(|v| v.to_string()),
         ),
         ("JOBPACK_LOG_FORMAT", c.log_format),
+        ("JOBPACK_METRICS_LISTEN", c.metrics_listen),
         (
             "JOBPACK_ALLOW_FETCH_FROM",
             c.allow_fetch_from.map(|v| v.join(",")),

@@ -25,6 +25,7 @@ mod conn;
 pub mod grpc;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod scheduler;
 pub mod service;
 pub mod store;
@@ -481,6 +482,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let metrics_task = match args.metrics_listen {
+        Some(at) => Some(http::pages::serve_metrics(at, runner.clone(), stop_rx.clone()).await?),
+        None => None,
+    };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
     poem::Server::new_with_acceptor(acceptor)
@@ -498,7 +503,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("the server failed")?;
     if stop_tx.send(true).is_err() {
-        // No gRPC door listens.
+        // No gRPC door or metrics port listens.
+    }
+    if let Some(t) = metrics_task
+        && let Ok(Err(e)) = t.await
+    {
+        eprintln!("jobpack: the metrics port: {e}");
     }
     if let Some(t) = grpc_task {
         match t.await {

@@ -63,44 +63,73 @@ pub(crate) fn metrics(Data(runner): Data<&Arc<queue::Runner>>, caller: auth::Cal
             format!("role {} may not read the metrics", caller.role),
         );
     }
-    let mut out = String::new();
-    out.push_str("# HELP jobpack_jobs Jobs by status.\n# TYPE jobpack_jobs gauge\n");
+    metrics_response(runner)
+}
+
+/// The metrics as a scrape reads them: what the store knows read now, then every metric.
+pub(crate) fn metrics_response(runner: &queue::Runner) -> Response {
+    use crate::server::service::retention::{COLLECTED_BYTES, USED_BYTES};
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = crate::server::metrics::get();
     for (status, n) in runner.store.counts(None).unwrap_or_default() {
-        out.push_str(&format!("jobpack_jobs{{status=\"{status}\"}} {n}\n"));
+        m.jobs
+            .get_or_create(&crate::server::metrics::StatusLabels { status })
+            .set(n as i64);
     }
-    out.push_str(
-        "# HELP jobpack_queue_depth Jobs waiting for a slot.\n# TYPE jobpack_queue_depth gauge\n",
-    );
-    out.push_str(&format!("jobpack_queue_depth {}\n", runner.queue_depth()));
-    out.push_str("# HELP jobpack_running Jobs running now.\n# TYPE jobpack_running gauge\n");
-    out.push_str(&format!("jobpack_running {}\n", runner.running_count()));
-    let (n, sum) = runner.store.durations().unwrap_or((0, 0.0));
-    out.push_str("# HELP jobpack_job_duration_seconds Submission to end, finished jobs.\n");
-    out.push_str("# TYPE jobpack_job_duration_seconds summary\n");
-    out.push_str(&format!(
-        "jobpack_job_duration_seconds_sum {sum}\njobpack_job_duration_seconds_count {n}\n"
-    ));
-    {
-        use crate::server::service::retention::{COLLECTED_BYTES, USED_BYTES};
-        use std::sync::atomic::Ordering::Relaxed;
-        out.push_str(
-            "# HELP jobpack_data_bytes Disk the data directory used at the last collection.\n\
-             # TYPE jobpack_data_bytes gauge\n",
-        );
-        out.push_str(&format!(
-            "jobpack_data_bytes {}\n",
-            USED_BYTES.load(Relaxed)
-        ));
-        out.push_str(
-            "# HELP jobpack_collected_bytes_total Job files retention removed.\n\
-             # TYPE jobpack_collected_bytes_total counter\n",
-        );
-        out.push_str(&format!(
-            "jobpack_collected_bytes_total {}\n",
-            COLLECTED_BYTES.load(Relaxed)
-        ));
-    }
+    m.queue_depth.set(runner.queue_depth() as i64);
+    m.running.set(runner.running_count() as i64);
+    m.data_bytes.set(USED_BYTES.load(Relaxed) as i64);
+    let collected = COLLECTED_BYTES.load(Relaxed);
+    m.collected_bytes
+        .inc_by(collected.saturating_sub(m.collected_bytes.get()));
     Response::builder()
-        .content_type("text/plain; version=0.0.4")
-        .body(out)
+        .content_type(crate::server::metrics::CONTENT_TYPE)
+        .body(m.encode())
+}
+
+/// `--metrics-listen`: the metrics alone, without authentication, on a port of their own; the
+/// line `jobpack metrics listening on http://ADDR` follows the others on stdout.
+pub(crate) async fn serve_metrics(
+    at: std::net::SocketAddr,
+    runner: Arc<queue::Runner>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    use anyhow::Context;
+    use poem::listener::{Acceptor, Listener, TcpListener};
+    let listener = TcpListener::bind(at)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
+    let local = listener
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .context("the metrics listener has no address")?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        if writeln!(out, "jobpack metrics listening on http://{local}")
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            eprintln!("jobpack: metrics listening on http://{local}");
+        }
+    }
+    let app = poem::Route::new().at(
+        "/metrics",
+        poem::get(poem::endpoint::make_sync(move |_| {
+            metrics_response(&runner)
+        })),
+    );
+    Ok(tokio::spawn(async move {
+        poem::Server::new_with_acceptor(listener)
+            .run_with_graceful_shutdown(
+                app,
+                async move {
+                    stop.wait_for(|s| *s).await.ok();
+                },
+                Some(std::time::Duration::from_secs(1)),
+            )
+            .await
+    }))
 }

@@ -76,12 +76,14 @@ pub async fn log_request<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<R
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let job = job_of(&path).or_else(|| location.as_deref().and_then(job_of));
+    let seconds = t0.elapsed().as_secs_f64();
+    crate::server::metrics::get().request(&method, &path, resp.status().as_u16(), seconds);
     tracing::info!(
         parent: &span,
         method,
         path,
         status = resp.status().as_u16(),
-        duration_ms = t0.elapsed().as_secs_f64() * 1e3,
+        duration_ms = seconds * 1e3,
         caller = caller.get().as_deref(),
         job_id = job,
         "request"

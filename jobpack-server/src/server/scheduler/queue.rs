@@ -128,6 +128,8 @@ pub(crate) struct Live {
     pub(crate) log: Option<LogStream>,
     /// The state it was last recorded in, and when (the log's stage durations).
     pub(crate) stage: Option<(String, std::time::Instant)>,
+    /// When its task began (the metrics' total duration).
+    pub(crate) born: std::time::Instant,
 }
 
 /// How many jobs run at once (in all, and per named queue), and how long a cancelled one gets.
@@ -381,6 +383,7 @@ impl Runner {
                         .to_owned(),
                         std::time::Instant::now(),
                     )),
+                    born: std::time::Instant::now(),
                 },
             );
         }
@@ -514,18 +517,47 @@ impl Runner {
     /// `running` the run) when this process saw it begin.
     fn log_state(&self, id: &str, status: &str) {
         let now = std::time::Instant::now();
-        let previous = self.live.lock().ok().and_then(|mut live| {
-            let l = live.get_mut(id)?;
-            l.stage.replace((status.to_owned(), now))
-        });
-        match previous {
-            Some((stage, since)) => tracing::info!(
-                job_id = id,
-                status,
-                stage = stage.as_str(),
-                stage_ms = (now - since).as_secs_f64() * 1e3,
-                "job state"
-            ),
+        let (previous, born) = self
+            .live
+            .lock()
+            .ok()
+            .and_then(|mut live| {
+                let l = live.get_mut(id)?;
+                Some((l.stage.replace((status.to_owned(), now)), l.born))
+            })
+            .unzip();
+        let m = crate::server::metrics::get();
+        if status.parse::<JobStatus>().is_ok_and(JobStatus::is_final) {
+            m.finished
+                .get_or_create(&crate::server::metrics::FinishedLabels {
+                    status: status.to_owned(),
+                    backend: self.executor.backend().to_owned(),
+                })
+                .inc();
+            if let Some(born) = born {
+                m.job_total
+                    .get_or_create(&crate::server::metrics::StatusLabels {
+                        status: status.to_owned(),
+                    })
+                    .observe((now - born).as_secs_f64());
+            }
+        }
+        match previous.flatten() {
+            Some((stage, since)) => {
+                let took = now - since;
+                m.stage
+                    .get_or_create(&crate::server::metrics::StageLabels {
+                        stage: stage.clone(),
+                    })
+                    .observe(took.as_secs_f64());
+                tracing::info!(
+                    job_id = id,
+                    status,
+                    stage = stage.as_str(),
+                    stage_ms = took.as_secs_f64() * 1e3,
+                    "job state"
+                );
+            }
             None => tracing::info!(job_id = id, status, "job state"),
         }
     }
