@@ -134,9 +134,9 @@ impl Server {
             // The fixture repositories and data servers are on loopback, which a server refuses
             // to fetch from by default; the SSRF tests set this back to nothing.
             .env("JOBPACK_ALLOW_FETCH_FROM", "127.0.0.0/8")
-            // Warnings only: a request line per call from every test's server is noise (the
+            // Errors only: a request line per call from every test's server is noise (the
             // observability tests ask for `info`).
-            .env("JOBPACK_LOG", "warn")
+            .env("JOBPACK_LOG", "error")
             .envs(l.env.iter().copied())
             .env("XDG_CACHE_HOME", data.join("xdg"))
             .stdout(Stdio::piped())
