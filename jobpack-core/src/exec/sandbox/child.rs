@@ -379,9 +379,6 @@ fn raw_status(s: WaitStatus) -> i32 {
     }
 }
 
-/// pid 1 of the sandbox.
-///
-/// # Safety
 /// What the job's process needs between its clone and its exec.
 struct JobStart<'a> {
     plan: &'a Plan,
@@ -413,6 +410,9 @@ extern "C" fn job_main(arg: *mut libc::c_void) -> libc::c_int {
     exit_now(127);
 }
 
+/// pid 1 of the sandbox.
+///
+/// # Safety
 /// Only in the child of the fork-like `clone()` in [`super::spawn`].
 pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
     arrange_fds(fds);
