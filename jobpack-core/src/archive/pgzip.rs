@@ -31,10 +31,10 @@ const MAX_THREADS: usize = 8;
 /// A test checks the version against `Cargo.lock`, so the record cannot drift from the build.
 pub const COMPRESSOR: &str = "gzip (zlib-rs 0.6.8, level 6, 1 MiB blocks, 32 KiB dictionary)";
 
+/// A full block for a thread (never the last: `finish` compresses that one itself).
 struct Task {
     data: Vec<u8>,
     dict: Option<Arc<[u8]>>,
-    last: bool,
     reply: mpsc::SyncSender<io::Result<Vec<u8>>>,
 }
 
@@ -58,8 +58,7 @@ impl Pool {
                             Err(_) => return,
                         };
                         let Ok(task) = task else { return };
-                        let out =
-                            deflate_block(&mut c, &task.data, task.dict.as_deref(), task.last);
+                        let out = deflate_block(&mut c, &task.data, task.dict.as_deref(), false);
                         // The writer may have gone (an error elsewhere): nothing to tell.
                         if task.reply.send(out).is_err() {
                             return;
@@ -201,12 +200,7 @@ impl<W: Write> ParGzWriter<W> {
             .pool
             .get_or_insert_with(|| Pool::start(self.level, self.threads));
         let (reply, rx) = mpsc::sync_channel(1);
-        let task = Task {
-            data,
-            dict,
-            last: false,
-            reply,
-        };
+        let task = Task { data, dict, reply };
         let sent = pool.tasks.as_ref().map(|t| t.send(task));
         if !matches!(sent, Some(Ok(()))) {
             return Err(io::Error::other("the compression threads stopped"));
@@ -227,12 +221,14 @@ impl<W: Write> ParGzWriter<W> {
         let mut c = Compress::new(Compression::new(self.level), false);
         let last = deflate_block(&mut c, &self.buf, self.dict.as_deref(), true)?;
         self.emit(&last)?;
+        // The threads (if any) end as the rest of the writer is dropped here.
+        let ParGzWriter {
+            mut out, crc, len, ..
+        } = self;
         let mut trailer = [0u8; 8];
-        trailer[..4].copy_from_slice(&self.crc.clone().finalize().to_le_bytes());
-        trailer[4..].copy_from_slice(&(self.len as u32).to_le_bytes());
-        self.out.write_all(&trailer)?;
-        let ParGzWriter { out, pool, .. } = self;
-        drop(pool);
+        trailer[..4].copy_from_slice(&crc.finalize().to_le_bytes());
+        trailer[4..].copy_from_slice(&(len as u32).to_le_bytes());
+        out.write_all(&trailer)?;
         Ok(out)
     }
 }

@@ -72,8 +72,7 @@ pub struct Metrics {
 pub fn get() -> &'static Metrics {
     static M: OnceLock<Metrics> = OnceLock::new();
     M.get_or_init(|| {
-        let mut registry = Registry::default();
-        let m = Metrics {
+        let mut m = Metrics {
             registry: Registry::default(),
             http: Family::new_with_constructor(request_buckets),
             stage: Family::new_with_constructor(job_buckets),
@@ -85,45 +84,47 @@ pub fn get() -> &'static Metrics {
             data_bytes: Gauge::default(),
             collected_bytes: Counter::default(),
         };
-        registry.register(
+        m.registry.register(
             "jobpack_http_request_duration_seconds",
             "HTTP requests by method, route and status class, and how long each took",
             m.http.clone(),
         );
-        registry.register(
+        m.registry.register(
             "jobpack_job_stage_duration_seconds",
             "How long jobs stayed in each state: queued (the wait for a slot), packing, packed \
              (unpack and the sandbox's start), running",
             m.stage.clone(),
         );
-        registry.register(
+        m.registry.register(
             "jobpack_job_duration_seconds",
             "Jobs from their task's start (submission, or this process's start) to their end",
             m.job_total.clone(),
         );
-        registry.register(
+        m.registry.register(
             "jobpack_jobs_finished",
             "Jobs that ended, by final status and backend",
             m.finished.clone(),
         );
-        registry.register("jobpack_jobs", "Jobs by status, as stored", m.jobs.clone());
-        registry.register(
+        m.registry
+            .register("jobpack_jobs", "Jobs by status, as stored", m.jobs.clone());
+        m.registry.register(
             "jobpack_queue_depth",
             "Jobs waiting for a slot",
             m.queue_depth.clone(),
         );
-        registry.register("jobpack_running", "Jobs running now", m.running.clone());
-        registry.register(
+        m.registry
+            .register("jobpack_running", "Jobs running now", m.running.clone());
+        m.registry.register(
             "jobpack_data_bytes",
             "Disk the data directory used at the last collection",
             m.data_bytes.clone(),
         );
-        registry.register(
+        m.registry.register(
             "jobpack_collected_bytes",
             "Job files retention removed",
             m.collected_bytes.clone(),
         );
-        Metrics { registry, ..m }
+        m
     })
 }
 

@@ -69,13 +69,8 @@ pub async fn log_request<E: Endpoint>(ep: E, mut req: Request) -> poem::Result<R
     if let Ok(v) = poem::http::HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    // A created job's id is in the Location of the answer, when the door sets one.
-    let location = resp
-        .headers()
-        .get(poem::http::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let job = job_of(&path).or_else(|| location.as_deref().and_then(job_of));
+    // A submission's job id is on the service's "job accepted" line, in this request's span.
+    let job = job_of(&path);
     let seconds = t0.elapsed().as_secs_f64();
     crate::server::metrics::get().request(&method, &path, resp.status().as_u16(), seconds);
     tracing::info!(

@@ -127,7 +127,7 @@ pub(crate) struct Live {
     pub(crate) cancel: watch::Sender<bool>,
     pub(crate) log: Option<LogStream>,
     /// The state it was last recorded in, and when (the log's stage durations).
-    pub(crate) stage: Option<(String, std::time::Instant)>,
+    pub(crate) stage: (String, std::time::Instant),
     /// When its task began (the metrics' total duration).
     pub(crate) born: std::time::Instant,
 }
@@ -374,7 +374,7 @@ impl Runner {
                     cancel: tx,
                     log: None,
                     // Its task begins with the job waiting (or, found again, running).
-                    stage: Some((
+                    stage: (
                         if attached.is_some() {
                             "running"
                         } else {
@@ -382,7 +382,7 @@ impl Runner {
                         }
                         .to_owned(),
                         std::time::Instant::now(),
-                    )),
+                    ),
                     born: std::time::Instant::now(),
                 },
             );
@@ -523,7 +523,10 @@ impl Runner {
             .ok()
             .and_then(|mut live| {
                 let l = live.get_mut(id)?;
-                Some((l.stage.replace((status.to_owned(), now)), l.born))
+                Some((
+                    std::mem::replace(&mut l.stage, (status.to_owned(), now)),
+                    l.born,
+                ))
             })
             .unzip();
         let m = crate::server::metrics::get();
@@ -542,14 +545,9 @@ impl Runner {
                     .observe((now - born).as_secs_f64());
             }
         }
-        match previous.flatten() {
+        match previous {
             Some((stage, since)) => {
                 let took = now - since;
-                m.stage
-                    .get_or_create(&crate::server::metrics::StageLabels {
-                        stage: stage.clone(),
-                    })
-                    .observe(took.as_secs_f64());
                 tracing::info!(
                     job_id = id,
                     status,
@@ -557,6 +555,9 @@ impl Runner {
                     stage_ms = took.as_secs_f64() * 1e3,
                     "job state"
                 );
+                m.stage
+                    .get_or_create(&crate::server::metrics::StageLabels { stage })
+                    .observe(took.as_secs_f64());
             }
             None => tracing::info!(job_id = id, status, "job state"),
         }
