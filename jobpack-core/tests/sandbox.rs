@@ -832,3 +832,45 @@ async fn a_program_that_cannot_be_executed_is_an_error_with_its_reason() {
     assert_eq!(o.status, RunStatus::Completed, "{o:?}");
     assert_eq!(log, "fine\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_can_be_sampled_and_not_once_it_ended() {
+    if skip_unless_root("a_running_job_can_be_sampled_and_not_once_it_ended") {
+        return;
+    }
+    // 80 MB held, three extra processes, a CPU spin: what the samples must see.
+    let j = job("sleep 30 & sleep 30 & sleep 30 &\n\
+         python3 -c 'import time\nb = bytearray(80 << 20)\nt = time.time()\nwhile time.time() - t < 4: pass'\n\
+         kill %1 %2 %3");
+    let h = executor().start(request(&j, timeout(60))).await.unwrap();
+    let mut seen = Vec::new();
+    let wait = h.wait();
+    tokio::pin!(wait);
+    let o = loop {
+        tokio::select! {
+            o = &mut wait => break o,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                seen.push(h.sample().expect("a running sandboxed job has a cgroup to read"));
+            }
+        }
+    };
+    assert_eq!(o.status, RunStatus::Completed, "{o:?}");
+    let most = |f: fn(&jobpack_core::exec::UsageSample) -> Option<u64>| {
+        seen.iter().filter_map(f).max().unwrap_or(0)
+    };
+    assert!(most(|s| s.memory_bytes) >= 80 << 20, "{seen:#?}");
+    assert!(
+        most(|s| s.pids) >= 5,
+        "bash, three sleeps, python: {seen:#?}"
+    );
+    let cpu: Vec<u64> = seen.iter().map(|s| s.cpu_nanos).collect();
+    assert!(
+        cpu.windows(2).all(|w| w[0] <= w[1]),
+        "CPU time only grows: {cpu:?}"
+    );
+    assert!(
+        cpu.last().unwrap() - cpu[0] >= 1_000_000_000,
+        "a 4 s spin: {cpu:?}"
+    );
+    assert_eq!(h.sample(), None, "the cgroup is gone with the run");
+}

@@ -281,6 +281,60 @@ pub struct IsolationReport {
     pub missing: Vec<String>,
 }
 
+/// One reading of a running job's cgroup: CPU and IO so far, memory and processes now. A field
+/// is `None` where its controller is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UsageSample {
+    /// CPU time (user + system) of all its processes so far.
+    pub cpu_nanos: u64,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+}
+
+/// The highest values a run's usage samples saw (kept in its [`Outcome`] by whoever sampled it,
+/// as the server's runner does).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct UsagePeaks {
+    /// Samples taken.
+    pub samples: u64,
+    /// The most CPU used between two samples, in cores (1.0 = one core all the time).
+    pub cpu_cores: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub pids: Option<u64>,
+    /// Bytes read and written in all (the last sample's counters).
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+}
+
+impl UsagePeaks {
+    /// Takes in `now`, `elapsed` after the previous sample `before`; returns the cores used
+    /// between the two (`None` without a previous sample or time between them).
+    pub fn add(
+        &mut self,
+        before: Option<&UsageSample>,
+        now: &UsageSample,
+        elapsed: Duration,
+    ) -> Option<f64> {
+        let max = |a: Option<u64>, b: Option<u64>| a.max(b);
+        self.samples += 1;
+        self.memory_bytes = max(self.memory_bytes, now.memory_bytes);
+        self.pids = max(self.pids, now.pids);
+        self.io_read_bytes = max(self.io_read_bytes, now.io_read_bytes);
+        self.io_write_bytes = max(self.io_write_bytes, now.io_write_bytes);
+        if let Some(b) = before
+            && !elapsed.is_zero()
+        {
+            let cores =
+                now.cpu_nanos.saturating_sub(b.cpu_nanos) as f64 / elapsed.as_nanos() as f64;
+            self.cpu_cores = Some(self.cpu_cores.map_or(cores, |c| c.max(cores)));
+            return Some(cores);
+        }
+        None
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -304,6 +358,9 @@ pub struct Outcome {
     /// Seconds the job waited in a cluster scheduler's queue before it ran (cluster backends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_secs: Option<f64>,
+    /// The peaks of its usage samples, when it was sampled while it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peaks: Option<UsagePeaks>,
     pub isolation: IsolationReport,
 }
 
@@ -321,6 +378,7 @@ impl Outcome {
             log_bytes: 0,
             log_error: None,
             queued_secs: None,
+            peaks: None,
             isolation: IsolationReport::default(),
         }
     }
@@ -369,6 +427,11 @@ pub trait RunHandle: Send + Sync {
     /// Asks the job to stop: SIGTERM to all of it, then after `grace` SIGKILL to whatever is left.
     /// Returns at once; `wait` reports `stopped`.
     fn cancel(&self, grace: Duration);
+    /// Its resources now (a few small reads of its cgroup; `None` when nothing measures them,
+    /// or once it has ended). Sampled every second by the server.
+    fn sample(&self) -> Option<UsageSample> {
+        None
+    }
 }
 
 /// `RunHandle::wait` of a handle whose follower task sends the outcome on a watch channel.

@@ -116,6 +116,15 @@ pub struct ServeArgs {
     /// free or fewer.
     #[arg(long, env = "JOBPACK_READY_MIN_FREE_MB", default_value_t = 1024)]
     pub ready_min_free_mb: u64,
+    /// Milliseconds between two samples of a running job's cgroup (CPU, memory, processes, IO)
+    /// kept for `GET /v1/jobs/{id}/usage` (at least 100; 0: no sampling).
+    #[arg(long, env = "JOBPACK_USAGE_INTERVAL_MS", default_value_t = 1000)]
+    pub usage_interval_ms: u64,
+    /// Most samples kept per job: at the limit every second one is dropped and the interval
+    /// doubles, so a long job keeps its whole run at a coarser step.
+    #[arg(long, env = "JOBPACK_USAGE_MAX_SAMPLES", default_value_t = 3600,
+          value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub usage_max_samples: u32,
     /// Let the server fetch data and git repositories from these destinations, which it refuses
     /// by default (loopback, private, link-local, ...): a CIDR (`10.0.0.0/8`, `127.0.0.1/32`) or
     /// a host name. Repeatable.
@@ -308,6 +317,8 @@ struct ConfigFile {
     max_limits: Option<toml::Table>,
     tarball_max_mb: Option<u64>,
     ready_min_free_mb: Option<u64>,
+    usage_interval_ms: Option<u64>,
+    usage_max_samples: Option<u64>,
     log_format: Option<String>,
     metrics_listen: Option<String>,
     allow_fetch_from: Option<Vec<String>>,
@@ -368,7 +379,7 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 42] = [
+    let pairs: [(&str, Option<String>); 44] = [
         (
             "JOBPACK_ALLOW_WEBHOOKS_TO",
             c.allow_webhooks_to.map(|v| v.join(",")),
@@ -419,6 +430,14 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
         (
             "JOBPACK_READY_MIN_FREE_MB",
             c.ready_min_free_mb.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_USAGE_INTERVAL_MS",
+            c.usage_interval_ms.map(|v| v.to_string()),
+        ),
+        (
+            "JOBPACK_USAGE_MAX_SAMPLES",
+            c.usage_max_samples.map(|v| v.to_string()),
         ),
         ("JOBPACK_LOG_FORMAT", c.log_format),
         ("JOBPACK_METRICS_LISTEN", c.metrics_listen),

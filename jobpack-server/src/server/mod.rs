@@ -34,6 +34,7 @@ pub mod worker;
 
 use http::{edge, pages, schema};
 use scheduler::queue;
+use scheduler::usage::UsageOptions;
 use service::{auth, limits};
 use store::accounts;
 
@@ -225,6 +226,11 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             queues: queues.clone(),
             inline: args.inline_worker && worker.is_none(),
             grace: Duration::from_secs_f64(args.grace),
+            usage: UsageOptions {
+                interval: (args.usage_interval_ms > 0)
+                    .then(|| Duration::from_millis(args.usage_interval_ms.max(100))),
+                max_samples: args.usage_max_samples,
+            },
             signing_key: Arc::new(
                 jobpack_core::attest::Key::load_or_create(&data.join("signing-key.pem"))
                     .context("cannot load or make the server's signing key")?,
@@ -300,6 +306,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             http::attempts::AttemptsApi { svc: svc.clone() },
             http::attest::AttestApi { svc: svc.clone() },
             http::runtimes::RuntimesApi { svc: svc.clone() },
+            http::usage::UsageApi { svc: svc.clone() },
         ),
         "jobpack",
         env!("CARGO_PKG_VERSION"),

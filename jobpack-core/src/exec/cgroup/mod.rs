@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{ExecError, Limits};
+use super::{ExecError, Limits, UsageSample};
 
 mod v1;
 mod v2;
@@ -56,7 +56,7 @@ pub struct Usage {
 }
 
 /// One job's cgroup.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Cgroup {
     V1(v1::CgroupV1),
     V2(v2::CgroupV2),
@@ -171,6 +171,12 @@ impl Cgroup {
         }
     }
 
+    /// A reader of this cgroup's current usage that a run's handle can keep while the
+    /// supervisor owns the cgroup (it reads nothing once the cgroup is removed).
+    pub fn probe(&self) -> Probe {
+        Probe(self.clone())
+    }
+
     /// Kills every process in the cgroup (none can escape by forking meanwhile) and waits until
     /// it is empty.
     pub fn kill_all(&self) -> Result<(), ExecError> {
@@ -262,6 +268,48 @@ pub fn check_cpu_cores(list: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads a cgroup's usage now; it can do nothing else (see [`Cgroup::probe`]).
+#[derive(Debug, Clone)]
+pub struct Probe(Cgroup);
+
+impl Probe {
+    /// CPU used so far, memory and processes now, bytes read and written so far; `None` once
+    /// the cgroup is gone (the run ended).
+    pub fn sample(&self) -> Option<UsageSample> {
+        match &self.0 {
+            Cgroup::V1(c) => c.sample(),
+            Cgroup::V2(c) => c.sample(),
+        }
+    }
+}
+
+/// The sums of the `Read` and `Write` (v1 `blkio.throttle.io_service_bytes`) or `rbytes=` and
+/// `wbytes=` (v2 `io.stat`) fields of every device.
+pub(crate) fn io_bytes(text: &str) -> (u64, u64) {
+    let (mut read, mut write) = (0u64, 0u64);
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(_device) = words.next() else {
+            continue;
+        };
+        let rest: Vec<&str> = words.collect();
+        match rest.as_slice() {
+            ["Read", n] => read = read.saturating_add(n.parse().unwrap_or(0)),
+            ["Write", n] => write = write.saturating_add(n.parse().unwrap_or(0)),
+            fields => {
+                for f in fields {
+                    if let Some(n) = f.strip_prefix("rbytes=") {
+                        read = read.saturating_add(n.parse().unwrap_or(0));
+                    } else if let Some(n) = f.strip_prefix("wbytes=") {
+                        write = write.saturating_add(n.parse().unwrap_or(0));
+                    }
+                }
+            }
+        }
+    }
+    (read, write)
+}
+
 #[cfg(test)]
 mod cpu_list_tests {
     use super::*;
@@ -281,5 +329,16 @@ mod cpu_list_tests {
         }
         assert!(check_cpu_cores("4095").is_err());
         assert!(check_cpu_cores("0").is_ok());
+    }
+
+    #[test]
+    fn io_bytes_sums_every_device_of_either_version() {
+        let v1 =
+            "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 0\n8:16 Read 1\n8:16 Write 2\nTotal 4611\n";
+        assert_eq!(io_bytes(v1), (4097, 514));
+        let v2 =
+            "8:0 rbytes=100 wbytes=20 rios=1 wios=1 dbytes=0 dios=0\n259:0 rbytes=5 wbytes=0\n";
+        assert_eq!(io_bytes(v2), (105, 20));
+        assert_eq!(io_bytes(""), (0, 0));
     }
 }

@@ -5,8 +5,8 @@ use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Usage, err, procs, read_keyed, read_u64, remove_dir, wait_empty, write};
-use crate::exec::{ExecError, Limits};
+use super::{Usage, err, io_bytes, procs, read_keyed, read_u64, remove_dir, wait_empty, write};
+use crate::exec::{ExecError, Limits, UsageSample};
 
 const CONTROLLERS: [&str; 7] = [
     "memory", "cpu", "cpuacct", "pids", "blkio", "freezer", "cpuset",
@@ -29,7 +29,7 @@ fn inherit_cpuset(dir: &Path) -> Result<(), ExecError> {
     Ok(())
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CgroupV1 {
     /// (controller, directory) for every controller that is mounted.
     dirs: Vec<(&'static str, PathBuf)>,
@@ -188,6 +188,27 @@ impl CgroupV1 {
                 .and_then(|d| read_keyed(&d.join("pids.events"), "max"))
                 .unwrap_or(0),
         }
+    }
+
+    /// Usage now; `None` once the cgroup is gone.
+    pub fn sample(&self) -> Option<UsageSample> {
+        let cpu = self.dir("cpuacct")?.join("cpuacct.usage");
+        let cpu_nanos = read_u64(&cpu)?;
+        let io = self
+            .dir("blkio")
+            .and_then(|d| std::fs::read_to_string(d.join("blkio.throttle.io_service_bytes")).ok())
+            .map(|t| io_bytes(&t));
+        Some(UsageSample {
+            cpu_nanos,
+            memory_bytes: self
+                .dir("memory")
+                .and_then(|d| read_u64(&d.join("memory.usage_in_bytes"))),
+            pids: self
+                .dir("pids")
+                .and_then(|d| read_u64(&d.join("pids.current"))),
+            io_read_bytes: io.map(|(r, _)| r),
+            io_write_bytes: io.map(|(_, w)| w),
+        })
     }
 
     /// Freeze, SIGKILL every process, thaw, wait until empty.

@@ -5,10 +5,10 @@ use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Usage, err, procs, read_keyed, remove_dir, wait_empty, write};
-use crate::exec::{ExecError, Limits};
+use super::{Usage, err, io_bytes, procs, read_keyed, remove_dir, wait_empty, write};
+use crate::exec::{ExecError, Limits, UsageSample};
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CgroupV2 {
     dir: PathBuf,
 }
@@ -117,6 +117,22 @@ impl CgroupV2 {
             oom_kills: read_keyed(&d.join("memory.events"), "oom_kill").unwrap_or(0),
             pids_refused: read_keyed(&d.join("pids.events"), "max").unwrap_or(0),
         }
+    }
+
+    /// Usage now; `None` once the cgroup is gone.
+    pub fn sample(&self) -> Option<UsageSample> {
+        let d = &self.dir;
+        let cpu_nanos = read_keyed(&d.join("cpu.stat"), "usage_usec")? * 1000;
+        let io = std::fs::read_to_string(d.join("io.stat"))
+            .ok()
+            .map(|t| io_bytes(&t));
+        Some(UsageSample {
+            cpu_nanos,
+            memory_bytes: super::read_u64(&d.join("memory.current")),
+            pids: super::read_u64(&d.join("pids.current")),
+            io_read_bytes: io.map(|(r, _)| r),
+            io_write_bytes: io.map(|(_, w)| w),
+        })
     }
 
     pub fn kill_all(&self) -> Result<(), ExecError> {

@@ -22,7 +22,7 @@ use super::logs::streams::Stream;
 use super::logs::{LogStream, LogWriter};
 use super::{
     ExecError, Executor, IsolationMode, IsolationReport, Limits, NetworkPolicy, Outcome, RunHandle,
-    RunRequest, RunStatus,
+    RunRequest, RunStatus, UsageSample,
 };
 use crate::io_error::io_err;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -154,6 +154,8 @@ pub struct LocalHandle {
     logs: LogStream,
     outcome: watch::Receiver<Option<Outcome>>,
     cancel: mpsc::UnboundedSender<Duration>,
+    /// Reads its cgroup, when it has one.
+    probe: Option<cgroup::Probe>,
 }
 
 impl RunHandle for LocalHandle {
@@ -167,6 +169,10 @@ impl RunHandle for LocalHandle {
 
     fn cancel(&self, grace: Duration) {
         let _ = self.cancel.send(grace);
+    }
+
+    fn sample(&self) -> Option<UsageSample> {
+        self.probe.as_ref()?.sample()
     }
 }
 
@@ -405,6 +411,7 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
 
     let (outcome_tx, outcome_rx) = watch::channel(None);
     let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
+    let probe = cgroup.as_ref().map(Cgroup::probe);
     let sup = Supervisor {
         proc_: Some(proc_),
         cgroup,
@@ -422,5 +429,6 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
         logs: stream,
         outcome: outcome_rx,
         cancel: cancel_tx,
+        probe,
     })
 }

@@ -283,6 +283,7 @@ impl Supervisor {
                 .lost()
                 .map(|(n, e)| format!("{n} bytes of output were lost: {e}")),
             queued_secs: None,
+            peaks: None,
             isolation: self.report.clone(),
         };
         let _ = outcome.send(Some(o));

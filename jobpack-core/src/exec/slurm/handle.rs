@@ -271,6 +271,7 @@ async fn follow(
             .lost()
             .map(|(n, e)| format!("{n} bytes of output were lost: {e}")),
         queued_secs: queued,
+        peaks: None,
         isolation: IsolationReport {
             level: format!("slurm job {job_id}"),
             cgroup: "slurm".into(),

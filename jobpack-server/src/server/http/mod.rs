@@ -21,5 +21,6 @@ pub mod runtimes;
 pub mod schema;
 pub mod trace;
 pub mod uploads;
+pub mod usage;
 pub mod webhooks;
 pub mod workflows;

@@ -10,6 +10,7 @@ use jobpack_core::exec::{Mount, RunHandle, RunRequest, RunStatus};
 use tokio::sync::watch;
 
 use crate::server::scheduler::queue::{Runner, Submission};
+use crate::server::scheduler::usage::Sampler;
 use crate::server::store::{Finish, JobRow, JobStatus};
 
 impl Runner {
@@ -334,6 +335,8 @@ impl Runner {
         mut cancel: watch::Receiver<bool>,
     ) {
         let sub: Option<Submission> = serde_json::from_str(&row.request_json).ok();
+        let kept = self.store.usage_count(id).unwrap_or(0);
+        let mut sampler = Sampler::new(self.usage, kept);
         loop {
             if let Ok(mut live) = self.live.lock()
                 && let Some(l) = live.get_mut(id)
@@ -345,14 +348,20 @@ impl Runner {
             })
             .await;
             self.running.fetch_add(1, Ordering::Relaxed);
+            sampler.begin();
             let mut wait = handle.wait();
-            let outcome = tokio::select! {
-                o = &mut wait => o,
-                _ = cancelled(&mut cancel) => {
-                    handle.cancel(self.grace);
-                    wait.await
+            let mut stopping = false;
+            let mut outcome = loop {
+                tokio::select! {
+                    o = &mut wait => break o,
+                    _ = cancelled(&mut cancel), if !stopping => {
+                        handle.cancel(self.grace);
+                        stopping = true;
+                    }
+                    _ = sampler.due() => sampler.take(&self.store, id, &*handle).await,
                 }
             };
+            outcome.peaks = sampler.end_run();
             self.running.fetch_sub(1, Ordering::Relaxed);
             self.runtime_released(id);
             if outcome.status == RunStatus::Stopped

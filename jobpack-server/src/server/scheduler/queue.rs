@@ -144,6 +144,8 @@ pub struct RunnerOptions {
     pub grace: Duration,
     /// Signs each artifact's provenance.
     pub signing_key: Arc<jobpack_core::attest::Key>,
+    /// How running jobs are sampled.
+    pub usage: super::usage::UsageOptions,
 }
 
 pub struct Runner {
@@ -172,6 +174,7 @@ pub struct Runner {
     pub(crate) runtimes_in_use: Mutex<HashMap<String, String>>,
     /// Jobs ended since the allocator last gave memory back ([`Runner::spawn_memory_trim`]).
     pub(crate) trim_due: std::sync::atomic::AtomicBool,
+    pub(crate) usage: super::usage::UsageOptions,
 }
 
 impl Runner {
@@ -189,6 +192,7 @@ impl Runner {
             inline,
             grace,
             signing_key,
+            usage,
         } = opts;
         let runtimes = packager.config().runtimes.as_ref().and_then(|dir| {
             jobpack_core::rootfs::Store::open(dir)
@@ -213,6 +217,7 @@ impl Runner {
             runtimes,
             runtimes_in_use: Mutex::new(HashMap::new()),
             trim_due: std::sync::atomic::AtomicBool::new(false),
+            usage,
         })
     }
 
@@ -515,6 +520,11 @@ impl Runner {
     /// One log line per recorded state change: the job, its new state, and how long the state
     /// it left lasted (`packing` is the pack, `packed` the unpack and the sandbox's start,
     /// `running` the run) when this process saw it begin.
+    /// Between two usage samples of a running job (`None`: not sampled).
+    pub fn usage_interval(&self) -> Option<std::time::Duration> {
+        self.usage.interval
+    }
+
     fn log_state(&self, id: &str, status: &str) {
         let now = std::time::Instant::now();
         let (previous, born) = self

@@ -119,3 +119,58 @@ pub async fn delete(svc: &Service, caller: &Caller, id: &str) -> ServiceResult<(
         .audit(&caller.user, "job.delete", Some(id), Some(&detail));
     Ok(())
 }
+
+/// One point of a job's usage series, with the CPU rate since the point before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsagePoint {
+    pub at_ms: i64,
+    pub sample: jobpack_core::exec::UsageSample,
+    /// Cores used since the previous point (`None` for the first of a run).
+    pub cpu_cores: Option<f64>,
+}
+
+/// A job's usage series, oldest first, and its peaks: the outcome's when the job ended, else
+/// those of the points so far.
+pub struct UsageSeries {
+    pub job: JobRow,
+    pub points: Vec<UsagePoint>,
+    pub peaks: Option<jobpack_core::exec::UsagePeaks>,
+    /// The server's step between two samples (`None`: it does not sample).
+    pub interval: Option<Duration>,
+}
+
+pub fn usage(svc: &Service, caller: &Caller, id: &str) -> ServiceResult<UsageSeries> {
+    let job = visible_row(&svc.runner, caller, id)?;
+    let raw = svc
+        .runner
+        .store
+        .usage(&job.id)
+        .map_err(ServiceError::internal)?;
+    let mut points: Vec<UsagePoint> = Vec::with_capacity(raw.len());
+    let mut peaks = jobpack_core::exec::UsagePeaks::default();
+    for (at_ms, sample) in raw {
+        let before = points
+            .last()
+            .filter(|p| p.sample.cpu_nanos <= sample.cpu_nanos && p.at_ms < at_ms);
+        let elapsed = before.map_or(Duration::ZERO, |p| {
+            Duration::from_millis((at_ms - p.at_ms) as u64)
+        });
+        let cpu_cores = peaks.add(before.map(|p| &p.sample), &sample, elapsed);
+        points.push(UsagePoint {
+            at_ms,
+            sample,
+            cpu_cores,
+        });
+    }
+    let recorded = job
+        .outcome_json
+        .as_deref()
+        .and_then(|o| serde_json::from_str::<jobpack_core::exec::Outcome>(o).ok())
+        .and_then(|o| o.peaks);
+    Ok(UsageSeries {
+        peaks: recorded.or((peaks.samples > 0).then_some(peaks)),
+        interval: svc.runner.usage_interval(),
+        points,
+        job,
+    })
+}

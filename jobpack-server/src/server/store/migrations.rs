@@ -53,4 +53,8 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0013_ready",
         include_str!("../../../migrations/0013_ready.sql"),
     ),
+    (
+        "0014_usage",
+        include_str!("../../../migrations/0014_usage.sql"),
+    ),
 ];

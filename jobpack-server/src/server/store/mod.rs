@@ -9,6 +9,7 @@ mod listing;
 mod migrations;
 pub mod retention;
 pub mod sign_in;
+pub mod usage;
 pub mod webhooks;
 pub mod workers;
 pub mod workflows;
@@ -388,6 +389,7 @@ impl Store {
         self.with(|c| {
             let had_secrets = c.execute("DELETE FROM job_secrets WHERE job_id = ?1", [id])? > 0;
             c.execute("DELETE FROM job_attempts WHERE job_id = ?1", [id])?;
+            c.execute("DELETE FROM job_usage WHERE job_id = ?1", [id])?;
             webhooks::delete_job_hooks(c, id)?;
             let n = c.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
             if had_secrets {
