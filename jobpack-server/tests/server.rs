@@ -583,6 +583,18 @@ async fn bad_inputs_get_4xx_problem_bodies() {
             body["message"].as_str().is_some_and(|m| !m.is_empty()),
             "{name}: {body}"
         );
+        // An invalid spec also names each invalid field, for a form to show beside it.
+        if name == "bad commit" {
+            assert_eq!(body["errors"][0]["field"], "commit_hash", "{body}");
+            assert!(
+                body["errors"][0]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("hexadecimal")
+            );
+        } else {
+            assert!(body.get("errors").is_none(), "{name}: {body}");
+        }
     }
 
     // A traversal archive: refused, nothing kept.

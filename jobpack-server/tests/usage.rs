@@ -1,7 +1,8 @@
 //! A job's resources over time (`GET /v1/jobs/{id}/usage`): a real server samples the real
 //! cgroup of a sandboxed job (so: root, as in CI) while it holds memory, runs processes and
 //! spins; the series is there while it runs, its peaks are kept in the outcome, another user
-//! cannot read it, it is bounded per job, and it goes with the job.
+//! cannot read it, it is bounded per job, and it goes with the job. And the service's activity
+//! minute by minute (`GET /v1/activity`), from the jobs' own times.
 
 mod common;
 
@@ -268,4 +269,82 @@ fn a_bound_below_two_samples_is_refused_at_start() {
     ]);
     assert_ne!(code, 0);
     assert!(err.contains("--usage-max-samples"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn activity_counts_ended_waiting_and_running_jobs_by_minute_per_caller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::launch(
+        &tmp.path().join("data"),
+        Launch {
+            args: &["--max-concurrent", "1"],
+            env: &[("JOBPACK_ADMIN_TOKEN", ADMIN)],
+            ..Launch::default()
+        },
+    );
+    let alice = new_user(&s, "alice").await;
+    let bob = new_user(&s, "bob").await;
+    let mut ended = Vec::new();
+    for cmd in ["true", "true", "true", "exit 3"] {
+        ended.push(submit(&s, &alice, cmd).await);
+    }
+    for id in &ended {
+        wait_final(&s, &alice, id).await;
+    }
+    // One running (the only slot), one waiting behind it.
+    let long = submit(&s, &alice, "sleep 60").await;
+    let behind = submit(&s, &alice, "true").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(&s, &format!("/v1/jobs/{long}"), Some(&alice)).await.1["status"] != "running" {
+        assert!(Instant::now() < deadline, "the long job never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (st, a) = get(&s, "/v1/activity?minutes=5", Some(&alice)).await;
+    assert_eq!(st, 200, "{a}");
+    let minutes = a["minutes"].as_array().unwrap();
+    assert_eq!(minutes.len(), 5, "{a}");
+    let total = |status: &str| {
+        minutes
+            .iter()
+            .map(|m| m["ended"][status].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!((total("completed"), total("failed")), (3, 1), "{a}");
+    let now = minutes.last().unwrap();
+    assert_eq!(
+        (now["running"].as_u64(), now["waiting"].as_u64()),
+        (Some(1), Some(1)),
+        "{a}"
+    );
+    assert_eq!(a["partial"], false);
+    // The admin sees the same jobs; bob, who has none, sees none of alice's.
+    let (_, all) = get(&s, "/v1/activity?minutes=5", Some(ADMIN)).await;
+    assert_eq!(all["minutes"], a["minutes"]);
+    let (_, theirs) = get(&s, "/v1/activity?minutes=5", Some(&bob)).await;
+    for m in theirs["minutes"].as_array().unwrap() {
+        assert!(
+            m["ended"] == json!({}) && m["running"] == 0 && m["waiting"] == 0,
+            "{theirs}"
+        );
+    }
+    // Bounds: 1 to 1440 minutes; no token: 401.
+    for bad in ["0", "1441", "x"] {
+        let (st, v) = get(&s, &format!("/v1/activity?minutes={bad}"), Some(&alice)).await;
+        assert_eq!(st, 400, "{bad}: {v}");
+    }
+    assert_eq!(get(&s, "/v1/activity", None).await.0, 401);
+    let (_, a) = get(&s, "/v1/activity", Some(&alice)).await;
+    assert_eq!(a["minutes"].as_array().unwrap().len(), 60);
+    let c = reqwest::Client::new();
+    for id in [&long, &behind] {
+        call(
+            &c,
+            &s,
+            "POST",
+            &format!("/v1/jobs/{id}/cancel"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    }
 }

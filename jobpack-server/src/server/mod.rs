@@ -307,6 +307,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             http::attest::AttestApi { svc: svc.clone() },
             http::runtimes::RuntimesApi { svc: svc.clone() },
             http::usage::UsageApi { svc: svc.clone() },
+            http::activity::ActivityApi { svc: svc.clone() },
         ),
         "jobpack",
         env!("CARGO_PKG_VERSION"),

@@ -5,6 +5,7 @@
 //! and maps its answer.
 
 pub mod accounts;
+pub mod activity;
 pub mod attempts;
 pub mod attest;
 pub mod auth;

@@ -7,12 +7,23 @@ use poem_openapi::{ApiResponse, Object};
 
 use crate::server::service::error::{Kind, ServiceError};
 
-/// A problem: a stable machine-readable `code`, a human `message`, the HTTP `status`.
+/// A problem: a stable machine-readable `code`, a human `message`, the HTTP `status`; for an
+/// invalid spec also each invalid field (`errors`), which the message lists too.
 #[derive(Debug, Object)]
 pub struct Problem {
     pub code: String,
     pub message: String,
     pub status: u16,
+    #[oai(skip_serializing_if_is_empty)]
+    pub errors: Vec<FieldProblem>,
+}
+
+/// One invalid field of a submission.
+#[derive(Debug, Object)]
+pub struct FieldProblem {
+    /// Its path: `commit_hash`, `data[1].sha256`, `jobs[3].command`.
+    pub field: String,
+    pub message: String,
 }
 
 /// Every error an operation can answer with.
@@ -83,6 +94,7 @@ pub(crate) fn problem(status: u16, code: &str, message: impl Into<String>) -> Js
         code: code.into(),
         message: message.into(),
         status,
+        errors: Vec::new(),
     })
 }
 
@@ -100,7 +112,13 @@ pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// The body of a service error, with its HTTP status.
 pub(crate) fn problem_of(e: ServiceError) -> Json<Problem> {
-    problem(status_of(e.kind), &e.code, e.message)
+    let mut p = problem(status_of(e.kind), &e.code, e.message);
+    p.0.errors = e
+        .fields
+        .into_iter()
+        .map(|(field, message)| FieldProblem { field, message })
+        .collect();
+    p
 }
 
 /// The one mapping of the service's kinds to HTTP statuses.

@@ -60,6 +60,9 @@ pub fn visible(svc: &Service, caller: &Caller, id: &str) -> ServiceResult<BatchR
 fn at(i: usize, mut e: ServiceError) -> ServiceError {
     if matches!(e.kind, Kind::Invalid | Kind::OverQuota | Kind::Forbidden) {
         e.message = format!("jobs[{i}]: {}", e.message);
+        for (field, _) in &mut e.fields {
+            *field = format!("jobs[{i}].{field}");
+        }
     }
     e
 }

@@ -36,6 +36,8 @@ pub struct ServiceError {
     pub kind: Kind,
     pub code: Cow<'static, str>,
     pub message: String,
+    /// Each invalid field and what is wrong with it (a spec's), for a form to show beside it.
+    pub fields: Vec<(String, String)>,
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
@@ -46,7 +48,14 @@ impl ServiceError {
             kind,
             code: code.into(),
             message: message.into(),
+            fields: Vec::new(),
         }
+    }
+
+    /// The same error, naming each invalid field.
+    pub fn with_fields(mut self, fields: Vec<(String, String)>) -> Self {
+        self.fields = fields;
+        self
     }
 
     /// 400-like: `code` names the rule (`bad_request`, `invalid_spec`, `forbidden_destination`).

@@ -3,6 +3,7 @@
 //! and workflows (`submit`: validation, ownership, quota, secrets, destinations, one
 //! transaction, audit).
 
+pub mod activity;
 pub mod auth;
 pub mod batches;
 pub mod error;

@@ -268,9 +268,11 @@ pub(crate) fn parse_submission(
         .map_err(|m| bad("invalid_spec", format!("invalid job spec: {m}")))?;
     let spec: JobSpec = serde_json::from_value(v)
         .map_err(|e| bad("invalid_spec", format!("invalid job spec: {e}")))?;
-    let job = spec
-        .validate()
-        .map_err(|e| bad("invalid_spec", e.to_string()))?;
+    let job = spec.validate().map_err(|e| {
+        let fields = e.field_errors().iter();
+        let fields = fields.map(|f| (f.field.clone(), f.message.clone()));
+        bad("invalid_spec", e.to_string()).with_fields(fields.collect())
+    })?;
     if let Some(src) = &job.source
         && src.url.starts_with("file:")
         && !allow_file_urls

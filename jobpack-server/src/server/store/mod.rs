@@ -3,6 +3,7 @@
 //! crash leaves each job in the last state it reached.
 
 pub mod accounts;
+pub mod activity;
 pub mod attempts;
 pub mod batches;
 mod listing;
