@@ -1,7 +1,10 @@
 //! The dashboard in a real browser: Debian's headless Chromium driven by chromedriver (WebDriver,
 //! through fantoccini) against the real server on 127.0.0.1. Log in with a token, submit a job,
 //! watch its log lines arrive live until `completed`, download its artifact, cancel and delete a
-//! running job, filter the table. A screenshot of the job page is kept as a test output.
+//! running job, filter the table; submit through the form (and see the server's message beside a
+//! bad commit), watch a job's CPU and memory charts fill while it runs, a workflow's graph and a
+//! batch's timeline, the last hour's overview; and an accessibility check of every page with
+//! axe-core (vendored from npm in `tests/vendor/axe-core`). Screenshots are kept as test outputs.
 //! Without chromium and chromedriver (`scripts/setup.sh --tests` installs them) the test says so
 //! and skips.
 
@@ -110,6 +113,23 @@ async fn text_of(c: &Client, css: &str) -> String {
     }
 }
 
+/// Logs in with the admin token.
+async fn log_in(c: &Client, s: &Server) {
+    c.goto(&s.u("/")).await.unwrap();
+    let token = c.wait().for_element(Locator::Css("#token")).await.unwrap();
+    token.send_keys(ADMIN).await.unwrap();
+    c.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(20, "the user name", || async {
+        text_of(c, "#me").await.contains("admin").then_some(())
+    })
+    .await;
+}
+
 async fn api(s: &Server, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     common::call(
         &reqwest::Client::new(),
@@ -144,29 +164,18 @@ async fn the_dashboard_in_headless_chromium() {
     let (_driver, port) = start_driver();
     let c = browser(port, &tmp.path().join("profile"), &downloads).await;
 
-    // Log in with a token.
-    c.goto(&s.u("/")).await.unwrap();
-    let token = c.wait().for_element(Locator::Css("#token")).await.unwrap();
-    token.send_keys(ADMIN).await.unwrap();
-    c.find(Locator::Css("#login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(20, "the user name", || async {
-        text_of(&c, "#me").await.contains("admin").then_some(())
-    })
-    .await;
+    log_in(&c, &s).await;
 
     // Submit a job from the page; it opens the job's page.
     let spec = r#"{"name": "from-the-browser", "command": "for i in 1 2 3 4 5 6 7 8; do echo line $i; sleep 0.5; done; echo made > out.txt"}"#;
-    c.find(Locator::Css("#new-job summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    for summary in ["#new-job > summary", "#advanced > summary"] {
+        c.find(Locator::Css(summary))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
     c.execute(
         "document.getElementById('new-spec').value = arguments[0];",
         vec![json!(spec)],
@@ -515,5 +524,337 @@ async fn the_dashboard_in_headless_chromium() {
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-batch-gallery.png");
     std::fs::write(&shot, c.screenshot().await.unwrap()).unwrap();
     println!("screenshot of the batch gallery: {}", shot.display());
+    c.close().await.unwrap();
+}
+
+/// Saves a screenshot of the page as a test output.
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{name}.png"));
+    std::fs::write(&path, &png).unwrap();
+    println!("screenshot of {name}: {}", path.display());
+}
+
+/// The vendored axe-core, checked against the digest its README pins.
+fn axe_source() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vendor/axe-core");
+    let js = std::fs::read(dir.join("axe.min.js")).unwrap();
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&js));
+    assert!(
+        readme.contains(&digest),
+        "axe.min.js is not the file its README pins"
+    );
+    String::from_utf8(js).unwrap()
+}
+
+/// Runs axe-core on the page as it is; fails on any serious or critical violation, prints the
+/// rest.
+async fn check_accessibility(c: &Client, axe: &str, page: &str) {
+    c.execute(&format!("{axe}\n;return true;"), vec![])
+        .await
+        .unwrap();
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations.map(v => \
+               ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))})))) \
+               .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let all = found.as_array().cloned().unwrap_or_default();
+    let serious: Vec<&Value> = all
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    println!(
+        "axe-core on the {page} page: {} violations, {} serious or critical: {all:#?}",
+        all.len(),
+        serious.len()
+    );
+    assert!(serious.is_empty(), "the {page} page: {serious:#?}");
+}
+
+/// How many of an SVG's marks there are (points, nodes, bars).
+async fn count(c: &Client, css: &str) -> usize {
+    c.execute(
+        "return document.querySelectorAll(arguments[0]).length;",
+        vec![json!(css)],
+    )
+    .await
+    .ok()
+    .and_then(|v| v.as_u64())
+    .unwrap_or(0) as usize
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboards_form_charts_graph_timeline_and_accessibility() {
+    if !Path::new(CHROMIUM).exists() || !Path::new(DRIVER).exists() {
+        println!(
+            "SKIPPED: {CHROMIUM} or {DRIVER} is missing (`scripts/setup.sh --tests` installs chromium and \
+             chromium-driver)"
+        );
+        return;
+    }
+    let axe = axe_source();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::launch(
+        &tmp.path().join("data"),
+        Launch {
+            env: &[("JOBPACK_ADMIN_TOKEN", ADMIN)],
+            ..Launch::default()
+        },
+    );
+    let (_driver, port) = start_driver();
+    let c = browser(port, &tmp.path().join("profile"), &tmp.path().join("dl")).await;
+    c.goto(&s.u("/")).await.unwrap();
+    c.wait().for_element(Locator::Css("#token")).await.unwrap();
+    check_accessibility(&c, &axe, "login").await;
+    log_in(&c, &s).await;
+
+    // The form: a bad commit gets the server's own message beside the commit field.
+    c.find(Locator::Css("#new-job > summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let fill = |id: &'static str, value: &'static str| {
+        let c = c.clone();
+        async move {
+            c.execute(
+                "const e = document.getElementById(arguments[0]); e.value = arguments[1];",
+                vec![json!(id), json!(value)],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    fill("f-name", "from-the-form").await;
+    fill("f-git_url", "https://example.com/repo.git").await;
+    fill("f-commit_hash", "main").await;
+    let submit = || async {
+        c.find(Locator::Css("#submit-form"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    };
+    submit().await;
+    let message = until(20, "the commit's message", || async {
+        let m = content_of(&c, "e-commit_hash").await;
+        (!m.is_empty()).then_some(m)
+    })
+    .await;
+    assert!(message.contains("hexadecimal"), "{message}");
+    let invalid = c
+        .execute(
+            "return document.getElementById('f-commit_hash').getAttribute('aria-invalid');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(invalid, "true");
+    assert_eq!(
+        content_of(&c, "form-error").await,
+        "",
+        "the message is at its field"
+    );
+    c.execute(
+        "document.getElementById('job-form').scrollIntoView();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    shot(&c, "form-validation").await;
+    check_accessibility(&c, &axe, "jobs (with the form)").await;
+
+    // A job from the form: its charts get points while it runs.
+    fill("f-git_url", "").await;
+    fill("f-commit_hash", "").await;
+    fill(
+        "f-command",
+        "python3 -c 'import time\nb = bytearray(60 << 20)\nt = time.time()\nwhile time.time() - t < 6: pass'",
+    )
+    .await;
+    fill("f-memory", "512").await;
+    fill("f-timeout", "120").await;
+    submit().await;
+    let id = until(20, "the job page", || async {
+        let url = c.current_url().await.ok()?;
+        url.fragment()?.strip_prefix("/jobs/").map(str::to_owned)
+    })
+    .await;
+    let (_, job) = api(&s, "GET", &format!("/v1/jobs/{id}"), None).await;
+    assert_eq!(job["name"], "from-the-form", "{job}");
+    assert_eq!(job["request"]["limits"]["memory_bytes"], 512 << 20, "{job}");
+    if common::is_root() {
+        until(40, "charts with points while the job runs", || async {
+            let status = content_of(&c, "job-status").await;
+            let (cpu, mem) = (
+                count(&c, "#chart-cpu circle.pt").await,
+                count(&c, "#chart-mem circle.pt").await,
+            );
+            (status == "running" && cpu >= 1 && mem >= 2).then_some(())
+        })
+        .await;
+        c.execute(
+            "document.getElementById('usage-title').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+        shot(&c, "job-usage").await;
+        until(60, "completed with its peaks", || async {
+            let p = content_of(&c, "peaks").await;
+            (content_of(&c, "job-status").await == "completed" && p.contains("Peaks over"))
+                .then_some(())
+        })
+        .await;
+    } else {
+        println!("SKIPPED the charts' points: not root, so jobs have no cgroup to sample");
+    }
+    check_accessibility(&c, &axe, "job").await;
+
+    // A workflow's graph: one node per job in its status's colour, an edge per requirement.
+    let (st, w) = api(
+        &s,
+        "POST",
+        "/v1/workflows",
+        Some(json!({"name": "graph", "jobs": {
+            "fetch": {"command": "true"},
+            "build": {"command": "exit 2", "requires": ["fetch"]},
+            "publish": {"command": "true", "requires": ["build"]},
+            "report": {"command": "true", "requires": [{"build": "failed"}]},
+        }})),
+    )
+    .await;
+    assert_eq!(st, 201, "{w}");
+    let wid = w["workflow_id"].as_str().unwrap().to_owned();
+    let wpath = format!("/v1/workflows/{wid}");
+    let statuses = until(60, "the workflow's end", || async {
+        let (_, w) = api(&s, "GET", &wpath, None).await;
+        let jobs = w["jobs"].as_array()?.clone();
+        jobs.iter()
+            .all(|j| common::FINAL.contains(&j["status"].as_str().unwrap_or("")))
+            .then_some(jobs)
+    })
+    .await;
+    c.goto(&s.u(&format!("/#/workflows/{wid}"))).await.unwrap();
+    let nodes = until(20, "the graph's final colours", || async {
+        let v = c
+            .execute(
+                "return [...document.querySelectorAll('#dag g.node')].map(g => ({name: g.dataset.job, \
+                 status: g.dataset.status, fill: g.querySelector('rect').getAttribute('fill'), \
+                 want: Charts.STATUS_COLOR[g.dataset.status]}));",
+                vec![],
+            )
+            .await
+            .ok()?;
+        let v = v.as_array()?.clone();
+        (v.len() == 4 && v.iter().all(|n| n["status"] != "waiting")).then_some(v)
+    })
+    .await;
+    for j in &statuses {
+        let n = nodes
+            .iter()
+            .find(|n| n["name"] == j["name"])
+            .unwrap_or_else(|| panic!("no node for {j}: {nodes:#?}"));
+        assert_eq!(n["status"], j["status"], "{nodes:#?}");
+        assert_eq!(n["fill"], n["want"], "{nodes:#?}");
+    }
+    let by = |name: &str| nodes.iter().find(|n| n["name"] == name).unwrap()["status"].clone();
+    assert_eq!(
+        [by("fetch"), by("build"), by("publish"), by("report")],
+        ["completed", "failed", "skipped", "completed"]
+    );
+    let fills: std::collections::BTreeSet<String> = nodes
+        .iter()
+        .map(|n| n["fill"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        fills.len(),
+        3,
+        "completed, failed and skipped differ: {nodes:#?}"
+    );
+    assert_eq!(count(&c, "#dag path.edge").await, 3);
+    let labels = c
+        .execute(
+            "return [...document.querySelectorAll('#dag .edge-label')].map(t => t.textContent).sort();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(labels, json!(["completed", "completed", "failed"]));
+    assert_eq!(count(&c, "#wf-timeline g.bar").await, 4);
+    shot(&c, "workflow-graph").await;
+    check_accessibility(&c, &axe, "workflow").await;
+    // A click on a node opens its job.
+    c.find(Locator::Css("#dag g.node[data-job='build']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let build_id = statuses.iter().find(|j| j["name"] == "build").unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    until(20, "the build job's page", || async {
+        let url = c.current_url().await.ok()?;
+        (url.fragment()? == format!("/jobs/{build_id}")).then_some(())
+    })
+    .await;
+
+    // A batch's timeline: a bar per job, each with its run.
+    let jobs: Vec<Value> = (0..3)
+        .map(|i| json!({"name": format!("part-{i}"), "command": "sleep 1"}))
+        .collect();
+    let (st, b) = api(
+        &s,
+        "POST",
+        "/v1/batches",
+        Some(json!({"name": "timeline", "jobs": jobs})),
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+    let bid = b["batch_id"].as_str().unwrap().to_owned();
+    c.goto(&s.u(&format!("/#/batches/{bid}"))).await.unwrap();
+    until(60, "three runs on the timeline", || async {
+        let done = content_of(&c, "batch-status").await == "completed";
+        (done && count(&c, "#batch-timeline g.bar rect.run").await == 3).then_some(())
+    })
+    .await;
+    assert_eq!(count(&c, "#batch-timeline g.bar").await, 3);
+    shot(&c, "batch-timeline").await;
+    check_accessibility(&c, &axe, "batch").await;
+
+    // The overview: every job that ended this hour is in the bars.
+    let (_, listed) = api(&s, "GET", "/v1/jobs?limit=200", None).await;
+    let ended = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| common::FINAL.contains(&j["status"].as_str().unwrap()))
+        .count();
+    c.goto(&s.u("/#/")).await.unwrap();
+    until(30, "the overview's bars", || async {
+        let v = c
+            .execute(
+                "const e = document.getElementById('activity-ended'); return e && e.dataset.total;",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (v.as_str()?.parse::<usize>().ok()? == ended).then_some(())
+    })
+    .await;
+    assert!(count(&c, "#activity-queue circle.pt").await >= 60);
+    shot(&c, "overview").await;
+    check_accessibility(&c, &axe, "jobs").await;
     c.close().await.unwrap();
 }

@@ -1,6 +1,7 @@
 // The jobpack dashboard: plain JavaScript, no build step, no third-party code. It uses the same
 // /v1 and /api/v1 APIs as everyone else, with the token (an API token, or the session of a
-// password sign-in) kept in sessionStorage (gone when the tab closes).
+// password sign-in) kept in sessionStorage (gone when the tab closes). The pictures are
+// charts.js's, the new-job form form.js's.
 "use strict";
 
 const FINAL = ["completed", "failed", "stopped", "timed_out", "oom_killed", "limit_exceeded", "skipped"];
@@ -48,7 +49,7 @@ function duration(from, to) {
 }
 
 function show(name) {
-  for (const v of ["login-view", "jobs-view", "job-view"]) $(v).hidden = v !== name;
+  for (const v of ["login-view", "jobs-view", "job-view", "workflow-view", "batch-view"]) $(v).hidden = v !== name;
   view += 1;
   clearInterval(poller);
   poller = null;
@@ -120,6 +121,7 @@ async function refreshBatches() {
     const st = document.createElement("td");
     st.append(statusBadge(b.status));
     tr.append(text("td", b.batch_id.slice(0, 8)), text("td", b.name), text("td", b.owner), cell, counts, st);
+    tr.addEventListener("click", () => { location.hash = "#/batches/" + b.batch_id; });
     return tr;
   }));
 }
@@ -141,12 +143,13 @@ async function refreshWorkflows() {
       b.title = (j.dependencies.length ? "requires " + j.dependencies.map((d) => d.job + ":" + d.status).join(", ") : "requires nothing") +
         (j.reason ? "\n" + j.reason : "");
       b.classList.add("wf-job");
-      b.addEventListener("click", () => { location.hash = "#/jobs/" + j.job_id; });
+      b.addEventListener("click", (e) => { e.stopPropagation(); location.hash = "#/jobs/" + j.job_id; });
       jobs.append(b, " ");
     }
     const st = document.createElement("td");
     st.append(statusBadge(w.status));
     tr.append(text("td", w.workflow_id.slice(0, 8)), text("td", w.name), text("td", w.owner), jobs, st);
+    tr.addEventListener("click", () => { location.hash = "#/workflows/" + w.workflow_id; });
     return tr;
   }));
 }
@@ -225,13 +228,34 @@ async function viewLogs(id) {
   } catch (e) { pre.textContent = e.message; }
 }
 
+// The overview: jobs ended per minute by status, and the waiting and running jobs at each
+// minute's end, over the last hour (`/v1/activity`).
+async function refreshActivity() {
+  const mine = view;
+  let a;
+  try { a = await api("GET", "/v1/activity?minutes=60"); } catch (_) { return; }
+  if (mine !== view) return;
+  Charts.stackedBars($("activity-ended"), a.minutes, "Jobs ended per minute by status, last hour");
+  const at = (m) => Date.parse(m.at);
+  Charts.lineChart($("activity-queue"), [
+    { name: "waiting", color: "#2853b8", points: a.minutes.map((m) => ({ t: at(m), v: m.waiting })) },
+    { name: "running", color: "#b07d00", points: a.minutes.map((m) => ({ t: at(m), v: m.running })) },
+  ], { label: "Jobs waiting and running at each minute, last hour", fmt: (v) => String(Math.round(v)),
+       startLabel: "-60 min", endLabel: "now", min: 1 });
+}
+
 function jobsView() {
   show("jobs-view");
-  const tick = () => { refreshCards(); refreshGallery(); refreshJobs(); refreshBatches(); refreshWorkflows(); };
+  let n = 0;
+  const tick = () => {
+    refreshCards(); refreshGallery(); refreshJobs(); refreshBatches(); refreshWorkflows();
+    if (n++ % 4 === 0) refreshActivity();
+  };
   tick();
   poller = setInterval(tick, 1500);
 }
 
+// Submitting the advanced view's JSON as it is.
 async function submitJob() {
   $("submit-result").textContent = "";
   try {
@@ -295,6 +319,27 @@ async function refreshJob(id) {
   $("cancel").disabled = done;
   $("dl-artifact").disabled = !j.artifact_sha256;
   return j;
+}
+
+// The job's CPU and memory over time, from its usage samples; the peaks below.
+async function refreshUsage(id) {
+  const mine = view;
+  let u;
+  try { u = await api("GET", "/v1/jobs/" + id + "/usage"); } catch (_) { return; }
+  if (mine !== view) return;
+  const from = u.samples.length ? u.samples[0].at_ms - (u.interval_ms || 1000) : null;
+  const cpu = u.samples.filter((p) => p.cpu_cores != null).map((p) => ({ t: p.at_ms, v: p.cpu_cores }));
+  const mem = u.samples.filter((p) => p.memory_bytes != null).map((p) => ({ t: p.at_ms, v: p.memory_bytes }));
+  const to = u.samples.length ? u.samples[u.samples.length - 1].at_ms : null;
+  const none = u.interval_ms == null ? "this server does not sample jobs" : "no samples (a job shorter than a second, or no cgroup)";
+  Charts.lineChart($("chart-cpu"), [{ name: "CPU", color: "#2853b8", points: cpu }],
+    { label: "CPU cores used over time", fmt: (v) => v.toFixed(2), from, to, min: 1, empty: u.samples.length ? "one sample so far" : none });
+  Charts.lineChart($("chart-mem"), [{ name: "memory", color: "#1d6b35", points: mem }],
+    { label: "Memory used over time", fmt: Charts.bytes, from, to, min: 1 << 20, empty: none });
+  const p = u.peaks;
+  $("peaks").textContent = p ? "Peaks over " + p.samples + " samples: " + (p.cpu_cores == null ? "-" : p.cpu_cores.toFixed(2)) +
+    " cores, " + Charts.bytes(p.memory_bytes) + " memory, " + (p.pids == null ? "-" : p.pids) + " processes, " +
+    Charts.bytes(p.io_read_bytes) + " read, " + Charts.bytes(p.io_write_bytes) + " written" : "";
 }
 
 async function showManifest(id) {
@@ -409,6 +454,7 @@ function jobView(id) {
   let timer = null;
   const tick = async () => {
     const j = await refreshJob(id);
+    if (j) refreshUsage(id);
     if (j && j.artifact_sha256 && !haveManifest) haveManifest = await showManifest(id);
     if (j && FINAL.includes(j.status) && haveManifest && !haveReceipt) haveReceipt = await showReceipt(id);
     // This view's own timer: a late tick of an earlier view must not stop the current one.
@@ -435,11 +481,65 @@ function jobView(id) {
   };
 }
 
+// ---- a workflow: its graph and timeline; a batch: its timeline --------------------------
+const ms = (t) => (t ? Date.parse(t) : null);
+const openJob = (id) => { location.hash = "#/jobs/" + id; };
+
+function workflowView(id) {
+  show("workflow-view");
+  const tick = async () => {
+    const mine = view;
+    let w;
+    try { w = await api("GET", "/v1/workflows/" + id); } catch (e) { $("wf-name").textContent = e.message; return; }
+    if (mine !== view) return;
+    $("wf-name").textContent = w.name || w.workflow_id.slice(0, 8);
+    $("wf-status").textContent = w.status;
+    $("wf-status").className = "status status-" + w.status;
+    Charts.dag($("dag"), w.jobs, openJob);
+    Charts.gantt($("wf-timeline"), w.jobs.map((j) => ({
+      label: j.name, id: j.job_id, status: j.status,
+      created: ms(w.created_at), started: ms(j.started_at), finished: ms(j.finished_at),
+    })), openJob);
+    if (!["queued", "running"].includes(w.status)) clearInterval(timer);
+  };
+  tick();
+  const timer = poller = setInterval(tick, 1500);
+}
+
+function batchView(id) {
+  show("batch-view");
+  const tick = async () => {
+    const mine = view;
+    let b, list;
+    try {
+      b = await api("GET", "/v1/batches/" + id);
+      list = await api("GET", "/v1/jobs?limit=200&batch_id=" + encodeURIComponent(id));
+    } catch (e) { $("batch-name").textContent = e.message; return; }
+    if (mine !== view) return;
+    $("batch-name").textContent = b.name || b.batch_id.slice(0, 8);
+    $("batch-status").textContent = b.status;
+    $("batch-status").className = "status status-" + b.status;
+    $("batch-counts").textContent = b.completed + " completed, " + b.failed + " failed, " + b.stopped +
+      " stopped, " + b.running + " running, " + b.queued + " queued of " + b.total;
+    const jobs = list.jobs.slice().sort((x, y) => Date.parse(x.created_at) - Date.parse(y.created_at));
+    Charts.gantt($("batch-timeline"), jobs.map((j) => ({
+      label: j.name || j.job_id.slice(0, 8), id: j.job_id, status: j.status,
+      created: ms(j.created_at), started: ms(j.started_at), finished: ms(j.finished_at),
+    })), openJob);
+    if (jobs.length === b.total && jobs.every((j) => FINAL.includes(j.status))) clearInterval(timer);
+  };
+  tick();
+  const timer = poller = setInterval(tick, 1500);
+}
+
 // ---- routing ------------------------------------------------------------------------------
 async function route() {
   if (!$("me").textContent && !(await login(token))) { showLogin(); return; }
-  const m = /^#\/jobs\/([0-9a-f-]+)$/.exec(location.hash);
-  if (m) jobView(m[1]); else jobsView();
+  const m = /^#\/(jobs|workflows|batches)\/([0-9a-f-]+)$/.exec(location.hash);
+  if (!m) jobsView();
+  else if (m[1] === "jobs") jobView(m[2]);
+  else if (m[1] === "workflows") workflowView(m[2]);
+  else batchView(m[2]);
 }
 
 window.addEventListener("hashchange", route);
@@ -469,5 +569,6 @@ window.addEventListener("DOMContentLoaded", () => {
   });
   $("filter").addEventListener("change", refreshJobs);
   $("submit").addEventListener("click", submitJob);
+  Form.init(headers, openJob);
   route();
 });

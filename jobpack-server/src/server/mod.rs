@@ -338,6 +338,8 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             ("/", "GET"),
             ("/ui/app.js", "GET"),
             ("/ui/app.css", "GET"),
+            ("/ui/charts.js", "GET"),
+            ("/ui/form.js", "GET"),
         ],
     );
     methods.add(&jobd.spec(), "");
@@ -375,6 +377,8 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
         .at("/", poem::get(pages::ui))
         .at("/ui/app.js", poem::get(pages::ui))
         .at("/ui/app.css", poem::get(pages::ui))
+        .at("/ui/charts.js", poem::get(pages::ui))
+        .at("/ui/form.js", poem::get(pages::ui))
         .data(runner.clone())
         .around(move |ep, req| http::auth::authenticate(ep, req, authenticator.clone()))
         .around(move |ep, req| edge::edge(ep, req, max_body, uploads.clone(), methods.clone()))

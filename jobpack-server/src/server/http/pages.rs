@@ -1,4 +1,4 @@
-//! The routes outside the OpenAPI service: file downloads with raw slashes, the dashboard's three
+//! The routes outside the OpenAPI service: file downloads with raw slashes, the dashboard's
 //! files, and the Prometheus metrics.
 
 use std::sync::Arc;
@@ -26,13 +26,21 @@ pub(crate) async fn file_wildcard(
 }
 
 /// Prometheus metrics of the whole service (admins only: they count every user's jobs).
-/// The dashboard: three files built into the binary (no build step, no CDN), under a strict
+/// The dashboard: its files built into the binary (no build step, no CDN), under a strict
 /// Content-Security-Policy. It talks to `/v1` like any client.
 #[handler]
 pub(crate) fn ui(req: &poem::Request) -> Response {
     let (body, ctype) = match req.uri().path() {
         "/ui/app.js" => (
             include_str!("../../../ui/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "/ui/charts.js" => (
+            include_str!("../../../ui/charts.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "/ui/form.js" => (
+            include_str!("../../../ui/form.js"),
             "text/javascript; charset=utf-8",
         ),
         "/ui/app.css" => (
