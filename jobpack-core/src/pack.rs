@@ -106,6 +106,8 @@ pub struct Artifact {
     pub shallow_fetch: bool,
     /// What `jobpack.json` inside it says.
     pub manifest: Manifest,
+    /// What packing it received over the network (nothing for a cached artifact).
+    pub fetched: crate::progress::Fetched,
 }
 
 /// What [`Packager::prepare`] made: the artifact, and the job directory it was unpacked into
@@ -322,6 +324,7 @@ impl Packager {
                     commit: e.commit,
                     shallow_fetch: false,
                     manifest: e.manifest,
+                    fetched: Default::default(),
                 });
             }
         }
@@ -388,7 +391,8 @@ impl Packager {
         (self.progress)(Progress::Stage {
             stage: Stage::Fetching,
         });
-        let (checkout, downloads) = self.fetch(job, &root).await?;
+        let (counted, fetched) = progress::counting(self.progress.clone());
+        let (checkout, downloads) = self.fetch(job, &root, &counted).await?;
 
         (self.progress)(Progress::Stage {
             stage: Stage::Rendering,
@@ -518,13 +522,19 @@ impl Packager {
             commit: checkout.as_ref().map(|c| c.commit.clone()),
             shallow_fetch: checkout.as_ref().is_some_and(|c| c.shallow),
             manifest,
+            fetched: fetched(),
         })
     }
 
     /// Runs the git checkout and the data downloads at the same time. If either fails, the other
     /// is stopped (and the git worker waited for) before returning, so nothing writes into the
     /// staging directory after it is removed.
-    async fn fetch(&self, job: &Job, root: &Path) -> Result<(Option<Checkout>, Vec<Downloaded>)> {
+    async fn fetch(
+        &self,
+        job: &Job,
+        root: &Path,
+        progress: &ProgressFn,
+    ) -> Result<(Option<Checkout>, Vec<Downloaded>)> {
         let cfg = &*self.config;
         let cancel = Arc::new(AtomicBool::new(false));
         let dests = cfg.download.destinations.clone();
@@ -557,7 +567,7 @@ impl Packager {
                 cancel: Some(cancel.clone()),
             };
             let dest = root.join("code");
-            let progress = self.progress.clone();
+            let progress = progress.clone();
             tokio::task::spawn_blocking(move || git::checkout(&src, &dest, &opts, &progress))
         });
         let mut download_opts = cfg.download.clone();
@@ -565,13 +575,8 @@ impl Packager {
             download_opts.cache_dir = cfg.cache_dir.clone();
         }
         let data_dir = root.join("data");
-        let downloads = fetch::download_all(
-            &self.client,
-            &job.data,
-            &data_dir,
-            &download_opts,
-            &self.progress,
-        );
+        let downloads =
+            fetch::download_all(&self.client, &job.data, &data_dir, &download_opts, progress);
         let Some(git_task) = git_task else {
             return Ok((None, downloads.await?));
         };

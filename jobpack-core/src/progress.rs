@@ -3,7 +3,8 @@
 //! Events are plain data; the library never draws anything. The CLI turns them into progress bars
 //! on a terminal, the server may turn them into job status updates.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// A pipeline stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -53,4 +54,97 @@ pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 /// A sink that drops every event.
 pub fn ignore() -> ProgressFn {
     Arc::new(|_| {})
+}
+
+/// Bytes one pack received over the network: git transfers and data downloads (a cached
+/// repository or data file adds nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Fetched {
+    pub git_bytes: u64,
+    pub data_bytes: u64,
+}
+
+#[derive(Default)]
+struct Tally {
+    git_last: u64,
+    downloads: HashMap<usize, u64>,
+    fetched: Fetched,
+}
+
+/// Passes every event on to `inner`, and counts the bytes its git transfer and download events
+/// report: each counter is cumulative within one transfer, and one that goes down started anew
+/// (the full fetch after a refused shallow one, a submodule, a retried download).
+pub(crate) fn counting(inner: ProgressFn) -> (ProgressFn, impl Fn() -> Fetched) {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let grow = |last: &mut u64, now: u64| {
+        let added = if now < *last { now } else { now - *last };
+        *last = now;
+        added
+    };
+    let t = tally.clone();
+    let f: ProgressFn = Arc::new(move |p: Progress| {
+        if let Ok(mut t) = t.lock() {
+            let t = &mut *t;
+            match &p {
+                Progress::GitTransfer { received_bytes, .. } => {
+                    t.fetched.git_bytes += grow(&mut t.git_last, *received_bytes as u64);
+                }
+                Progress::Download {
+                    index, downloaded, ..
+                } => {
+                    let last = t.downloads.entry(*index).or_default();
+                    t.fetched.data_bytes += grow(last, *downloaded);
+                }
+                _ => {}
+            }
+        }
+        inner(p);
+    });
+    let read = move || tally.lock().map(|t| t.fetched).unwrap_or_default();
+    (f, read)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_adds_each_transfer_once_and_restarts_when_a_counter_goes_down() {
+        let seen = Arc::new(Mutex::new(0usize));
+        let s = seen.clone();
+        let (f, read) = counting(Arc::new(move |_| *s.lock().unwrap() += 1));
+        let git = |b| Progress::GitTransfer {
+            received_objects: 0,
+            total_objects: 0,
+            received_bytes: b,
+        };
+        let dl = |index, downloaded| Progress::Download {
+            index,
+            path: "x".into(),
+            downloaded,
+            total: None,
+        };
+        for p in [
+            git(100),
+            git(250),
+            git(40),
+            git(90),
+            dl(0, 10),
+            dl(1, 5),
+            dl(0, 30),
+            dl(0, 7),
+        ] {
+            f(p);
+        }
+        f(Progress::Stage { stage: Stage::Done });
+        // git: 250 (first fetch) + 90 (second); data: 30 + 7 (a retry) for #0, 5 for #1.
+        assert_eq!(
+            read(),
+            Fetched {
+                git_bytes: 340,
+                data_bytes: 42
+            }
+        );
+        assert_eq!(*seen.lock().unwrap(), 9, "every event is passed on");
+    }
 }

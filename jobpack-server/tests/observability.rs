@@ -350,3 +350,232 @@ fn histogram_count(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&st
     assert_eq!(inf, count, "{name} {labels:?}: +Inf bucket vs _count");
     inf
 }
+
+/// A data file and a webhook receiver on 127.0.0.1 (poem, in the test's runtime): `GET /data.bin`
+/// is `size` bytes; `POST /ok` answers 200, `POST /broken` 400 (not retried).
+async fn side_server(size: usize) -> (String, tokio::task::JoinHandle<()>) {
+    use poem::{Route, get, handler, post};
+    #[handler]
+    fn ok() -> &'static str {
+        "ok"
+    }
+    #[handler]
+    fn broken() -> poem::Response {
+        poem::Response::builder()
+            .status(poem::http::StatusCode::BAD_REQUEST)
+            .body("no")
+    }
+    let body = vec![7u8; size];
+    let app = Route::new()
+        .at(
+            "/data.bin",
+            get(poem::endpoint::make_sync(move |_| body.clone())),
+        )
+        .at("/ok", post(ok))
+        .at("/broken", post(broken));
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    let addr = url.trim_start_matches("http://").to_owned();
+    let task = tokio::spawn(async move {
+        let _ = poem::Server::new(poem::listener::TcpListener::bind(addr))
+            .run(app)
+            .await;
+    });
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/data.bin")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    (url, task)
+}
+
+/// The rest of the metrics: bytes fetched (data) and logged, open log streams (SSE), webhook
+/// deliveries by result, the data directory's free space, running jobs per user; and a
+/// delivery's log line carries its job's id.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_bytes_streams_deliveries_and_running_jobs_per_user() {
+    let (side, side_task) = side_server(100_000).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::launch(
+        tmp.path(),
+        Launch {
+            args: &[
+                "--auth",
+                "none",
+                "--log-format",
+                "json",
+                "--allow-webhooks-to",
+                "127.0.0.1/32",
+            ],
+            env: &[("JOBPACK_LOG", "info")],
+            capture_stderr: true,
+        },
+    );
+    let reader = log_lines(&mut s);
+    let c = reqwest::Client::new();
+    let metric = |text: &str, name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        parse(text)
+            .samples
+            .iter()
+            .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    let scrape = || async {
+        c.get(s.u("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+
+    // A job that downloads 100,000 bytes, prints 6, and has two webhooks: one delivered, one
+    // refused (given up at once).
+    let (st, v) = call(
+        &c,
+        &s,
+        "POST",
+        "/v1/jobs",
+        None,
+        Some(&json!({
+            "command": "echo hello",
+            "data": [{"url": format!("{side}/data.bin"), "path": "d.bin"}],
+            "webhooks": [{"url": format!("{side}/ok"), "events": ["job.finished"]},
+                         {"url": format!("{side}/broken"), "events": ["job.finished"]}],
+        })),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let first = v["job_id"].as_str().unwrap().to_owned();
+    let done = wait_final(&c, &s, &format!("/v1/jobs/{first}")).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // A running job with a reader on its log stream.
+    let (_, v) = call(
+        &c,
+        &s,
+        "POST",
+        "/v1/jobs",
+        None,
+        Some(&json!({"command": "echo started; sleep 60"})),
+    )
+    .await;
+    let long = v["job_id"].as_str().unwrap().to_owned();
+    let owner = v["owner"].as_str().map(str::to_owned);
+    let stream = c
+        .get(s.u(&format!("/v1/jobs/{long}/logs/stream")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = scrape().await;
+        let delivered = metric(
+            &text,
+            "jobpack_webhook_deliveries_total",
+            &[("result", "delivered")],
+        );
+        let running = metric(&text, "jobpack_running", &[]);
+        if delivered == Some(1.0) && running == Some(1.0) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        metric(&text, "jobpack_fetched_bytes_total", &[("kind", "data")]),
+        Some(100_000.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "jobpack_log_bytes_total", &[]),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "jobpack_webhook_deliveries_total",
+            &[("result", "failed")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "jobpack_active_streams", &[("kind", "sse")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "jobpack_data_free_bytes", &[]).unwrap() > 0.0,
+        "{text}"
+    );
+    let (_, j) = call(&c, &s, "GET", &format!("/v1/jobs/{long}"), None, None).await;
+    let owner = owner.unwrap_or_else(|| j["owner"].as_str().unwrap().to_owned());
+    assert_eq!(
+        metric(&text, "jobpack_user_running_jobs", &[("user", &owner)]),
+        Some(1.0),
+        "{text}"
+    );
+
+    // The stream closed and the job ended: both gone from the gauges.
+    drop(stream);
+    let (st, _) = call(
+        &c,
+        &s,
+        "POST",
+        &format!("/v1/jobs/{long}/cancel"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 202);
+    wait_final(&c, &s, &format!("/v1/jobs/{long}")).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = scrape().await;
+        let sse = metric(&text, "jobpack_active_streams", &[("kind", "sse")]);
+        let user = metric(&text, "jobpack_user_running_jobs", &[("user", &owner)]);
+        if sse == Some(0.0) && user.is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    drop(s);
+    side_task.abort();
+    let lines: Vec<Value> = reader
+        .join()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let deliveries: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "webhook delivery")
+        .collect();
+    assert_eq!(deliveries.len(), 2, "{deliveries:#?}");
+    for d in &deliveries {
+        assert_eq!(d["job_id"], first.as_str(), "{d}");
+    }
+    assert!(
+        deliveries
+            .iter()
+            .any(|d| d["result"] == "failed" && d["level"] == "WARN"),
+        "{deliveries:#?}"
+    );
+    let packed = lines
+        .iter()
+        .find(|l| l["message"] == "job packed" && l["job_id"] == first.as_str())
+        .expect("a packed line");
+    assert_eq!(packed["data_bytes"], 100_000, "{packed}");
+}

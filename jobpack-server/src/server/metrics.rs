@@ -43,6 +43,23 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `git` or `data` (bytes fetched); `sse` or `grpc` (log streams).
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `delivered`, `retry` (failed, tried again later), `failed` (given up).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserLabels {
+    pub user: String,
+}
+
 type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Request durations: 0.5 ms to ~16 s.
@@ -65,7 +82,13 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub running: Gauge,
     pub data_bytes: Gauge,
+    pub data_free_bytes: Gauge,
     pub collected_bytes: Counter,
+    pub log_bytes: Counter,
+    pub fetched_bytes: Family<KindLabels, Counter>,
+    pub streams: Family<KindLabels, Gauge>,
+    pub webhook_deliveries: Family<ResultLabels, Counter>,
+    pub user_running: Family<UserLabels, Gauge>,
 }
 
 /// This process's metrics.
@@ -82,7 +105,13 @@ pub fn get() -> &'static Metrics {
             queue_depth: Gauge::default(),
             running: Gauge::default(),
             data_bytes: Gauge::default(),
+            data_free_bytes: Gauge::default(),
             collected_bytes: Counter::default(),
+            log_bytes: Counter::default(),
+            fetched_bytes: Family::default(),
+            streams: Family::default(),
+            webhook_deliveries: Family::default(),
+            user_running: Family::default(),
         };
         m.registry.register(
             "jobpack_http_request_duration_seconds",
@@ -124,6 +153,36 @@ pub fn get() -> &'static Metrics {
             "Job files retention removed",
             m.collected_bytes.clone(),
         );
+        m.registry.register(
+            "jobpack_data_free_bytes",
+            "Free space on the data directory's file system",
+            m.data_free_bytes.clone(),
+        );
+        m.registry.register(
+            "jobpack_log_bytes",
+            "Log bytes jobs wrote (after masking), counted when each run ends",
+            m.log_bytes.clone(),
+        );
+        m.registry.register(
+            "jobpack_fetched_bytes",
+            "Bytes packing received over the network: git transfers and data downloads",
+            m.fetched_bytes.clone(),
+        );
+        m.registry.register(
+            "jobpack_active_streams",
+            "Log streams open now: SSE (HTTP) and gRPC",
+            m.streams.clone(),
+        );
+        m.registry.register(
+            "jobpack_webhook_deliveries",
+            "Webhook delivery attempts by result",
+            m.webhook_deliveries.clone(),
+        );
+        m.registry.register(
+            "jobpack_user_running_jobs",
+            "Jobs running now, by owner",
+            m.user_running.clone(),
+        );
         m
     })
 }
@@ -148,6 +207,25 @@ impl Metrics {
                 status: format!("{}xx", status / 100),
             })
             .observe(seconds);
+    }
+}
+
+/// Counts an open log stream of `kind` (`sse`, `grpc`) in `jobpack_active_streams` until dropped.
+pub struct StreamGuard(KindLabels);
+
+impl StreamGuard {
+    pub fn new(kind: &str) -> StreamGuard {
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        get().streams.get_or_create(&labels).inc();
+        StreamGuard(labels)
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        get().streams.get_or_create(&self.0).dec();
     }
 }
 

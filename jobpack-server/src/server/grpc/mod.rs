@@ -361,7 +361,9 @@ impl JobletService for Door {
         };
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::DataChunk, Status>>(16);
         let mut chunks = log_chunks(self.svc.runner.clone(), id, 0, 64 * 1024);
+        let open = crate::server::metrics::StreamGuard::new("grpc");
         tokio::spawn(async move {
+            let _open = open;
             while until != Some(0) {
                 let Some(LogChunk::Data { start, mut bytes }) = chunks.next().await else {
                     break;

@@ -287,8 +287,10 @@ pub(crate) fn log_events(
 ) -> BoxStream<'static, StreamItem> {
     let mut carry: Vec<u8> = Vec::new();
     let mut emitted = start;
+    let open = crate::server::metrics::StreamGuard::new("sse");
     log_chunks(runner, id, start, SSE_CHUNK)
         .flat_map(move |c| {
+            let _open = &open;
             let items = match c {
                 LogChunk::Data { bytes, .. } => {
                     carry.extend_from_slice(&bytes);

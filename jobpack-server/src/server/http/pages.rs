@@ -87,6 +87,16 @@ pub(crate) fn metrics_response(runner: &queue::Runner) -> Response {
     m.queue_depth.set(runner.queue_depth() as i64);
     m.running.set(runner.running_count() as i64);
     m.data_bytes.set(USED_BYTES.load(Relaxed) as i64);
+    if let Ok(free) = crate::server::service::ready::free_bytes(&runner.data_dir) {
+        m.data_free_bytes.set(free as i64);
+    }
+    // Only the owners running jobs now: one whose jobs ended is gone from the family.
+    m.user_running.clear();
+    for (user, n) in runner.store.running_by_owner().unwrap_or_default() {
+        m.user_running
+            .get_or_create(&crate::server::metrics::UserLabels { user })
+            .set(n as i64);
+    }
     let collected = COLLECTED_BYTES.load(Relaxed);
     m.collected_bytes
         .inc_by(collected.saturating_sub(m.collected_bytes.get()));

@@ -134,6 +134,22 @@ impl Runner {
                         .await;
                 }
             };
+            let m = crate::server::metrics::get();
+            for (kind, n) in [
+                ("git", artifact.fetched.git_bytes),
+                ("data", artifact.fetched.data_bytes),
+            ] {
+                m.fetched_bytes
+                    .get_or_create(&crate::server::metrics::KindLabels { kind: kind.into() })
+                    .inc_by(n);
+            }
+            tracing::info!(
+                job_id = id,
+                artifact_bytes = artifact.size,
+                git_bytes = artifact.fetched.git_bytes,
+                data_bytes = artifact.fetched.data_bytes,
+                "job packed"
+            );
             // The manifest beside the artifact, for the API (the artifact holds the same bytes).
             if let Err(e) = serde_json::to_vec_pretty(&artifact.manifest)
                 .map_err(std::io::Error::other)
@@ -362,6 +378,20 @@ impl Runner {
                 }
             };
             outcome.peaks = sampler.end_run();
+            crate::server::metrics::get()
+                .log_bytes
+                .inc_by(outcome.log_bytes);
+            tracing::info!(
+                job_id = id,
+                status = outcome.status.as_str(),
+                exit_code = outcome.exit_code,
+                wall_secs = outcome.wall_time_secs,
+                cpu_secs = outcome.cpu_time_secs,
+                peak_memory_bytes = outcome.peak_memory_bytes,
+                peak_pids = outcome.peaks.and_then(|p| p.pids),
+                log_bytes = outcome.log_bytes,
+                "run ended"
+            );
             self.running.fetch_sub(1, Ordering::Relaxed);
             self.runtime_released(id);
             if outcome.status == RunStatus::Stopped

@@ -62,11 +62,16 @@ pub fn readiness(svc: &Service) -> Readiness {
     }
 }
 
-/// Free space for unprivileged writers on `dir`'s file system against `floor` bytes.
-fn disk(dir: &Path, floor: u64) -> Result<String, String> {
+/// Bytes free for unprivileged writers on `dir`'s file system.
+pub fn free_bytes(dir: &Path) -> Result<u64, String> {
     let st = nix::sys::statvfs::statvfs(dir)
         .map_err(|e| format!("cannot measure {}: {e}", dir.display()))?;
-    let free = st.blocks_available().saturating_mul(st.fragment_size());
+    Ok(st.blocks_available().saturating_mul(st.fragment_size()))
+}
+
+/// Free space for unprivileged writers on `dir`'s file system against `floor` bytes.
+fn disk(dir: &Path, floor: u64) -> Result<String, String> {
+    let free = free_bytes(dir)?;
     let mib = |b: u64| b >> 20;
     let found = format!(
         "{} MiB free on {} (floor {} MiB)",

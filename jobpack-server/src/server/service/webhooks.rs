@@ -313,13 +313,12 @@ async fn attempt(
     d: &DeliveryRow,
 ) -> anyhow::Result<()> {
     let Some(hook) = store.webhook(&d.webhook_id)? else {
-        store.record_attempt(
-            &d.id,
-            &Attempted::Failed {
-                code: None,
-                error: "the webhook was deleted",
-            },
-        )?;
+        let fate = Attempted::Failed {
+            code: None,
+            error: "the webhook was deleted",
+        };
+        store.record_attempt(&d.id, &fate)?;
+        observe(d, &fate);
         return Ok(());
     };
     let ts = now() as i64;
@@ -362,51 +361,66 @@ async fn attempt(
         }),
     };
     let give_up_at = d.created_at + settings.retry_for.as_secs_f64();
-    let retry = |code: Option<u16>, error: &str| {
+    let retry = |code: Option<u16>, error: String| {
         let next_at = now() + backoff(settings.backoff, d.attempts + 1);
-        if next_at > give_up_at {
-            store.record_attempt(&d.id, &Attempted::Failed { code, error })
-        } else {
-            store.record_attempt(
-                &d.id,
-                &Attempted::Retry {
-                    next_at,
-                    code,
-                    error,
-                },
-            )
-        }
+        (code, error, (next_at <= give_up_at).then_some(next_at))
     };
-    match sent {
+    // (code, error, retry at): no error: delivered.
+    let (code, error, next_at) = match sent {
         Ok(resp) => {
             let code = resp.status().as_u16();
             if resp.status().is_success() {
-                store.record_attempt(&d.id, &Attempted::Delivered { code })?;
+                (Some(code), String::new(), None)
             } else if code == 429 || resp.status().is_server_error() {
-                retry(Some(code), &format!("the receiver answered {code}"))?;
+                retry(Some(code), format!("the receiver answered {code}"))
             } else {
                 let error = format!("the receiver answered {code}; not retried");
-                store.record_attempt(
-                    &d.id,
-                    &Attempted::Failed {
-                        code: Some(code),
-                        error: &error,
-                    },
-                )?;
+                (Some(code), error, None)
             }
         }
-        Err((true, e)) => {
-            store.record_attempt(
-                &d.id,
-                &Attempted::Failed {
-                    code: None,
-                    error: &e,
-                },
-            )?;
-        }
-        Err((false, e)) => retry(None, &e)?,
-    }
+        Err((true, e)) => (None, e, None),
+        Err((false, e)) => retry(None, e),
+    };
+    let fate = match (code, error.is_empty(), next_at) {
+        (Some(code), true, _) => Attempted::Delivered { code },
+        (_, _, Some(next_at)) => Attempted::Retry {
+            next_at,
+            code,
+            error: &error,
+        },
+        _ => Attempted::Failed {
+            code,
+            error: &error,
+        },
+    };
+    store.record_attempt(&d.id, &fate)?;
+    observe(d, &fate);
     Ok(())
+}
+
+/// One attempt's log line and count: delivered (info), to be retried or given up (warnings).
+fn observe(d: &DeliveryRow, fate: &Attempted<'_>) {
+    let (result, code, error) = match fate {
+        Attempted::Delivered { code } => ("delivered", Some(*code), ""),
+        Attempted::Retry { code, error, .. } => ("retry", *code, *error),
+        Attempted::Failed { code, error } => ("failed", *code, *error),
+    };
+    crate::server::metrics::get()
+        .webhook_deliveries
+        .get_or_create(&crate::server::metrics::ResultLabels {
+            result: result.to_owned(),
+        })
+        .inc();
+    // A job's events carry its id as job_id, like every line about a job.
+    let job_id = d.event.starts_with("job.").then_some(d.subject_id.as_str());
+    let attempt = d.attempts + 1;
+    if result == "delivered" {
+        tracing::info!(delivery_id = %d.id, webhook_id = %d.webhook_id, event = %d.event,
+            subject_id = %d.subject_id, job_id, attempt, result, code, "webhook delivery");
+    } else {
+        tracing::warn!(delivery_id = %d.id, webhook_id = %d.webhook_id, event = %d.event,
+            subject_id = %d.subject_id, job_id, attempt, result, code, error, "webhook delivery");
+    }
 }
 
 /// The server's webhook task: every quarter second, new events become deliveries and due
@@ -427,8 +441,10 @@ pub fn spawn(
             let (s, r) = (store.clone(), render.clone());
             match tokio::task::spawn_blocking(move || dispatch(&s, &r)).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => eprintln!("jobpack: webhooks: cannot queue deliveries: {e:#}"),
-                Err(e) => eprintln!("jobpack: webhooks: {e}"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "webhooks: cannot queue deliveries")
+                }
+                Err(e) => tracing::error!(error = %e, "webhooks: the dispatch task failed"),
             }
             let lease = settings.timeout.as_secs_f64() + 5.0;
             match store.claim_deliveries(8, lease) {
@@ -436,11 +452,14 @@ pub fn spawn(
                     let sends = due.iter().map(|d| attempt(&http, &store, &settings, d));
                     for (d, r) in due.iter().zip(futures_util::future::join_all(sends).await) {
                         if let Err(e) = r {
-                            eprintln!("jobpack: webhooks: delivery {}: {e:#}", d.id);
+                            tracing::error!(delivery_id = %d.id, error = %format!("{e:#}"),
+                                "webhook delivery not recorded");
                         }
                     }
                 }
-                Err(e) => eprintln!("jobpack: webhooks: cannot read deliveries: {e:#}"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "webhooks: cannot read deliveries")
+                }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

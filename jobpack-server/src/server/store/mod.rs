@@ -412,6 +412,17 @@ impl Store {
         })
     }
 
+    /// Running jobs by owner (owners with none are not listed).
+    pub fn running_by_owner(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT owner, COUNT(*) FROM jobs WHERE status = 'running' GROUP BY owner",
+            )?;
+            st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect()
+        })
+    }
+
     /// CPU seconds used by one owner's finished runs.
     pub fn cpu_seconds(&self, owner: &str) -> StoreResult<f64> {
         self.with(|c| {
