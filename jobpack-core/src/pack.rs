@@ -122,9 +122,12 @@ pub struct Prepared {
 /// empty or not exist (it is created), and the archive is read as hostile
 /// ([`crate::archive::unpack`] with the default [`UnpackLimits`]: no `..`, no absolute paths, no
 /// path through a link, no devices, bounded entries and bytes). Returns the bytes written.
+#[tracing::instrument(level = "info", name = "unpack", skip_all)]
 pub async fn unpack_job(artifact: &Path, job_dir: &Path) -> Result<u64> {
     let (artifact, job_dir) = (artifact.to_path_buf(), job_dir.to_path_buf());
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
+        let _in = span.enter();
         let io = |action| io_err(action, &job_dir);
         fs::create_dir_all(&job_dir).map_err(io("create the job directory"))?;
         let mut entries = fs::read_dir(&job_dir).map_err(io("read the job directory"))?;
@@ -276,6 +279,7 @@ impl Packager {
     }
 
     /// Like [`Packager::pack_job`], with uploaded code and/or data directories.
+    #[tracing::instrument(level = "info", name = "pack", skip_all, fields(job = job.name.as_deref()))]
     pub async fn pack_job_with(
         &self,
         job: &Job,
@@ -472,7 +476,9 @@ impl Packager {
         };
         let progress = self.progress.clone();
         let root_fs = runtime_fs.clone();
+        let span = tracing::info_span!("archive");
         let (manifest, written) = tokio::task::spawn_blocking(move || {
+            let _in = span.enter();
             let files = archive::scan(&root)?;
             let manifest = Manifest {
                 format: MANIFEST_FORMAT,
@@ -568,15 +574,20 @@ impl Packager {
             };
             let dest = root.join("code");
             let progress = progress.clone();
-            tokio::task::spawn_blocking(move || git::checkout(&src, &dest, &opts, &progress))
+            let span = tracing::info_span!("git checkout", url = %src.url);
+            tokio::task::spawn_blocking(move || {
+                span.in_scope(|| git::checkout(&src, &dest, &opts, &progress))
+            })
         });
         let mut download_opts = cfg.download.clone();
         if download_opts.cache_dir.is_none() {
             download_opts.cache_dir = cfg.cache_dir.clone();
         }
         let data_dir = root.join("data");
-        let downloads =
-            fetch::download_all(&self.client, &job.data, &data_dir, &download_opts, progress);
+        let downloads = tracing::Instrument::instrument(
+            fetch::download_all(&self.client, &job.data, &data_dir, &download_opts, progress),
+            tracing::info_span!("downloads", files = job.data.len()),
+        );
         let Some(git_task) = git_task else {
             return Ok((None, downloads.await?));
         };

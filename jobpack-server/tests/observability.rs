@@ -579,3 +579,204 @@ async fn metrics_count_bytes_streams_deliveries_and_running_jobs_per_user() {
         .expect("a packed line");
     assert_eq!(packed["data_bytes"], 100_000, "{packed}");
 }
+
+/// An OTLP/HTTP collector on 127.0.0.1: every `POST /v1/traces` body is kept.
+async fn collector() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use poem::{EndpointExt, Route, handler, post, web::Data};
+    type Bodies = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+    #[handler]
+    fn traces(body: Vec<u8>, Data(bodies): Data<&Bodies>) -> &'static str {
+        bodies.lock().unwrap().push(body);
+        ""
+    }
+    let bodies: Bodies = Default::default();
+    let app = Route::new()
+        .at("/v1/traces", post(traces))
+        .data(bodies.clone());
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    let at = addr.clone();
+    let task = tokio::spawn(async move {
+        let _ = poem::Server::new(poem::listener::TcpListener::bind(at))
+            .run(app)
+            .await;
+    });
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (format!("http://{addr}"), bodies, task)
+}
+
+/// One exported span: its name, ids, and string attributes.
+#[derive(Debug, Clone)]
+struct Exported {
+    name: String,
+    trace: Vec<u8>,
+    id: Vec<u8>,
+    parent: Vec<u8>,
+    attrs: std::collections::BTreeMap<String, String>,
+    service: String,
+}
+
+fn exported(bodies: &[Vec<u8>]) -> Vec<Exported> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as V;
+    use prost::Message;
+    let text = |kv: &opentelemetry_proto::tonic::common::v1::KeyValue| {
+        let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(V::StringValue(s)) => s.clone(),
+            Some(V::IntValue(i)) => i.to_string(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        (kv.key.clone(), v)
+    };
+    let mut out = Vec::new();
+    for b in bodies {
+        let req = ExportTraceServiceRequest::decode(b.as_slice()).expect("an OTLP protobuf body");
+        for rs in req.resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| {
+                    r.attributes
+                        .iter()
+                        .map(text)
+                        .find(|(k, _)| k == "service.name")
+                })
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    out.push(Exported {
+                        name: s.name.clone(),
+                        trace: s.trace_id.clone(),
+                        id: s.span_id.clone(),
+                        parent: s.parent_span_id.clone(),
+                        attrs: s.attributes.iter().map(text).collect(),
+                        service: service.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `--otlp-endpoint`: the request, the job under it, and the library's pack, unpack and
+/// sandbox start under the job reach a collector on 127.0.0.1 as one trace; a collector that is
+/// not there costs the jobs nothing; an endpoint that is not an http(s) URL is refused at start.
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_reach_an_otlp_collector_with_the_job_under_its_request() {
+    let (url, bodies, task) = collector().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::launch(
+        &tmp.path().join("a"),
+        Launch {
+            args: &["--auth", "none", "--otlp-endpoint", &url],
+            env: &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
+            ..Launch::default()
+        },
+    );
+    let c = reqwest::Client::new();
+    let r = c
+        .post(s.u("/v1/jobs"))
+        .header("x-request-id", "otlp-req-1")
+        .json(&json!({"command": "echo traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = wait_final(&c, &s, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let spans = loop {
+        let spans = exported(&bodies.lock().unwrap());
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        if ["request", "job", "pack", "unpack", "sandbox start"]
+            .iter()
+            .all(|n| names.contains(n))
+        {
+            break spans;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spans so far: {names:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let one = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name && s.attrs.get("job_id").is_none_or(|j| *j == id))
+            .unwrap_or_else(|| panic!("no {name} span: {spans:#?}"))
+            .clone()
+    };
+    let request = spans
+        .iter()
+        .find(|s| {
+            s.name == "request"
+                && s.attrs.get("request_id").map(String::as_str) == Some("otlp-req-1")
+        })
+        .unwrap_or_else(|| panic!("no span of the client's request: {spans:#?}"));
+    let job = one("job");
+    assert_eq!(job.attrs["job_id"], id);
+    assert_eq!(
+        job.parent, request.id,
+        "the job is a child of the request that submitted it"
+    );
+    for child in ["pack", "unpack", "sandbox start"] {
+        let c = one(child);
+        assert_eq!(
+            c.parent, job.id,
+            "{child} is a child of the job: {spans:#?}"
+        );
+        assert_eq!(c.trace, request.trace, "{child}: one trace");
+    }
+    assert_eq!(request.service, "jobpack");
+    drop(s);
+    task.abort();
+
+    // No collector there: jobs run all the same.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let s = Server::start(&tmp.path().join("b"), &["--otlp-endpoint", &closed]);
+    let (_, v) = call(
+        &c,
+        &s,
+        "POST",
+        "/v1/jobs",
+        None,
+        Some(&json!({"command": "true"})),
+    )
+    .await;
+    let done = wait_final(
+        &c,
+        &s,
+        &format!("/v1/jobs/{}", v["job_id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    drop(s);
+
+    let (code, _, err) = common::jobpack(&[
+        "serve",
+        "--data-dir",
+        tmp.path().join("c").to_str().unwrap(),
+        "--otlp-endpoint",
+        "ftp://collector:4318",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--otlp-endpoint"), "{err}");
+}

@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// RUST_LOG (default `info`).
     #[arg(long, env = "JOBPACK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Also export the spans (requests, jobs, and the library's pack, unpack and sandbox start
+    /// under them) to this OpenTelemetry collector over OTLP/HTTP: `http://HOST:4318` (spans
+    /// go to its `/v1/traces`).
+    #[arg(long, env = "JOBPACK_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Run jobs without full isolation where the machine cannot provide it (reported per job).
     #[arg(long, env = "JOBPACK_PERMISSIVE")]
     pub permissive: bool,
@@ -320,6 +325,7 @@ struct ConfigFile {
     usage_interval_ms: Option<u64>,
     usage_max_samples: Option<u64>,
     log_format: Option<String>,
+    otlp_endpoint: Option<String>,
     metrics_listen: Option<String>,
     allow_fetch_from: Option<Vec<String>>,
     max_connections: Option<u64>,
@@ -379,7 +385,7 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
     let c: ConfigFile =
         toml::from_str(&text).with_context(|| format!("invalid config file {path}"))?;
     let path_str = |p: Option<PathBuf>| p.map(|p| p.display().to_string());
-    let pairs: [(&str, Option<String>); 44] = [
+    let pairs: [(&str, Option<String>); 45] = [
         (
             "JOBPACK_ALLOW_WEBHOOKS_TO",
             c.allow_webhooks_to.map(|v| v.join(",")),
@@ -440,6 +446,7 @@ pub fn apply_config_file(args: &[String]) -> anyhow::Result<()> {
             c.usage_max_samples.map(|v| v.to_string()),
         ),
         ("JOBPACK_LOG_FORMAT", c.log_format),
+        ("JOBPACK_OTLP_ENDPOINT", c.otlp_endpoint),
         ("JOBPACK_METRICS_LISTEN", c.metrics_listen),
         (
             "JOBPACK_ALLOW_FETCH_FROM",

@@ -162,7 +162,7 @@ pub fn raise_nofile() -> u64 {
     match setrlimit(Resource::Nofile, raised) {
         Ok(()) => maximum,
         Err(e) => {
-            eprintln!("jobpack: cannot raise the open-file limit: {e}");
+            tracing::warn!("cannot raise the open-file limit: {e}");
             current
         }
     }

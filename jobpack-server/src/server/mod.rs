@@ -46,9 +46,11 @@ use jobpack_core::{Packager, PackagerConfig};
 pub use config::{ExecutorKind, RetentionArgs, ServeArgs, apply_config_file, apply_env_aliases};
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     limit_arenas();
-    logging::init(args.log_format)?;
+    logging::init(args.log_format, args.otlp_endpoint.as_deref())?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(serve(args))?;
+    let served = rt.block_on(serve(args));
+    logging::shutdown();
+    served?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

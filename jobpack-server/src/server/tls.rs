@@ -181,7 +181,7 @@ impl TlsAcceptor {
                     Ok(c) => c,
                     Err(e) => {
                         // Out of file descriptors and the like: wait, do not spin.
-                        eprintln!("jobpack: accept failed: {e}");
+                        tracing::warn!("accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -195,7 +195,7 @@ impl TlsAcceptor {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                             Ok(Ok(s)) => s,
                             Ok(Err(e)) => {
-                                eprintln!("jobpack: TLS handshake with {peer} refused: {e}");
+                                tracing::warn!("TLS handshake with {peer} refused: {e}");
                                 return;
                             }
                             Err(_) => return,

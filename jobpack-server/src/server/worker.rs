@@ -22,9 +22,11 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     crate::server::limit_arenas();
-    crate::server::logging::init(args.log_format)?;
+    crate::server::logging::init(args.log_format, args.otlp_endpoint.as_deref())?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    rt.block_on(work(args))?;
+    let worked = rt.block_on(work(args));
+    crate::server::logging::shutdown();
+    worked?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -46,7 +48,7 @@ async fn work(args: ServeArgs) -> anyhow::Result<()> {
             loop {
                 tokio::time::sleep(BEAT).await;
                 if let Err(e) = store.worker_beat(&id, std::process::id()) {
-                    eprintln!("jobpack: worker {id}: cannot beat: {e}");
+                    tracing::warn!(worker_id = %id, "cannot beat: {e}");
                 }
             }
         })
@@ -63,7 +65,7 @@ async fn work(args: ServeArgs) -> anyhow::Result<()> {
         if last_recovery.elapsed() >= BEAT {
             last_recovery = tokio::time::Instant::now();
             if let Err(e) = recover_lost(&runner, &id, &args).await {
-                eprintln!("jobpack: worker {id}: recovering lost workers' jobs: {e:#}");
+                tracing::warn!(worker_id = %id, "recovering lost workers' jobs: {e:#}");
             }
         }
         match store.cancels_for(&id) {
@@ -72,14 +74,14 @@ async fn work(args: ServeArgs) -> anyhow::Result<()> {
                     runner.cancel(&j);
                 }
             }
-            Err(e) => eprintln!("jobpack: worker {id}: reading cancels: {e}"),
+            Err(e) => tracing::warn!(worker_id = %id, "reading cancels: {e}"),
         }
         while runner.task_count() < args.max_concurrent.max(1) {
             match store.claim_next(&id) {
                 Ok(Some(job)) => runner.run_claimed(job),
                 Ok(None) => break,
                 Err(e) => {
-                    eprintln!("jobpack: worker {id}: claiming a job: {e}");
+                    tracing::warn!(worker_id = %id, "claiming a job: {e}");
                     break;
                 }
             }
@@ -93,7 +95,7 @@ async fn work(args: ServeArgs) -> anyhow::Result<()> {
         if j.status != JobStatus::Running
             && let Err(e) = store.release_job(&j.id)
         {
-            eprintln!("jobpack: worker {id}: cannot give job {} back: {e}", j.id);
+            tracing::warn!(worker_id = %id, "cannot give job {} back: {e}", j.id);
         }
     }
     beat.abort();
@@ -115,7 +117,7 @@ async fn recover_lost(runner: &Arc<Runner>, me: &str, args: &ServeArgs) -> anyho
             if j.status == JobStatus::Running {
                 // Whatever it left running (its cgroup) is killed before the job is marked.
                 if let Err(e) = runner.executor.reap(&j.id) {
-                    eprintln!("jobpack: job {}: cannot clean up after lost {w}: {e}", j.id);
+                    tracing::warn!(job_id = %j.id, "cannot clean up after lost {w}: {e}");
                 }
                 store.finish(
                     &j.id,
@@ -127,13 +129,13 @@ async fn recover_lost(runner: &Arc<Runner>, me: &str, args: &ServeArgs) -> anyho
             } else {
                 store.release_job(&j.id)?;
             }
-            eprintln!("jobpack: job {}: recovered from lost {w}", j.id);
+            tracing::info!(job_id = %j.id, "recovered from lost {w}");
         }
         let staging = args.data_dir.join("work").join(&w);
         if let Err(e) = std::fs::remove_dir_all(&staging)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            eprintln!("jobpack: cannot remove {}: {e}", staging.display());
+            tracing::warn!("cannot remove {}: {e}", staging.display());
         }
         store.worker_gone(&w)?;
     }

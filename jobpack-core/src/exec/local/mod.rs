@@ -322,6 +322,7 @@ fn unique_name() -> String {
     format!("job-{}", uuid::Uuid::new_v4().simple())
 }
 
+#[tracing::instrument(level = "info", name = "sandbox start", skip_all)]
 async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHandle, ExecError> {
     validate(&req)?;
     for m in &req.mounts {

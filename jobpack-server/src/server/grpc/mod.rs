@@ -427,7 +427,7 @@ pub async fn serve(
                             // The server is shutting down: the connection is dropped.
                         }
                     }
-                    Ok(Err(e)) => eprintln!("jobpack: gRPC TLS handshake with {peer} refused: {e}"),
+                    Ok(Err(e)) => tracing::warn!("gRPC TLS handshake with {peer} refused: {e}"),
                     Err(_) => {}
                 }
             });

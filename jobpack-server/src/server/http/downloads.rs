@@ -149,7 +149,7 @@ impl ChannelWriter {
             Some(f) => {
                 f.send(Err(message)).ok();
             }
-            None => eprintln!("jobpack: a streamed download stopped: {message}"),
+            None => tracing::warn!("a streamed download stopped: {message}"),
         }
     }
 }

@@ -164,7 +164,7 @@ pub(crate) async fn store_uploads(
     if result.is_err()
         && let Err(e) = runner.remove_files(id)
     {
-        eprintln!("jobpack: job {id}: cannot remove a refused upload: {e}");
+        tracing::warn!(job_id = %id, "cannot remove a refused upload: {e}");
     }
     result
 }

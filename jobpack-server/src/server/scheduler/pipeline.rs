@@ -193,7 +193,7 @@ impl Runner {
                 Ok(true) => return,
                 Ok(false) => {}
                 // A cache that cannot answer is a miss: the job runs.
-                Err(e) => eprintln!("jobpack: job {id}: result cache: {e:#}"),
+                Err(e) => tracing::warn!(job_id = %id, "result cache: {e:#}"),
             }
         }
         let handle = match self.start_run(id, &sub, &row).await {
@@ -225,7 +225,7 @@ impl Runner {
         // own copy goes (one copy of an upload on disk, not three).
         match std::fs::remove_dir_all(self.job_dir(id).join("upload")) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                eprintln!("jobpack: job {id}: cannot remove its upload directory: {e}");
+                tracing::warn!(job_id = %id, "cannot remove its upload directory: {e}");
             }
             _ => {}
         }
@@ -449,7 +449,7 @@ impl Runner {
             if let Some(sub) = &sub
                 && let Err(e) = self.write_receipt(id, sub, outcome_json.as_deref()).await
             {
-                eprintln!("jobpack: job {id}: no receipt: {e:#}");
+                tracing::warn!(job_id = %id, "no receipt: {e:#}");
             }
             let end = Finish {
                 status,

@@ -196,7 +196,7 @@ impl Runner {
         } = opts;
         let runtimes = packager.config().runtimes.as_ref().and_then(|dir| {
             jobpack_core::rootfs::Store::open(dir)
-                .map_err(|e| eprintln!("jobpack: the runtime store is unusable: {e}"))
+                .map_err(|e| tracing::warn!("the runtime store is unusable: {e}"))
                 .ok()
         });
         Arc::new(Runner {
@@ -285,18 +285,18 @@ impl Runner {
                 let req = self.run_request(&id, &sub);
                 match self.executor.attach(req).await {
                     Ok(Some(handle)) => {
-                        eprintln!("jobpack: job {id}: attached again to its run");
+                        tracing::info!(job_id = %id, "attached again to its run");
                         self.task(id.clone(), Some((Arc::from(handle), row)));
                         continue;
                     }
                     Ok(None) => {}
-                    Err(e) => eprintln!("jobpack: job {id}: cannot attach to its run: {e}"),
+                    Err(e) => tracing::warn!(job_id = %id, "cannot attach to its run: {e}"),
                 }
             }
             // Whatever the dead server's sandbox left running goes first.
             let reaped = self.executor.reap(&id);
             if let Err(e) = reaped {
-                eprintln!("jobpack: could not clean up job {id} of the previous run: {e}");
+                tracing::warn!(job_id = %id, "could not clean up what the previous run left: {e}");
             }
             if row.workflow_id.is_some() {
                 self.store.set_status(&id, JobStatus::Queued)?;
@@ -393,7 +393,10 @@ impl Runner {
             );
         }
         let me = self.clone();
-        tokio::spawn(async move {
+        // Every line and span of its way through the runner is in it (a child of the request
+        // that submitted it, if one did).
+        let span = tracing::info_span!("job", job_id = %id);
+        let run = async move {
             match attached {
                 None => me.process(&id, rx).await,
                 Some((handle, row)) => me.supervise(&id, handle, &row, rx).await,
@@ -410,7 +413,8 @@ impl Runner {
             {
                 me.advance(&w);
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(run, span));
     }
 
     /// Asks a job to stop. Returns false if it has no task (it is final).
@@ -495,7 +499,7 @@ impl Runner {
             match f() {
                 Ok(()) => {
                     if tries > 0 {
-                        eprintln!("jobpack: job {id}: {what} recorded after {tries} failed tries");
+                        tracing::info!(job_id = %id, "{what} recorded after {tries} failed tries");
                     }
                     self.log_state(id, what);
                     return;
@@ -504,10 +508,10 @@ impl Runner {
                     tries += 1;
                     if last_report.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                         last_report = Some(tokio::time::Instant::now());
-                        eprintln!("jobpack: job {id}: cannot record {what} yet (retrying): {e:#}");
+                        tracing::warn!(job_id = %id, "cannot record {what} yet (retrying): {e:#}");
                     }
                     if self.closing.load(Ordering::SeqCst) && tries >= 5 {
-                        eprintln!("jobpack: job {id}: {what} not recorded before shutdown: {e:#}");
+                        tracing::error!(job_id = %id, "{what} not recorded before shutdown: {e:#}");
                         return;
                     }
                 }
@@ -577,7 +581,7 @@ impl Runner {
     pub fn remove_files(&self, id: &str) -> std::io::Result<()> {
         // And whatever the executor keeps of its run (a cluster's run directory).
         if let Err(e) = self.executor.reap(id) {
-            eprintln!("jobpack: job {id}: cannot remove what its run left: {e}");
+            tracing::warn!(job_id = %id, "cannot remove what its run left: {e}");
         }
         for dir in [self.job_dir(id), self.work_root.join("jobs").join(id)] {
             match std::fs::remove_dir_all(&dir) {

@@ -49,12 +49,9 @@ impl Runner {
             if let Err(rm) = std::fs::remove_dir_all(&to)
                 && rm.kind() != std::io::ErrorKind::NotFound
             {
-                eprintln!("jobpack: job {id}: cannot remove a half-made cache copy: {rm}");
+                tracing::warn!(job_id = %id, "cannot remove a half-made cache copy: {rm}");
             }
-            eprintln!(
-                "jobpack: job {id}: result cache: cannot copy {}: {e}",
-                src.id
-            );
+            tracing::warn!(job_id = %id, "result cache: cannot copy {}: {e}", src.id);
             return Ok(false);
         }
         let log = self.log_path(id);

@@ -19,7 +19,7 @@ impl Runner {
     /// changes: a skip can decide the jobs that require the skipped one.
     pub fn advance(self: &Arc<Self>, workflow_id: &str) {
         if let Err(e) = self.try_advance(workflow_id) {
-            eprintln!("jobpack: workflow {workflow_id}: cannot schedule its jobs: {e:#}");
+            tracing::warn!(workflow_id = %workflow_id, "cannot schedule its jobs: {e:#}");
         }
     }
 

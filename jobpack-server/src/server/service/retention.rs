@@ -244,7 +244,7 @@ fn job_usage(dir: &Path) -> u64 {
         Ok(u) => u.bytes,
         Err(jobpack_core::tree::TreeError::NotFound { .. }) => 0,
         Err(e) => {
-            eprintln!("jobpack: retention: cannot measure {}: {e}", dir.display());
+            tracing::warn!("retention: cannot measure {}: {e}", dir.display());
             0
         }
     }
@@ -275,8 +275,8 @@ pub fn spawn_periodic(
             })
             .await;
             match done {
-                Ok(Ok(rep)) if !rep.collected.is_empty() || rep.recovered > 0 => eprintln!(
-                    "jobpack: retention: removed the files of {} jobs ({} bytes){}",
+                Ok(Ok(rep)) if !rep.collected.is_empty() || rep.recovered > 0 => tracing::info!(
+                    "retention: removed the files of {} jobs ({} bytes){}",
                     rep.collected.len(),
                     rep.freed_bytes,
                     if rep.recovered > 0 {
@@ -289,8 +289,8 @@ pub fn spawn_periodic(
                     }
                 ),
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => eprintln!("jobpack: retention: {e:#}"),
-                Err(e) => eprintln!("jobpack: retention: the collector failed: {e}"),
+                Ok(Err(e)) => tracing::warn!("retention: {e:#}"),
+                Err(e) => tracing::error!("retention: the collector failed: {e}"),
             }
             tokio::time::sleep(interval.max(Duration::from_secs(1))).await;
         }

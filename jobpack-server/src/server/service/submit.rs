@@ -160,10 +160,7 @@ impl<'a> Submitter<'a> {
         let forget = || {
             for (row, _) in rows {
                 if let Err(e) = runner.remove_files(&row.id) {
-                    eprintln!(
-                        "jobpack: job {}: cannot remove a refused job's files: {e}",
-                        row.id
-                    );
+                    tracing::warn!(job_id = %row.id, "cannot remove a refused job's files: {e}");
                 }
             }
         };
@@ -240,7 +237,7 @@ impl Submitter<'_> {
         let detail = Some(detail.as_str()).filter(|d| !d.is_empty());
         if let Err(e) = self.store(Group::None, &[row], "job.submit", id, detail) {
             if let Err(rm) = self.svc.runner.remove_files(id) {
-                eprintln!("jobpack: job {id}: cannot remove the files of a refused job: {rm}");
+                tracing::warn!(job_id = %id, "cannot remove the files of a refused job: {rm}");
             }
             return Err(e);
         }
@@ -249,10 +246,10 @@ impl Submitter<'_> {
             Err(e) => {
                 // The job goes with its hooks or not at all.
                 if let Err(rm) = self.svc.runner.store.delete(id) {
-                    eprintln!("jobpack: job {id}: cannot remove after its webhooks failed: {rm}");
+                    tracing::warn!(job_id = %id, "cannot remove after its webhooks failed: {rm}");
                 }
                 if let Err(rm) = self.svc.runner.remove_files(id) {
-                    eprintln!("jobpack: job {id}: cannot remove the files of a refused job: {rm}");
+                    tracing::warn!(job_id = %id, "cannot remove the files of a refused job: {rm}");
                 }
                 return Err(e);
             }

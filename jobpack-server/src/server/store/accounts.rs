@@ -394,10 +394,7 @@ impl Store {
                 )
             });
             if let Err(e) = r {
-                eprintln!(
-                    "jobpack: cannot record the last use of token {}: {e:#}",
-                    t.id
-                );
+                tracing::warn!("cannot record the last use of token {}: {e:#}", t.id);
             }
         }
         Ok(Some((t, u)))
@@ -413,7 +410,7 @@ impl Store {
             )
         });
         if let Err(e) = r {
-            eprintln!("jobpack: cannot write the audit log ({actor} {action} {target:?}): {e:#}");
+            tracing::error!("cannot write the audit log ({actor} {action} {target:?}): {e:#}");
         }
     }
 

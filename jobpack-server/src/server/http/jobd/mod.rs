@@ -273,7 +273,7 @@ impl JobdApi {
         store_uploads(runner, &id, &parsed.sub, uploads).await?;
         let refuse = |e: ServiceError| -> ApiError {
             if let Err(rm) = runner.remove_files(&id) {
-                eprintln!("jobpack: job {id}: cannot remove a refused upload: {rm}");
+                tracing::warn!(job_id = %id, "cannot remove a refused upload: {rm}");
             }
             e.into()
         };
