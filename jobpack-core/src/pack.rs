@@ -106,8 +106,9 @@ pub struct Artifact {
     pub shallow_fetch: bool,
     /// What `jobpack.json` inside it says.
     pub manifest: Manifest,
-    /// What packing it received over the network (nothing for a cached artifact).
-    pub fetched: crate::progress::Fetched,
+    /// What packing it received over the network and how long it took (zeros for a cached
+    /// artifact).
+    pub stats: crate::progress::PackStats,
 }
 
 /// What [`Packager::prepare`] made: the artifact, and the job directory it was unpacked into
@@ -328,7 +329,7 @@ impl Packager {
                     commit: e.commit,
                     shallow_fetch: false,
                     manifest: e.manifest,
-                    fetched: Default::default(),
+                    stats: Default::default(),
                 });
             }
         }
@@ -396,7 +397,9 @@ impl Packager {
             stage: Stage::Fetching,
         });
         let (counted, fetched) = progress::counting(self.progress.clone());
+        let began = std::time::Instant::now();
         let (checkout, downloads) = self.fetch(job, &root, &counted).await?;
+        let fetch_secs = began.elapsed().as_secs_f64();
 
         (self.progress)(Progress::Stage {
             stage: Stage::Rendering,
@@ -477,6 +480,7 @@ impl Packager {
         let progress = self.progress.clone();
         let root_fs = runtime_fs.clone();
         let span = tracing::info_span!("archive");
+        let began = std::time::Instant::now();
         let (manifest, written) = tokio::task::spawn_blocking(move || {
             let _in = span.enter();
             let files = archive::scan(&root)?;
@@ -528,7 +532,11 @@ impl Packager {
             commit: checkout.as_ref().map(|c| c.commit.clone()),
             shallow_fetch: checkout.as_ref().is_some_and(|c| c.shallow),
             manifest,
-            fetched: fetched(),
+            stats: progress::PackStats {
+                fetch_secs,
+                archive_secs: began.elapsed().as_secs_f64(),
+                ..fetched()
+            },
         })
     }
 

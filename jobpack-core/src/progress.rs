@@ -57,24 +57,28 @@ pub fn ignore() -> ProgressFn {
 }
 
 /// Bytes one pack received over the network: git transfers and data downloads (a cached
-/// repository or data file adds nothing).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Fetched {
+/// repository or data file adds nothing); and how long fetching and archiving took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PackStats {
     pub git_bytes: u64,
     pub data_bytes: u64,
+    /// The git checkout and the downloads (at the same time), in seconds.
+    pub fetch_secs: f64,
+    /// Writing the `.tar.gz`, in seconds.
+    pub archive_secs: f64,
 }
 
 #[derive(Default)]
 struct Tally {
     git_last: u64,
     downloads: HashMap<usize, u64>,
-    fetched: Fetched,
+    fetched: PackStats,
 }
 
 /// Passes every event on to `inner`, and counts the bytes its git transfer and download events
 /// report: each counter is cumulative within one transfer, and one that goes down started anew
 /// (the full fetch after a refused shallow one, a submodule, a retried download).
-pub(crate) fn counting(inner: ProgressFn) -> (ProgressFn, impl Fn() -> Fetched) {
+pub(crate) fn counting(inner: ProgressFn) -> (ProgressFn, impl Fn() -> PackStats) {
     let tally = Arc::new(Mutex::new(Tally::default()));
     let grow = |last: &mut u64, now: u64| {
         let added = if now < *last { now } else { now - *last };
@@ -138,13 +142,8 @@ mod tests {
         }
         f(Progress::Stage { stage: Stage::Done });
         // git: 250 (first fetch) + 90 (second); data: 30 + 7 (a retry) for #0, 5 for #1.
-        assert_eq!(
-            read(),
-            Fetched {
-                git_bytes: 340,
-                data_bytes: 42
-            }
-        );
+        let got = read();
+        assert_eq!((got.git_bytes, got.data_bytes), (340, 42));
         assert_eq!(*seen.lock().unwrap(), 9, "every event is passed on");
     }
 }

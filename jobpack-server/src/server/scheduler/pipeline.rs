@@ -136,8 +136,8 @@ impl Runner {
             };
             let m = crate::server::metrics::get();
             for (kind, n) in [
-                ("git", artifact.fetched.git_bytes),
-                ("data", artifact.fetched.data_bytes),
+                ("git", artifact.stats.git_bytes),
+                ("data", artifact.stats.data_bytes),
             ] {
                 m.fetched_bytes
                     .get_or_create(&crate::server::metrics::KindLabels { kind: kind.into() })
@@ -146,8 +146,10 @@ impl Runner {
             tracing::info!(
                 job_id = id,
                 artifact_bytes = artifact.size,
-                git_bytes = artifact.fetched.git_bytes,
-                data_bytes = artifact.fetched.data_bytes,
+                git_bytes = artifact.stats.git_bytes,
+                data_bytes = artifact.stats.data_bytes,
+                fetch_ms = artifact.stats.fetch_secs * 1e3,
+                archive_ms = artifact.stats.archive_secs * 1e3,
                 "job packed"
             );
             // The manifest beside the artifact, for the API (the artifact holds the same bytes).
@@ -212,6 +214,7 @@ impl Runner {
         row: &JobRow,
     ) -> Result<Arc<dyn RunHandle>, (&'static str, String)> {
         let work = self.work_dir(id);
+        let began = std::time::Instant::now();
         let unpacked = match std::fs::remove_dir_all(&work) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => jobpack_core::unpack_job(&self.artifact_path(id), &work)
@@ -229,6 +232,7 @@ impl Runner {
             }
             _ => {}
         }
+        let unpack_ms = began.elapsed().as_secs_f64() * 1e3;
         let mut req = self.run_request(id, sub);
         req.rootfs = self.runtime_taken(id)?;
         // Which run this is (1, 2, ... with a retry policy), for the job to see.
@@ -272,8 +276,13 @@ impl Runner {
                 }
             }
         }
+        let began = std::time::Instant::now();
         match self.executor.start(req).await {
-            Ok(h) => Ok(Arc::from(h)),
+            Ok(h) => {
+                let start_ms = began.elapsed().as_secs_f64() * 1e3;
+                tracing::info!(job_id = id, attempt, unpack_ms, start_ms, "run started");
+                Ok(Arc::from(h))
+            }
             Err(e) => Err(("run_failed", format!("{:#}", anyhow::Error::new(e)))),
         }
     }
