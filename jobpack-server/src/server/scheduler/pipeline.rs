@@ -360,8 +360,7 @@ impl Runner {
         mut cancel: watch::Receiver<bool>,
     ) {
         let sub: Option<Submission> = serde_json::from_str(&row.request_json).ok();
-        let kept = self.store.usage_count(id).unwrap_or(0);
-        let mut sampler = Sampler::new(self.usage, kept);
+        let mut sampler = Sampler::new(self.usage);
         loop {
             if let Ok(mut live) = self.live.lock()
                 && let Some(l) = live.get_mut(id)

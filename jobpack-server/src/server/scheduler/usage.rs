@@ -30,7 +30,8 @@ impl Default for UsageOptions {
 pub(crate) struct Sampler {
     interval: Option<Duration>,
     max_samples: u64,
-    kept: u64,
+    /// Samples the store has of this job (read at the first sample: an earlier run's count).
+    kept: Option<u64>,
     next: tokio::time::Instant,
     /// The previous sample of this run and when (milliseconds since the epoch).
     last: Option<(i64, UsageSample)>,
@@ -38,12 +39,12 @@ pub(crate) struct Sampler {
 }
 
 impl Sampler {
-    pub(crate) fn new(opts: UsageOptions, kept: u64) -> Sampler {
+    pub(crate) fn new(opts: UsageOptions) -> Sampler {
         let now = tokio::time::Instant::now();
         Sampler {
             interval: opts.interval,
             max_samples: u64::from(opts.max_samples.max(2)),
-            kept,
+            kept: None,
             next: now + opts.interval.unwrap_or_default(),
             last: None,
             peaks: UsagePeaks::default(),
@@ -87,6 +88,10 @@ impl Sampler {
         let max = self.max_samples;
         let kept = self.kept;
         let written = tokio::task::spawn_blocking(move || {
+            let kept = match kept {
+                Some(k) => k,
+                None => store.usage_count(&job)?,
+            };
             store.add_usage(&job, at_ms, &s)?;
             if kept + 1 >= max {
                 return store.thin_usage(&job).map(|left| (left, true));
@@ -96,7 +101,7 @@ impl Sampler {
         .await;
         match written {
             Ok(Ok((left, thinned))) => {
-                self.kept = left;
+                self.kept = Some(left);
                 if thinned {
                     self.interval = Some(interval * 2);
                     self.next += interval;
