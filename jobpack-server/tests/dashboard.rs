@@ -113,6 +113,43 @@ async fn text_of(c: &Client, css: &str) -> String {
     }
 }
 
+/// A server with the admin token, chromedriver and a browser (downloads into `tmp/downloads`);
+/// `None`, said, without chromium and chromedriver.
+struct Session {
+    tmp: tempfile::TempDir,
+    s: Server,
+    _driver: Driver,
+    c: Client,
+}
+
+async fn session() -> Option<Session> {
+    if !Path::new(CHROMIUM).exists() || !Path::new(DRIVER).exists() {
+        println!(
+            "SKIPPED: {CHROMIUM} or {DRIVER} is missing (`scripts/setup.sh --tests` installs chromium and \
+             chromium-driver)"
+        );
+        return None;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::launch(
+        &tmp.path().join("data"),
+        Launch {
+            env: &[("JOBPACK_ADMIN_TOKEN", ADMIN)],
+            ..Launch::default()
+        },
+    );
+    let downloads = tmp.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let (driver, port) = start_driver();
+    let c = browser(port, &tmp.path().join("profile"), &downloads).await;
+    Some(Session {
+        tmp,
+        s,
+        _driver: driver,
+        c,
+    })
+}
+
 /// Logs in with the admin token.
 async fn log_in(c: &Client, s: &Server) {
     c.goto(&s.u("/")).await.unwrap();
@@ -144,26 +181,10 @@ async fn api(s: &Server, method: &str, path: &str, body: Option<Value>) -> (u16,
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_in_headless_chromium() {
-    if !Path::new(CHROMIUM).exists() || !Path::new(DRIVER).exists() {
-        println!(
-            "SKIPPED: {CHROMIUM} or {DRIVER} is missing (`scripts/setup.sh --tests` installs chromium and \
-             chromium-driver)"
-        );
+    let Some(Session { tmp, s, _driver, c }) = session().await else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let s = Server::launch(
-        &tmp.path().join("data"),
-        Launch {
-            env: &[("JOBPACK_ADMIN_TOKEN", ADMIN)],
-            ..Launch::default()
-        },
-    );
+    };
     let downloads = tmp.path().join("downloads");
-    std::fs::create_dir_all(&downloads).unwrap();
-    let (_driver, port) = start_driver();
-    let c = browser(port, &tmp.path().join("profile"), &downloads).await;
-
     log_in(&c, &s).await;
 
     // Submit a job from the page; it opens the job's page.
@@ -592,24 +613,17 @@ async fn count(c: &Client, css: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboards_form_charts_graph_timeline_and_accessibility() {
-    if !Path::new(CHROMIUM).exists() || !Path::new(DRIVER).exists() {
-        println!(
-            "SKIPPED: {CHROMIUM} or {DRIVER} is missing (`scripts/setup.sh --tests` installs chromium and \
-             chromium-driver)"
-        );
+    // Every part kept to the end (the server's data is in `tmp`).
+    let Some(Session {
+        tmp: _tmp,
+        s,
+        _driver,
+        c,
+    }) = session().await
+    else {
         return;
-    }
+    };
     let axe = axe_source();
-    let tmp = tempfile::tempdir().unwrap();
-    let s = Server::launch(
-        &tmp.path().join("data"),
-        Launch {
-            env: &[("JOBPACK_ADMIN_TOKEN", ADMIN)],
-            ..Launch::default()
-        },
-    );
-    let (_driver, port) = start_driver();
-    let c = browser(port, &tmp.path().join("profile"), &tmp.path().join("dl")).await;
     c.goto(&s.u("/")).await.unwrap();
     c.wait().for_element(Locator::Css("#token")).await.unwrap();
     check_accessibility(&c, &axe, "login").await;
