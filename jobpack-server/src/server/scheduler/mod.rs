@@ -2,8 +2,9 @@
 //! through pack -> unpack -> run with every state change recorded (`pipeline`), and the
 //! advancement of workflows when a job ends (`workflows`); what a run leaves besides its status
 //! (`results`: kept attempts, receipts, the result cache); a running job's usage samples
-//! (`usage`).
+//! (`usage`); the log line and metrics of each state change (`observe`).
 
+mod observe;
 mod pipeline;
 pub mod queue;
 mod results;
