@@ -14,7 +14,8 @@ pub struct Problem {
     pub code: String,
     pub message: String,
     pub status: u16,
-    #[oai(skip_serializing_if_is_empty)]
+    /// Absent when the problem is not about fields.
+    #[oai(default, skip_serializing_if_is_empty)]
     pub errors: Vec<FieldProblem>,
 }
 

@@ -37,7 +37,8 @@ pub struct RuntimeInfo {
     /// Bytes of its layer.
     pub size: u64,
     pub entries: u64,
-    /// `PRETTY_NAME` of its os-release.
+    /// `PRETTY_NAME` of its os-release (null: it has none).
+    #[oai(nullable)]
     pub os_release: Option<String>,
     /// How it was made.
     pub source: String,
@@ -68,6 +69,7 @@ pub struct RuntimeTest {
     pub runtime: RuntimeInfo,
     /// The probe exited 0 in the sandbox on that root.
     pub ok: bool,
+    #[oai(nullable)]
     pub exit_code: Option<i32>,
     /// Its os-release name, and python3's version where it has one.
     pub output: String,
