@@ -243,17 +243,7 @@ async fn metrics_count_the_requests_and_the_jobs_stages_and_ends() {
         "{text}"
     );
     let value = |name: &str, labels: &[(&str, &str)]| {
-        scrape
-            .samples
-            .iter()
-            .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-            .map(|x| match x.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-            .unwrap_or_else(|| panic!("no {name} {labels:?} in {text}"))
+        sample(&scrape, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in {text}"))
     };
     assert_eq!(
         value(
@@ -322,6 +312,43 @@ fn parse(text: &str) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
 }
 
+/// The value of the counter or gauge `name` with these labels, if the scrape has it.
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+/// Serves `app` on 127.0.0.1 (a free port) in the test's runtime, once it answers: its URL, and
+/// the task to abort.
+async fn serve_local(app: impl poem::Endpoint + 'static) -> (String, tokio::task::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    let at = addr.clone();
+    let task = tokio::spawn(async move {
+        let _ = poem::Server::new(poem::listener::TcpListener::bind(at))
+            .run(app)
+            .await;
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(&addr).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (format!("http://{addr}"), task)
+}
+
 /// A histogram's count for the series with these labels: its `+Inf` bucket, checked against its
 /// `_count`.
 fn histogram_count(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -373,22 +400,7 @@ async fn side_server(size: usize) -> (String, tokio::task::JoinHandle<()>) {
         )
         .at("/ok", post(ok))
         .at("/broken", post(broken));
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    drop(l);
-    let addr = url.trim_start_matches("http://").to_owned();
-    let task = tokio::spawn(async move {
-        let _ = poem::Server::new(poem::listener::TcpListener::bind(addr))
-            .run(app)
-            .await;
-    });
-    for _ in 0..100 {
-        if reqwest::get(format!("{url}/data.bin")).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    (url, task)
+    serve_local(app).await
 }
 
 /// The rest of the metrics: bytes fetched (data) and logged, open log streams (SSE), webhook
@@ -415,18 +427,8 @@ async fn metrics_count_bytes_streams_deliveries_and_running_jobs_per_user() {
     );
     let reader = log_lines(&mut s);
     let c = reqwest::Client::new();
-    let metric = |text: &str, name: &str, labels: &[(&str, &str)]| -> Option<f64> {
-        parse(text)
-            .samples
-            .iter()
-            .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-            .map(|x| match x.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-    };
+    let metric =
+        |text: &str, name: &str, labels: &[(&str, &str)]| sample(&parse(text), name, labels);
     let scrape = || async {
         c.get(s.u("/metrics"))
             .send()
@@ -597,19 +599,8 @@ async fn collector() -> (
     let app = Route::new()
         .at("/v1/traces", post(traces))
         .data(bodies.clone());
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    drop(l);
-    let at = addr.clone();
-    let task = tokio::spawn(async move {
-        let _ = poem::Server::new(poem::listener::TcpListener::bind(at))
-            .run(app)
-            .await;
-    });
-    while tokio::net::TcpStream::connect(&addr).await.is_err() {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    (format!("http://{addr}"), bodies, task)
+    let (url, task) = serve_local(app).await;
+    (url, bodies, task)
 }
 
 /// One exported span: its name, ids, and string attributes.

@@ -26,6 +26,24 @@ impl Default for UsageOptions {
     }
 }
 
+/// Takes sample `s`, taken at `at_ms` (milliseconds since the epoch), into `peaks`, after
+/// `before` (the previous sample and when); returns the cores used between the two. A sample
+/// whose CPU counter went down (a retry's new cgroup) or no later than the previous starts anew.
+/// The sampler and the series the API shows (`service::jobs::usage`) both step with this, so
+/// the outcome's peaks and the series' agree.
+pub(crate) fn step(
+    peaks: &mut UsagePeaks,
+    before: Option<(i64, &UsageSample)>,
+    at_ms: i64,
+    s: &UsageSample,
+) -> Option<f64> {
+    let before = before.filter(|(t, b)| *t < at_ms && b.cpu_nanos <= s.cpu_nanos);
+    let elapsed = before.map_or(Duration::ZERO, |(t, _)| {
+        Duration::from_millis((at_ms - t) as u64)
+    });
+    peaks.add(before.map(|(_, b)| b), s, elapsed)
+}
+
 /// One run's sampler.
 pub(crate) struct Sampler {
     interval: Option<Duration>,
@@ -74,15 +92,10 @@ impl Sampler {
         let Some(s) = handle.sample() else {
             return;
         };
-        // Rates from the stored times, so the series' own (`service::jobs::usage`) agree.
+        // Rates from the stored times, as the series' own are.
         let at_ms = (crate::server::store::now() * 1e3) as i64;
-        let before = self
-            .last
-            .filter(|(t, b)| *t < at_ms && b.cpu_nanos <= s.cpu_nanos);
-        let elapsed = before.map_or(Duration::ZERO, |(t, _)| {
-            Duration::from_millis((at_ms - t) as u64)
-        });
-        self.peaks.add(before.as_ref().map(|(_, b)| b), &s, elapsed);
+        let before = self.last.as_ref().map(|(t, b)| (*t, b));
+        step(&mut self.peaks, before, at_ms, &s);
         self.last = Some((at_ms, s));
         let (store, job) = (store.clone(), id.to_owned());
         let max = self.max_samples;

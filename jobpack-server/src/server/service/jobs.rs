@@ -149,13 +149,8 @@ pub fn usage(svc: &Service, caller: &Caller, id: &str) -> ServiceResult<UsageSer
     let mut points: Vec<UsagePoint> = Vec::with_capacity(raw.len());
     let mut peaks = jobpack_core::exec::UsagePeaks::default();
     for (at_ms, sample) in raw {
-        let before = points
-            .last()
-            .filter(|p| p.sample.cpu_nanos <= sample.cpu_nanos && p.at_ms < at_ms);
-        let elapsed = before.map_or(Duration::ZERO, |p| {
-            Duration::from_millis((at_ms - p.at_ms) as u64)
-        });
-        let cpu_cores = peaks.add(before.map(|p| &p.sample), &sample, elapsed);
+        let before = points.last().map(|p| (p.at_ms, &p.sample));
+        let cpu_cores = crate::server::scheduler::usage::step(&mut peaks, before, at_ms, &sample);
         points.push(UsagePoint {
             at_ms,
             sample,
