@@ -757,6 +757,68 @@ async fn half_sent_requests_neither_starve_the_server_nor_stay_open() {
     assert_eq!(closed, held.len(), "half-sent requests stayed open");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_connection_is_closed_and_a_streaming_one_is_not() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &["--idle-timeout", "1"]);
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    // A keep-alive connection that asked once and then says nothing is closed after ~1 s.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut b = [0u8; 4096];
+    let n = c.read(&mut b).unwrap();
+    assert!(
+        b[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&b[..n])
+    );
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let end = c.read_to_end(&mut rest);
+    assert!(end.is_ok() && rest.is_empty(), "{end:?} {rest:?}");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(8),
+        "closed after {waited:?}"
+    );
+    if skip_unless_root("the streaming half of an_idle_connection_is_closed...") {
+        return;
+    }
+    // A log stream that writes every 0.2 s outlives the idle timeout: writes count as activity.
+    let id = submit(
+        &s,
+        None,
+        json!({"command": "echo first; for i in $(seq 1 20); do sleep 0.2; echo line $i; done"}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client()
+            .get(s.u(&format!("/v1/jobs/{id}/logs")))
+            .send()
+            .await;
+        let log = r.unwrap().text().await.unwrap();
+        if log.contains("first") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job did not start: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client()
+        .get(s.u(&format!("/v1/jobs/{id}/logs/stream")))
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.expect("the stream was cut");
+    assert!(
+        body.contains("line 20") && body.contains("event: end"),
+        "{body}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Medium 11 and 12: secrets.
 

@@ -1,7 +1,7 @@
 //! Connection limits at the edge, below HTTP: at most `max` connections at once (a connection
 //! over it is closed at once, so the server never runs out of file descriptors), and a deadline
 //! for the first request head (`header_timeout` from accept to its blank line), so half-sent
-//! requests cannot pile up. Idle keep-alive connections are closed by poem's idle timeout.
+//! requests cannot pile up. Idle connections are closed by `listen`'s idle timeout.
 //!
 //! It wraps any acceptor (plain TCP, or the TLS acceptor, whose streams are already decrypted),
 //! so it sees the HTTP bytes.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use poem::listener::{Acceptor, AcceptorExt, Listener, TcpListener};
+use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::{EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
@@ -25,6 +25,7 @@ mod config;
 mod conn;
 pub mod grpc;
 pub mod http;
+mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod scheduler;
@@ -418,18 +419,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } = build(&args).await?;
     let (acceptor, scheme) = match tls {
         Some(cfg) => (
-            tls::TlsAcceptor::bind(args.listen, cfg)
-                .await
-                .with_context(|| format!("cannot listen on {}", args.listen))?
-                .boxed(),
+            listen::Door::Tls(
+                tls::TlsAcceptor::bind(args.listen, cfg)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", args.listen))?,
+            ),
             "https",
         ),
         None => (
-            TcpListener::bind(args.listen)
-                .into_acceptor()
-                .await
-                .with_context(|| format!("cannot listen on {}", args.listen))?
-                .boxed(),
+            listen::Door::Plain(
+                TcpListener::bind(args.listen)
+                    .into_acceptor()
+                    .await
+                    .with_context(|| format!("cannot listen on {}", args.listen))?,
+            ),
             "http",
         ),
     };
@@ -502,20 +505,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
-    poem::Server::new_with_acceptor(acceptor)
-        .idle_timeout(Duration::from_secs(args.idle_timeout.max(1)))
-        .run_with_graceful_shutdown(
-            app,
-            async move {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            },
-            Some(Duration::from_secs(5)),
-        )
-        .await
-        .context("the server failed")?;
+    listen::serve(
+        acceptor,
+        app,
+        listen::Options {
+            idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+            grace: Duration::from_secs(5),
+        },
+        async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        },
+    )
+    .await
+    .context("the server failed")?;
     if stop_tx.send(true).is_err() {
         // No gRPC door or metrics port listens.
     }
