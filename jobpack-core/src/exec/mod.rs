@@ -465,6 +465,12 @@ pub trait Executor: Send + Sync {
         req: RunRequest,
     ) -> futures_util::future::BoxFuture<'_, Result<Box<dyn RunHandle>, ExecError>>;
 
+    /// A run is about to start (blocking, best effort, up to a few milliseconds; call it off the
+    /// async threads and do not wait for it): whatever `start` would wait for, begun early. The
+    /// local sandbox starts the kernel's cgroup-move wait ([`cgroup::warm_up`]). Nothing by
+    /// default.
+    fn warm_up(&self) {}
+
     /// Whether it can start runs now, as a readiness check asks (blocking, quick): `Err` says
     /// what is missing.
     fn ready(&self) -> Result<(), String> {

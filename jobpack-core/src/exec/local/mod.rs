@@ -104,6 +104,15 @@ impl Executor for LocalExecutor {
         .boxed()
     }
 
+    fn warm_up(&self) {
+        if self.config.namespaces
+            && let Err(e) = cgroup::warm_up(&self.config.cgroup_root)
+        {
+            // Only a few milliseconds of the next start are at stake.
+            tracing::debug!("cgroup warm-up: {e}");
+        }
+    }
+
     /// Its runtime directory takes a new file, and in strict mode a cgroup hierarchy is there.
     fn ready(&self) -> Result<(), String> {
         let dir = &self.config.runtime_dir;

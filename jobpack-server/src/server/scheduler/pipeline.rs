@@ -30,6 +30,10 @@ impl Runner {
             // Cancelled (or recovered) before its task began.
             return;
         }
+        // What the executor's start would wait for begins now, beside the pack (for the local
+        // sandbox, the kernel's cgroup-move wait: a few milliseconds). Not awaited.
+        let executor = self.executor.clone();
+        drop(tokio::task::spawn_blocking(move || executor.warm_up()));
         let sub: Submission = match serde_json::from_str(&row.request_json) {
             Ok(s) => s,
             Err(e) => {
