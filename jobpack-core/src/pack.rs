@@ -359,19 +359,36 @@ impl Packager {
                 "give either git_url/commit_hash or uploaded code, not both".into(),
             ));
         }
-        fs::create_dir_all(&cfg.work_dir)
-            .map_err(io_err("create work directory", &cfg.work_dir))?;
-        let staging = tempfile::Builder::new()
-            .prefix("jobpack-pack-")
-            .tempdir_in(&cfg.work_dir)
-            .map_err(io_err("create a staging directory in", &cfg.work_dir))?;
-        let root = staging.path().to_path_buf();
-        for d in ["code", "data"] {
-            let p = root.join(d);
-            fs::create_dir(&p).map_err(io_err("create", &p))?;
-            fs::set_permissions(&p, Permissions::from_mode(0o755))
-                .map_err(io_err("set mode of", &p))?;
-        }
+        // With nothing to fetch or copy, the archive is made from memory and no staging tree is
+        // written (for a small job, creating and removing its files cost the file system more
+        // than the rest of the pack). run.sh and the Dockerfile are never staged.
+        let staged = job.source.is_some()
+            || !job.data.is_empty()
+            || inputs.code_dir.is_some()
+            || inputs.data_dir.is_some()
+            || inputs.stdin.is_some();
+        let staging = if staged {
+            fs::create_dir_all(&cfg.work_dir)
+                .map_err(io_err("create work directory", &cfg.work_dir))?;
+            let t = tempfile::Builder::new()
+                .prefix("jobpack-pack-")
+                .tempdir_in(&cfg.work_dir)
+                .map_err(io_err("create a staging directory in", &cfg.work_dir))?;
+            for d in ["code", "data"] {
+                let p = t.path().join(d);
+                fs::create_dir(&p).map_err(io_err("create", &p))?;
+                fs::set_permissions(&p, Permissions::from_mode(0o755))
+                    .map_err(io_err("set mode of", &p))?;
+            }
+            Some(t)
+        } else {
+            None
+        };
+        // Unstaged, nothing reads or writes under `root` (its code/ does not exist: no markers).
+        let root = match &staging {
+            Some(t) => t.path().to_path_buf(),
+            None => cfg.work_dir.join("jobpack-pack-nothing-staged"),
+        };
 
         let stdin = match &inputs.stdin {
             Some(src) => {
@@ -447,15 +464,7 @@ impl Packager {
         } else {
             rendered.dockerfile
         };
-        for (name, text, mode) in [
-            ("run.sh", &rendered.run_sh, 0o755),
-            ("Dockerfile", &dockerfile, 0o644),
-        ] {
-            let p = root.join(name);
-            fs::write(&p, text).map_err(io_err("write", &p))?;
-            fs::set_permissions(&p, Permissions::from_mode(mode))
-                .map_err(io_err("set mode of", &p))?;
-        }
+        let run_sh = rendered.run_sh;
 
         (self.progress)(Progress::Stage {
             stage: Stage::Archiving,
@@ -483,7 +492,14 @@ impl Packager {
         let began = std::time::Instant::now();
         let (manifest, written) = tokio::task::spawn_blocking(move || {
             let _in = span.enter();
-            let files = archive::scan(&root)?;
+            let mut files = if staged {
+                archive::scan(&root)?
+            } else {
+                vec![FileEntry::dir("code"), FileEntry::dir("data")]
+            };
+            files.push(FileEntry::file("run.sh", run_sh.as_bytes(), true));
+            files.push(FileEntry::file("Dockerfile", dockerfile.as_bytes(), false));
+            files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
             let manifest = Manifest {
                 format: MANIFEST_FORMAT,
                 generator: concat!("jobpack ", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -504,7 +520,14 @@ impl Packager {
                 .files
                 .iter()
                 .cloned()
-                .map(|e| (e, Contents::Disk))
+                .map(|e| {
+                    let c = match e.path.as_str() {
+                        "run.sh" => Contents::Bytes(run_sh.as_bytes()),
+                        "Dockerfile" => Contents::Bytes(dockerfile.as_bytes()),
+                        _ => Contents::Disk,
+                    };
+                    (e, c)
+                })
                 .collect();
             entries.push((
                 FileEntry {

@@ -800,3 +800,67 @@ async fn a_pinned_spec_packs_again_from_the_artifact_cache_and_nothing_else_does
     assert_ne!(o.sha256, first.sha256);
     assert_no_leftovers(&e);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_with_nothing_to_fetch_packs_from_memory_to_the_same_bytes() {
+    // Nothing fetched or copied: no staging tree is written, and the artifact is byte for byte
+    // the one the staged way makes (here: the same job with an empty upload, which stages).
+    let e = env();
+    let p = Packager::new(config(&e)).unwrap();
+    let job = spec(serde_json::json!({"command": "echo hi", "env": {"A": "b c"}}))
+        .validate()
+        .unwrap();
+    let memory = p
+        .pack_job(&job, Some(&e.out.join("memory.tar.gz")))
+        .await
+        .unwrap();
+    assert_eq!(
+        list_tree(&e.work),
+        Vec::<String>::new(),
+        "a staging tree was made"
+    );
+    let empty = e.root.join("empty-upload");
+    std::fs::create_dir(&empty).unwrap();
+    let inputs = jobpack_core::PackInputs {
+        code_dir: Some(empty),
+        ..Default::default()
+    };
+    let staged = p
+        .pack_job_with(&job, &inputs, Some(&e.out.join("staged.tar.gz")))
+        .await
+        .unwrap();
+    assert_eq!(memory.sha256, staged.sha256);
+    assert_eq!(
+        std::fs::read(&memory.path).unwrap(),
+        std::fs::read(&staged.path).unwrap()
+    );
+    let paths: Vec<_> = memory
+        .manifest
+        .files
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(paths, ["Dockerfile", "code", "data", "run.sh"]);
+    let run_sh = memory
+        .manifest
+        .files
+        .iter()
+        .find(|f| f.path == "run.sh")
+        .unwrap();
+    assert_eq!(run_sh.mode, "0755");
+    // The files unpack as recorded, run.sh executable.
+    let dir = e.root.join("unpacked");
+    jobpack_core::unpack_job(&memory.path, &dir).await.unwrap();
+    let mode = std::fs::metadata(dir.join("run.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert!(
+        std::fs::read_to_string(dir.join("run.sh"))
+            .unwrap()
+            .contains("echo hi")
+    );
+    assert!(dir.join("code").is_dir() && dir.join("data").is_dir());
+    assert_no_leftovers(&e);
+}

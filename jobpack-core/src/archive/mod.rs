@@ -62,6 +62,30 @@ pub struct FileEntry {
 }
 
 impl FileEntry {
+    /// A directory's entry, as [`scan`] describes one.
+    pub fn dir(path: &str) -> FileEntry {
+        FileEntry {
+            path: path.to_owned(),
+            kind: EntryKind::Dir,
+            mode: "0755".into(),
+            size: 0,
+            sha256: None,
+            target: None,
+        }
+    }
+
+    /// The entry of a file held in memory, as [`scan`] would describe it on disk.
+    pub fn file(path: &str, bytes: &[u8], executable: bool) -> FileEntry {
+        FileEntry {
+            path: path.to_owned(),
+            kind: EntryKind::File,
+            mode: if executable { "0755" } else { "0644" }.into(),
+            size: bytes.len() as u64,
+            sha256: Some(hex::encode(Sha256::digest(bytes))),
+            target: None,
+        }
+    }
+
     fn mode_bits(&self) -> u32 {
         u32::from_str_radix(&self.mode, 8).unwrap_or(0o644)
     }
@@ -105,14 +129,7 @@ fn scan_dir(dir: &Path, rel: &str, out: &mut Vec<FileEntry>) -> Result<(), Archi
         let meta = fs::symlink_metadata(&path).map_err(io_err("stat", &path))?;
         let ft = meta.file_type();
         if ft.is_dir() {
-            out.push(FileEntry {
-                path: relp.clone(),
-                kind: EntryKind::Dir,
-                mode: "0755".into(),
-                size: 0,
-                sha256: None,
-                target: None,
-            });
+            out.push(FileEntry::dir(&relp));
             scan_dir(&path, &relp, out)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&path).map_err(io_err("read link", &path))?;
@@ -154,7 +171,7 @@ fn scan_dir(dir: &Path, rel: &str, out: &mut Vec<FileEntry>) -> Result<(), Archi
 fn hash_file(path: &Path) -> Result<(String, u64), ArchiveError> {
     let mut f = File::open(path).map_err(io_err("open", path))?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; 64 << 10];
     let mut size = 0u64;
     loop {
         let n = f.read(&mut buf).map_err(io_err("read", path))?;
