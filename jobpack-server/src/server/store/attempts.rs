@@ -1,6 +1,7 @@
 //! Earlier attempts of jobs that were retried: one row each, kept with the job (and removed
 //! with it).
 
+use super::Cached;
 use rusqlite::params;
 use serde::Serialize;
 
@@ -24,7 +25,7 @@ pub struct AttemptRow {
 impl Store {
     pub fn add_attempt(&self, a: &AttemptRow) -> StoreResult<()> {
         self.with(|c| {
-            c.execute(
+            c.exec_cached(
                 "INSERT OR REPLACE INTO job_attempts (job_id, attempt, status, exit_code, signal, \
                  reason, started_at, finished_at, outcome_json) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -71,7 +72,7 @@ impl Store {
     /// How many earlier attempts a job has.
     pub fn attempt_count(&self, job_id: &str) -> StoreResult<i64> {
         self.with(|c| {
-            c.query_row(
+            c.row_cached(
                 "SELECT COUNT(*) FROM job_attempts WHERE job_id = ?1",
                 [job_id],
                 |r| r.get(0),

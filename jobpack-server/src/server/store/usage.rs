@@ -1,6 +1,7 @@
 //! Usage samples of running jobs (CPU, memory, processes, IO from their cgroups), one row each,
 //! bounded per job by the runner ([`Store::thin_usage`]) and removed with the job.
 
+use super::Cached;
 use jobpack_core::exec::UsageSample;
 use rusqlite::params;
 
@@ -55,7 +56,7 @@ impl Store {
     /// How many samples job `job_id` has.
     pub fn usage_count(&self, job_id: &str) -> StoreResult<u64> {
         self.with(|c| {
-            c.query_row(
+            c.row_cached(
                 "SELECT count(*) FROM job_usage WHERE job_id = ?1",
                 [job_id],
                 |r| r.get::<_, i64>(0),
@@ -69,13 +70,13 @@ impl Store {
     pub fn thin_usage(&self, job_id: &str) -> StoreResult<u64> {
         self.with(|c| {
             let tx = c.unchecked_transaction()?;
-            tx.execute(
+            tx.exec_cached(
                 "DELETE FROM job_usage WHERE job_id = ?1 AND at_ms IN (SELECT at_ms FROM \
                  (SELECT at_ms, row_number() OVER (ORDER BY at_ms) AS n FROM job_usage \
                  WHERE job_id = ?1) WHERE n % 2 = 0)",
                 [job_id],
             )?;
-            let left: i64 = tx.query_row(
+            let left: i64 = tx.row_cached(
                 "SELECT count(*) FROM job_usage WHERE job_id = ?1",
                 [job_id],
                 |r| r.get(0),
