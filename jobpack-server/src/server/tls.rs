@@ -210,7 +210,7 @@ impl TlsAcceptor {
                         Some(json) => Addr::Custom(MTLS_ADDR, Cow::Owned(json)),
                         None => Addr::SocketAddr(peer),
                     };
-                    let _ = tx
+                    let sent = tx
                         .send((
                             stream,
                             LocalAddr(Addr::SocketAddr(local)),
@@ -218,6 +218,9 @@ impl TlsAcceptor {
                             Scheme::HTTPS,
                         ))
                         .await;
+                    if sent.is_err() {
+                        // The server stopped accepting: this connection is closed unanswered.
+                    }
                 });
             }
         });

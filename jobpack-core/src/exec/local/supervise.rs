@@ -278,10 +278,7 @@ impl Supervisor {
                 .and_then(|u| u.memory_peak)
                 .or_else(|| rusage.map(|r| r.ru_maxrss as u64 * 1024)),
             log_bytes: self.writer.len(),
-            log_error: self
-                .writer
-                .lost()
-                .map(|(n, e)| format!("{n} bytes of output were lost: {e}")),
+            log_error: self.writer.error(),
             queued_secs: None,
             peaks: None,
             isolation: self.report.clone(),

@@ -299,10 +299,14 @@ impl LogWriter {
         Ok(!s.exceeded)
     }
 
-    /// Bytes of output that could not be written (the disk was full) and the last error.
-    pub(crate) fn lost(&self) -> Option<(u64, String)> {
+    /// What went wrong with the log, for the outcome's `log_error`: bytes of output that could
+    /// not be written (the disk was full) and the last error, or a failed sync at the end.
+    pub(crate) fn error(&self) -> Option<String> {
         let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        s.write_error.clone().map(|e| (s.lost, e))
+        s.write_error.clone().map(|e| match s.lost {
+            0 => e,
+            n => format!("{n} bytes of output were lost: {e}"),
+        })
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -311,8 +315,13 @@ impl LogWriter {
 
     /// Closes the log for readers: they get EOF after the last byte.
     pub(crate) fn close(&self) {
-        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = s.file.sync_data();
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = s.file.sync_data()
+            && s.write_error.is_none()
+        {
+            // Said in the outcome (its log_error): the log may not survive the machine's crash.
+            s.write_error = Some(format!("the log could not be synced to disk: {e}"));
+        }
         s.tx.send_modify(|c| c.closed = true);
     }
 
@@ -402,6 +411,31 @@ impl LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_that_cannot_be_written_or_synced_says_so() {
+        // /dev/full fails every write (ENOSPC) and cannot be synced: the writer's file swapped
+        // for it after creation stands for a full disk.
+        let full = || File::options().write(true).open("/dev/full").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _) = LogWriter::create(&dir.path().join("log"), None).unwrap();
+        w.inner.lock().unwrap().file = full();
+        w.append(b"hello", Stream::Stdout).unwrap();
+        w.close();
+        let e = w.error().unwrap();
+        assert!(e.starts_with("5 bytes of output were lost: "), "{e}");
+        assert_eq!(w.len(), 0);
+        // Nothing lost, but the log did not reach the disk.
+        let (w, _) = LogWriter::create(&dir.path().join("log2"), None).unwrap();
+        assert_eq!(w.error(), None);
+        w.inner.lock().unwrap().file = full();
+        w.close();
+        let e = w.error().unwrap();
+        assert!(
+            e.starts_with("the log could not be synced to disk: "),
+            "{e}"
+        );
+    }
 
     #[tokio::test]
     async fn late_and_slow_readers_see_everything_in_order() {

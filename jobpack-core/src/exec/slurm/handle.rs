@@ -267,9 +267,7 @@ async fn follow(
         cpu_time_secs: None,
         peak_memory_bytes: None,
         log_bytes: writer.len(),
-        log_error: writer
-            .lost()
-            .map(|(n, e)| format!("{n} bytes of output were lost: {e}")),
+        log_error: writer.error(),
         queued_secs: queued,
         peaks: None,
         isolation: IsolationReport {
