@@ -30,10 +30,6 @@ impl Runner {
             // Cancelled (or recovered) before its task began.
             return;
         }
-        // What the executor's start would wait for begins now, beside the pack (for the local
-        // sandbox, the kernel's cgroup-move wait: a few milliseconds). Not awaited.
-        let executor = self.executor.clone();
-        drop(tokio::task::spawn_blocking(move || executor.warm_up()));
         let sub: Submission = match serde_json::from_str(&row.request_json) {
             Ok(s) => s,
             Err(e) => {
@@ -83,6 +79,13 @@ impl Runner {
         if self.closing.load(Ordering::SeqCst) {
             // Left queued: it resumes at the next start.
             return;
+        }
+        if row.run {
+            // What the executor's start would wait for begins now, beside the pack (for the
+            // local sandbox, the kernel's cgroup-move wait: a few milliseconds; it helps only a
+            // start that follows within about that long). Not awaited.
+            let executor = self.executor.clone();
+            drop(tokio::task::spawn_blocking(move || executor.warm_up()));
         }
         // A job in a shared working directory starts there (the artifact's run.sh says so).
         let mut spec = sub.spec.clone();
