@@ -61,15 +61,7 @@ pub fn warm_up(root: &Path) -> Result<(), ExecError> {
         .map_err(err("read", Path::new("/proc/thread-self/cgroup")))?;
     let (file, id) = match version {
         Version::V1 => {
-            let rel = own.lines().find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-                controllers
-                    .split(',')
-                    .any(|c| c == "memory")
-                    .then_some(path)
-            });
-            let rel = rel.ok_or_else(|| ExecError::IsolationUnavailable {
+            let rel = v1_group(&own, "memory").ok_or_else(|| ExecError::IsolationUnavailable {
                 what: "this thread is in no v1 memory cgroup".into(),
             })?;
             let tid = nix::unistd::gettid().as_raw() as u32;
@@ -92,6 +84,19 @@ pub fn warm_up(root: &Path) -> Result<(), ExecError> {
         }
     };
     write(&file, &id.to_string())
+}
+
+/// The path of the v1 hierarchy holding `controller` in a `/proc/<pid>/cgroup` text
+/// (`id:controllers:path` lines).
+fn v1_group<'a>(own: &'a str, controller: &str) -> Option<&'a str> {
+    own.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then_some(path)
+    })
 }
 
 /// What a cgroup measured.
@@ -400,11 +405,15 @@ mod warm_up_tests {
     /// The thread's own v1 memory cgroup, as the kernel names it.
     fn own_memory_cgroup() -> Option<String> {
         let own = std::fs::read_to_string("/proc/thread-self/cgroup").ok()?;
-        own.lines().find_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, c, p) = (f.next()?, f.next()?, f.next()?);
-            c.split(',').any(|c| c == "memory").then(|| p.to_owned())
-        })
+        v1_group(&own, "memory").map(str::to_owned)
+    }
+
+    #[test]
+    fn the_v1_group_of_a_controller_is_found_in_a_joined_hierarchy() {
+        let own = "12:cpu,cpuacct:/a\n4:memory:/jobs/x\n1:name=systemd:/s\n0::/u\n";
+        assert_eq!(v1_group(own, "memory"), Some("/jobs/x"));
+        assert_eq!(v1_group(own, "cpuacct"), Some("/a"));
+        assert_eq!(v1_group(own, "pids"), None);
     }
 
     #[test]
