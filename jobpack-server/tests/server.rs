@@ -754,3 +754,176 @@ async fn listing_pages_by_cursor_as_by_offset() {
         assert_eq!(st, 400, "{bad}: {v}");
     }
 }
+
+/// `(pid, name)` of each child of `ppid` (from /proc: `stat`'s fourth field).
+fn children_of(ppid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let parent = stat[close + 2..].split(' ').nth(1);
+        if parent.and_then(|p| p.parse().ok()) == Some(ppid) {
+            out.push((pid, stat[open + 1..close].to_owned()));
+        }
+    }
+    out
+}
+
+/// A `/proc/PID/status` field (`RssAnon`, `PPid`, ...), its first number.
+fn status_field(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The process group of `pid`.
+fn pgid(pid: u32) -> i32 {
+    // SAFETY: getpgid only reads.
+    unsafe { libc::getpgid(pid as i32) }
+}
+
+/// Gone, or a zombie nobody has reaped yet: not running.
+fn ended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')))
+        .unwrap_or(true)
+}
+
+fn spawner_of(s: &Server) -> u32 {
+    let kids = children_of(s.child.id());
+    kids.iter()
+        .find(|(_, n)| n == "jobpack-spawner")
+        .unwrap_or_else(|| panic!("no jobpack-spawner among the server's children: {kids:?}"))
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_pid_1_comes_from_the_small_spawner_and_is_still_the_servers_child() {
+    if !is_root() {
+        println!("skipped: the sandbox (and its spawner's pid 1s) needs root");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[]);
+    let server = s.child.id();
+    let spawner = spawner_of(&s);
+    // In the server's process group: what stops the group stops it, and the pid 1s it makes.
+    assert_eq!(pgid(spawner), pgid(server));
+    let cmd = "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -1; echo started; sleep 60";
+    let id = submit(&s, json!({"command": cmd})).await;
+    wait_status(&s, &id, &["running"]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid1 = loop {
+        let log = get_text(&s, &format!("/v1/jobs/{id}/logs")).await;
+        let init = children_of(server)
+            .into_iter()
+            .find(|(_, n)| n == "jobpack-init");
+        if let (Some((pid, _)), true) = (init, log.contains("started")) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no pid 1 or no output: {log:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // pid 1 is the server's child (the server reaps it and reads its usage), in its group...
+    assert_eq!(status_field(pid1, "PPid"), Some(server.into()));
+    assert_eq!(pgid(pid1), pgid(server));
+    // ...but a copy of the spawner's small address space, not of the server's.
+    let (init_kb, spawner_kb, server_kb) = (
+        status_field(pid1, "RssAnon").unwrap(),
+        status_field(spawner, "RssAnon").unwrap(),
+        status_field(server, "RssAnon").unwrap(),
+    );
+    println!(
+        "anonymous memory: pid 1 {init_kb} kB, spawner {spawner_kb} kB, server {server_kb} kB"
+    );
+    assert!(
+        spawner_kb + 1024 < server_kb,
+        "the two are told apart only if they differ"
+    );
+    assert!(
+        init_kb <= spawner_kb + 1024,
+        "pid 1 {init_kb} kB, spawner {spawner_kb} kB"
+    );
+    // The job starts as from a shell: no signal blocked, none of the standard ones ignored (the
+    // server's runtime ignores SIGPIPE, the spawner a terminal's signals; real-time ones are
+    // libc's own), so `yes` ends quietly at its closed pipe.
+    let log = get_text(&s, &format!("/v1/jobs/{id}/logs")).await;
+    let mask = |name: &str| {
+        let line = log
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{log}"));
+        u64::from_str_radix(line[name.len()..].trim(), 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "{log}");
+    assert_eq!(mask("SigIgn:") & 0x7fff_ffff, 0, "{log}");
+    assert!(log.contains("\ny\nstarted\n"), "{log}");
+    assert!(!log.contains("Broken pipe"), "{log}");
+    // Cancelled, pid 1 is reaped by the server; the spawner stays for the next job.
+    let r = client()
+        .post(s.u(&format!("/v1/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    wait_status(&s, &id, &["stopped"]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !children_of(server).iter().all(|(p, _)| *p != pid1) {
+        assert!(Instant::now() < deadline, "pid 1 {pid1} was not reaped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!ended(spawner));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_its_spawner_the_server_still_runs_jobs_and_the_spawner_dies_with_it() {
+    if !is_root() {
+        println!("skipped: the sandbox's spawner is exercised as root");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[]);
+    let spawner = spawner_of(&s);
+    // Signals from a terminal (the server's group) do not end it.
+    // SAFETY: signals to a process this test's server started.
+    unsafe { libc::kill(spawner as i32, libc::SIGINT) };
+    unsafe { libc::kill(spawner as i32, libc::SIGTERM) };
+    let id = submit(&s, json!({"command": "echo one"})).await;
+    let v = wait_status(&s, &id, FINAL).await;
+    assert_eq!(v["status"], "completed", "{v}");
+    assert!(!ended(spawner));
+    // Killed: the next job finds it gone, the server reaps it and clones pid 1 itself.
+    unsafe { libc::kill(spawner as i32, libc::SIGKILL) };
+    for word in ["two", "three"] {
+        let id = submit(&s, json!({"command": format!("echo {word}")})).await;
+        let v = wait_status(&s, &id, FINAL).await;
+        assert_eq!(v["status"], "completed", "{v}");
+        assert_eq!(
+            get_text(&s, &format!("/v1/jobs/{id}/logs")).await,
+            format!("{word}\n")
+        );
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{spawner}")).exists(),
+        "not reaped"
+    );
+
+    // A new server's spawner ends when the server is killed alone (not its group).
+    let data = tempfile::tempdir().unwrap();
+    let mut s = Server::start(data.path(), &[]);
+    let spawner = spawner_of(&s);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ended(spawner) {
+        assert!(Instant::now() < deadline, "the spawner outlived its server");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

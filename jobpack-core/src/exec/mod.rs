@@ -24,6 +24,8 @@ mod slurm;
 
 pub use local::{LocalExecutor, LocalExecutorConfig};
 pub use logs::{LogReader, LogStream};
+#[cfg(target_os = "linux")]
+pub use sandbox::start_spawner;
 pub use slurm::{SlurmConfig, SlurmExecutor};
 
 /// Resource limits of one run. `None` means "no limit of this kind".

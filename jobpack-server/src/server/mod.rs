@@ -47,12 +47,33 @@ use jobpack_core::{Packager, PackagerConfig};
 pub use config::{ExecutorKind, RetentionArgs, ServeArgs, apply_config_file, apply_env_aliases};
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     limit_arenas();
+    let spawner = start_spawner(&args);
     logging::init(args.log_format, args.otlp_endpoint.as_deref())?;
+    report_spawner(spawner);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let served = rt.block_on(serve(args));
     logging::shutdown();
     served?;
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Forks the sandbox's spawner for a server that runs jobs here, while this process has one
+/// thread: each job's pid 1 is cloned from that small process instead of from the server (see
+/// `jobpack_core::exec::start_spawner`). Its error, if any, is logged once logging is up.
+pub(crate) fn start_spawner(args: &ServeArgs) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    if matches!(args.executor, config::ExecutorKind::Local) {
+        return jobpack_core::exec::start_spawner().map_err(|e| e.to_string());
+    }
+    let _ = args;
+    Ok(())
+}
+
+/// Logs a spawner that could not be started (jobs still run: pid 1 is cloned from the server).
+pub(crate) fn report_spawner(started: Result<(), String>) {
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "no sandbox spawner; each job's pid 1 is cloned from the server");
+    }
 }
 
 /// Two malloc arenas instead of glibc's eight per core: the runtime's many short-lived blocking

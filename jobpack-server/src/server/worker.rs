@@ -22,7 +22,9 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
     crate::server::limit_arenas();
+    let spawner = crate::server::start_spawner(&args);
     crate::server::logging::init(args.log_format, args.otlp_endpoint.as_deref())?;
+    crate::server::report_spawner(spawner);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let worked = rt.block_on(work(args));
     crate::server::logging::shutdown();

@@ -370,6 +370,19 @@ fn set_title(plan: &Plan) {
     prctl::set_name(c"jobpack-init").ok();
 }
 
+/// Every signal's disposition back to the default. An ignored signal stays ignored across exec,
+/// and the process pid 1 was cloned from ignores some (Rust's runtime ignores SIGPIPE, the
+/// spawner a terminal's signals): the job starts as it would from a shell, and pid 1's own
+/// SIGCHLD is not auto-reaped.
+fn default_dispositions() {
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: SIG_DFL installs no handler; pid 1 has one thread and no handlers to race.
+            unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }.ok();
+        }
+    }
+}
+
 /// The raw wait status of a `WaitStatus` (what the parent decodes, as `wait4` gives it).
 fn raw_status(s: WaitStatus) -> i32 {
     match s {
@@ -413,9 +426,11 @@ extern "C" fn job_main(arg: *mut libc::c_void) -> libc::c_int {
 /// pid 1 of the sandbox.
 ///
 /// # Safety
-/// Only in the child of the fork-like `clone()` in [`super::spawn`].
+/// Only in the child of the fork-like `clone()` in [`super::spawner::clone_here`] (called in
+/// the server's process or in the spawner's).
 pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
     arrange_fds(fds);
+    default_dispositions();
     set_title(plan);
     // Wait until the parent has written our uid/gid maps and moved us into the cgroup.
     // SAFETY: arrange_fds put the sync pipe at SYNC_FD, owned by nobody else; closed on drop.

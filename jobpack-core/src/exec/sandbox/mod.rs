@@ -28,8 +28,10 @@ mod child;
 pub mod seccomp;
 pub(crate) mod skeleton;
 mod spawn;
+mod spawner;
 
 pub(crate) use spawn::{IdMap, Report, spawn};
+pub use spawner::start_spawner;
 
 /// The uid and gid a job has inside its namespace.
 pub const JOB_UID: u32 = 1000;
@@ -138,6 +140,14 @@ fn cstr(s: impl AsRef<[u8]>, what: &str) -> Result<CString, ExecError> {
 fn path_c(p: &Path) -> Result<CString, ExecError> {
     use std::os::unix::ffi::OsStrExt;
     cstr(p.as_os_str().as_bytes(), &p.display().to_string())
+}
+
+/// The NULL-terminated pointer array `execve` takes, into `v` (which must outlive it, unmoved).
+fn pointers(v: &[CString]) -> Vec<*const c_char> {
+    v.iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
 }
 
 /// Where this process's argv strings are (fields 48 and 49 of `/proc/self/stat`).
@@ -416,14 +426,8 @@ impl Plan {
             .iter()
             .map(|(k, v)| cstr(format!("{k}={v}"), "an environment variable"))
             .collect::<Result<_, _>>()?;
-        let ptrs = |v: &[CString]| {
-            v.iter()
-                .map(|c| c.as_ptr())
-                .chain(std::iter::once(std::ptr::null()))
-                .collect::<Vec<_>>()
-        };
-        let argv_ptrs = ptrs(&argv);
-        let envp_ptrs = ptrs(&envp);
+        let argv_ptrs = pointers(&argv);
+        let envp_ptrs = pointers(&envp);
         let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .ok()
             .and_then(|s| s.trim().parse().ok())

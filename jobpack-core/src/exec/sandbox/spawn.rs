@@ -13,7 +13,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-use super::{JOB_UID, Plan, child};
+use super::{JOB_UID, Plan, child, spawner};
 use crate::exec::ExecError;
 use crate::exec::cgroup::Cgroup;
 use crate::io_error::io_err;
@@ -120,38 +120,22 @@ pub(crate) fn spawn(
     if network_none {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    let fds = child::Fds {
-        stdin: devnull.as_raw_fd(),
-        stdout: out_w.as_raw_fd(),
-        stderr: err_w.as_raw_fd(),
-        sync: sync_r.as_raw_fd(),
-        report: rep_w.as_raw_fd(),
-    };
-    // SAFETY: a fork-like clone (no new stack, no CLONE_VM): the child gets a copy of this address
-    // space and runs `child::main`, which never returns and makes only system calls on `plan`.
-    // Raw: nix's `clone` wants a new stack (CLONE_VM-style), and `fork` cannot take namespaces.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (flags.bits() | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    if pid == 0 {
-        // SAFETY: we are the child; see child::main.
-        unsafe { child::main(plan, fds) }
-    }
-    if pid < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(ExecError::IsolationUnavailable {
-            what: format!("cannot create namespaces (clone: {e})"),
-        });
-    }
-    let pid = pid as i32;
-    drop((out_w, err_w, sync_r, rep_w, devnull));
+    let child_fds = [devnull.into(), out_w, err_w, sync_r, rep_w];
+    // From the spawner when there is one (it answers with pid 1's pid: our child all the same),
+    // else cloned from this process.
+    let cloned = spawner::get()
+        .and_then(|s| {
+            let raw = child_fds.each_ref().map(|f| f.as_raw_fd());
+            s.clone_pid1(plan, flags.bits() as libc::c_ulong, raw).ok()
+        })
+        .unwrap_or_else(|| spawner::clone_here(plan, flags.bits() as libc::c_ulong, &child_fds));
+    let pid = cloned.map_err(|errno| ExecError::IsolationUnavailable {
+        what: format!(
+            "cannot create namespaces (clone: {})",
+            std::io::Error::from_raw_os_error(errno)
+        ),
+    })?;
+    drop(child_fds);
 
     let kill_child = |e: ExecError| {
         // Our own child, not yet reaped: the pid cannot have been reused.
