@@ -915,6 +915,26 @@ async fn without_its_spawner_the_server_still_runs_jobs_and_the_spawner_dies_wit
         "not reaped"
     );
 
+    // Stopped (wedged): the job that asked fails after the spawner's time limit, saying so (a
+    // pid 1 may hold its pipes: they are not reused), the spawner is killed and reaped, and the
+    // next job runs.
+    let data = tempfile::tempdir().unwrap();
+    let s = Server::start(data.path(), &[]);
+    let spawner = spawner_of(&s);
+    unsafe { libc::kill(spawner as i32, libc::SIGSTOP) };
+    let id = submit(&s, json!({"command": "echo never"})).await;
+    let v = wait_status(&s, &id, FINAL).await;
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v.to_string().contains("spawner"), "{v}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{spawner}")).exists(),
+        "not reaped"
+    );
+    let id = submit(&s, json!({"command": "echo after"})).await;
+    let v = wait_status(&s, &id, FINAL).await;
+    assert_eq!(v["status"], "completed", "{v}");
+    drop(s);
+
     // A new server's spawner ends when the server is killed alone (not its group).
     let data = tempfile::tempdir().unwrap();
     let mut s = Server::start(data.path(), &[]);

@@ -13,7 +13,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-use super::{JOB_UID, Plan, child, spawner};
+use super::spawner::{self, Asked};
+use super::{JOB_UID, Plan, child};
 use crate::exec::ExecError;
 use crate::exec::cgroup::Cgroup;
 use crate::io_error::io_err;
@@ -123,12 +124,22 @@ pub(crate) fn spawn(
     let child_fds = [devnull.into(), out_w, err_w, sync_r, rep_w];
     // From the spawner when there is one (it answers with pid 1's pid: our child all the same),
     // else cloned from this process.
-    let cloned = spawner::get()
-        .and_then(|s| {
-            let raw = child_fds.each_ref().map(|f| f.as_raw_fd());
-            s.clone_pid1(plan, flags.bits() as libc::c_ulong, raw).ok()
-        })
-        .unwrap_or_else(|| spawner::clone_here(plan, flags.bits() as libc::c_ulong, &child_fds));
+    let bits = flags.bits() as libc::c_ulong;
+    let asked = spawner::get().map(|s| {
+        let raw = child_fds.each_ref().map(|f| f.as_raw_fd());
+        s.clone_pid1(plan, bits, raw)
+    });
+    let cloned = match asked {
+        Some(Asked::Cloned(pid)) => Ok(pid),
+        Some(Asked::Failed(errno)) => Err(errno),
+        Some(Asked::Lost(source)) => {
+            return Err(ExecError::Setup {
+                stage: "have the sandbox spawner clone pid 1".into(),
+                source,
+            });
+        }
+        None | Some(Asked::NotTaken) => spawner::clone_here(plan, bits, &child_fds),
+    };
     let pid = cloned.map_err(|errno| ExecError::IsolationUnavailable {
         what: format!(
             "cannot create namespaces (clone: {})",

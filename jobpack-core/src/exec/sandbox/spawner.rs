@@ -34,9 +34,23 @@ use crate::exec::ExecError;
 const FDS: usize = 5;
 /// A request larger than this is refused (argv and environment are bounded far below it).
 const MAX_REQUEST: usize = 64 << 20;
-/// How long the server waits for an answer before it gives the spawner up (a clone takes
-/// microseconds; only a stopped or wedged spawner is this slow).
+/// How long the server waits for the spawner to take a request or answer it before it gives the
+/// spawner up (a clone takes a millisecond; only a stopped or wedged spawner is this slow).
 const ANSWER_LIMIT: Duration = Duration::from_secs(10);
+
+/// What became of a request to the spawner.
+pub(crate) enum Asked {
+    /// pid 1 runs (waiting to be released), the caller's child.
+    Cloned(i32),
+    /// The clone failed with this errno.
+    Failed(i32),
+    /// The spawner did not get the request (it is gone): nothing was cloned, and the caller may
+    /// clone pid 1 itself. The spawner is given up.
+    NotTaken,
+    /// The request was sent but not answered (the spawner died or wedged): a pid 1 may exist
+    /// with the request's fds, so the caller must not reuse them. The spawner is given up.
+    Lost(std::io::Error),
+}
 
 /// The server's end of the spawner.
 pub(crate) struct Spawner {
@@ -75,6 +89,7 @@ pub fn start_spawner() -> Result<(), ExecError> {
         nix::unistd::ForkResult::Parent { child } => {
             drop(theirs);
             ours.set_read_timeout(Some(ANSWER_LIMIT)).map_err(setup)?;
+            ours.set_write_timeout(Some(ANSWER_LIMIT)).map_err(setup)?;
             // Set once: the check above and this run on the process's only thread.
             SPAWNER
                 .set(Spawner {
@@ -102,42 +117,38 @@ fn threads() -> Option<usize> {
 
 impl Spawner {
     /// Has the spawner clone pid 1 with `flags` (namespaces) and `fds` (in [`child::Fds`]'s
-    /// order). `Ok(Ok(pid))`: cloned, the caller's child; `Ok(Err(errno))`: the clone failed;
-    /// `Err(())`: the spawner did not take the request (gone or wedged: it is given up, and
-    /// the caller clones pid 1 itself).
-    pub(crate) fn clone_pid1(
-        &self,
-        plan: &Plan,
-        flags: libc::c_ulong,
-        fds: [RawFd; FDS],
-    ) -> Result<Result<i32, i32>, ()> {
+    /// order); see [`Asked`].
+    pub(crate) fn clone_pid1(&self, plan: &Plan, flags: libc::c_ulong, fds: [RawFd; FDS]) -> Asked {
         let payload = encode(plan);
         let mut header = [0u8; 16];
         header[..8].copy_from_slice(&(payload.len() as u64).to_ne_bytes());
-        header[8..].copy_from_slice(&(flags as u64).to_ne_bytes());
-        // A poisoned lock only means another request's thread panicked; the socket is whole
-        // unless the answer was not read, which `give_up` covers.
+        header[8..].copy_from_slice(&ulong(flags).to_ne_bytes());
+        // A poisoned lock only means another request's thread panicked; a request it left half
+        // sent or unanswered has made that thread give the spawner up.
         let mut sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
-        let asked = (|| -> std::io::Result<[u8; 8]> {
+        let sent = (|| -> std::io::Result<()> {
             let cmsg = [ControlMessage::ScmRights(&fds)];
             let iov = [IoSlice::new(&header)];
-            let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
-            sock.write_all(&header[sent..])?;
-            sock.write_all(&payload)?;
-            let mut answer = [0u8; 8];
-            sock.read_exact(&mut answer)?;
-            Ok(answer)
+            let n = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+            sock.write_all(&header[n..])?;
+            sock.write_all(&payload)
         })();
-        match asked {
-            Ok(a) => {
-                let pid = i32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
-                let errno = i32::from_ne_bytes([a[4], a[5], a[6], a[7]]);
-                Ok(if pid > 0 { Ok(pid) } else { Err(errno) })
-            }
-            Err(e) => {
-                self.give_up(&e);
-                Err(())
-            }
+        if let Err(e) = sent {
+            // It cannot have cloned anything from a request it did not get whole.
+            self.give_up(&e);
+            return Asked::NotTaken;
+        }
+        let mut a = [0u8; 8];
+        if let Err(e) = sock.read_exact(&mut a) {
+            self.give_up(&e);
+            return Asked::Lost(e);
+        }
+        let pid = i32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+        let errno = i32::from_ne_bytes([a[4], a[5], a[6], a[7]]);
+        if pid > 0 {
+            Asked::Cloned(pid)
+        } else {
+            Asked::Failed(errno)
         }
     }
 
@@ -259,7 +270,8 @@ fn receive(sock: &mut UnixStream) -> Option<(libc::c_ulong, Vec<OwnedFd>, Vec<u8
     }
     sock.read_exact(&mut header[got..]).ok()?;
     let len = u64::from_ne_bytes(header[..8].try_into().ok()?) as usize;
-    let flags = u64::from_ne_bytes(header[8..].try_into().ok()?) as libc::c_ulong;
+    #[allow(clippy::useless_conversion)]
+    let flags = libc::c_ulong::try_from(u64::from_ne_bytes(header[8..].try_into().ok()?)).ok()?;
     if len > MAX_REQUEST {
         return None;
     }
@@ -331,7 +343,7 @@ const RESOURCES: [Resource; 8] = [
 fn encode(p: &Plan) -> Vec<u8> {
     let mut o = Out(Vec::with_capacity(4096));
     o.c(&p.root);
-    o.u64(p.root_flags.bits() as u64);
+    o.u64(ulong(p.root_flags.bits()));
     o.u64(p.ops.len() as u64);
     for op in &p.ops {
         match op {
@@ -339,13 +351,13 @@ fn encode(p: &Plan) -> Vec<u8> {
                 o.u64(0);
                 o.c(src);
                 o.c(dst);
-                o.u64(flags.bits() as u64);
+                o.u64(ulong(flags.bits()));
             }
             MountOp::BindNoFollow { src, dst, flags } => {
                 o.u64(1);
                 o.c(src);
                 o.c(dst);
-                o.u64(flags.bits() as u64);
+                o.u64(ulong(flags.bits()));
             }
             MountOp::BindBeneath {
                 root,
@@ -357,7 +369,7 @@ fn encode(p: &Plan) -> Vec<u8> {
                 o.c(root);
                 o.c(rel);
                 o.c(dst);
-                o.u64(flags.bits() as u64);
+                o.u64(ulong(flags.bits()));
             }
             MountOp::Tmpfs { dst, data } => {
                 o.u64(3);
@@ -496,6 +508,12 @@ fn decode(b: &[u8]) -> Option<Plan> {
     })
 }
 
+/// A `c_ulong` (flags) as the wire's u64 (the same type on 64-bit Linux, wider on 32-bit).
+#[allow(clippy::useless_conversion)]
+fn ulong(v: libc::c_ulong) -> u64 {
+    u64::from(v)
+}
+
 struct Out(Vec<u8>);
 
 impl Out {
@@ -527,8 +545,9 @@ impl In<'_> {
         let n = usize::try_from(self.u64()?).ok()?;
         (n <= self.0.len() / 8).then_some(n)
     }
+    #[allow(clippy::useless_conversion)]
     fn flags(&mut self) -> Option<MsFlags> {
-        Some(MsFlags::from_bits_retain(self.u64()? as libc::c_ulong))
+        Some(MsFlags::from_bits_retain(self.u64()?.try_into().ok()?))
     }
     fn c(&mut self) -> Option<CString> {
         let n = usize::try_from(self.u64()?).ok()?;
