@@ -129,6 +129,32 @@ async fn a_failing_job_reports_its_exit_code() {
     assert_eq!(o.reason.as_deref(), Some("exited with status 3"));
 }
 
+/// A job starts with no standard signal ignored, whatever the process that started it ignores
+/// (this test's, like any Rust program's, ignores SIGPIPE): `yes` ends quietly at a closed pipe.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_starts_with_default_signal_dispositions() {
+    if skip_unless_root("a_job_starts_with_default_signal_dispositions") {
+        return;
+    }
+    let (o, log) = run(
+        "yes | head -1; grep '^SigIgn' /proc/self/status",
+        timeout(30),
+    )
+    .await;
+    assert_eq!(o.exit_code, Some(0), "{log}");
+    let ignored = log
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+        .unwrap_or_else(|| panic!("{log}"));
+    // Real-time signals (32 and up) are libc's own business.
+    assert_eq!(ignored & 0x7fff_ffff, 0, "{log}");
+    assert!(
+        log.starts_with("y\n") && !log.contains("Broken pipe"),
+        "{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn network_none_cannot_reach_a_host_port() {
     if skip_unless_root("network_none_cannot_reach_a_host_port") {
