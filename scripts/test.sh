@@ -13,8 +13,9 @@ scripts/schemathesis.sh
 # The benchmark, at tiny sizes on the debug build: that every row still runs (not how fast).
 scripts/bench.sh --smoke
 # Every process a test starts is ended by a guard (also on panic); anything still running now is a
-# leak: git daemons, servers or browsers of a test's temporary directory, or a sandbox.
-left=$(pgrep -af -- 'git-daemon .*--base-path=/tmp/|jobpack (serve|worker) .*--data-dir /tmp/|jobpack-sandbox-init|chromedriver --port=' || true)
+# leak: git daemons, servers or browsers of a test's temporary directory, a sandbox or a server's
+# spawner. Zombies are not running (one whose parent was killed waits for this machine's init).
+left=$(pgrep -r D,R,S,T,t,I -af -- 'git-daemon .*--base-path=/tmp/|jobpack (serve|worker) .*--data-dir /tmp/|jobpack-sandbox-init|jobpack-spawner|chromedriver --port=' || true)
 if [ -n "$left" ]; then
   echo "test.sh: the tests left processes running:" >&2
   echo "$left" >&2

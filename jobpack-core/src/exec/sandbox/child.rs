@@ -352,22 +352,28 @@ fn install_seccomp(plan: &Plan) {
     }
 }
 
-/// Shows the sandbox's pid 1 as `jobpack-sandbox-init` (its argv strings, our copy of them after
-/// clone, are overwritten in place; the kernel reads `cmdline` from there) and names the thread.
+/// Shows the sandbox's pid 1 as `jobpack-sandbox-init` and names its thread `jobpack-init`.
 fn set_title(plan: &Plan) {
-    let (start, len) = plan.argv_area;
+    retitle(plan.argv_area, plan.title.as_bytes(), c"jobpack-init");
+}
+
+/// Shows this process as `title` in `/proc/PID/cmdline` (and `ps`, `pgrep -f`): its argv strings
+/// at `area` (from [`super::argv_area`], taken in the process this one is a copy of) are
+/// overwritten in place, where the kernel reads `cmdline`; and names its thread `name`.
+pub(super) fn retitle(area: (usize, usize), title: &[u8], name: &CStr) {
+    let (start, len) = area;
     if start != 0 && len > 1 {
         let p = start as *mut u8;
-        let t = plan.title.as_bytes();
-        // SAFETY: `argv_area` is the process's own argv strings (from /proc/self/stat), which
-        // this copy of the address space owns and nothing else reads; `len` bytes are writable.
+        // SAFETY: `area` is the process's own argv strings (from /proc/self/stat), which this
+        // copy of the address space owns and nothing in it reads again (a sandbox's pid 1, or the
+        // spawner); `len` bytes are writable.
         unsafe {
             std::ptr::write_bytes(p, 0, len);
-            std::ptr::copy_nonoverlapping(t.as_ptr(), p, t.len().min(len - 1));
+            std::ptr::copy_nonoverlapping(title.as_ptr(), p, title.len().min(len - 1));
         }
     }
     // Only a name for `ps`; a failure changes nothing else.
-    prctl::set_name(c"jobpack-init").ok();
+    prctl::set_name(name).ok();
 }
 
 /// Every signal's disposition back to the default. An ignored signal stays ignored across exec,

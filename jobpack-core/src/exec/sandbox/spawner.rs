@@ -180,7 +180,8 @@ fn serve(sock: UnixStream, parent: i32) -> ! {
         quit(0);
     }
     IN_SPAWNER.store(true, Ordering::Relaxed);
-    nix::sys::prctl::set_name(c"jobpack-spawner").ok();
+    // Not a second `jobpack serve` to `ps` or `pgrep -f`.
+    child::retitle(super::argv_area(), b"jobpack-spawner", c"jobpack-spawner");
     // In the server's process group still (what kills the group kills pid 1s too), but a
     // terminal's signals are for the server, which decides; pid 1 puts every disposition back
     // to the default (`child::main`).
