@@ -864,3 +864,44 @@ async fn a_job_with_nothing_to_fetch_packs_from_memory_to_the_same_bytes() {
     assert!(dir.join("code").is_dir() && dir.join("data").is_dir());
     assert_no_leftovers(&e);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_artifact_of_many_compression_blocks_has_the_same_bytes_every_time() {
+    // Uploaded code of ~12 MB of text: a dozen 1 MiB blocks compressed on every core, in whatever
+    // order the threads take them. Each pack must write the same bytes (it did not when a
+    // thread's compressor carried state from block to block).
+    let e = env();
+    let p = Packager::new(config(&e)).unwrap();
+    let code = e.root.join("code");
+    std::fs::create_dir(&code).unwrap();
+    let mut rows = String::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..450_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        rows.push_str(&format!(
+            "{i},{},{},row{}\n",
+            x % 1_000_003,
+            x >> 40,
+            i % 613
+        ));
+    }
+    std::fs::write(code.join("rows.csv"), &rows).unwrap();
+    assert!(rows.len() > 12 << 20, "{} bytes", rows.len());
+    let job = spec(serde_json::json!({"command": "wc -l code/rows.csv"}))
+        .validate()
+        .unwrap();
+    let inputs = jobpack_core::PackInputs {
+        code_dir: Some(code),
+        ..Default::default()
+    };
+    let mut digests = Vec::new();
+    for i in 0..4 {
+        let out = e.out.join(format!("a{i}.tar.gz"));
+        let a = p.pack_job_with(&job, &inputs, Some(&out)).await.unwrap();
+        assert!(a.size > 2 << 20, "{} bytes: a few blocks at least", a.size);
+        digests.push(a.sha256);
+    }
+    assert!(digests.iter().all(|d| *d == digests[0]), "{digests:?}");
+}
