@@ -156,7 +156,9 @@ pub async fn unpack_job(artifact: &Path, job_dir: &Path) -> Result<u64> {
 pub struct Packager {
     config: Arc<PackagerConfig>,
     templates: Arc<Templates>,
-    client: reqwest::Client,
+    /// The HTTP client of the data stage, set up at the first download (loading the system's
+    /// certificates is most of a warm pack's own time, and most packs download nothing).
+    client: Arc<tokio::sync::OnceCell<reqwest::Client>>,
     progress: ProgressFn,
     /// The git proxy of a restricted destination policy, started at the first http(s) fetch.
     proxy: Arc<tokio::sync::OnceCell<crate::egress::EgressProxy>>,
@@ -188,17 +190,16 @@ impl Packager {
         crate::attest::Envelope::sign_statement(key, &st)
     }
 
-    /// Loads the templates and sets up the HTTP client.
+    /// Loads the templates (the HTTP client is set up at the first download).
     pub fn new(config: PackagerConfig) -> Result<Self> {
         let templates = match &config.templates_dir {
             Some(dir) => Templates::from_dir(dir)?,
             None => Templates::embedded(),
         };
-        let client = fetch::client(&config.download)?;
         Ok(Packager {
             config: Arc::new(config),
             templates: Arc::new(templates),
-            client,
+            client: Arc::new(tokio::sync::OnceCell::new()),
             progress: progress::ignore(),
             proxy: Arc::new(tokio::sync::OnceCell::new()),
         })
@@ -616,7 +617,16 @@ impl Packager {
         }
         let data_dir = root.join("data");
         let downloads = tracing::Instrument::instrument(
-            fetch::download_all(&self.client, &job.data, &data_dir, &download_opts, progress),
+            async {
+                if job.data.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let client = self
+                    .client
+                    .get_or_try_init(|| async { fetch::client(&cfg.download) })
+                    .await?;
+                fetch::download_all(client, &job.data, &data_dir, &download_opts, progress).await
+            },
             tracing::info_span!("downloads", files = job.data.len()),
         );
         let Some(git_task) = git_task else {

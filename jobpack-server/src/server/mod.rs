@@ -60,12 +60,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
 /// Forks the sandbox's spawner for a server that runs jobs here, while this process has one
 /// thread: each job's pid 1 is cloned from that small process instead of from the server (see
 /// `jobpack_core::exec::start_spawner`). Its error, if any, is logged once logging is up.
+#[cfg_attr(not(target_os = "linux"), allow(unused_variables))]
 pub(crate) fn start_spawner(args: &ServeArgs) -> Result<(), String> {
     #[cfg(target_os = "linux")]
     if matches!(args.executor, config::ExecutorKind::Local) {
         return jobpack_core::exec::start_spawner().map_err(|e| e.to_string());
     }
-    let _ = args;
     Ok(())
 }
 
