@@ -29,6 +29,7 @@ pub mod seccomp;
 pub(crate) mod skeleton;
 mod spawn;
 mod spawner;
+mod wire;
 
 pub(crate) use spawn::{IdMap, Report, spawn};
 pub use spawner::start_spawner;
