@@ -219,7 +219,7 @@ impl TlsAcceptor {
                         ))
                         .await;
                     if sent.is_err() {
-                        // The server stopped accepting: this connection is closed unanswered.
+                        tracing::debug!(%peer, "the server stopped accepting: a TLS connection closed unanswered");
                     }
                 });
             }

@@ -151,8 +151,14 @@ fn pointers(v: &[CString]) -> Vec<*const c_char> {
         .collect()
 }
 
-/// Where this process's argv strings are (fields 48 and 49 of `/proc/self/stat`).
+/// Where this process's argv strings are (fields 48 and 49 of `/proc/self/stat`), read once:
+/// they never move, and every plan needs them.
 fn argv_area() -> (usize, usize) {
+    static AREA: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    *AREA.get_or_init(read_argv_area)
+}
+
+fn read_argv_area() -> (usize, usize) {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return (0, 0);
     };

@@ -172,12 +172,11 @@ fn serve(sock: UnixStream, parent: i32) -> ! {
         unsafe { libc::_exit(code) }
     };
     // Die with the thread that forked us; if it is already gone, now.
-    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err()
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err()
         || nix::unistd::getppid().as_raw() != parent
     {
         quit(0);
     }
-    IN_SPAWNER.store(true, Ordering::Relaxed);
     // Not a second `jobpack serve` to `ps` or `pgrep -f`.
     child::retitle(super::argv_area(), b"jobpack-spawner", c"jobpack-spawner");
     // In the server's process group still (what kills the group kills pid 1s too), but a
@@ -220,6 +219,8 @@ fn serve(sock: UnixStream, parent: i32) -> ! {
         let Some((flags, fds, payload)) = receive(&mut sock) else {
             quit(0)
         };
+        // pid 1 is made the server's child (our parent's), which reaps it.
+        let flags = flags | libc::CLONE_PARENT as libc::c_ulong;
         let answer = match decode(&payload) {
             Some(plan) => clone_here(&plan, flags, &fds),
             None => Err(libc::EINVAL),
@@ -279,8 +280,8 @@ fn receive(sock: &mut UnixStream) -> Option<(libc::c_ulong, Vec<OwnedFd>, Vec<u8
     Some((flags, fds, payload))
 }
 
-/// Clones pid 1 from this process, with `CLONE_PARENT` when it is the spawner. Returns the pid,
-/// or the clone's errno.
+/// Clones pid 1 from this process with `flags` (namespaces; the spawner adds `CLONE_PARENT`).
+/// Returns the pid, or the clone's errno.
 pub(super) fn clone_here(plan: &Plan, flags: libc::c_ulong, fds: &[OwnedFd]) -> Result<i32, i32> {
     let [stdin, stdout, stderr, sync, report] = fds else {
         return Err(libc::EINVAL);
@@ -292,19 +293,13 @@ pub(super) fn clone_here(plan: &Plan, flags: libc::c_ulong, fds: &[OwnedFd]) -> 
         sync: sync.as_raw_fd(),
         report: report.as_raw_fd(),
     };
-    // From the spawner, pid 1 is made the server's child (the spawner's parent).
-    let parent = if IN_SPAWNER.load(Ordering::Relaxed) {
-        libc::CLONE_PARENT as libc::c_ulong
-    } else {
-        0
-    };
     // SAFETY: a fork-like clone (no new stack, no CLONE_VM): the child gets a copy of this address
     // space and runs `child::main`, which never returns and makes only system calls on `plan`.
     // Raw: nix's `clone` wants a new stack (CLONE_VM-style), and `fork` cannot take namespaces.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            flags | parent | libc::SIGCHLD as libc::c_ulong,
+            flags | libc::SIGCHLD as libc::c_ulong,
             0usize,
             0usize,
             0usize,
@@ -322,6 +317,3 @@ pub(super) fn clone_here(plan: &Plan, flags: libc::c_ulong, fds: &[OwnedFd]) -> 
     }
     Ok(pid as i32)
 }
-
-/// Set in the spawner's process (by `serve`).
-static IN_SPAWNER: AtomicBool = AtomicBool::new(false);
