@@ -492,7 +492,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runner.store.clone(),
         webhooks,
         renderers,
-    )?);
+    ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let grpc_task = match (grpc, args.grpc_listen) {
         (Some((service, cfg)), Some(at)) => {

@@ -429,14 +429,22 @@ pub fn spawn(
     store: Store,
     settings: WebhookSettings,
     render: Renderers,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let http = reqwest::Client::builder()
-        .dns_resolver(settings.destinations.resolver())
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(settings.timeout)
-        .build()?;
+) -> tokio::task::JoinHandle<()> {
+    let client = {
+        let settings = settings.clone();
+        move || {
+            reqwest::Client::builder()
+                .dns_resolver(settings.destinations.resolver())
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(settings.timeout)
+                .build()
+        }
+    };
     let render = Arc::new(render);
-    Ok(tokio::spawn(async move {
+    // The HTTP client (its TLS library, the system's CA certificates) is made at the first
+    // delivery, not at start: most servers never send one.
+    let mut http: Option<reqwest::Client> = None;
+    tokio::spawn(async move {
         loop {
             let (s, r) = (store.clone(), render.clone());
             match tokio::task::spawn_blocking(move || dispatch(&s, &r)).await {
@@ -448,8 +456,23 @@ pub fn spawn(
             }
             let lease = settings.timeout.as_secs_f64() + 5.0;
             match store.claim_deliveries(8, lease) {
+                Ok(due) if due.is_empty() => {}
                 Ok(due) => {
-                    let sends = due.iter().map(|d| attempt(&http, &store, &settings, d));
+                    let http = match &mut http {
+                        Some(h) => h,
+                        None => match client() {
+                            Ok(h) => http.insert(h),
+                            Err(e) => {
+                                // Claimed but not sent: each is claimed again when its lease
+                                // ends, and sent then.
+                                tracing::error!(error = %format!("{e:#}"),
+                                    "webhooks: cannot make the HTTP client");
+                                tokio::time::sleep(Duration::from_millis(250)).await;
+                                continue;
+                            }
+                        },
+                    };
+                    let sends = due.iter().map(|d| attempt(http, &store, &settings, d));
                     for (d, r) in due.iter().zip(futures_util::future::join_all(sends).await) {
                         if let Err(e) = r {
                             tracing::error!(delivery_id = %d.id, error = %format!("{e:#}"),
@@ -463,5 +486,5 @@ pub fn spawn(
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-    }))
+    })
 }
