@@ -155,6 +155,40 @@ async fn a_job_starts_with_default_signal_dispositions() {
     );
 }
 
+/// A `#!/usr/bin/env bash` script (every artifact's run.sh) runs as env(1) would run it: bash
+/// from the job's PATH, with `$0`, the arguments and the command line env gives it; a script that
+/// may not be executed still fails as the kernel fails it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_env_bash_script_runs_as_env_would_run_it() {
+    if skip_unless_root("an_env_bash_script_runs_as_env_would_run_it") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let j = job("");
+    let run = j.dir.join("run.sh");
+    let body = "#!/usr/bin/env bash\n\
+                echo \"$0|$#|$1|$2|${BASH_VERSION:+bash}\"\n\
+                tr '\\0' ' ' < /proc/$$/cmdline; echo\n";
+    std::fs::write(&run, body).unwrap();
+    for path in [None, Some("/nonexistent:/usr/local/bin:/usr/bin:/bin")] {
+        let mut req = request(&j, timeout(30));
+        req.argv = vec!["./run.sh".into(), "one".into(), "two words".into()];
+        if let Some(p) = path {
+            req.env.insert("PATH".into(), p.into());
+        }
+        let (o, log) = run_req(req).await;
+        assert_eq!(o.exit_code, Some(0), "{log}");
+        assert_eq!(
+            log, "./run.sh|2|one|two words|bash\nbash ./run.sh one two words \n",
+            "PATH {path:?}"
+        );
+    }
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = executor().start(request(&j, timeout(30))).await.err();
+    let e = e.map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.contains("Permission denied"), "{e}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn network_none_cannot_reach_a_host_port() {
     if skip_unless_root("network_none_cannot_reach_a_host_port") {

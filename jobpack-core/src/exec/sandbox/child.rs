@@ -416,6 +416,19 @@ extern "C" fn job_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: the plan's NUL-terminated pointer arrays into its own CStrings (alive for the
     // whole life of this process); nix's execve would allocate them anew.
     unsafe {
+        let via_env = &plan.env_bash;
+        if !via_env.candidates.is_empty() && super::shebang::runs_env_bash(&plan.exe) {
+            for bash in &via_env.candidates {
+                libc::execve(
+                    bash.as_ptr(),
+                    via_env.argv_ptrs.as_ptr(),
+                    plan.envp_ptrs.as_ptr(),
+                );
+                if !super::shebang::try_next(Errno::last_raw()) {
+                    break;
+                }
+            }
+        }
         libc::execve(
             plan.exe.as_ptr(),
             plan.argv_ptrs.as_ptr(),

@@ -26,6 +26,7 @@ use crate::io_error::io_err;
 
 mod child;
 pub mod seccomp;
+mod shebang;
 pub(crate) mod skeleton;
 mod spawn;
 mod spawner;
@@ -104,6 +105,8 @@ pub(crate) struct Plan {
     /// The stack the job's process runs on from its clone to its exec (it shares pid 1's memory
     /// until then), prepared here as pid 1 may not allocate.
     pub job_stack: Vec<u8>,
+    /// `exe` started as its `#!/usr/bin/env bash` line would start it, when it has one.
+    pub env_bash: shebang::EnvBash,
 }
 
 // SAFETY: the raw pointers only point into the CStrings owned by the same Plan, which are never
@@ -435,6 +438,8 @@ impl Plan {
             .collect::<Result<_, _>>()?;
         let argv_ptrs = pointers(&argv);
         let envp_ptrs = pointers(&envp);
+        let exe = cstr(exe, "program")?;
+        let env_bash = shebang::EnvBash::new(&exe, &argv, &envp);
         let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -458,7 +463,7 @@ impl Plan {
             setgroups: input.parent_is_root,
             last_cap,
             filters,
-            exe: cstr(exe, "program")?,
+            exe,
             argv_area: argv_area(),
             title: cstr("jobpack-sandbox-init", "title")?,
             _argv: argv,
@@ -466,6 +471,7 @@ impl Plan {
             argv_ptrs,
             envp_ptrs,
             job_stack: vec![0; JOB_STACK],
+            env_bash,
         })
     }
 

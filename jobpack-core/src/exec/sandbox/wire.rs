@@ -168,6 +168,7 @@ pub(super) fn decode(b: &[u8]) -> Option<Plan> {
     if !i.0.is_empty() {
         return None;
     }
+    let env_bash = super::shebang::EnvBash::new(&exe, &argv, &envp);
     Some(Plan {
         root,
         root_flags,
@@ -188,6 +189,7 @@ pub(super) fn decode(b: &[u8]) -> Option<Plan> {
         _argv: argv,
         _envp: envp,
         job_stack,
+        env_bash,
     })
 }
 
