@@ -18,6 +18,10 @@ mirror=$(grep -hoE '^(URIs:|deb) *https?://[^ ]+/debian/?( |$)' /etc/apt/sources
 mirror=${mirror:-http://deb.debian.org/debian}
 
 tarball="$cache/bookworm-minbase-python3.tar"
+# One builder at a time: tests that need the image start this script at once, and each would
+# otherwise debootstrap and rename the same file.
+exec 9>"$cache/.lock"
+flock 9
 if [ ! -s "$tarball" ]; then
   rootfs=$(mktemp -d "$cache/rootfs.XXXXXX")
   trap 'rm -rf "$rootfs"' EXIT

@@ -32,7 +32,13 @@ pub(super) async fn start_sandboxed(
         Some(id) => {
             // A named run may be a retry: clear what an earlier attempt of it left behind.
             let name = run_name(id)?;
-            let _ = std::fs::remove_dir_all(cfg.runtime_dir.join(&name));
+            let stale = cfg.runtime_dir.join(&name);
+            match std::fs::remove_dir_all(&stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err("remove", &stale)(e).into());
+                }
+                _ => {}
+            }
             if let Some(v) = cgroup::detect(&cfg.cgroup_root)
                 && let Some(stale) = Cgroup::open(&cfg.cgroup_root, v, &cfg.cgroup_parent, &name)
             {
@@ -91,8 +97,11 @@ pub(super) async fn start_sandboxed(
         report.cgroup = "none".into();
     }
     let cleanup_cg = |cg: &Option<Cgroup>| {
-        if let Some(cg) = cg {
-            let _ = cg.destroy();
+        if let Some(cg) = cg
+            && let Err(e) = cg.destroy()
+        {
+            // The run failed to start; a named run's next attempt removes it first.
+            tracing::warn!("cannot remove the cgroup of a run that did not start: {e}");
         }
     };
 

@@ -165,8 +165,11 @@ impl Supervisor {
                 _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() => {
                     kill_at = None;
                     signal(Signal::SIGKILL);
-                    if let Some(cg) = &self.cgroup {
-                        let _ = cg.kill_all();
+                    if let Some(cg) = &self.cgroup
+                        && let Err(e) = cg.kill_all()
+                    {
+                        // The cgroup is emptied again when it is removed, below.
+                        tracing::warn!("cannot kill what is left in the job's cgroup: {e}");
                     }
                 }
             }
@@ -188,15 +191,24 @@ impl Supervisor {
             }
         }
         let threads = std::mem::take(&mut self.threads);
-        let _ = tokio::task::spawn_blocking(move || {
-            for t in threads {
-                let _ = t.join();
-            }
+        // Every thread is joined, the ones after a panicked one too.
+        let panicked = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .map(|t| t.join())
+                .filter(Result::is_err)
+                .count()
         })
         .await;
+        if !matches!(panicked, Ok(0)) {
+            cleanup_errors.push("a log capture thread panicked".to_owned());
+        }
         self.writer.close();
-        if let Some(d) = &self.root_dir {
-            let _ = std::fs::remove_dir_all(d);
+        if let Some(d) = &self.root_dir
+            && let Err(e) = std::fs::remove_dir_all(d)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            cleanup_errors.push(format!("cannot remove {}: {e}", d.display()));
         }
 
         let (wait_status, rusage, file_too_big) = match exited {
