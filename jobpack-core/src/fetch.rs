@@ -267,17 +267,19 @@ fn create_dirs(root: &Path, rel: &str) -> Result<(), FetchError> {
     })
 }
 
-/// Best effort: a failure to cache never fails the pack.
+/// Best effort: a failure to cache never fails the pack; it is logged, and the next pack
+/// downloads the file again.
 fn store_in_cache(cache: &Path, sha256: &str, src: &Path) {
     let dir = cache.join("data");
-    if std::fs::create_dir_all(&dir).is_err() {
-        return;
-    }
-    let Ok(tmp) = tempfile::NamedTempFile::new_in(&dir) else {
-        return;
-    };
-    if std::fs::copy(src, tmp.path()).is_ok() {
-        let _ = tmp.persist(dir.join(sha256));
+    let stored = std::fs::create_dir_all(&dir)
+        .and_then(|()| tempfile::NamedTempFile::new_in(&dir))
+        .and_then(|tmp| {
+            std::fs::copy(src, tmp.path())?;
+            tmp.persist(dir.join(sha256)).map_err(|e| e.error)?;
+            Ok(())
+        });
+    if let Err(e) = stored {
+        tracing::warn!("cannot cache {sha256} in {}: {e}", dir.display());
     }
 }
 

@@ -197,3 +197,40 @@ fn bad_arguments_are_refused() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("positive number"));
 }
+
+#[test]
+fn a_log_that_cannot_be_written_fails_the_run_but_a_closed_pipe_does_not() {
+    if skip_unless_root("a_log_that_cannot_be_written_fails_the_run_but_a_closed_pipe_does_not") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = spec(tmp.path(), "command: 'echo hello'\n");
+    // A full disk behind the redirect: the output asked for is lost, so not a success.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = jobpack()
+        .args(["run", s.to_str().unwrap()])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write the job's log to stdout: No space left on device"),
+        "{stderr}"
+    );
+    // A reader that went away (`| head`) is the user's choice: the job's own code.
+    let mut child = jobpack()
+        .args(["run", s.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("cannot write"), "{stderr}");
+}

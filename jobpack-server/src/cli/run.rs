@@ -249,6 +249,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // The log, to stdout (stderr with --json), until the job's output ends.
         let mut reader = handle.logs().reader();
         let to_stderr = args.json;
+        // The first write that failed, if one did: the job runs on either way.
         let pump = tokio::spawn(async move {
             while let Ok(Some(chunk)) = reader.next_chunk(64 * 1024).await {
                 let r = if to_stderr {
@@ -257,10 +258,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     let mut out = std::io::stdout().lock();
                     out.write_all(&chunk).and_then(|_| out.flush())
                 };
-                if r.is_err() {
-                    break;
+                if let Err(e) = r {
+                    return Some(e);
                 }
             }
+            None
         });
         let grace = Duration::from_secs_f64(args.grace);
         let mut wait = handle.wait();
@@ -279,7 +281,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         };
-        let _ = pump.await;
+        // A reader that went away (`| head`) is the user's choice; any other failure (a full
+        // disk behind a redirect) means the output they asked for is cut short: said, and not
+        // a success.
+        let log_lost = match pump.await {
+            Ok(Some(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+            Ok(Some(e)) => {
+                let to = if to_stderr { "stderr" } else { "stdout" };
+                eprintln!("jobpack: cannot write the job's log to {to}: {e}");
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                eprintln!("jobpack: the log writer failed: {e}");
+                true
+            }
+        };
         let outputs = if args.outputs || args.json {
             crate::cli::build::outputs_line(&job_dir, args.outputs)
         } else {
@@ -305,6 +322,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             );
         }
-        Ok(ExitCode::from(exit_code(&outcome)))
+        match exit_code(&outcome) {
+            0 if log_lost => Ok(ExitCode::from(crate::client::exit::FAILURE)),
+            code => Ok(ExitCode::from(code)),
+        }
     })
 }

@@ -372,9 +372,9 @@ pub async fn run_download(a: DownloadArgs) -> Result<ExitCode> {
     }
     if let Some(t) = tmp {
         // A temporary file is 0600; a download is an ordinary file (0644).
-        let _ = t
-            .as_file()
-            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        t.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", t.path().display())))?;
         t.persist(&dest)
             .map_err(|e| Failure::new(exit::FAILURE, format!("{}: {e}", dest.display())))?;
         if api.json {

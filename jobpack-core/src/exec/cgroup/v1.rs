@@ -72,7 +72,9 @@ impl CgroupV1 {
         let mut applied = Vec::new();
         let result = cg.apply(limits, io_device, &mut applied);
         if let Err(e) = result {
-            let _ = cg.remove();
+            if let Err(r) = cg.remove() {
+                tracing::warn!("{r}");
+            }
             return Err(e);
         }
         Ok((cg, applied))
@@ -218,15 +220,20 @@ impl CgroupV1 {
             if self.pids().is_empty() {
                 return Ok(());
             }
-            if let Some(f) = freezer {
-                let _ = std::fs::write(f.join("freezer.state"), "FROZEN");
+            // Frozen, none can fork between the read of the pids and the kill; a freeze that
+            // fails only loses that, and the loop goes on until the cgroup is empty. A frozen
+            // task dies of SIGKILL only once thawed, so a thaw that fails is an error.
+            if let Some(f) = freezer
+                && let Err(e) = std::fs::write(f.join("freezer.state"), "FROZEN")
+            {
+                tracing::debug!("cannot freeze {}: {e}", f.display());
             }
             for pid in self.pids() {
                 // A pid read from the cgroup: at worst it is gone (ESRCH).
                 kill(Pid::from_raw(pid), Signal::SIGKILL).ok();
             }
             if let Some(f) = freezer {
-                let _ = std::fs::write(f.join("freezer.state"), "THAWED");
+                write(&f.join("freezer.state"), "THAWED")?;
             }
             if wait_empty(|| self.pids(), Duration::from_millis(100)) {
                 return Ok(());

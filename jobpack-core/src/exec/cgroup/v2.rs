@@ -39,7 +39,10 @@ impl CgroupV2 {
                 dir.push(part);
             }
             for c in &wanted {
-                let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+                let control = dir.join("cgroup.subtree_control");
+                if let Err(e) = std::fs::write(&control, format!("+{c}")) {
+                    tracing::debug!("cannot enable {c} in {}: {e}", control.display());
+                }
             }
         }
         let dir = parent_dir.join(name);
@@ -47,7 +50,9 @@ impl CgroupV2 {
         let cg = CgroupV2 { dir };
         let mut applied = Vec::new();
         if let Err(e) = cg.apply(limits, io_device, &mut applied) {
-            let _ = cg.remove();
+            if let Err(r) = cg.remove() {
+                tracing::warn!("{r}");
+            }
             return Err(e);
         }
         Ok((cg, applied))
@@ -144,12 +149,17 @@ impl CgroupV2 {
             if kill_file.exists() {
                 write(&kill_file, "1")?;
             } else {
-                let _ = std::fs::write(self.dir.join("cgroup.freeze"), "1");
+                // Frozen, none can fork between the read of the pids and the kill; a freeze
+                // that fails only loses that, and the loop goes on until the cgroup is empty.
+                let freeze = self.dir.join("cgroup.freeze");
+                if let Err(e) = std::fs::write(&freeze, "1") {
+                    tracing::debug!("cannot freeze {}: {e}", self.dir.display());
+                }
                 for pid in self.pids() {
                     // A pid read from the cgroup: at worst it is gone (ESRCH).
                     kill(Pid::from_raw(pid), Signal::SIGKILL).ok();
                 }
-                let _ = std::fs::write(self.dir.join("cgroup.freeze"), "0");
+                write(&freeze, "0")?;
             }
             if wait_empty(|| self.pids(), Duration::from_millis(100)) {
                 return Ok(());

@@ -33,12 +33,7 @@ pub(super) async fn start_sandboxed(
             // A named run may be a retry: clear what an earlier attempt of it left behind.
             let name = run_name(id)?;
             let stale = cfg.runtime_dir.join(&name);
-            match std::fs::remove_dir_all(&stale) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io_err("remove", &stale)(e).into());
-                }
-                _ => {}
-            }
+            remove_tree(&stale).map_err(io_err("remove", &stale))?;
             if let Some(v) = cgroup::detect(&cfg.cgroup_root)
                 && let Some(stale) = Cgroup::open(&cfg.cgroup_root, v, &cfg.cgroup_parent, &name)
             {
@@ -160,10 +155,9 @@ pub(super) async fn start_sandboxed(
     };
     let remove_own = |own: &Option<std::path::PathBuf>| {
         if let Some(d) = own
-            && let Err(e) = std::fs::remove_dir_all(d)
-            && e.kind() != std::io::ErrorKind::NotFound
+            && let Err(e) = remove_tree(d)
         {
-            eprintln!("jobpack: cannot remove {}: {e}", d.display());
+            tracing::warn!("cannot remove {}: {e}", d.display());
         }
     };
     let plan = root_dir.and_then(|root_dir| {

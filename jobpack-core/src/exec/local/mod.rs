@@ -150,10 +150,7 @@ impl Executor for LocalExecutor {
             cg.destroy()?;
         }
         let dir = self.config.runtime_dir.join(&name);
-        if dir.exists() {
-            found = true;
-            std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
-        }
+        found |= remove_tree(&dir).map_err(io_err("remove", &dir))?;
         Ok(found)
     }
 }
@@ -313,6 +310,16 @@ fn mount_point(job_dir: &Path, rel: &str) -> Result<PathBuf, ExecError> {
 }
 
 /// The cgroup and scratch directory name of a named run.
+/// Removes a run's directory tree (`remove_dir_all` does not follow the job's symlinks); one
+/// that is not there is not an error. Returns whether it was there.
+fn remove_tree(dir: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn run_name(run_id: &str) -> Result<String, ExecError> {
     let ok = !run_id.is_empty()
         && run_id.len() <= 128

@@ -205,8 +205,7 @@ impl Supervisor {
         }
         self.writer.close();
         if let Some(d) = &self.root_dir
-            && let Err(e) = std::fs::remove_dir_all(d)
-            && e.kind() != std::io::ErrorKind::NotFound
+            && let Err(e) = remove_tree(d)
         {
             cleanup_errors.push(format!("cannot remove {}: {e}", d.display()));
         }

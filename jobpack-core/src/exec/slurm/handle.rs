@@ -155,7 +155,10 @@ pub(super) fn pump(
     if let Ok(mut f) = std::fs::File::open(out)
         && f.seek(SeekFrom::Start(*offset)).is_ok()
     {
-        let _ = f.read_to_end(&mut buf);
+        // What was read before an error is kept; the next poll reads on from there.
+        if let Err(e) = f.read_to_end(&mut buf) {
+            tracing::debug!("reading {}: {e}", out.display());
+        }
     }
     *offset += buf.len() as u64;
     let mut masked = Vec::with_capacity(buf.len());
@@ -183,6 +186,7 @@ async fn follow(
     let submitted = Instant::now();
     let mut started: Option<Instant> = None;
     let mut over_cap = false;
+    let mut cap_cancel_sent = false;
     let none = BTreeMap::new();
     let mut misses = 0;
     let info = loop {
@@ -228,9 +232,15 @@ async fn follow(
                 }
             }
         }
-        if !pump(&out_file, &mut offset, &mut masker, &writer, false) && !over_cap {
+        if !pump(&out_file, &mut offset, &mut masker, &writer, false) {
             over_cap = true;
-            let _ = slurm(&cfg, "scancel", &[&job_id], &none).await;
+        }
+        if over_cap && !cap_cancel_sent {
+            // Over the log cap: the job is cancelled, asked again at the next poll if that fails.
+            match slurm(&cfg, "scancel", &[&job_id], &none).await {
+                Ok(_) => cap_cancel_sent = true,
+                Err(e) => tracing::warn!("cannot cancel Slurm job {job_id} over its log cap: {e}"),
+            }
         }
         tokio::time::sleep(cfg.poll).await;
     };
@@ -353,9 +363,14 @@ impl RunHandle for SlurmHandle {
         let (cfg, id) = (self.cfg.clone(), self.job_id.clone());
         tokio::spawn(async move {
             let none = BTreeMap::new();
-            let _ = slurm(&cfg, "scancel", &["--signal=TERM", "--full", &id], &none).await;
+            if let Err(e) = slurm(&cfg, "scancel", &["--signal=TERM", "--full", &id], &none).await {
+                tracing::warn!("cannot send SIGTERM to Slurm job {id}: {e}");
+            }
             tokio::time::sleep(grace).await;
-            let _ = slurm(&cfg, "scancel", &[&id], &none).await;
+            // After the grace period; a job that has ended in it makes this fail, harmlessly.
+            if let Err(e) = slurm(&cfg, "scancel", &[&id], &none).await {
+                tracing::debug!("scancel {id} after the grace period: {e}");
+            }
         });
     }
 }

@@ -269,7 +269,12 @@ impl Executor for SlurmExecutor {
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             let dir = self.run_dir(&run_id);
             // A retry of a named run starts clean.
-            let _ = std::fs::remove_dir_all(&dir);
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err("remove", &dir)(e).into());
+                }
+                _ => {}
+            }
             std::fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
             let script = batch_script(&self.cfg, &req, &run_id, &dir, Duration::from_secs(5))?;
             let script_path = dir.join("job.sbatch");
@@ -305,12 +310,18 @@ impl Executor for SlurmExecutor {
             return Ok(false);
         }
         if let Ok(job_id) = std::fs::read_to_string(dir.join("slurm_job_id")) {
-            let _ = std::process::Command::new("scancel")
+            // A job Slurm no longer knows makes scancel fail too: that is logged, not fatal.
+            let status = std::process::Command::new("scancel")
                 .arg(job_id.trim())
                 .envs(&self.cfg.env)
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status();
+            match status {
+                Ok(s) if s.success() => {}
+                Ok(s) => tracing::warn!("scancel {} while reaping: {s}", job_id.trim()),
+                Err(e) => tracing::warn!("cannot run scancel while reaping: {e}"),
+            }
         }
         std::fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
         Ok(true)

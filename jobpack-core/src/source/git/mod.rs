@@ -258,7 +258,12 @@ fn checkout_at(
         Ok(r) => r,
         Err(_) => {
             // A half-initialised cache entry (a crash mid-init) is replaced, not trusted.
-            let _ = fs::remove_dir_all(&repo_dir);
+            match fs::remove_dir_all(&repo_dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io("remove", &repo_dir)(e).into());
+                }
+                _ => {}
+            }
             Repository::init_bare(&repo_dir).map_err(other)?
         }
     };

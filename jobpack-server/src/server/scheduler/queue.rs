@@ -338,8 +338,9 @@ impl Runner {
                     if e.file_name()
                         .to_string_lossy()
                         .starts_with(".jobpack-artifact-")
+                        && let Err(err) = std::fs::remove_file(e.path())
                     {
-                        let _ = std::fs::remove_file(e.path());
+                        tracing::warn!("cannot remove {}: {err}", e.path().display());
                     }
                 }
             }
