@@ -119,6 +119,27 @@ async fn a_job_runs_and_reports_what_isolated_it() {
     );
 }
 
+/// pid 1 builds the root while the server moves it into the job's cgroup; the cgroup namespace
+/// must still be entered after the move, so every hierarchy shows the job at its root.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_starts_in_its_cgroup_at_the_root_of_its_cgroup_namespace() {
+    if skip_unless_root("the_job_starts_in_its_cgroup_at_the_root_of_its_cgroup_namespace") {
+        return;
+    }
+    for _ in 0..5 {
+        let (o, log) = run("cat /proc/self/cgroup", timeout(30)).await;
+        assert_eq!(o.status, RunStatus::Completed, "{o:?}\n{log}");
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(':')).collect();
+        assert!(!lines.is_empty(), "{log}");
+        for l in lines {
+            assert!(
+                l.ends_with(":/"),
+                "not at its namespace's root: {l:?} in\n{log}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_job_reports_its_exit_code() {
     if skip_unless_root("a_failing_job_reports_its_exit_code") {

@@ -138,19 +138,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             (Some(t), p)
         }
     };
-    let executor = std::sync::Arc::new(LocalExecutor::new(LocalExecutorConfig {
+    let executor = LocalExecutor::new(LocalExecutorConfig {
         mode: if args.permissive {
             IsolationMode::Permissive
         } else {
             IsolationMode::Strict
         },
         ..LocalExecutorConfig::default()
-    }));
-    if !args.container {
-        // The kernel's cgroup-move wait runs beside the unpacking (see Executor::warm_up).
-        let e = executor.clone();
-        std::thread::spawn(move || e.warm_up());
-    }
+    });
     // One job, one thread of async work: no worker threads to start and switch between.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

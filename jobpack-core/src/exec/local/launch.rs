@@ -18,6 +18,7 @@ pub(super) async fn start_sandboxed(
     cfg: &Arc<LocalExecutorConfig>,
     req: &RunRequest,
     report: &mut IsolationReport,
+    warm_up: bool,
 ) -> Result<Started, ExecError> {
     use crate::exec::sandbox::{self, IdMap, Plan, PlanInput, Report, skeleton};
     use std::path::Path;
@@ -90,6 +91,9 @@ pub(super) async fn start_sandboxed(
     };
     if report.cgroup.is_empty() {
         report.cgroup = "none".into();
+    }
+    if warm_up && cgroup.is_some() {
+        warm_up_beside(&cfg.cgroup_root);
     }
     let cleanup_cg = |cg: &Option<Cgroup>| {
         if let Some(cg) = cg
@@ -254,11 +258,32 @@ pub(super) async fn start_sandboxed(
     }
 }
 
+/// Starts the kernel's wait for the move into a cgroup ([`cgroup::warm_up`]) on a thread of its
+/// own, now that the job's cgroup directories and limits are written (every cgroup write waits
+/// while it lasts): it then runs beside the root's plan, pid 1's clone and pid 1's mounts, and
+/// the move of pid 1 into its cgroup a few milliseconds later does not wait again.
+#[cfg(target_os = "linux")]
+fn warm_up_beside(root: &std::path::Path) {
+    let root = root.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("jobpack-cgroup".into())
+        .spawn(move || {
+            if let Err(e) = cgroup::warm_up(&root) {
+                // Only a few milliseconds of this start are at stake.
+                tracing::debug!("cgroup warm-up: {e}");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!("cgroup warm-up: no thread for it: {e}");
+    }
+}
+
 #[cfg(not(target_os = "linux"))]
 pub(super) async fn start_sandboxed(
     _cfg: &Arc<LocalExecutorConfig>,
     _req: &RunRequest,
     _report: &mut IsolationReport,
+    _warm_up: bool,
 ) -> Result<Started, ExecError> {
     Err(ExecError::IsolationUnavailable {
         what: format!("namespaces need Linux (this is {})", std::env::consts::OS),

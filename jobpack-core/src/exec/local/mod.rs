@@ -78,15 +78,21 @@ impl Default for LocalExecutorConfig {
 }
 
 /// Runs jobs on this machine.
+///
+/// A caller that calls [`Executor::warm_up`] ahead of its runs (the server, beside each job's
+/// pack) decides when the kernel's cgroup-move wait begins; for one that never does (`jobpack
+/// run`), each start begins it itself, once the job's cgroup is made.
 #[derive(Debug, Clone)]
 pub struct LocalExecutor {
     config: Arc<LocalExecutorConfig>,
+    caller_warms_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LocalExecutor {
     pub fn new(config: LocalExecutorConfig) -> Self {
         LocalExecutor {
             config: Arc::new(config),
+            caller_warms_up: Arc::default(),
         }
     }
 
@@ -98,13 +104,18 @@ impl LocalExecutor {
 impl Executor for LocalExecutor {
     fn start(&self, req: RunRequest) -> BoxFuture<'_, Result<Box<dyn RunHandle>, ExecError>> {
         async move {
-            let h = start(self.config.clone(), req).await?;
+            let warm_up = !self
+                .caller_warms_up
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let h = start(self.config.clone(), req, warm_up).await?;
             Ok(Box::new(h) as Box<dyn RunHandle>)
         }
         .boxed()
     }
 
     fn warm_up(&self) {
+        self.caller_warms_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         if self.config.namespaces
             && let Err(e) = cgroup::warm_up(&self.config.cgroup_root)
         {
@@ -339,7 +350,12 @@ fn unique_name() -> String {
 }
 
 #[tracing::instrument(level = "info", name = "sandbox start", skip_all)]
-async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHandle, ExecError> {
+/// `warm_up`: begin the cgroup-move wait once the cgroup is made (see [`LocalExecutor`]).
+async fn start(
+    cfg: Arc<LocalExecutorConfig>,
+    req: RunRequest,
+    warm_up: bool,
+) -> Result<LocalHandle, ExecError> {
     validate(&req)?;
     for m in &req.mounts {
         mount_point(&req.job_dir, &m.target)?;
@@ -353,7 +369,7 @@ async fn start(cfg: Arc<LocalExecutorConfig>, req: RunRequest) -> Result<LocalHa
     let strict = cfg.mode == IsolationMode::Strict;
 
     let proc_and_cgroup = if cfg!(target_os = "linux") && cfg.namespaces {
-        match start_sandboxed(&cfg, &req, &mut report).await {
+        match start_sandboxed(&cfg, &req, &mut report, warm_up).await {
             Ok(x) => Some(x),
             Err(e @ ExecError::IsolationUnavailable { .. }) if !strict => {
                 report.missing.push(e.to_string());

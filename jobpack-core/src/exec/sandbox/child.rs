@@ -451,16 +451,13 @@ pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
     arrange_fds(fds);
     default_dispositions();
     set_title(plan);
-    // Wait until the parent has written our uid/gid maps and moved us into the cgroup.
+    // Wait until the parent has written our uid/gid maps.
     // SAFETY: arrange_fds put the sync pipe at SYNC_FD, owned by nobody else; closed on drop.
     let sync = unsafe { OwnedFd::from_raw_fd(SYNC_FD) };
     let mut b = [0u8; 1];
     if read(&sync, &mut b) != Ok(1) {
         fail(ST_SYNC);
     }
-    drop(sync);
-    // A cgroup namespace rooted at the job's cgroup (now that we are in it).
-    unshare(CloneFlags::CLONE_NEWCGROUP).or_fail(ST_CGROUPNS);
 
     let none = None::<&CStr>;
     let private = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
@@ -485,6 +482,15 @@ pub(crate) unsafe fn main(plan: &Plan, fds: Fds) -> ! {
     for &(res, lim) in &plan.rlimits {
         setrlimit(res, lim, lim).or_fail(ST_RLIMIT);
     }
+    // Wait until the parent has moved us into the job's cgroup, which it does while we build the
+    // root above: the kernel's lock for that move may first wait for an RCU grace period (some
+    // milliseconds). Nothing of the job runs before, and if the parent is gone, nothing runs.
+    if read(&sync, &mut b) != Ok(1) {
+        fail(ST_SYNC);
+    }
+    drop(sync);
+    // A cgroup namespace rooted at the job's cgroup (now that we are in it).
+    unshare(CloneFlags::CLONE_NEWCGROUP).or_fail(ST_CGROUPNS);
     drop_privileges(plan);
 
     // Signals pid 1 handles itself, synchronously.

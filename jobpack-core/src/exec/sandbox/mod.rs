@@ -9,8 +9,9 @@
 //! multi-threaded process may not allocate (another thread may have held the allocator's lock at
 //! the moment of the clone), so it only makes system calls on ready data ([`child`]).
 //!
-//! Parent and child talk over pipes: a sync pipe (the parent writes the uid/gid maps and moves the
-//! child into its cgroup, then lets it go) and a report pipe (setup error, exec error, "running",
+//! Parent and child talk over pipes: a sync pipe (the parent writes the uid/gid maps and lets the
+//! child build its root, moves it into its cgroup meanwhile, then lets it start the job) and a
+//! report pipe (setup error, exec error, "running",
 //! final wait status; fixed-size messages, each written at once).
 
 use std::ffi::{CString, c_char};

@@ -170,14 +170,20 @@ pub(crate) fn spawn(
         }
         write_proc("uid_map", format!("{JOB_UID} {} 1\n", ids.host_uid))?;
         write_proc("gid_map", format!("{JOB_UID} {} 1\n", ids.host_gid))?;
+        // "g": pid 1 builds the root while we move it into its cgroup (the move may wait for an
+        // RCU grace period); "c": the move is done, pid 1 may start the job.
+        let mut f = File::from(sync_w);
+        let release = |f: &mut File, what: &[u8]| {
+            std::io::Write::write_all(f, what).map_err(|source| ExecError::Setup {
+                stage: "release the sandbox".into(),
+                source,
+            })
+        };
+        release(&mut f, b"g")?;
         if let Some(cg) = cgroup {
             cg.add(pid)?;
         }
-        let mut f = File::from(sync_w);
-        std::io::Write::write_all(&mut f, b"g").map_err(|source| ExecError::Setup {
-            stage: "release the sandbox".into(),
-            source,
-        })
+        release(&mut f, b"c")
     })();
     if let Err(e) = setup {
         return Err(kill_child(e));
