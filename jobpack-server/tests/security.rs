@@ -914,6 +914,39 @@ async fn io_uring_is_refused_and_the_sandbox_init_says_what_it_is() {
     assert!(!log.contains("serve"), "{log}");
 }
 
+/// The page is made at the first request (http::docs): twenty first requests at once all get
+/// the whole page, the same bytes, and so does a later one; the OAuth receiver is there too.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_docs_made_at_the_first_request_are_whole_for_every_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    let get = |path: &'static str| {
+        let url = s.u(path);
+        async move {
+            let r = client().get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            let kind = r.headers()["content-type"].to_str().unwrap().to_owned();
+            assert_eq!(kind, "text/html; charset=utf-8", "{path}");
+            r.bytes().await.unwrap()
+        }
+    };
+    let first: Vec<_> = futures_util::future::join_all((0..20).map(|_| get("/docs/"))).await;
+    let page = std::str::from_utf8(&first[0]).unwrap();
+    assert!(page.contains("SwaggerUIBundle("), "not the Swagger UI");
+    assert!(
+        page.contains("\"/jobs/{id}\""),
+        "the spec is not in the page"
+    );
+    assert!(page.len() > 1_000_000, "{} bytes", page.len());
+    assert!(
+        first.iter().all(|p| *p == first[0]),
+        "the first requests differ"
+    );
+    assert_eq!(get("/docs").await, first[0]);
+    let receiver = get("/docs/oauth-receiver.html").await;
+    assert!(std::str::from_utf8(&receiver).unwrap().contains("oauth2"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_docs_cannot_be_framed_or_load_anything_else() {
     let tmp = tempfile::tempdir().unwrap();

@@ -318,25 +318,33 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             ))
         }
     };
-    let api = OpenApiService::new(
-        (
-            http::jobs::JobsApi { svc: svc.clone() },
-            http::accounts::AccountsApi {
-                store: runner.store.clone(),
-            },
-            http::batches::BatchesApi { svc: svc.clone() },
-            http::workflows::WorkflowsApi { svc: svc.clone() },
-            http::webhooks::WebhooksApi { svc: svc.clone() },
-            http::attempts::AttemptsApi { svc: svc.clone() },
-            http::attest::AttestApi { svc: svc.clone() },
-            http::runtimes::RuntimesApi { svc: svc.clone() },
-            http::usage::UsageApi { svc: svc.clone() },
-            http::activity::ActivityApi { svc: svc.clone() },
-        ),
-        "jobpack",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .server("/v1");
+    // The main API's operations; made twice: for its routes, and for the docs page when it is
+    // first asked for (http::docs).
+    let new_api = {
+        let (svc, store) = (svc.clone(), runner.store.clone());
+        move || {
+            OpenApiService::new(
+                (
+                    http::jobs::JobsApi { svc: svc.clone() },
+                    http::accounts::AccountsApi {
+                        store: store.clone(),
+                    },
+                    http::batches::BatchesApi { svc: svc.clone() },
+                    http::workflows::WorkflowsApi { svc: svc.clone() },
+                    http::webhooks::WebhooksApi { svc: svc.clone() },
+                    http::attempts::AttemptsApi { svc: svc.clone() },
+                    http::attest::AttestApi { svc: svc.clone() },
+                    http::runtimes::RuntimesApi { svc: svc.clone() },
+                    http::usage::UsageApi { svc: svc.clone() },
+                    http::activity::ActivityApi { svc: svc.clone() },
+                ),
+                "jobpack",
+                env!("CARGO_PKG_VERSION"),
+            )
+            .server("/v1")
+        }
+    };
+    let api = new_api();
     // The seeds' doors: each its own OpenAPI document under /openapi/.
     let jobd = OpenApiService::new(
         http::jobd::JobdApi { svc: svc.clone() },
@@ -372,7 +380,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
     let spec = document(api.spec())?;
     let jobd_spec = document(jobd.spec())?;
     let jobrunner_spec = document(jobrunner.spec())?;
-    let docs = api.swagger_ui();
+    let docs = http::docs::swagger_ui(new_api);
     let app = Route::new()
         .at("/v1/jobs/:id/files/*path", poem::get(pages::file_wildcard))
         .nest("/v1", api)

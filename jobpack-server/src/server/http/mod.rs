@@ -10,6 +10,7 @@ pub mod attempts;
 pub mod attest;
 pub mod auth;
 pub mod batches;
+pub mod docs;
 pub mod downloads;
 pub mod edge;
 pub mod jobd;
