@@ -567,7 +567,7 @@ impl Runner {
 }
 
 /// Hands the allocator's free memory back to the system.
-fn give_back_memory() {
+pub(crate) fn give_back_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
     unsafe {
