@@ -349,8 +349,8 @@ fn unique_name() -> String {
     format!("job-{}", uuid::Uuid::new_v4().simple())
 }
 
-#[tracing::instrument(level = "info", name = "sandbox start", skip_all)]
 /// `warm_up`: begin the cgroup-move wait once the cgroup is made (see [`LocalExecutor`]).
+#[tracing::instrument(level = "info", name = "sandbox start", skip_all)]
 async fn start(
     cfg: Arc<LocalExecutorConfig>,
     req: RunRequest,

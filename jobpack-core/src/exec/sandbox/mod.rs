@@ -11,8 +11,8 @@
 //!
 //! Parent and child talk over pipes: a sync pipe (the parent writes the uid/gid maps and lets the
 //! child build its root, moves it into its cgroup meanwhile, then lets it start the job) and a
-//! report pipe (setup error, exec error, "running",
-//! final wait status; fixed-size messages, each written at once).
+//! report pipe (setup error, exec error, "running", final wait status; fixed-size messages, each
+//! written at once).
 
 use std::ffi::{CString, c_char};
 use std::fs::File;
