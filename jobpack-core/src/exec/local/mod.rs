@@ -320,7 +320,6 @@ fn mount_point(job_dir: &Path, rel: &str) -> Result<PathBuf, ExecError> {
     Ok(p)
 }
 
-/// The cgroup and scratch directory name of a named run.
 /// Removes a run's directory tree (`remove_dir_all` does not follow the job's symlinks); one
 /// that is not there is not an error. Returns whether it was there.
 fn remove_tree(dir: &Path) -> std::io::Result<bool> {
@@ -331,6 +330,7 @@ fn remove_tree(dir: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// The cgroup and scratch directory name of a named run.
 fn run_name(run_id: &str) -> Result<String, ExecError> {
     let ok = !run_id.is_empty()
         && run_id.len() <= 128
