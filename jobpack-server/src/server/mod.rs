@@ -358,8 +358,10 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
     );
     let max_body = (args.max_body_mb as u64).saturating_mul(1 << 20);
     let uploads = Arc::new(tokio::sync::Semaphore::new(args.max_uploads.max(1)));
+    // Each document is built once (a few hundred KB each): for the method table and its route.
+    let (api_doc, jobd_doc, jobrunner_doc) = (api.spec(), jobd.spec(), jobrunner.spec());
     let mut methods = edge::Methods::new(
-        &api.spec(),
+        &api_doc,
         "/v1",
         &[
             ("/v1/jobs/{id}/files/*", "GET"),
@@ -374,12 +376,12 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             ("/ui/form.js", "GET"),
         ],
     );
-    methods.add(&jobd.spec(), "");
-    methods.add(&jobrunner.spec(), "");
+    methods.add(&jobd_doc, "");
+    methods.add(&jobrunner_doc, "");
     let methods = Arc::new(methods);
-    let spec = document(api.spec())?;
-    let jobd_spec = document(jobd.spec())?;
-    let jobrunner_spec = document(jobrunner.spec())?;
+    let spec = document(api_doc)?;
+    let jobd_spec = document(jobd_doc)?;
+    let jobrunner_spec = document(jobrunner_doc)?;
     let docs = http::docs::swagger_ui(new_api);
     let app = Route::new()
         .at("/v1/jobs/:id/files/*path", poem::get(pages::file_wildcard))
@@ -482,8 +484,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.max_connections,
         Duration::from_secs(args.header_timeout.max(1)),
     );
-    // What start-up freed (the OpenAPI documents are built several times over while the routes
-    // are made) goes back to the system before the first request, not at the first idle moment
+    // What start-up freed (the OpenAPI documents, parsed and re-serialised while the routes are
+    // made) goes back to the system before the first request, not at the first idle moment
     // after a job: about 2.5 MB an idle server would otherwise keep.
     queue::give_back_memory();
     // The first line on stdout, for scripts and tests that started us on port 0.

@@ -267,12 +267,7 @@ fn warm_up_beside(root: &std::path::Path) {
     let root = root.to_path_buf();
     let spawned = std::thread::Builder::new()
         .name("jobpack-cgroup".into())
-        .spawn(move || {
-            if let Err(e) = cgroup::warm_up(&root) {
-                // Only a few milliseconds of this start are at stake.
-                tracing::debug!("cgroup warm-up: {e}");
-            }
-        });
+        .spawn(move || warm_up_cgroups(&root));
     if let Err(e) = spawned {
         tracing::debug!("cgroup warm-up: no thread for it: {e}");
     }

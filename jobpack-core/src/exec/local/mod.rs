@@ -116,11 +116,8 @@ impl Executor for LocalExecutor {
     fn warm_up(&self) {
         self.caller_warms_up
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        if self.config.namespaces
-            && let Err(e) = cgroup::warm_up(&self.config.cgroup_root)
-        {
-            // Only a few milliseconds of the next start are at stake.
-            tracing::debug!("cgroup warm-up: {e}");
+        if self.config.namespaces {
+            warm_up_cgroups(&self.config.cgroup_root);
         }
     }
 
@@ -327,6 +324,13 @@ fn remove_tree(dir: &Path) -> std::io::Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// [`cgroup::warm_up`], best effort: only a few milliseconds of the next start are at stake.
+fn warm_up_cgroups(root: &Path) {
+    if let Err(e) = cgroup::warm_up(root) {
+        tracing::debug!("cgroup warm-up: {e}");
     }
 }
 
