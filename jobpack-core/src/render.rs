@@ -366,6 +366,44 @@ mod tests {
         insta::assert_snapshot!("run_sh_hostile_shell", r.run_sh);
     }
 
+    /// The rendered run.sh run by its own `#!` line (a POSIX sh), from another directory: it
+    /// finds its root, and hostile values arrive as they were written.
+    #[test]
+    fn run_sh_runs_in_a_posix_shell_from_anywhere() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("code")).unwrap();
+        let run = |command: Command| {
+            let r = Templates::embedded()
+                .render(&ctx(command, &[("EVIL", HOSTILE)]))
+                .unwrap();
+            let path = dir.path().join("run.sh");
+            std::fs::write(&path, r.run_sh).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let out = std::process::Command::new(&path)
+                .current_dir("/")
+                .env_remove("JOBPACK_ROOT")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let argv = Command::Argv(vec![
+            "printf".into(),
+            "%s|".into(),
+            HOSTILE.into(),
+            "-x".into(),
+        ]);
+        assert_eq!(run(argv), format!("{HOSTILE}|-x|"));
+        let root = dir.path().canonicalize().unwrap();
+        let shell = Command::Shell(r#"printf '%s|%s|%s' "$JOBPACK_ROOT" "$PWD" "$EVIL""#.into());
+        assert_eq!(
+            run(shell),
+            format!("{r}|{r}/code|{HOSTILE}", r = root.display())
+        );
+        assert!(!std::path::Path::new("/tmp/pwned").exists());
+    }
+
     /// Runs the quoted word through a real shell and checks it comes back byte for byte.
     #[test]
     fn shell_quoting_round_trips_through_sh() {

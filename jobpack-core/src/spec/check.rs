@@ -293,6 +293,15 @@ pub(super) fn check_command(command: &Command, errs: &mut Errors) -> Option<Comm
                 );
                 return None;
             }
+            // run.sh ends in `exec PROGRAM ARGS...`: a POSIX shell's exec takes no `--`, so a
+            // program named like an option could not be started as written.
+            if argv[0].starts_with('-') {
+                errs.push(
+                    "command[0]",
+                    "the program name must not begin with '-' (give a path: ./-name)",
+                );
+                return None;
+            }
             let mut ok = true;
             let mut total = 0;
             for (i, a) in argv.iter().enumerate() {

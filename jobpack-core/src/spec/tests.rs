@@ -119,6 +119,16 @@ fn command_must_be_string_or_array_of_strings() {
 }
 
 #[test]
+fn a_program_named_like_an_option_is_refused_with_the_way_round() {
+    // run.sh's POSIX `exec` takes no `--`: `exec -x` would be read as an option.
+    let err = spec(r#"{"command": ["-x", "a"]}"#).unwrap_err();
+    assert_eq!(err.field_errors()[0].field, "command[0]");
+    assert!(err.to_string().contains("./-name"), "{err}");
+    // Later arguments may look like options: they follow the program.
+    spec(r#"{"command": ["./-x", "-a", "--"]}"#).unwrap();
+}
+
+#[test]
 fn every_bad_field_is_named() {
     let err = spec(
         r#"{"name": "-bad name", "git_url": "ftp://x/y", "commit_hash": "main",

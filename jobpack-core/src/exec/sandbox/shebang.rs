@@ -1,6 +1,7 @@
 //! The job's script started as `/usr/bin/env bash` would start it, one exec sooner.
 //!
-//! Every artifact's `run.sh` begins with `#!/usr/bin/env bash`: the kernel execs env(1), which
+//! Every artifact's `run.sh` packed before 2026-12-03 begins with `#!/usr/bin/env bash` (newer
+//! ones with `#!/bin/sh`, which the kernel starts directly): the kernel execs env(1), which
 //! searches the job's PATH for bash and execs it as `bash ./run.sh ARGS...`. That is two program
 //! starts (each a dynamic link and a libc start-up, a millisecond together on our machines) where
 //! one does the work. The job's process does env's part itself, just before its exec: when the
