@@ -21,6 +21,10 @@ pub mod streams;
 pub(crate) use mask::Masker;
 use streams::{Stream, StreamIndexWriter};
 
+/// A capture thread's first read buffer, and the size it may double up to.
+const FIRST_READ: usize = 64 * 1024;
+const LARGEST_READ: usize = 1 << 20;
+
 /// The published state of a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Committed {
@@ -353,7 +357,10 @@ impl LogWriter {
                 // A bigger pipe means fewer wake-ups of the job and of this thread.
                 // A failure only leaves the default size.
                 nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20)).ok();
-                let mut buf = vec![0u8; 1 << 20];
+                // Small at first: most jobs write little, and every byte of the buffer is zeroed
+                // (each page faulted in) before the first read. A read that fills it doubles it,
+                // up to 1 MiB, for a job that writes a lot.
+                let mut buf = vec![0u8; FIRST_READ];
                 let mut capped = false;
                 let result = loop {
                     let n = match src.read(&mut buf) {
@@ -362,6 +369,9 @@ impl LogWriter {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => break Err(e),
                     };
+                    if n == buf.len() && buf.len() < LARGEST_READ {
+                        buf.resize(buf.len() * 2, 0);
+                    }
                     if capped {
                         // Keep draining so the job never blocks on a full pipe before it is killed.
                         continue;
