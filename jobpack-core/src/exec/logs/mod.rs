@@ -487,6 +487,28 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("log")).unwrap(), b"pw=***\n");
     }
 
+    /// Megabytes through one pipe: the capture thread's buffer grows from its first size on
+    /// full reads, and every byte still arrives once, in order.
+    #[test]
+    fn a_large_stream_is_captured_whole_through_a_growing_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _s) = LogWriter::create(&dir.path().join("log"), None).unwrap();
+        let (r, wr) = nix::unistd::pipe().unwrap();
+        // No two 4-byte words alike: a byte lost, repeated or moved shows.
+        let data: Vec<u8> = (0..(3 * LARGEST_READ / 4) as u32)
+            .flat_map(u32::to_le_bytes)
+            .collect();
+        let writer = {
+            let data = data.clone();
+            std::thread::spawn(move || File::from(wr).write_all(&data))
+        };
+        let capture = w.capture(File::from(r), Stream::Stdout, Arc::new(|| {}));
+        writer.join().unwrap().unwrap();
+        capture.join().unwrap().unwrap();
+        assert!(w.error().is_none());
+        assert!(std::fs::read(dir.path().join("log")).unwrap() == data);
+    }
+
     #[test]
     fn the_cap_truncates_and_reports() {
         let dir = tempfile::tempdir().unwrap();
