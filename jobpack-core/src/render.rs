@@ -404,6 +404,33 @@ mod tests {
         assert!(!std::path::Path::new("/tmp/pwned").exists());
     }
 
+    /// A command line runs in run.sh's own shell (one shell start fewer than `exec sh -c`), yet
+    /// as a fresh `sh -c` would run it: run.sh's `set -eu` is off, its arguments are gone, and
+    /// the line's exit status is the job's.
+    #[test]
+    fn a_command_line_runs_in_run_sh_s_own_shell_as_sh_c_would() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("code")).unwrap();
+        let line = r#"printf '%s|' "$#" "${UNSET-unset}" "$(tr '\0' ' ' < /proc/$$/cmdline)"; false; printf after; exit 7"#;
+        let r = Templates::embedded()
+            .render(&ctx(Command::Shell(line.into()), &[]))
+            .unwrap();
+        let path = dir.path().join("run.sh");
+        std::fs::write(&path, r.run_sh).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new(&path)
+            .args(["one", "two"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7), "{out:?}");
+        let path = path.display();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("0|unset|/bin/sh {path} one two |after")
+        );
+    }
+
     /// Runs the quoted word through a real shell and checks it comes back byte for byte.
     #[test]
     fn shell_quoting_round_trips_through_sh() {
