@@ -25,6 +25,28 @@ async fn the_openapi_document_is_what_it_was() {
     }
 }
 
+/// The method table comes from the documents, which are made at their first use: a 405 as the
+/// server's first request names the methods of its route, on every door.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_405_before_any_document_was_asked_for_names_the_methods() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), &[]);
+    let c = reqwest::Client::new();
+    for (method, path, allow) in [
+        ("PATCH", "/v1/jobs", "GET, POST"),
+        ("PUT", "/jobs/abc", "DELETE, GET"),
+        ("DELETE", "/metrics", "GET"),
+    ] {
+        let r = c
+            .request(method.parse().unwrap(), s.u(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_fields_are_refused_not_ignored() {
     let tmp = tempfile::tempdir().unwrap();

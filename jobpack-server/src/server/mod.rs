@@ -34,6 +34,7 @@ pub mod store;
 pub mod tls;
 pub mod worker;
 
+use http::documents::{Document, Documents, Made, Which};
 use http::{edge, pages, schema};
 use scheduler::queue;
 use scheduler::usage::UsageOptions;
@@ -318,8 +319,8 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             ))
         }
     };
-    // The main API's operations; made twice: for its routes, and for the docs page when it is
-    // first asked for (http::docs).
+    // The main API's operations; made for its routes, and again for its document and the docs
+    // page when they are first asked for (http::documents, http::docs).
     let new_api = {
         let (svc, store) = (svc.clone(), runner.store.clone());
         move || {
@@ -344,44 +345,40 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
             .server("/v1")
         }
     };
-    let api = new_api();
-    // The seeds' doors: each its own OpenAPI document under /openapi/.
-    let jobd = OpenApiService::new(
-        http::jobd::JobdApi { svc: svc.clone() },
-        "jobpack: the jobd and job runner door (/jobs)",
-        env!("CARGO_PKG_VERSION"),
-    );
-    let jobrunner = OpenApiService::new(
-        http::jobrunner::JobRunnerApi { svc: svc.clone() },
-        "jobpack: the JobRunner door (/api/v1)",
-        env!("CARGO_PKG_VERSION"),
-    );
+    let (jobd_api, jobrunner_api) = {
+        let (a, b) = (svc.clone(), svc.clone());
+        (move || jobd_door(&a), move || jobrunner_door(&b))
+    };
     let max_body = (args.max_body_mb as u64).saturating_mul(1 << 20);
     let uploads = Arc::new(tokio::sync::Semaphore::new(args.max_uploads.max(1)));
-    // Each document is built once (a few hundred KB each): for the method table and its route.
-    let (api_doc, jobd_doc, jobrunner_doc) = (api.spec(), jobd.spec(), jobrunner.spec());
-    let mut methods = edge::Methods::new(
-        &api_doc,
-        "/v1",
-        &[
-            ("/v1/jobs/{id}/files/*", "GET"),
-            ("/openapi.json", "GET"),
-            ("/openapi/jobd.json", "GET"),
-            ("/openapi/jobrunner.json", "GET"),
-            ("/metrics", "GET"),
-            ("/", "GET"),
-            ("/ui/app.js", "GET"),
-            ("/ui/app.css", "GET"),
-            ("/ui/charts.js", "GET"),
-            ("/ui/form.js", "GET"),
-        ],
+    // The documents and the method table are made at their first use (http::documents).
+    let documents = {
+        let (new_api, jobd_api, jobrunner_api) =
+            (new_api.clone(), jobd_api.clone(), jobrunner_api.clone());
+        Arc::new(Documents::new(move || {
+            let api_doc = new_api().spec();
+            let (jobd_doc, jobrunner_doc) = (jobd_api().spec(), jobrunner_api().spec());
+            let mut methods = edge::Methods::new(&api_doc, "/v1", OUTSIDE_THE_DOCUMENTS);
+            methods.add(&jobd_doc, "");
+            methods.add(&jobrunner_doc, "");
+            let documents = [
+                document(&api_doc)?,
+                document(&jobd_doc)?,
+                document(&jobrunner_doc)?,
+            ];
+            Ok(Made::new(methods, documents))
+        }))
+    };
+    let served = |which| Document {
+        documents: documents.clone(),
+        which,
+    };
+    let (spec, jobd_spec, jobrunner_spec) = (
+        served(Which::Api),
+        served(Which::Jobd),
+        served(Which::JobRunner),
     );
-    methods.add(&jobd_doc, "");
-    methods.add(&jobrunner_doc, "");
-    let methods = Arc::new(methods);
-    let spec = document(api_doc)?;
-    let jobd_spec = document(jobd_doc)?;
-    let jobrunner_spec = document(jobrunner_doc)?;
+    let (api, jobd, jobrunner) = (new_api(), jobd_api(), jobrunner_api());
     let docs = http::docs::swagger_ui(new_api);
     let app = Route::new()
         .at("/v1/jobs/:id/files/*path", poem::get(pages::file_wildcard))
@@ -415,7 +412,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
         .at("/ui/form.js", poem::get(pages::ui))
         .data(runner.clone())
         .around(move |ep, req| http::auth::authenticate(ep, req, authenticator.clone()))
-        .around(move |ep, req| edge::edge(ep, req, max_body, uploads.clone(), methods.clone()))
+        .around(move |ep, req| edge::edge(ep, req, max_body, uploads.clone(), documents.clone()))
         .around(http::trace::log_request)
         .boxed();
     Ok(App {
@@ -427,17 +424,46 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
     })
 }
 
+/// The routes outside the OpenAPI documents, with their methods (for a 405's `Allow`).
+const OUTSIDE_THE_DOCUMENTS: &[(&str, &str)] = &[
+    ("/v1/jobs/{id}/files/*", "GET"),
+    ("/openapi.json", "GET"),
+    ("/openapi/jobd.json", "GET"),
+    ("/openapi/jobrunner.json", "GET"),
+    ("/metrics", "GET"),
+    ("/", "GET"),
+    ("/ui/app.js", "GET"),
+    ("/ui/app.css", "GET"),
+    ("/ui/charts.js", "GET"),
+    ("/ui/form.js", "GET"),
+];
+
+/// The jobd and job runner door (`/jobs`), seed 001's and 003's calls.
+fn jobd_door(svc: &Arc<service::Service>) -> OpenApiService<http::jobd::JobdApi, ()> {
+    OpenApiService::new(
+        http::jobd::JobdApi { svc: svc.clone() },
+        "jobpack: the jobd and job runner door (/jobs)",
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// The JobRunner door (`/api/v1`).
+fn jobrunner_door(
+    svc: &Arc<service::Service>,
+) -> OpenApiService<http::jobrunner::JobRunnerApi, ()> {
+    OpenApiService::new(
+        http::jobrunner::JobRunnerApi { svc: svc.clone() },
+        "jobpack: the JobRunner door (/api/v1)",
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
 /// An OpenAPI document as served: request objects closed (see `schema::close_request_objects`).
-fn document(spec: String) -> anyhow::Result<impl poem::Endpoint> {
+fn document(spec: &str) -> anyhow::Result<String> {
     let doc = schema::close_request_objects(
-        serde_json::from_str(&spec).context("the OpenAPI document is not JSON")?,
+        serde_json::from_str(spec).context("the OpenAPI document is not JSON")?,
     );
-    let doc = serde_json::to_string_pretty(&doc).context("the OpenAPI document")?;
-    Ok(poem::endpoint::make_sync(move |_| {
-        poem::Response::builder()
-            .content_type("application/json")
-            .body(doc.clone())
-    }))
+    serde_json::to_string_pretty(&doc).context("the OpenAPI document")
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

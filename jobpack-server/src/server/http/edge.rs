@@ -8,6 +8,8 @@ use std::time::Duration;
 use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 
+use super::documents::Documents;
+
 /// A request body reader that fails once more than `left` bytes have come (for bodies sent
 /// without a Content-Length).
 struct CappedBody<R> {
@@ -67,7 +69,7 @@ pub(crate) async fn edge<E: poem::Endpoint>(
     mut req: poem::Request,
     max_body: u64,
     uploads: Arc<tokio::sync::Semaphore>,
-    methods: Arc<Methods>,
+    documents: Arc<Documents>,
 ) -> poem::Result<Response> {
     let path = req.uri().path().to_owned();
     // Uploads are spooled to disk part by part before a handler runs; only so many at once.
@@ -138,7 +140,8 @@ pub(crate) async fn edge<E: poem::Endpoint>(
     };
     let mut out = problem_response(status, message);
     if status == StatusCode::METHOD_NOT_ALLOWED
-        && let Some(allow) = methods.allow(&path)
+        && let Ok(made) = documents.get().await
+        && let Some(allow) = made.methods.allow(&path)
         && let Ok(v) = poem::http::HeaderValue::from_str(allow)
     {
         // RFC 9110: a 405 says which methods the resource has.
@@ -181,7 +184,7 @@ impl Methods {
     }
 
     /// The methods of the route `path` matches (`{x}` matches one segment, `*` the rest).
-    fn allow(&self, path: &str) -> Option<&str> {
+    pub(crate) fn allow(&self, path: &str) -> Option<&str> {
         let want = segments(path);
         self.0
             .iter()

@@ -11,6 +11,7 @@ pub mod attest;
 pub mod auth;
 pub mod batches;
 pub mod docs;
+pub mod documents;
 pub mod downloads;
 pub mod edge;
 pub mod jobd;
