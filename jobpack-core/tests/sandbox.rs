@@ -347,6 +347,16 @@ if nr:
     for name, n in zip(("keyctl", "bpf"), nr):
         r = libc.syscall(n, 0, 0, 0, 0, 0)
         print(name, r, os.strerror(ctypes.get_errno()))
+# clone3 (435 on both), and x86_64's x32 numbers (getpid's, with the x32 bit).
+r = libc.syscall(435, 0, 0)
+print("clone3", r, os.strerror(ctypes.get_errno()))
+if platform.machine() == "x86_64":
+    r = libc.syscall(0x40000000 | 39)
+    print("x32", r, os.strerror(ctypes.get_errno()))
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+print("fork", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 "#,
         "grep -E '^(NoNewPrivs|CapEff|CapPrm|CapBnd|Seccomp):' /proc/self/status; \
          unshare -U true 2>&1; unshare -n true 2>&1; true",
@@ -359,6 +369,8 @@ if nr:
     assert!(log.contains("CapPrm:\t0000000000000000"), "{log}");
     assert!(log.contains("CapBnd:\t0000000000000000"), "{log}");
     assert!(log.contains("Seccomp:\t2"), "{log}");
+    // A plain clone (fork) is allowed; one with a namespace flag is not (unshare above).
+    assert!(log.contains("fork 7"), "{log}");
     assert!(
         log.contains("unshare failed: Operation not permitted"),
         "{log}"
@@ -366,6 +378,10 @@ if nr:
     if std::env::consts::ARCH == "x86_64" || std::env::consts::ARCH == "aarch64" {
         assert!(log.contains("keyctl -1 Operation not permitted"), "{log}");
         assert!(log.contains("bpf -1 Operation not permitted"), "{log}");
+        assert!(log.contains("clone3 -1 Function not implemented"), "{log}");
+    }
+    if std::env::consts::ARCH == "x86_64" {
+        assert!(log.contains("x32 -1 Function not implemented"), "{log}");
     }
 }
 

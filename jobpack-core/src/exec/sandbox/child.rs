@@ -334,6 +334,7 @@ fn drop_privileges(plan: &Plan) {
 
 fn install_seccomp(plan: &Plan) {
     for prog in &plan.filters {
+        // Insn is laid out as struct sock_filter (repr(C), the same four fields).
         let fprog = libc::sock_fprog {
             len: prog.len() as u16,
             filter: prog.as_ptr() as *mut libc::sock_filter,

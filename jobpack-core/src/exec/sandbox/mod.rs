@@ -91,7 +91,7 @@ pub(crate) struct Plan {
     pub rlimits: Rlimits,
     pub setgroups: bool,
     pub last_cap: u32,
-    pub filters: Vec<seccompiler::BpfProgram>,
+    pub filters: Vec<seccomp::Program>,
     pub exe: CString,
     /// The process's argv strings (`arg_start`, length), overwritten in the child with `title`
     /// so that `/proc/1/cmdline` inside and `ps` outside show a sandbox init, not the server's

@@ -145,7 +145,7 @@ pub(super) fn decode(b: &[u8]) -> Option<Plan> {
         let mut prog = Vec::new();
         for _ in 0..i.count()? {
             let w = i.u64()?;
-            prog.push(seccompiler::sock_filter {
+            prog.push(super::seccomp::Insn {
                 code: w as u16,
                 jt: (w >> 16) as u8,
                 jf: (w >> 24) as u8,
