@@ -34,7 +34,7 @@ pub mod store;
 pub mod tls;
 pub mod worker;
 
-use http::documents::{Document, Documents, Made, Which};
+use http::documents::{Document, Documents, Made, Methods, Which};
 use http::{edge, pages, schema};
 use scheduler::queue;
 use scheduler::usage::UsageOptions;
@@ -358,7 +358,7 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
         Arc::new(Documents::new(move || {
             let api_doc = new_api().spec();
             let (jobd_doc, jobrunner_doc) = (jobd_api().spec(), jobrunner_api().spec());
-            let mut methods = edge::Methods::new(&api_doc, "/v1", OUTSIDE_THE_DOCUMENTS);
+            let mut methods = Methods::new(&api_doc, "/v1", OUTSIDE_THE_DOCUMENTS);
             methods.add(&jobd_doc, "");
             methods.add(&jobrunner_doc, "");
             let documents = [

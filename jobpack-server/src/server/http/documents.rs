@@ -10,8 +10,6 @@ use hyper::body::Bytes;
 use poem::{Endpoint, Request, Response};
 use tokio::sync::OnceCell;
 
-use super::edge::Methods;
-
 /// The three documents, as served, and the method table.
 pub(crate) struct Made {
     pub(crate) methods: Methods,
@@ -88,6 +86,68 @@ impl Endpoint for Document {
     }
 }
 
+/// The methods of every route, for the `Allow` header of a 405: the OpenAPI document's paths
+/// (under their server prefix) and the routes outside it.
+pub(crate) struct Methods(Vec<(Vec<String>, String)>);
+
+impl Methods {
+    /// From an OpenAPI document (JSON) whose paths sit under `prefix`, plus `extra` routes
+    /// (`path template`, `methods`).
+    pub(crate) fn new(spec: &str, prefix: &str, extra: &[(&str, &str)]) -> Methods {
+        let mut m = Methods(Vec::new());
+        m.add(spec, prefix);
+        for (path, ms) in extra {
+            m.0.push((segments(path), (*ms).to_owned()));
+        }
+        m
+    }
+
+    /// Adds the routes of another OpenAPI document whose paths sit under `prefix`.
+    pub(crate) fn add(&mut self, spec: &str, prefix: &str) {
+        let out = &mut self.0;
+        if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<serde_json::Value>(spec)
+            && let Some(serde_json::Value::Object(paths)) = doc.get("paths")
+        {
+            for (path, ops) in paths {
+                let mut ms: Vec<String> = ops
+                    .as_object()
+                    .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                ms.sort();
+                out.push((segments(&format!("{prefix}{path}")), ms.join(", ")));
+            }
+        }
+    }
+
+    /// The methods of the route `path` matches (`{x}` matches one segment, `*` the rest).
+    pub(crate) fn allow(&self, path: &str) -> Option<&str> {
+        let want = segments(path);
+        self.0
+            .iter()
+            .find(|(t, _)| {
+                let mut i = 0;
+                for seg in t {
+                    if seg == "*" {
+                        return i < want.len();
+                    }
+                    match want.get(i) {
+                        Some(w) if seg.starts_with('{') || seg == w => i += 1,
+                        _ => return false,
+                    }
+                }
+                i == want.len()
+            })
+            .map(|(_, m)| m.as_str())
+    }
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +190,20 @@ mod tests {
         let err = ep.call(Request::default()).await.unwrap_err();
         assert_eq!(err.status(), 500);
         assert!(err.to_string().contains("not JSON"), "{err}");
+    }
+
+    #[test]
+    fn a_405_names_the_methods_of_its_route() {
+        let spec = r#"{"paths": {"/jobs": {"get": {}, "post": {}}, "/jobs/{id}": {"get": {}, "delete": {}}}}"#;
+        let m = Methods::new(
+            spec,
+            "/v1",
+            &[("/v1/jobs/{id}/files/*", "GET"), ("/metrics", "GET")],
+        );
+        assert_eq!(m.allow("/v1/jobs"), Some("GET, POST"));
+        assert_eq!(m.allow("/v1/jobs/abc"), Some("DELETE, GET"));
+        assert_eq!(m.allow("/v1/jobs/abc/files/code/x"), Some("GET"));
+        assert_eq!(m.allow("/metrics"), Some("GET"));
+        assert_eq!(m.allow("/v1/nothing"), None);
     }
 }
