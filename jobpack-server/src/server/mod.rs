@@ -438,7 +438,7 @@ const OUTSIDE_THE_DOCUMENTS: &[(&str, &str)] = &[
     ("/ui/form.js", "GET"),
 ];
 
-/// The jobd and job runner door (`/jobs`), seed 001's and 003's calls.
+/// The jobd and job runner door (`/jobs`).
 fn jobd_door(svc: &Arc<service::Service>) -> OpenApiService<http::jobd::JobdApi, ()> {
     OpenApiService::new(
         http::jobd::JobdApi { svc: svc.clone() },
