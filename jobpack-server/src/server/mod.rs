@@ -356,15 +356,16 @@ pub(crate) async fn build_as(args: &ServeArgs, worker: Option<&str>) -> anyhow::
         let (new_api, jobd_api, jobrunner_api) =
             (new_api.clone(), jobd_api.clone(), jobrunner_api.clone());
         Arc::new(Documents::new(move || {
-            let api_doc = new_api().spec();
-            let (jobd_doc, jobrunner_doc) = (jobd_api().spec(), jobrunner_api().spec());
+            let api_doc = parsed(&new_api().spec())?;
+            let jobd_doc = parsed(&jobd_api().spec())?;
+            let jobrunner_doc = parsed(&jobrunner_api().spec())?;
             let mut methods = Methods::new(&api_doc, "/v1", OUTSIDE_THE_DOCUMENTS);
             methods.add(&jobd_doc, "");
             methods.add(&jobrunner_doc, "");
             let documents = [
-                document(&api_doc)?,
-                document(&jobd_doc)?,
-                document(&jobrunner_doc)?,
+                document(api_doc)?,
+                document(jobd_doc)?,
+                document(jobrunner_doc)?,
             ];
             Ok(Made::new(methods, documents))
         }))
@@ -459,11 +460,15 @@ fn jobrunner_door(
 }
 
 /// An OpenAPI document as served: request objects closed (see `schema::close_request_objects`).
-fn document(spec: &str) -> anyhow::Result<String> {
-    let doc = schema::close_request_objects(
-        serde_json::from_str(spec).context("the OpenAPI document is not JSON")?,
-    );
+fn document(doc: serde_json::Value) -> anyhow::Result<String> {
+    let doc = schema::close_request_objects(doc);
     serde_json::to_string_pretty(&doc).context("the OpenAPI document")
+}
+
+/// An OpenAPI document as poem-openapi writes it, parsed once for the method table and for
+/// [`document`].
+fn parsed(spec: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(spec).context("the OpenAPI document is not JSON")
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {

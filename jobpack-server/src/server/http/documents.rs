@@ -91,11 +91,11 @@ impl Endpoint for Document {
 pub(crate) struct Methods(Vec<(Vec<String>, String)>);
 
 impl Methods {
-    /// From an OpenAPI document (JSON) whose paths sit under `prefix`, plus `extra` routes
+    /// From an OpenAPI document whose paths sit under `prefix`, plus `extra` routes
     /// (`path template`, `methods`).
-    pub(crate) fn new(spec: &str, prefix: &str, extra: &[(&str, &str)]) -> Methods {
+    pub(crate) fn new(doc: &serde_json::Value, prefix: &str, extra: &[(&str, &str)]) -> Methods {
         let mut m = Methods(Vec::new());
-        m.add(spec, prefix);
+        m.add(doc, prefix);
         for (path, ms) in extra {
             m.0.push((segments(path), (*ms).to_owned()));
         }
@@ -103,11 +103,9 @@ impl Methods {
     }
 
     /// Adds the routes of another OpenAPI document whose paths sit under `prefix`.
-    pub(crate) fn add(&mut self, spec: &str, prefix: &str) {
+    pub(crate) fn add(&mut self, doc: &serde_json::Value, prefix: &str) {
         let out = &mut self.0;
-        if let Ok(serde_json::Value::Object(doc)) = serde_json::from_str::<serde_json::Value>(spec)
-            && let Some(serde_json::Value::Object(paths)) = doc.get("paths")
-        {
+        if let Some(serde_json::Value::Object(paths)) = doc.get("paths") {
             for (path, ops) in paths {
                 let mut ms: Vec<String> = ops
                     .as_object()
@@ -160,9 +158,9 @@ mod tests {
         let counted = calls.clone();
         let docs = Arc::new(Documents::new(move || {
             counted.fetch_add(1, Ordering::SeqCst);
-            let spec = r#"{"paths": {"/jobs": {"get": {}, "post": {}}}}"#;
+            let spec = serde_json::json!({"paths": {"/jobs": {"get": {}, "post": {}}}});
             let docs = ["main", "jobd", "jobrunner"].map(str::to_owned);
-            Ok(Made::new(Methods::new(spec, "/v1", &[]), docs))
+            Ok(Made::new(Methods::new(&spec, "/v1", &[]), docs))
         }));
         assert_eq!(calls.load(Ordering::SeqCst), 0);
         assert!(!docs.is_made());
@@ -194,9 +192,12 @@ mod tests {
 
     #[test]
     fn a_405_names_the_methods_of_its_route() {
-        let spec = r#"{"paths": {"/jobs": {"get": {}, "post": {}}, "/jobs/{id}": {"get": {}, "delete": {}}}}"#;
+        let spec = serde_json::json!({"paths": {
+            "/jobs": {"get": {}, "post": {}},
+            "/jobs/{id}": {"get": {}, "delete": {}},
+        }});
         let m = Methods::new(
-            spec,
+            &spec,
             "/v1",
             &[("/v1/jobs/{id}/files/*", "GET"), ("/metrics", "GET")],
         );
