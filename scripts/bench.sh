@@ -28,6 +28,7 @@ trap cleanup EXIT
 pair() { python3 scripts/bench_pair.py "$@"; }
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+$smoke || python3 scripts/link_order.py --check "$jp" jobpack-server/link-order.txt
 echo
 # The server's rows first, before the rows below remove thousands of files: on ext4 without a
 # journal (this project's machines) each file created in the next minutes first walks past every
@@ -36,7 +37,7 @@ echo
 if $smoke; then
   BENCH_SMOKE=1 cargo test -q --locked -p jobpack-server --bench service
 else
-  cargo bench -q --locked -p jobpack-server --bench service
+  JOBPACK_BIN=$jp cargo bench -q --locked -p jobpack-server --bench service
 fi
 echo
 echo "| what | jobpack | baseline (same run) | ratio |"

@@ -7,13 +7,17 @@ use std::process::{Child, Command, Stdio};
 
 /// Starts `jobpack serve` on 127.0.0.1:0 with its data in `data`, plus `args` and `env`;
 /// returns the process and its URL (from its first line on stdout). `quiet` drops its stderr.
+/// The binary is `JOBPACK_BIN` when set (scripts/bench.sh passes the release build, the one
+/// users run: the bench profile's own build names its functions differently, so the release
+/// build's code layout, jobpack-server/build.rs, does not apply to it), else this build's.
 pub fn start_server(
     data: &Path,
     args: &[&str],
     env: &[(&str, &str)],
     quiet: bool,
 ) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jobpack"))
+    let bin = std::env::var_os("JOBPACK_BIN").unwrap_or(env!("CARGO_BIN_EXE_jobpack").into());
+    let mut child = Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(args)
