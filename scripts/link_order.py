@@ -76,10 +76,15 @@ def cached_pages(binary):
     return {i for i in range(n) if vec[i] & 1}
 
 
-def drop(binary):
+def drop(binary, first, last):
+    """Drops the binary's pages from the page cache (written first: dirty pages stay)."""
     fd = os.open(binary, os.O_RDONLY)
+    os.fsync(fd)
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     os.close(fd)
+    left = sum(first <= p <= last for p in cached_pages(binary))
+    if left:
+        sys.exit(f"link_order: {left} pages of {binary}'s code stay cached (is it running?)")
 
 
 def functions(binary):
@@ -157,7 +162,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="jobpack-link-order.")
     try:
         open(ra, "w").write("0")
-        drop(binary)
+        drop(binary, first, last)
 
         def note(step):
             now = {p for p in cached_pages(binary) if first <= p <= last}
