@@ -11,6 +11,7 @@ JOBPACK_LINK_ORDER=0 cargo build -q --locked --release -p jobpack-server --bin j
 bin=$(mktemp /tmp/jobpack-link-order.XXXXXX)
 trap 'rm -f "$bin"' EXIT
 cp target/release/jobpack "$bin"
+chmod 755 "$bin"
 python3 scripts/link_order.py "$bin" jobpack-server/link-order.txt
 # The list takes effect at the next release build (build.rs reruns when the file changes).
 echo "link-order.sh: wrote jobpack-server/link-order.txt ($(grep -vc '^#' jobpack-server/link-order.txt) functions)"
