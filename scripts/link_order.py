@@ -122,7 +122,10 @@ def serve_and_submit(binary, data, jobs):
             req = urllib.request.Request(url + "/v1/jobs", data=body,
                                          headers={"Content-Type": "application/json"})
             jid = json.load(op.open(req))["job_id"]
+            deadline = time.monotonic() + 60
             while json.load(op.open(url + "/v1/jobs/" + jid))["status"] not in final:
+                if time.monotonic() > deadline:
+                    sys.exit(f"link_order: job {jid} did not end within 60 s")
                 time.sleep(0.005)
             op.open(url + "/v1/jobs/" + jid + "/logs").read()
 
