@@ -333,24 +333,22 @@ fn drop_privileges(plan: &Plan) {
 }
 
 fn install_seccomp(plan: &Plan) {
-    for prog in &plan.filters {
-        // Insn is laid out as struct sock_filter (repr(C), the same four fields).
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_ptr() as *mut libc::sock_filter,
-        };
-        const SECCOMP_SET_MODE_FILTER: u32 = 1;
-        // SAFETY: the program the parent compiled, alive in the plan; the kernel copies it.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                SECCOMP_SET_MODE_FILTER,
-                0u32,
-                &fprog as *const libc::sock_fprog,
-            )
-        };
-        check!(ST_SECCOMP, r);
-    }
+    // Insn is laid out as struct sock_filter (repr(C), the same four fields).
+    let fprog = libc::sock_fprog {
+        len: plan.filter.len() as u16,
+        filter: plan.filter.as_ptr() as *mut libc::sock_filter,
+    };
+    const SECCOMP_SET_MODE_FILTER: u32 = 1;
+    // SAFETY: the program the parent compiled, alive in the plan; the kernel copies it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            SECCOMP_SET_MODE_FILTER,
+            0u32,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    check!(ST_SECCOMP, r);
 }
 
 /// Shows the sandbox's pid 1 as `jobpack-sandbox-init` and names its thread `jobpack-init`.

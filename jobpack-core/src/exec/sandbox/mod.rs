@@ -91,7 +91,7 @@ pub(crate) struct Plan {
     pub rlimits: Rlimits,
     pub setgroups: bool,
     pub last_cap: u32,
-    pub filters: Vec<seccomp::Program>,
+    pub filter: seccomp::Program,
     pub exe: CString,
     /// The process's argv strings (`arg_start`, length), overwritten in the child with `title`
     /// so that `/proc/1/cmdline` inside and `ps` outside show a sandbox init, not the server's
@@ -445,7 +445,7 @@ impl Plan {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(40);
-        let filters = seccomp::build().map_err(|e| ExecError::Setup {
+        let filter = seccomp::build().map_err(|e| ExecError::Setup {
             stage: "compile the seccomp filter".into(),
             source: std::io::Error::other(e),
         })?;
@@ -463,7 +463,7 @@ impl Plan {
             rlimits: input.rlimits,
             setgroups: input.parent_is_root,
             last_cap,
-            filters,
+            filter,
             exe,
             argv_area: argv_area(),
             title: cstr("jobpack-sandbox-init", "title")?,

@@ -212,10 +212,10 @@ fn listed() -> Result<Vec<(u32, Answer)>, String> {
     Ok(listed)
 }
 
-/// The filters, compiled once per process (they never change) and cloned for each sandbox.
-pub fn build() -> Result<Vec<Program>, String> {
-    static FILTERS: std::sync::OnceLock<Result<Vec<Program>, String>> = std::sync::OnceLock::new();
-    FILTERS.get_or_init(|| compile().map(|p| vec![p])).clone()
+/// The filter, compiled once per process (it never changes) and cloned for each sandbox.
+pub fn build() -> Result<Program, String> {
+    static FILTER: std::sync::OnceLock<Result<Program, String>> = std::sync::OnceLock::new();
+    FILTER.get_or_init(compile).clone()
 }
 
 /// The program: another architecture's calls kill the process (their numbers mean other calls),

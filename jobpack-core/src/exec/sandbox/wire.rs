@@ -75,13 +75,10 @@ pub(super) fn encode(p: &Plan) -> Vec<u8> {
     }
     o.u64(p.setgroups.into());
     o.u64(p.last_cap.into());
-    o.u64(p.filters.len() as u64);
-    for prog in &p.filters {
-        o.u64(prog.len() as u64);
-        for i in prog {
-            o.u64(u64::from(i.code) | u64::from(i.jt) << 16 | u64::from(i.jf) << 24);
-            o.u64(i.k.into());
-        }
+    o.u64(p.filter.len() as u64);
+    for i in &p.filter {
+        o.u64(u64::from(i.code) | u64::from(i.jt) << 16 | u64::from(i.jf) << 24);
+        o.u64(i.k.into());
     }
     o.c(&p.exe);
     o.u64(p.argv_area.0 as u64);
@@ -140,19 +137,15 @@ pub(super) fn decode(b: &[u8]) -> Option<Plan> {
     }
     let setgroups = i.u64()? != 0;
     let last_cap = u32::try_from(i.u64()?).ok()?;
-    let mut filters = Vec::new();
+    let mut filter = Vec::new();
     for _ in 0..i.count()? {
-        let mut prog = Vec::new();
-        for _ in 0..i.count()? {
-            let w = i.u64()?;
-            prog.push(super::seccomp::Insn {
-                code: w as u16,
-                jt: (w >> 16) as u8,
-                jf: (w >> 24) as u8,
-                k: u32::try_from(i.u64()?).ok()?,
-            });
-        }
-        filters.push(prog);
+        let w = i.u64()?;
+        filter.push(super::seccomp::Insn {
+            code: w as u16,
+            jt: (w >> 16) as u8,
+            jf: (w >> 24) as u8,
+            k: u32::try_from(i.u64()?).ok()?,
+        });
     }
     let exe = i.c()?;
     let argv_area = (i.u64()? as usize, i.u64()? as usize);
@@ -180,7 +173,7 @@ pub(super) fn decode(b: &[u8]) -> Option<Plan> {
         rlimits,
         setgroups,
         last_cap,
-        filters,
+        filter,
         exe,
         argv_area,
         title,
@@ -246,7 +239,7 @@ mod tests {
     use crate::exec::sandbox::PlanInput;
     use crate::exec::{Mount, SharedDir};
 
-    /// A plan with one op of each kind, a few rlimits and the real seccomp filters.
+    /// A plan with one op of each kind, a few rlimits and the real seccomp filter.
     fn a_plan(dir: &std::path::Path) -> Plan {
         let (job, root) = (dir.join("job"), dir.join("root"));
         for d in [&job, &root] {
@@ -292,8 +285,8 @@ mod tests {
             Some(MountOp::BindBeneath { rel, .. }) if rel.as_bytes() == b"w")
         );
         assert_eq!(back.rlimits, plan.rlimits);
-        assert_eq!(back.filters, plan.filters);
-        assert!(!back.filters.is_empty());
+        assert_eq!(back.filter, plan.filter);
+        assert!(!back.filter.is_empty());
         assert_eq!(back._argv, plan._argv);
         assert_eq!(back._envp, plan._envp);
         assert_eq!(back.job_stack.len(), plan.job_stack.len());
