@@ -479,8 +479,15 @@ pub struct RunRecord<'a> {
     pub finished_at: String,
 }
 
-/// The kernel release and CPU model of this machine (for receipts).
+/// The kernel release and CPU model of this machine (for receipts), read once per process:
+/// neither changes while it runs, and `/proc/cpuinfo` is made by the kernel for every CPU at each
+/// read (the server wrote it per job, ~1% of its CPU under load on 2 cores; more with more).
 pub fn host_facts() -> Value {
+    static FACTS: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    FACTS.get_or_init(read_host_facts).clone()
+}
+
+fn read_host_facts() -> Value {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();

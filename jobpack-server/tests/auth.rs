@@ -891,6 +891,22 @@ async fn secrets_never_appear_in_responses_logs_artifacts_or_manifests() {
     wait_for(&s, &alice, &queued, &["completed"]).await;
     let log = api(&s, "GET", &format!("/v1/jobs/{queued}/logs"), &alice, None).await;
     assert_eq!(log.as_str().unwrap(), "value-ok\nkey=***\n15\n");
+    // A pack-only job (it ends at `packed`) needs no secret: none is in the database's files,
+    // the WAL included, while the server runs on.
+    let packed = submit(
+        &s,
+        &alice,
+        json!({"command": "true", "run": false, "secret_env": {"API_KEY": SECRET}}),
+    )
+    .await;
+    wait_for(&s, &alice, &packed, &["packed"]).await;
+    for f in ["jobpack.db", "jobpack.db-wal"] {
+        let b = std::fs::read(data.join(f)).unwrap_or_default();
+        assert!(
+            !b.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{f} still holds the secret of a job that has ended"
+        );
+    }
     drop(s);
     let db = rusqlite_count_secrets(&data);
     assert_eq!(db, 0, "secrets of ended jobs are deleted");

@@ -129,7 +129,10 @@ fn deflate_block(level: u32, data: &[u8], dict: Option<&[u8]>, last: bool) -> io
 pub struct ParGzWriter<W: Write> {
     out: W,
     level: u32,
-    threads: usize,
+    /// Compression threads; `None`: as many as the machine offers, found when the first full
+    /// block needs them (most artifacts are one block, and finding out reads the process's
+    /// cgroup files: a few opens per pack).
+    threads: Option<usize>,
     /// The gzip header, until it is written (with the first block's bytes).
     header: Option<[u8; 10]>,
     buf: Vec<u8>,
@@ -143,11 +146,19 @@ pub struct ParGzWriter<W: Write> {
 impl<W: Write> ParGzWriter<W> {
     /// A writer at `level`, with as many threads as the machine offers (at most 8).
     pub fn new(out: W, level: u32) -> ParGzWriter<W> {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(MAX_THREADS);
-        ParGzWriter::with_threads(out, level, threads)
+        let mut w = ParGzWriter::with_threads(out, level, 1);
+        w.threads = None;
+        w
+    }
+
+    /// The number of compression threads (resolving the machine's on first use).
+    fn threads(&mut self) -> usize {
+        *self.threads.get_or_insert_with(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(MAX_THREADS)
+        })
     }
 
     /// A writer with exactly `threads` compression threads (the bytes are the same for any).
@@ -160,7 +171,7 @@ impl<W: Write> ParGzWriter<W> {
         ParGzWriter {
             out,
             level,
-            threads: threads.max(1),
+            threads: Some(threads.max(1)),
             // Magic, deflate, no flags, mtime 0, XFL, OS 255 ("unknown").
             header: Some([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]),
             buf: Vec::new(),
@@ -195,9 +206,9 @@ impl<W: Write> ParGzWriter<W> {
     fn submit_full_block(&mut self) -> io::Result<()> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
         let dict = self.dict.replace(Arc::from(&data[data.len() - DICT..]));
-        let pool = self
-            .pool
-            .get_or_insert_with(|| Pool::start(self.level, self.threads));
+        let threads = self.threads();
+        let level = self.level;
+        let pool = self.pool.get_or_insert_with(|| Pool::start(level, threads));
         let (reply, rx) = mpsc::sync_channel(1);
         let task = Task { data, dict, reply };
         let sent = pool.tasks.as_ref().map(|t| t.send(task));
@@ -205,7 +216,7 @@ impl<W: Write> ParGzWriter<W> {
             return Err(io::Error::other("the compression threads stopped"));
         }
         self.in_flight.push_back(rx);
-        while self.in_flight.len() > 2 * self.threads {
+        while self.in_flight.len() > 2 * threads {
             self.drain_one()?;
         }
         Ok(())

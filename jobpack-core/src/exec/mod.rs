@@ -168,6 +168,10 @@ pub struct RunRequest {
     pub network: NetworkPolicy,
     /// Where the log file goes (created, truncated).
     pub log_path: PathBuf,
+    /// Sync the log to disk when the job's output ends, so that it survives a crash of the
+    /// machine (default). `false` for a log that is removed once the run is over (`jobpack run`
+    /// without `--keep`): the sync waits for the disk to flush its cache, for nothing.
+    pub log_sync: bool,
     /// A stable name for this run (letters, digits, `-`), used for its cgroup and scratch
     /// directory so that [`Executor::reap`] can find what a crashed supervisor left behind.
     /// `None`: a fresh random name.
@@ -214,6 +218,7 @@ impl RunRequest {
             limits: Limits::default(),
             network: NetworkPolicy::None,
             log_path: log_path.into(),
+            log_sync: true,
             run_id: None,
             mounts: Vec::new(),
             shared_dirs: Vec::new(),

@@ -231,6 +231,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         };
 
         let mut req = RunRequest::new(&job_dir, work.join("job.log"));
+        // Without --keep the log is in a temporary directory, removed at the end: not synced.
+        req.log_sync = args.keep.is_some();
         req.rootfs = match &args.rootfs {
             Some(r) => Some(r.clone()),
             None => crate::cli::runtime::tree_for(&job_dir, &args.store)?.map(|(_, tree)| tree),

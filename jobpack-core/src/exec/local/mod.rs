@@ -367,6 +367,7 @@ async fn start(
     let started = Instant::now();
     let (writer, stream) = LogWriter::create(&req.log_path, req.limits.log_bytes)
         .map_err(io_err("create the log", &req.log_path))?;
+    writer.set_sync(req.log_sync);
 
     let mut report = IsolationReport::default();
     let needs_cgroup = req.limits.needs_cgroup();

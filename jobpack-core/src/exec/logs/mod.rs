@@ -186,6 +186,10 @@ struct WriterState {
     /// Output dropped because the file could not be written, and why.
     lost: u64,
     write_error: Option<String>,
+    /// The length the file had when it was last synced (by [`LogWriter::close`]).
+    synced_len: Option<u64>,
+    /// Whether [`LogWriter::close`] syncs the file at all ([`LogWriter::set_sync`]).
+    sync: bool,
 }
 
 impl LogWriter {
@@ -211,6 +215,8 @@ impl LogWriter {
                 last_stream: Stream::Stdout,
                 lost: 0,
                 write_error: None,
+                synced_len: None,
+                sync: true,
             })),
         };
         Ok((
@@ -317,14 +323,29 @@ impl LogWriter {
         self.inner.lock().map(|s| s.len).unwrap_or(0)
     }
 
-    /// Closes the log for readers: they get EOF after the last byte.
+    /// Whether closing the log syncs it to disk (the default); `false` for a log removed after
+    /// the run.
+    pub(crate) fn set_sync(&self, sync: bool) {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.sync = sync;
+    }
+
+    /// Closes the log for readers: they get EOF after the last byte. The file is synced, unless
+    /// nothing was written since an earlier close synced it (the run's end closes it again after
+    /// its last capture thread did: a second sync asked the disk to flush its cache for nothing)
+    /// or [`LogWriter::set_sync`] said not to.
     pub(crate) fn close(&self) {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = s.file.sync_data()
-            && s.write_error.is_none()
-        {
-            // Said in the outcome (its log_error): the log may not survive the machine's crash.
-            s.write_error = Some(format!("the log could not be synced to disk: {e}"));
+        if s.sync && s.synced_len != Some(s.len) {
+            match s.file.sync_data() {
+                Ok(()) => s.synced_len = Some(s.len),
+                Err(e) if s.write_error.is_none() => {
+                    // Said in the outcome (its log_error): the log may not survive the machine's
+                    // crash.
+                    s.write_error = Some(format!("the log could not be synced to disk: {e}"));
+                }
+                Err(_) => {}
+            }
         }
         s.tx.send_modify(|c| c.closed = true);
     }
@@ -445,6 +466,13 @@ mod tests {
             e.starts_with("the log could not be synced to disk: "),
             "{e}"
         );
+        // A log that is not to be synced is not: closing it twice tries nothing and says nothing.
+        let (w, _) = LogWriter::create(&dir.path().join("log3"), None).unwrap();
+        w.inner.lock().unwrap().file = full();
+        w.set_sync(false);
+        w.close();
+        w.close();
+        assert_eq!(w.error(), None);
     }
 
     #[tokio::test]

@@ -371,18 +371,25 @@ impl Store {
         commit: Option<&str>,
     ) -> StoreResult<()> {
         self.with(|c| {
-            c.exec_cached(
+            // One transaction: the state and the secrets' end are one change (and one commit).
+            let tx = c.unchecked_transaction()?;
+            tx.exec_cached(
                 "UPDATE jobs SET status = 'packed', updated_at = ?2, artifact_sha256 = ?3, \
                  artifact_size = ?4, commit_id = ?5 WHERE id = ?1",
                 params![id, now(), sha256, size as i64, commit],
             )?;
-            // A pack-only job has ended: its secrets are not needed any more.
-            c.exec_cached(
+            // A pack-only job has ended: its secrets are not needed any more, nor the WAL's
+            // frames that held them (as when a run ends).
+            let had_secrets = tx.exec_cached(
                 "DELETE FROM job_secrets WHERE job_id = ?1 \
                  AND EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND run = 0)",
                 [id],
-            )
-            .map(drop)
+            )? > 0;
+            tx.commit()?;
+            if had_secrets {
+                forget_wal(c)?;
+            }
+            Ok(())
         })
     }
 
