@@ -146,9 +146,7 @@ pub struct ParGzWriter<W: Write> {
 impl<W: Write> ParGzWriter<W> {
     /// A writer at `level`, with as many threads as the machine offers (at most 8).
     pub fn new(out: W, level: u32) -> ParGzWriter<W> {
-        let mut w = ParGzWriter::with_threads(out, level, 1);
-        w.threads = None;
-        w
+        ParGzWriter::make(out, level, None)
     }
 
     /// The number of compression threads (resolving the machine's on first use).
@@ -163,6 +161,11 @@ impl<W: Write> ParGzWriter<W> {
 
     /// A writer with exactly `threads` compression threads (the bytes are the same for any).
     pub fn with_threads(out: W, level: u32, threads: usize) -> ParGzWriter<W> {
+        ParGzWriter::make(out, level, Some(threads.max(1)))
+    }
+
+    /// `threads`: `None` for the machine's, found when a second block needs them.
+    fn make(out: W, level: u32, threads: Option<usize>) -> ParGzWriter<W> {
         let xfl = match level {
             9.. => 2,
             0 | 1 => 4,
@@ -171,7 +174,7 @@ impl<W: Write> ParGzWriter<W> {
         ParGzWriter {
             out,
             level,
-            threads: Some(threads.max(1)),
+            threads,
             // Magic, deflate, no flags, mtime 0, XFL, OS 255 ("unknown").
             header: Some([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]),
             buf: Vec::new(),

@@ -121,6 +121,7 @@ impl SlurmHandle {
     ) -> Result<SlurmHandle, ExecError> {
         let (writer, stream) = LogWriter::create(&req.log_path, req.limits.log_bytes)
             .map_err(io_err("create the log", &req.log_path))?;
+        writer.set_sync(req.log_sync);
         let (tx, rx) = watch::channel(None);
         let cancelled = Arc::new(AtomicBool::new(false));
         let h = SlurmHandle {
