@@ -219,13 +219,31 @@ async fn retention_removes_old_files_keeps_rows_pinned_jobs_and_running_ones() {
         assert_eq!(v[k], done[k], "{k}");
     }
     assert!(!data.join("jobs").join(&old).exists());
-    for p in ["logs", "artifact", "manifest", "tarball", "files/out.txt"] {
+    for p in [
+        "logs",
+        "artifact",
+        "manifest",
+        "provenance",
+        "receipt",
+        "tarball",
+        "files/out.txt",
+    ] {
         assert_eq!(
             status_of(&c, &s, &format!("/v1/jobs/{old}/{p}")).await,
             410,
             "{p}"
         );
     }
+    // Its signed statements (stored in the database, not in its directory) went with the files.
+    let db = rusqlite::Connection::open(data.join("jobpack.db")).unwrap();
+    let docs: i64 = db
+        .query_row(
+            "SELECT count(*) FROM job_documents WHERE job_id = ?1",
+            [&old],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(docs, 0);
     // The pinned job and the running one are untouched.
     let (_, p) = call(&c, &s, "GET", &format!("/v1/jobs/{pinned}"), None, None).await;
     assert!(p["collected_at"].is_null(), "{p}");

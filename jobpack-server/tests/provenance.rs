@@ -247,8 +247,8 @@ async fn a_finished_job_has_a_signed_receipt_of_its_log_outputs_and_outcome() {
     )
     .await;
     let id = v["job_id"].as_str().unwrap().to_owned();
-    // Not run yet: 409; the receipt once the run has ended (it is written just before the
-    // status turns final, so it may answer between the two reads).
+    // Not run yet: 409; the receipt once the run has ended (it is stored with the final status,
+    // which may come between the two reads).
     let deadline = Instant::now() + Duration::from_secs(60);
     let job = loop {
         let (_, j) = call(&c, &s, "GET", &format!("/v1/jobs/{id}"), None, None).await;
@@ -322,6 +322,98 @@ async fn a_finished_job_has_a_signed_receipt_of_its_log_outputs_and_outcome() {
         pem.to_str().unwrap(),
     ]);
     assert_eq!(code, 1);
+}
+
+/// The provenance and the receipt are rows committed with `packed` and with the final state (no
+/// file, no temporary file left beside the artifact); a job an older server wrote them for as
+/// files still answers them.
+#[tokio::test(flavor = "multi_thread")]
+async fn statements_are_stored_with_their_state_and_an_older_servers_files_still_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, &[]);
+    let c = reqwest::Client::new();
+    let (_, v) = call(
+        &c,
+        &s,
+        "POST",
+        "/v1/jobs",
+        None,
+        Some(&json!({"command": "echo result > out.txt"})),
+    )
+    .await;
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let job = wait_final(&c, &s, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    let served = |what: &'static str| {
+        let (c, s, id) = (&c, &s, &id);
+        async move { body(c, s, &format!("/v1/jobs/{id}/{what}")).await }
+    };
+    let (provenance, receipt) = (served("provenance").await, served("receipt").await);
+    let job_dir = data.join("jobs").join(&id);
+    let names: Vec<String> = std::fs::read_dir(&job_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("intoto") || n.starts_with(".tmp")),
+        "{names:?}"
+    );
+    let stored = |kind: &str| -> Vec<u8> {
+        let db = rusqlite::Connection::open(data.join("jobpack.db")).unwrap();
+        db.query_row(
+            "SELECT body FROM job_documents WHERE job_id = ?1 AND kind = ?2",
+            [id.as_str(), kind],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    // (Served as parsed and written again: the same JSON, not always the same bytes.)
+    let json = |b: &[u8]| serde_json::from_slice::<Value>(b).unwrap();
+    assert_eq!(json(&stored("provenance")), json(&provenance));
+    assert_eq!(json(&stored("receipt")), json(&receipt));
+    assert_eq!(
+        statement(&json(&receipt))["subject"][0]["digest"]["sha256"],
+        job["artifact_sha256"]
+    );
+
+    // A job from before migration 0015: no rows, the envelopes in files beside the artifact.
+    let data = s.kill();
+    {
+        let db = rusqlite::Connection::open(data.join("jobpack.db")).unwrap();
+        let n = db
+            .execute("DELETE FROM job_documents WHERE job_id = ?1", [&id])
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+    std::fs::write(job_dir.join("provenance.intoto.json"), &provenance).unwrap();
+    std::fs::write(job_dir.join("receipt.intoto.json"), &receipt).unwrap();
+    let s = Server::start(&data, &[]);
+    assert_eq!(
+        body(&c, &s, &format!("/v1/jobs/{id}/provenance")).await,
+        provenance
+    );
+    assert_eq!(
+        body(&c, &s, &format!("/v1/jobs/{id}/receipt")).await,
+        receipt
+    );
+    // Neither at all: the job's provenance is gone (410), its receipt never was (404).
+    std::fs::remove_file(job_dir.join("provenance.intoto.json")).unwrap();
+    std::fs::remove_file(job_dir.join("receipt.intoto.json")).unwrap();
+    let (code, v) = call(
+        &c,
+        &s,
+        "GET",
+        &format!("/v1/jobs/{id}/provenance"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(code, 410, "{v}");
+    let (code, v) = call(&c, &s, "GET", &format!("/v1/jobs/{id}/receipt"), None, None).await;
+    assert_eq!(code, 404, "{v}");
 }
 
 /// `jobpack` off the async threads (the data server answers on them meanwhile).

@@ -7,12 +7,12 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 
-use crate::server::http::downloads::packed_json;
+use crate::server::http::downloads::{Packed, packed_json};
 use crate::server::http::problem::{ApiError, ApiResult, internal, problem};
-use crate::server::scheduler::queue::Runner;
 use crate::server::service::Service;
 use crate::server::service::auth::{Action, Caller, require};
 use crate::server::service::jobs::files_row;
+use crate::server::store::documents::Doc;
 
 #[derive(Tags)]
 enum AttestTags {
@@ -50,7 +50,7 @@ impl AttestApi {
         caller: Caller,
         id: Path<String>,
     ) -> ApiResult<Json<serde_json::Value>> {
-        packed_json(&self.svc.runner, &caller, &id, Runner::provenance_path).await
+        packed_json(&self.svc.runner, &caller, &id, Packed::Provenance).await
     }
 
     /// The signed receipt of the job's last run: an in-toto statement (subjects: the artifact,
@@ -64,7 +64,7 @@ impl AttestApi {
         id: Path<String>,
     ) -> ApiResult<Json<serde_json::Value>> {
         let r = files_row(&self.svc.runner, &caller, &id)?;
-        let bytes = match tokio::fs::read(self.svc.runner.receipt_path(&r.id)).await {
+        let bytes = match self.svc.runner.document(&r.id, Doc::Receipt) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && r.finished_at.is_none() => {
                 return Err(ApiError::Conflict(problem(

@@ -11,6 +11,7 @@ use crate::server::scheduler::queue::Runner;
 use crate::server::service::Service;
 use crate::server::service::auth::Caller;
 use crate::server::service::jobs::files_row;
+use crate::server::store::documents::Doc;
 
 #[derive(ApiResponse)]
 pub enum Download {
@@ -168,13 +169,21 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-/// A JSON file written when job `id` was packed (its manifest, its provenance), as the job's
-/// reader `caller` may see it: 409 until it is packed, 410 once its files are gone.
+/// What [`packed_json`] serves: written when the job was packed.
+pub(crate) enum Packed {
+    /// Its manifest (a file beside the artifact).
+    Manifest,
+    /// Its signed provenance (in the store).
+    Provenance,
+}
+
+/// JSON written when job `id` was packed (its manifest, its provenance), as the job's reader
+/// `caller` may see it: 409 until it is packed, 410 once its files are gone.
 pub(crate) async fn packed_json(
     runner: &Runner,
     caller: &Caller,
     id: &str,
-    path: fn(&Runner, &str) -> std::path::PathBuf,
+    what: Packed,
 ) -> ApiResult<poem_openapi::payload::Json<serde_json::Value>> {
     let r = files_row(runner, caller, id)?;
     if r.artifact_sha256.is_none() {
@@ -184,9 +193,11 @@ pub(crate) async fn packed_json(
             format!("job {} is not packed yet ({})", r.id, r.status),
         )));
     }
-    let bytes = tokio::fs::read(path(runner, &r.id))
-        .await
-        .map_err(|e| crate::server::service::jobs::file_error(&r.id, e))?;
+    let read = match what {
+        Packed::Manifest => tokio::fs::read(runner.manifest_path(&r.id)).await,
+        Packed::Provenance => runner.document(&r.id, Doc::Provenance),
+    };
+    let bytes = read.map_err(|e| crate::server::service::jobs::file_error(&r.id, e))?;
     serde_json::from_slice(&bytes)
         .map(poem_openapi::payload::Json)
         .map_err(internal)

@@ -12,13 +12,12 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Attachment, EventStream, Json};
 use poem_openapi::{ApiRequest, ApiResponse, Object, OpenApi, Tags};
 
-use crate::server::http::downloads::{Download, file_download, packed_json, tarball};
+use crate::server::http::downloads::{Download, Packed, file_download, packed_json, tarball};
 use crate::server::http::logs::{LogStreamName, LogText, StreamItem, log_events, log_text};
 pub use crate::server::http::problem::{ApiError, Problem, Submitted};
 use crate::server::http::problem::{ApiResult, internal, problem};
 use crate::server::http::schema::{Documented, JobSubmissionDoc};
 use crate::server::http::uploads::{UploadJob, store_uploads};
-use crate::server::scheduler::queue::Runner;
 use crate::server::service::Service;
 use crate::server::service::auth::require;
 use crate::server::service::auth::{Action, Caller};
@@ -494,7 +493,7 @@ impl JobsApi {
         caller: Caller,
         id: Path<String>,
     ) -> ApiResult<Json<serde_json::Value>> {
-        packed_json(&self.svc.runner, &caller, &id, Runner::manifest_path).await
+        packed_json(&self.svc.runner, &caller, &id, Packed::Manifest).await
     }
 
     /// The job's working directory after the run, as `.tar.gz`.

@@ -168,23 +168,29 @@ impl Runner {
                     .fail(id, "internal", &format!("cannot save the manifest: {e}"))
                     .await;
             }
+            // The signed provenance is stored in the same commit as `packed`.
             let provenance = self
                 .packager
                 .provenance(&artifact, &self.signing_key, Some(id));
-            if let Err(e) = serde_json::to_vec(&provenance)
-                .map_err(std::io::Error::other)
-                .and_then(|b| write_new(&self.provenance_path(id), &b))
-            {
-                return self
-                    .fail(id, "internal", &format!("cannot save the provenance: {e}"))
-                    .await;
-            }
+            let provenance = match serde_json::to_vec(&provenance) {
+                Ok(b) => b,
+                Err(e) => {
+                    return self
+                        .fail(
+                            id,
+                            "internal",
+                            &format!("cannot encode the provenance: {e}"),
+                        )
+                        .await;
+                }
+            };
             self.record(id, JobStatus::Packed.as_str(), || {
                 self.store.set_packed(
                     id,
                     &artifact.sha256,
                     artifact.size,
                     artifact.commit.as_deref(),
+                    &provenance,
                 )
             })
             .await;
@@ -461,11 +467,17 @@ impl Runner {
                     continue;
                 }
             }
-            if let Some(sub) = &sub
-                && let Err(e) = self.write_receipt(id, sub, outcome_json.as_deref()).await
-            {
-                tracing::warn!(job_id = %id, "no receipt: {e:#}");
-            }
+            // The signed receipt is stored in the same commit as the final state.
+            let receipt = match &sub {
+                Some(sub) => match self.receipt(id, sub, outcome_json.as_deref()).await {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(job_id = %id, "no receipt: {e:#}");
+                        None
+                    }
+                },
+                None => None,
+            };
             let end = Finish {
                 status,
                 exit_code: outcome.exit_code,
@@ -474,6 +486,7 @@ impl Runner {
                 error_code: None,
                 outcome_json: outcome_json.as_deref(),
                 cpu_seconds: outcome.cpu_time_secs,
+                receipt: receipt.as_deref(),
             };
             self.record(id, outcome.status.as_str(), || self.store.finish(id, &end))
                 .await;

@@ -15,6 +15,7 @@ use jobpack_core::{JobSpec, Packager};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::server::store::documents::Doc;
 use crate::server::store::{Finish, JobRow, JobStatus, Store, is_final};
 
 /// What a job asks for, as stored (`request_json`).
@@ -230,14 +231,29 @@ impl Runner {
         self.job_dir(id).join("artifact.tar.gz")
     }
 
-    /// The signed receipt of the job's last run (a DSSE envelope, JSON).
-    pub fn receipt_path(&self, id: &str) -> PathBuf {
-        self.job_dir(id).join("receipt.intoto.json")
+    /// A job's signed statement (a DSSE envelope, JSON): the provenance, or the receipt of its
+    /// last run. From the store; a job packed by an older server has it as a file beside its
+    /// artifact instead. `NotFound` if it has none (not packed, or not run, yet).
+    pub fn document(&self, id: &str, kind: Doc) -> std::io::Result<Vec<u8>> {
+        match self.store.document(id, kind) {
+            Ok(Some(body)) => Ok(body),
+            Ok(None) => std::fs::read(self.legacy_document_path(id, kind)),
+            Err(e) => Err(std::io::Error::other(e)),
+        }
     }
 
-    /// The artifact's signed provenance (a DSSE envelope, JSON).
-    pub fn provenance_path(&self, id: &str) -> PathBuf {
-        self.job_dir(id).join("provenance.intoto.json")
+    /// Whether the job has `kind` (see [`Runner::document`]).
+    pub fn has_document(&self, id: &str, kind: Doc) -> bool {
+        self.store.has_document(id, kind).unwrap_or(false)
+            || self.legacy_document_path(id, kind).exists()
+    }
+
+    /// Where a server before migration 0015 wrote `kind` of job `id`.
+    fn legacy_document_path(&self, id: &str, kind: Doc) -> PathBuf {
+        self.job_dir(id).join(match kind {
+            Doc::Provenance => "provenance.intoto.json",
+            Doc::Receipt => "receipt.intoto.json",
+        })
     }
 
     /// The packed manifest (`jobpack.json` of the artifact), as JSON.

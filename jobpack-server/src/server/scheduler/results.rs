@@ -2,9 +2,8 @@
 //! of the last run, and the result cache's answer from an earlier identical job.
 
 use crate::server::scheduler::queue::{Runner, Submission};
+use crate::server::store::documents::Doc;
 use crate::server::store::{Finish, JobStatus};
-
-use super::pipeline::write_new;
 
 impl Runner {
     /// The result cache: if an earlier completed job ran the same artifact (so the same code,
@@ -29,7 +28,7 @@ impl Runner {
             serde_json::from_str::<Submission>(&r.request_json).is_ok_and(|s| {
                 s.limits == sub.limits && s.network == sub.network && s.secret_env.is_empty()
             }) && r.cached_from.is_none()
-                && self.receipt_path(&r.id).exists()
+                && self.has_document(&r.id, Doc::Receipt)
         });
         let Some(src) = source else {
             return Ok(false);
@@ -61,13 +60,17 @@ impl Runner {
                 jobpack_core::exec::logs::streams::index_path(&self.log_path(&src.id)),
                 jobpack_core::exec::logs::streams::index_path(&log),
             ),
-            (self.receipt_path(&src.id), self.receipt_path(id)),
         ] {
             match std::fs::copy(&from, &to) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
             }
         }
+        let receipt = match self.document(&src.id, Doc::Receipt) {
+            Ok(r) => Some(r),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
         self.store.set_cached_from(id, &src.id)?;
         let reason = format!("answered from job {}'s results (cache)", src.id);
         let end = Finish {
@@ -78,6 +81,7 @@ impl Runner {
             error_code: None,
             outcome_json: src.outcome_json.as_deref(),
             cpu_seconds: src.cpu_seconds,
+            receipt: receipt.as_deref(),
         };
         self.record(id, JobStatus::Completed.as_str(), || {
             self.store.finish(id, &end)
@@ -86,14 +90,14 @@ impl Runner {
         Ok(true)
     }
 
-    /// Signs and writes the receipt of a job's last run: the artifact's, log's and outputs'
-    /// digests, how it ran and how it ended.
-    pub(super) async fn write_receipt(
+    /// Signs the receipt of a job's last run (the artifact's, log's and outputs' digests, how it
+    /// ran and how it ended): the DSSE envelope's JSON, for [`Finish::receipt`].
+    pub(super) async fn receipt(
         &self,
         id: &str,
         sub: &Submission,
         outcome_json: Option<&str>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<u8>> {
         use jobpack_core::attest::{
             Envelope, OutputBudget, RunRecord, file_sha256, outputs, receipt,
         };
@@ -129,8 +133,7 @@ impl Runner {
             finished_at: crate::server::store::rfc3339(crate::server::store::now()),
         });
         let env = Envelope::sign_statement(&self.signing_key, &st);
-        write_new(&self.receipt_path(id), &serde_json::to_vec(&env)?)?;
-        Ok(())
+        Ok(serde_json::to_vec(&env)?)
     }
 
     /// Keeps ended attempt number `n` of a job that runs again: its outcome in the store, its

@@ -57,4 +57,8 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0014_usage",
         include_str!("../../../migrations/0014_usage.sql"),
     ),
+    (
+        "0015_documents",
+        include_str!("../../../migrations/0015_documents.sql"),
+    ),
 ];

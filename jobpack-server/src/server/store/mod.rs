@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod activity;
 pub mod attempts;
 pub mod batches;
+pub mod documents;
 mod listing;
 mod migrations;
 pub mod retention;
@@ -363,21 +364,25 @@ impl Store {
         })
     }
 
+    /// Records that job `id` is packed, with its artifact's signed `provenance` (one commit).
     pub fn set_packed(
         &self,
         id: &str,
         sha256: &str,
         size: u64,
         commit: Option<&str>,
+        provenance: &[u8],
     ) -> StoreResult<()> {
         self.with(|c| {
-            // One transaction: the state and the secrets' end are one change (and one commit).
+            // One transaction: the state, its provenance and the secrets' end are one change
+            // (and one commit).
             let tx = c.unchecked_transaction()?;
             tx.exec_cached(
                 "UPDATE jobs SET status = 'packed', updated_at = ?2, artifact_sha256 = ?3, \
                  artifact_size = ?4, commit_id = ?5 WHERE id = ?1",
                 params![id, now(), sha256, size as i64, commit],
             )?;
+            documents::put(&tx, id, documents::Doc::Provenance, provenance)?;
             // A pack-only job has ended: its secrets are not needed any more, nor the WAL's
             // frames that held them (as when a run ends).
             let had_secrets = tx.exec_cached(
@@ -393,7 +398,8 @@ impl Store {
         })
     }
 
-    /// Records a final state (and forgets the job's secrets: it will not run again).
+    /// Records a final state, with the run's receipt if it has one (and forgets the job's
+    /// secrets: it will not run again).
     pub fn finish(&self, id: &str, end: &Finish<'_>) -> StoreResult<()> {
         self.with(|c| {
             let tx = c.unchecked_transaction()?;
@@ -413,6 +419,9 @@ impl Store {
                     end.cpu_seconds
                 ],
             )?;
+            if let Some(receipt) = end.receipt {
+                documents::put(&tx, id, documents::Doc::Receipt, receipt)?;
+            }
             let had_secrets =
                 tx.exec_cached("DELETE FROM job_secrets WHERE job_id = ?1", [id])? > 0;
             tx.commit()?;
@@ -428,6 +437,7 @@ impl Store {
             let had_secrets = c.exec_cached("DELETE FROM job_secrets WHERE job_id = ?1", [id])? > 0;
             c.exec_cached("DELETE FROM job_attempts WHERE job_id = ?1", [id])?;
             c.exec_cached("DELETE FROM job_usage WHERE job_id = ?1", [id])?;
+            documents::remove(c, id)?;
             webhooks::delete_job_hooks(c, id)?;
             let n = c.exec_cached("DELETE FROM jobs WHERE id = ?1", [id])?;
             if had_secrets {
@@ -506,6 +516,8 @@ pub struct Finish<'a> {
     pub error_code: Option<&'a str>,
     pub outcome_json: Option<&'a str>,
     pub cpu_seconds: Option<f64>,
+    /// The signed receipt of the run (a DSSE envelope, JSON), stored in the same commit.
+    pub receipt: Option<&'a [u8]>,
 }
 
 impl<'a> Finish<'a> {
@@ -519,6 +531,7 @@ impl<'a> Finish<'a> {
             signal: None,
             outcome_json: None,
             cpu_seconds: None,
+            receipt: None,
         }
     }
 }

@@ -31,14 +31,18 @@ impl Store {
         })
     }
 
-    /// Records that a job's files are gone (once: a second call changes nothing).
+    /// Records that a job's files are gone (once: a second call changes nothing), and its
+    /// signed statements with them.
     pub fn set_collected(&self, id: &str) -> StoreResult<bool> {
         self.with(|c| {
-            c.execute(
+            let tx = c.unchecked_transaction()?;
+            let n = tx.execute(
                 "UPDATE jobs SET collected_at = ?2 WHERE id = ?1 AND collected_at IS NULL",
                 params![id, now()],
-            )
-            .map(|n| n > 0)
+            )?;
+            super::documents::remove(&tx, id)?;
+            tx.commit()?;
+            Ok(n > 0)
         })
     }
 
