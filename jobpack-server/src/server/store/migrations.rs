@@ -61,4 +61,8 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0015_documents",
         include_str!("../../../migrations/0015_documents.sql"),
     ),
+    (
+        "0016_fewer_index_writes",
+        include_str!("../../../migrations/0016_fewer_index_writes.sql"),
+    ),
 ];

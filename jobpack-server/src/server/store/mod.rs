@@ -11,6 +11,8 @@ mod listing;
 mod migrations;
 pub mod retention;
 pub mod sign_in;
+#[cfg(test)]
+mod tests;
 pub mod usage;
 pub mod webhooks;
 pub mod workers;
