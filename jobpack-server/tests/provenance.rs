@@ -333,17 +333,7 @@ async fn statements_are_stored_with_their_state_and_an_older_servers_files_still
     let data = tmp.path().join("data");
     let s = Server::start(&data, &[]);
     let c = reqwest::Client::new();
-    let (_, v) = call(
-        &c,
-        &s,
-        "POST",
-        "/v1/jobs",
-        None,
-        Some(&json!({"command": "echo result > out.txt"})),
-    )
-    .await;
-    let id = v["job_id"].as_str().unwrap().to_owned();
-    let job = wait_final(&c, &s, &format!("/v1/jobs/{id}")).await;
+    let (id, job) = common::run_job(&c, &s, &json!({"command": "echo result > out.txt"})).await;
     assert_eq!(job["status"], "completed", "{job}");
     let served = |what: &'static str| {
         let (c, s, id) = (&c, &s, &id);
@@ -400,20 +390,11 @@ async fn statements_are_stored_with_their_state_and_an_older_servers_files_still
         receipt
     );
     // Neither at all: the job's provenance is gone (410), its receipt never was (404).
-    std::fs::remove_file(job_dir.join("provenance.intoto.json")).unwrap();
-    std::fs::remove_file(job_dir.join("receipt.intoto.json")).unwrap();
-    let (code, v) = call(
-        &c,
-        &s,
-        "GET",
-        &format!("/v1/jobs/{id}/provenance"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(code, 410, "{v}");
-    let (code, v) = call(&c, &s, "GET", &format!("/v1/jobs/{id}/receipt"), None, None).await;
-    assert_eq!(code, 404, "{v}");
+    for (what, code) in [("provenance", 410), ("receipt", 404)] {
+        std::fs::remove_file(job_dir.join(format!("{what}.intoto.json"))).unwrap();
+        let (got, v) = call(&c, &s, "GET", &format!("/v1/jobs/{id}/{what}"), None, None).await;
+        assert_eq!(got, code, "{what}: {v}");
+    }
 }
 
 /// `jobpack` off the async threads (the data server answers on them meanwhile).

@@ -277,6 +277,19 @@ pub async fn wait_final(c: &reqwest::Client, s: &Server, path: &str) -> serde_js
     }
 }
 
+/// Submits `spec` (JSON, no token) and waits for the job to end: its id and its last answer.
+pub async fn run_job(
+    c: &reqwest::Client,
+    s: &Server,
+    spec: &serde_json::Value,
+) -> (String, serde_json::Value) {
+    let (code, v) = call(c, s, "POST", "/v1/jobs", None, Some(spec)).await;
+    assert_eq!(code, 201, "{v}");
+    let id = v["job_id"].as_str().unwrap().to_owned();
+    let job = wait_final(c, s, &format!("/v1/jobs/{id}")).await;
+    (id, job)
+}
+
 /// A Debian root file system as a tarball in `dir`: the one `scripts/oci-base.sh` caches
 /// (debootstrap minbase bookworm + python3 + a wheel directory `/opt/wheels`), with the line
 /// `VARIANT_ID=<marker>` added to its os-release so that it is never mistaken for the host's
