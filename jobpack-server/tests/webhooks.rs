@@ -303,6 +303,48 @@ async fn signed_deliveries_arrive_once_retry_with_growing_gaps_and_follow_batche
     assert_eq!(got[0]["body"]["data"]["status"], "completed");
 }
 
+/// How many events the outbox (`job_events`) has ever been given: its AUTOINCREMENT counter.
+fn events_ever(data: &std::path::Path) -> i64 {
+    let db = rusqlite::Connection::open(data.join("jobpack.db")).unwrap();
+    db.query_row(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'job_events'), 0)",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// With no webhook at all, a job's start and end are not written to the outbox (nothing would
+/// read them but to delete them); once one exists, they are, for every job.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_holds_events_only_while_a_webhook_exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, ALLOW);
+    let c = reqwest::Client::new();
+    let (_, job) = common::run_job(&c, &s, &json!({"command": "true"})).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(events_ever(&data), 0);
+
+    let (code, hook) = call(
+        &c,
+        &s,
+        "POST",
+        "/v1/webhooks",
+        None,
+        Some(
+            &json!({"url": format!("http://127.0.0.1:{}/none", free_port()),
+                     "events": ["job.finished"]}),
+        ),
+    )
+    .await;
+    assert_eq!(code, 201, "{hook}");
+    // Which webhooks want an event is decided when it is sent, as before.
+    let (_, job) = common::run_job(&c, &s, &json!({"command": "true"})).await;
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(events_ever(&data), 2, "job.started and job.finished");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delivery_waits_out_a_receiver_down_across_a_server_restart() {
     let Some(py) = common::venv_python("standardwebhooks") else {

@@ -65,4 +65,8 @@ pub(super) const MIGRATIONS: &[(&str, &str)] = &[
         "0016_fewer_index_writes",
         include_str!("../../../migrations/0016_fewer_index_writes.sql"),
     ),
+    (
+        "0017_events_when_heard",
+        include_str!("../../../migrations/0017_events_when_heard.sql"),
+    ),
 ];
