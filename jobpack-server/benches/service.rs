@@ -351,6 +351,6 @@ fn seed_store(db: &std::path::Path, n: usize) {
     };
     for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
         let rows: Vec<_> = chunk.iter().map(|&i| (row(i), None)).collect();
-        store.insert_all(Group::None, &rows, None).unwrap();
+        store.insert_all(Group::None, &rows, None, None).unwrap();
     }
 }

@@ -177,9 +177,17 @@ impl<'a> Submitter<'a> {
                 return Err(ServiceError::internal(e));
             }
         }
-        if let Err(e) = runner
-            .store
-            .insert_all(group, rows, self.quota.max_concurrent)
+        // The audit entry in the same commit as the rows it records.
+        let audit = crate::server::store::accounts::Audit {
+            actor: &self.caller.user,
+            action,
+            target: Some(target),
+            detail,
+        };
+        if let Err(e) =
+            runner
+                .store
+                .insert_all(group, rows, self.quota.max_concurrent, Some(&audit))
         {
             forget();
             return Err(insert_failed(&self.owner, e));
@@ -192,10 +200,6 @@ impl<'a> Submitter<'a> {
                 "job accepted"
             );
         }
-        self.svc
-            .runner
-            .store
-            .audit(&self.caller.user, action, Some(target), detail);
         Ok(())
     }
 }

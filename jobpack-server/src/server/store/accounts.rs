@@ -403,13 +403,13 @@ impl Store {
     /// Appends to the audit log. A failure is reported on stderr: the action it records has
     /// already happened and must not be undone by a full disk.
     pub fn audit(&self, actor: &str, action: &str, target: Option<&str>, detail: Option<&str>) {
-        let r = self.with(|c| {
-            c.execute(
-                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![now(), actor, action, target, detail],
-            )
-        });
-        if let Err(e) = r {
+        let entry = Audit {
+            actor,
+            action,
+            target,
+            detail,
+        };
+        if let Err(e) = self.with(|c| write_audit(c, &entry)) {
             tracing::error!("cannot write the audit log ({actor} {action} {target:?}): {e:#}");
         }
     }
@@ -440,4 +440,23 @@ impl Store {
             .collect()
         })
     }
+}
+
+/// An audit log entry, for [`Store::audit`] or to be written inside a change's own transaction
+/// ([`Store::insert_all`]: a submission and its entry are one commit).
+#[derive(Debug, Clone, Copy)]
+pub struct Audit<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: Option<&'a str>,
+    pub detail: Option<&'a str>,
+}
+
+pub(super) fn write_audit(c: &rusqlite::Connection, e: &Audit<'_>) -> rusqlite::Result<()> {
+    use super::Cached;
+    c.exec_cached(
+        "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now(), e.actor, e.action, e.target, e.detail],
+    )
+    .map(drop)
 }

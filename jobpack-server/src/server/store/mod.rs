@@ -273,17 +273,19 @@ impl Store {
             Group::None,
             &[(j.clone(), secret_json.map(str::to_owned))],
             max_active,
+            None,
         )
     }
 
     /// Inserts jobs of one owner (and the batch or workflow they form, if any) in one
     /// transaction, unless the owner's unfinished jobs would then be more than `max_active`: all
-    /// or nothing.
+    /// or nothing, with the `audit` entry that records it (one commit, not two).
     pub fn insert_all(
         &self,
         group: Group<'_>,
         jobs: &[(JobRow, Option<String>)],
         max_active: Option<u64>,
+        audit: Option<&accounts::Audit<'_>>,
     ) -> Result<(), InsertError> {
         let c = self
             .conn
@@ -310,6 +312,9 @@ impl Store {
         }
         for (j, secret) in jobs {
             insert_job(&tx, j, secret.as_deref()).map_err(db)?;
+        }
+        if let Some(entry) = audit {
+            accounts::write_audit(&tx, entry).map_err(db)?;
         }
         tx.commit().map_err(db)
     }
