@@ -326,18 +326,9 @@ async fn the_outbox_holds_events_only_while_a_webhook_exists() {
     assert_eq!(job["status"], "completed", "{job}");
     assert_eq!(events_ever(&data), 0);
 
-    let (code, hook) = call(
-        &c,
-        &s,
-        "POST",
-        "/v1/webhooks",
-        None,
-        Some(
-            &json!({"url": format!("http://127.0.0.1:{}/none", free_port()),
-                     "events": ["job.finished"]}),
-        ),
-    )
-    .await;
+    let body = json!({"url": format!("http://127.0.0.1:{}/none", free_port()),
+                      "events": ["job.finished"]});
+    let (code, hook) = call(&c, &s, "POST", "/v1/webhooks", None, Some(&body)).await;
     assert_eq!(code, 201, "{hook}");
     // Which webhooks want an event is decided when it is sent, as before.
     let (_, job) = common::run_job(&c, &s, &json!({"command": "true"})).await;

@@ -469,13 +469,11 @@ impl Runner {
             }
             // The signed receipt is stored in the same commit as the final state.
             let receipt = match &sub {
-                Some(sub) => match self.receipt(id, sub, outcome_json.as_deref()).await {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        tracing::warn!(job_id = %id, "no receipt: {e:#}");
-                        None
-                    }
-                },
+                Some(sub) => self
+                    .receipt(id, sub, outcome_json.as_deref())
+                    .await
+                    .inspect_err(|e| tracing::warn!(job_id = %id, "no receipt: {e:#}"))
+                    .ok(),
                 None => None,
             };
             let end = Finish {
